@@ -1,0 +1,217 @@
+//! A repository in a local directory (or a mounted file system).
+//!
+//! Writes are atomic and durable: the bytes go to a temporary file in the destination
+//! folder, which is fsynced, renamed over the final name, and the folder fsynced, so a
+//! crash leaves either no object or the whole object. Temporary files start with `.tmp-`
+//! and are never listed.
+
+use super::{Backend, BackendError, FileType, Handle, ObjectInfo};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Prefix of in-progress writes.
+const TMP_PREFIX: &str = ".tmp-";
+
+/// A local-directory backend rooted at a path.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend for the repository at `root` (which need not exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend { root: root.into() }
+    }
+
+    /// The repository folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, h: &Handle) -> PathBuf {
+        self.root.join(h.path())
+    }
+
+    fn io_err(&self, op: &'static str, object: String, source: io::Error) -> BackendError {
+        if source.kind() == io::ErrorKind::NotFound {
+            return BackendError::NotFound {
+                object,
+                location: self.location(),
+            };
+        }
+        let retryable = matches!(
+            source.kind(),
+            io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        );
+        BackendError::Io {
+            op,
+            object,
+            location: self.location(),
+            source,
+            retryable,
+        }
+    }
+
+    fn put_sync(&self, h: &Handle, data: &[u8]) -> Result<(), BackendError> {
+        let dest = self.path_of(h);
+        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+        let e = |s| self.io_err("write", h.path(), s);
+        fs::create_dir_all(&dir).map_err(e)?;
+        let mut rnd = [0u8; 8];
+        crate::crypto::random_bytes(&mut rnd).map_err(|x| e(io::Error::other(x.to_string())))?;
+        let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&tmp, &dest)?;
+            File::open(&dir)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(e)
+    }
+
+    fn get_range_sync(
+        &self,
+        h: &Handle,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, BackendError> {
+        let e = |s| self.io_err("read", h.path(), s);
+        let mut f = File::open(self.path_of(h)).map_err(e)?;
+        f.seek(SeekFrom::Start(offset)).map_err(e)?;
+        let cap = usize::try_from(length).map_err(|_| e(io::Error::other("range too large")))?;
+        let mut buf = Vec::with_capacity(cap.min(64 * 1024 * 1024));
+        f.take(length).read_to_end(&mut buf).map_err(e)?;
+        if (buf.len() as u64) < length {
+            return Err(BackendError::Truncated {
+                object: h.path(),
+                location: self.location(),
+                offset,
+                wanted: length,
+                got: buf.len() as u64,
+            });
+        }
+        Ok(buf)
+    }
+
+    fn list_dir(
+        &self,
+        dir: &Path,
+        out: &mut Vec<ObjectInfo>,
+        kind: FileType,
+    ) -> Result<(), BackendError> {
+        let e = |s| self.io_err("list", kind.dir().to_string(), s);
+        let entries = match fs::read_dir(dir) {
+            Ok(x) => x,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(e(err)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(e)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let meta = entry.metadata().map_err(e)?;
+            if meta.is_dir() {
+                if kind == FileType::Pack {
+                    self.list_dir(&entry.path(), out, kind)?;
+                }
+                continue;
+            }
+            out.push(ObjectInfo {
+                name,
+                size: meta.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+) -> Result<T, BackendError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|join| {
+        Err(BackendError::Io {
+            op: "run",
+            object: String::new(),
+            location: String::new(),
+            source: io::Error::other(join.to_string()),
+            retryable: false,
+        })
+    })
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn put(&self, handle: &Handle, data: Bytes) -> Result<(), BackendError> {
+        let (me, h, d) = (self.clone(), handle.clone(), data);
+        blocking(move || me.put_sync(&h, &d)).await
+    }
+
+    async fn get(&self, handle: &Handle) -> Result<Vec<u8>, BackendError> {
+        let (me, h) = (self.clone(), handle.clone());
+        blocking(move || fs::read(me.path_of(&h)).map_err(|s| me.io_err("read", h.path(), s))).await
+    }
+
+    async fn get_range(
+        &self,
+        handle: &Handle,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, BackendError> {
+        let (me, h) = (self.clone(), handle.clone());
+        blocking(move || me.get_range_sync(&h, offset, length)).await
+    }
+
+    async fn stat(&self, handle: &Handle) -> Result<u64, BackendError> {
+        let (me, h) = (self.clone(), handle.clone());
+        blocking(move || {
+            fs::metadata(me.path_of(&h))
+                .map(|m| m.len())
+                .map_err(|s| me.io_err("stat", h.path(), s))
+        })
+        .await
+    }
+
+    async fn list(&self, kind: FileType) -> Result<Vec<ObjectInfo>, BackendError> {
+        let me = self.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            if kind == FileType::Config {
+                if let Ok(m) = fs::metadata(me.root.join("config")) {
+                    out.push(ObjectInfo {
+                        name: String::new(),
+                        size: m.len(),
+                    });
+                }
+                return Ok(out);
+            }
+            me.list_dir(&me.root.join(kind.dir()), &mut out, kind)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete(&self, handle: &Handle) -> Result<(), BackendError> {
+        let (me, h) = (self.clone(), handle.clone());
+        blocking(move || match fs::remove_file(me.path_of(&h)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(me.io_err("delete", h.path(), e)),
+        })
+        .await
+    }
+}

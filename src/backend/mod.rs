@@ -1,0 +1,219 @@
+//! The storage trait every destination implements, and the object naming they share.
+//!
+//! Contract (every implementation must keep it; `tests/backend_suite.rs` checks it):
+//! - `put` returns only once the object is durable under its final name, and a reader
+//!   never sees a partial object under that name: either the old state or the whole object.
+//! - `get` and `get_range` return exactly the bytes asked for or an error; a short read is
+//!   [`BackendError::Truncated`], never silently fewer bytes.
+//! - `list` returns every object that existed before the call started; objects written or
+//!   deleted during the call may or may not appear. Temporary files are never listed.
+//! - Errors say whether retrying can help ([`BackendError::is_retryable`]).
+
+pub mod local;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fmt;
+
+/// The kinds of object in a repository, each with its own folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileType {
+    /// The single `config` object.
+    Config,
+    /// `keys/<id>`.
+    Key,
+    /// `data/<xx>/<id>` packs.
+    Pack,
+    /// `index/<id>`.
+    Index,
+    /// `snapshots/<id>`.
+    Snapshot,
+}
+
+impl FileType {
+    /// Folder of this type inside a repository.
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileType::Config => "",
+            FileType::Key => "keys",
+            FileType::Pack => "data",
+            FileType::Index => "index",
+            FileType::Snapshot => "snapshots",
+        }
+    }
+}
+
+/// The name of one stored object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Handle {
+    /// Object type.
+    pub kind: FileType,
+    /// Name inside the type's folder (hex id); empty for `config`.
+    pub name: String,
+}
+
+impl Handle {
+    /// A handle of the given type.
+    pub fn new(kind: FileType, name: impl Into<String>) -> Self {
+        Handle {
+            kind,
+            name: name.into(),
+        }
+    }
+
+    /// The `config` object.
+    pub fn config() -> Self {
+        Handle::new(FileType::Config, "")
+    }
+
+    /// Path relative to the repository root, `/`-separated: the same in every backend.
+    /// Packs are fanned out by the first two hex digits to keep folders small.
+    pub fn path(&self) -> String {
+        match self.kind {
+            FileType::Config => "config".to_string(),
+            FileType::Pack if self.name.len() >= 2 => {
+                format!("data/{}/{}", &self.name[..2], self.name)
+            }
+            k => format!("{}/{}", k.dir(), self.name),
+        }
+    }
+}
+
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path())
+    }
+}
+
+/// One listed object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Name inside the type's folder.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Why a storage operation failed, with the object and location it concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The object does not exist.
+    #[error("{object} does not exist in {location}")]
+    NotFound {
+        /// Object path.
+        object: String,
+        /// Repository location.
+        location: String,
+    },
+    /// Fewer bytes came back than were asked for.
+    #[error(
+        "{object} in {location} is truncated: wanted {wanted} bytes at offset {offset}, got {got}"
+    )]
+    Truncated {
+        /// Object path.
+        object: String,
+        /// Repository location.
+        location: String,
+        /// Offset asked for.
+        offset: u64,
+        /// Bytes asked for.
+        wanted: u64,
+        /// Bytes received.
+        got: u64,
+    },
+    /// The operating system or the transport failed.
+    #[error("{op} {object} in {location}: {source}")]
+    Io {
+        /// What was being done (`read`, `write`, `list`...).
+        op: &'static str,
+        /// Object path.
+        object: String,
+        /// Repository location.
+        location: String,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+        /// Whether a retry may succeed.
+        retryable: bool,
+    },
+}
+
+impl BackendError {
+    /// Whether retrying the same call may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            BackendError::Io { retryable, .. } => *retryable,
+            BackendError::Truncated { .. } => true,
+            BackendError::NotFound { .. } => false,
+        }
+    }
+
+    /// Whether the error means the object is absent.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, BackendError::NotFound { .. })
+    }
+}
+
+/// A place that stores repository objects. See the module documentation for the contract.
+#[async_trait]
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// Human-readable location for messages (`/srv/repo`, `s3:http://host/bucket/prefix`).
+    fn location(&self) -> String;
+
+    /// Store `data` under `handle`, durably and atomically.
+    async fn put(&self, handle: &Handle, data: Bytes) -> Result<(), BackendError>;
+
+    /// The whole object.
+    async fn get(&self, handle: &Handle) -> Result<Vec<u8>, BackendError>;
+
+    /// `length` bytes starting at `offset`.
+    async fn get_range(
+        &self,
+        handle: &Handle,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, BackendError>;
+
+    /// Size of the object.
+    async fn stat(&self, handle: &Handle) -> Result<u64, BackendError>;
+
+    /// Every object of a type.
+    async fn list(&self, kind: FileType) -> Result<Vec<ObjectInfo>, BackendError>;
+
+    /// Remove an object; removing an absent object is not an error.
+    async fn delete(&self, handle: &Handle) -> Result<(), BackendError>;
+}
+
+/// Why a repository location string could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("repository location {spec:?}: {reason}")]
+pub struct LocationError {
+    /// What the user gave.
+    pub spec: String,
+    /// What is wrong and how to write it.
+    pub reason: String,
+}
+
+/// Open the backend a repository location names: `local:PATH` or a plain path.
+pub fn open_location(spec: &str) -> Result<std::sync::Arc<dyn Backend>, LocationError> {
+    let err = |reason: &str| LocationError {
+        spec: spec.to_string(),
+        reason: reason.to_string(),
+    };
+    if spec.is_empty() {
+        return Err(err("is empty: pass --repo or set CAIRN_REPOSITORY"));
+    }
+    let path = if let Some(p) = spec.strip_prefix("local:") {
+        p
+    } else if spec.starts_with("s3:") || spec.contains("://") {
+        return Err(err(
+            "this build supports only local repositories (a path or local:PATH)",
+        ));
+    } else {
+        spec
+    };
+    if path.is_empty() {
+        return Err(err("has no path after `local:`"));
+    }
+    Ok(std::sync::Arc::new(local::LocalBackend::new(path)))
+}

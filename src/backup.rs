@@ -1,0 +1,549 @@
+//! One backup run: walk the source paths, store what changed, commit a snapshot.
+//!
+//! The walker (one thread) compares each file's size, mtime, ctime and inode with the
+//! parent snapshot and reuses the stored content list when nothing changed, without
+//! reading the file. Changed files are streamed through the chunker; blobs not already in
+//! the index go through a bounded channel to sealing workers and on to the packer
+//! ([`crate::packer`]). Every queue is bounded, so memory does not grow with file size.
+//! The snapshot is written only after every pack and index object is durable, so a crash
+//! at any point leaves the repository as it was plus unreferenced packs.
+
+use crate::chunker::{ChunkStream, Chunker};
+use crate::error::{Error, Result};
+use crate::exclude::Excludes;
+use crate::format::index::BlobKind;
+use crate::format::name::ByteName;
+use crate::format::snapshot::{Snapshot, Summary};
+use crate::format::tree::{Node, NodeKind, Tree};
+use crate::fsmeta;
+use crate::hash::{BlobId, SnapshotId};
+use crate::index::MasterIndex;
+use crate::pack::{SealedBlob, seal_blob};
+use crate::packer::run_packer;
+use crate::repo::Repository;
+use crossbeam_channel::{Sender, bounded};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+use tokio::runtime::Handle as Runtime;
+
+/// What to back up and how to label it.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// Source paths (made absolute, not following symlinks).
+    pub paths: Vec<PathBuf>,
+    /// Exclude patterns (see [`crate::exclude`]).
+    pub excludes: Vec<String>,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// Host name recorded (and used to choose the parent).
+    pub hostname: String,
+    /// User name recorded.
+    pub username: String,
+    /// RFC 3339 time of the snapshot.
+    pub time: String,
+    /// Snapshot to compare against; `None` picks the latest with the same host and paths.
+    pub parent: Option<SnapshotId>,
+    /// Sealing worker threads.
+    pub workers: usize,
+    /// Pack uploads in flight at once.
+    pub max_uploads: usize,
+}
+
+/// A source path that could not be stored, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    /// The path.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// The outcome of a backup.
+#[derive(Debug)]
+pub struct BackupReport {
+    /// The new snapshot.
+    pub id: SnapshotId,
+    /// Its contents.
+    pub snapshot: Snapshot,
+    /// Paths skipped; non-empty means "snapshot made, with warnings".
+    pub warnings: Vec<Warning>,
+}
+
+/// Lexically absolute and clean: `.` and `..` resolved without following symlinks, so
+/// the path that is stored is the path the user named.
+pub fn clean_absolute(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| Error::io("resolve", p, e))?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Run a backup. Must be called from a thread that is not driving the tokio runtime
+/// (it blocks on `rt` for I/O).
+pub fn backup(repo: &Repository, rt: &Runtime, opts: &BackupOptions) -> Result<BackupReport> {
+    let excludes = Excludes::new(&opts.excludes).map_err(Error::InvalidInput)?;
+    let roots = prepare_roots(&opts.paths)?;
+    let display_paths: Vec<String> = roots
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let index = rt.block_on(repo.load_index())?;
+    let parent = match opts.parent {
+        Some(id) => Some((id, rt.block_on(repo.load_snapshot(id))?)),
+        None => rt
+            .block_on(repo.list_snapshots())?
+            .into_iter()
+            .rev()
+            .find(|e| e.snapshot.hostname == opts.hostname && e.snapshot.paths == display_paths)
+            .map(|e| (e.id, e.snapshot)),
+    };
+
+    let workers = opts.workers.max(1);
+    let (plain_tx, plain_rx) = bounded::<(BlobId, BlobKind, Vec<u8>)>(workers * 2);
+    let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(workers * 2);
+
+    let (walk, packed) = std::thread::scope(|s| {
+        for _ in 0..workers {
+            let rx = plain_rx.clone();
+            let tx = sealed_tx.clone();
+            s.spawn(move || {
+                for (id, kind, plain) in rx.iter() {
+                    match seal_blob(repo.keys(), id, kind, &plain) {
+                        Ok(sealed) => {
+                            if tx.send(sealed).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!("sealing blob {id:?} failed: {e}");
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+        drop(plain_rx);
+        drop(sealed_tx);
+        let packer = s.spawn(|| run_packer(repo, rt, sealed_rx, opts.max_uploads));
+        let walker = std::thread::Builder::new()
+            .name("cairn-walker".into())
+            .stack_size(256 * 1024 * 1024)
+            .spawn_scoped(s, || {
+                let mut w = Walker {
+                    repo,
+                    rt,
+                    index: &index,
+                    chunker: repo.chunker(),
+                    excludes: &excludes,
+                    tx: plain_tx,
+                    queued: HashSet::new(),
+                    hardlinks: HashMap::new(),
+                    summary: Summary::default(),
+                    warnings: Vec::new(),
+                };
+                let parent_tree = parent.as_ref().and_then(|(_, p)| w.load_tree(&p.tree));
+                let root = w.walk_virtual(Path::new("/"), &roots, parent_tree.as_ref());
+                (root, w.summary, w.warnings)
+            });
+        let walk = walker
+            .map_err(|e| Error::io("start walker thread", "/", e))
+            .and_then(|h| {
+                h.join()
+                    .map_err(|_| Error::InvalidInput("the walker thread panicked".into()))
+            });
+        let packed = packer
+            .join()
+            .map_err(|_| Error::InvalidInput("the packer thread panicked".into()));
+        (walk, packed)
+    });
+    // A packer failure explains a walker failure (the walker sees only a closed channel).
+    let packed = packed??;
+    let (root, mut summary, warnings) = walk?;
+    let root = root?;
+    summary.data_added_packed = packed.bytes;
+    summary.warnings = warnings.len() as u64;
+
+    let snapshot = Snapshot {
+        time: opts.time.clone(),
+        parent: parent.map(|(id, _)| id),
+        tree: root,
+        paths: display_paths,
+        hostname: opts.hostname.clone(),
+        username: opts.username.clone(),
+        // SAFETY: getuid/getgid have no preconditions and cannot fail.
+        uid: unsafe { libc::getuid() },
+        gid: unsafe { libc::getgid() },
+        tags: opts.tags.clone(),
+        program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        summary: Some(summary),
+    };
+    let id = rt.block_on(repo.save_snapshot(&snapshot))?;
+    Ok(BackupReport {
+        id,
+        snapshot,
+        warnings,
+    })
+}
+
+/// Clean, check and de-overlap the source paths; a missing path fails before anything
+/// is written.
+fn prepare_roots(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if paths.is_empty() {
+        return Err(Error::InvalidInput(
+            "no paths to back up: name at least one file or directory".into(),
+        ));
+    }
+    let mut roots = Vec::new();
+    for p in paths {
+        let clean = clean_absolute(p)?;
+        fs::symlink_metadata(&clean).map_err(|e| {
+            Error::InvalidInput(format!("backup path {} cannot be read: {e}", p.display()))
+        })?;
+        roots.push(clean);
+    }
+    roots.sort();
+    roots.dedup();
+    let all = roots.clone();
+    roots.retain(|r| !all.iter().any(|o| o != r && r.starts_with(o)));
+    Ok(roots)
+}
+
+struct Walker<'a> {
+    repo: &'a Repository,
+    rt: &'a Runtime,
+    index: &'a MasterIndex,
+    chunker: Chunker,
+    excludes: &'a Excludes,
+    tx: Sender<(BlobId, BlobKind, Vec<u8>)>,
+    queued: HashSet<BlobId>,
+    hardlinks: HashMap<(u64, u64), (Metadata, Vec<BlobId>)>,
+    summary: Summary,
+    warnings: Vec<Warning>,
+}
+
+/// Stopped because the pipeline behind the walker failed; the packer has the reason.
+fn pipeline_closed() -> Error {
+    Error::InvalidInput("the upload pipeline stopped".into())
+}
+
+fn find<'t>(tree: Option<&'t Tree>, name: &[u8]) -> Option<&'t Node> {
+    let t = tree?;
+    t.nodes
+        .binary_search_by(|n| n.name.0.as_slice().cmp(name))
+        .ok()
+        .map(|i| &t.nodes[i])
+}
+
+fn same_file(a: &Metadata, b: &Metadata) -> bool {
+    a.dev() == b.dev()
+        && a.ino() == b.ino()
+        && a.size() == b.size()
+        && a.mtime() == b.mtime()
+        && a.mtime_nsec() == b.mtime_nsec()
+        && a.ctime() == b.ctime()
+        && a.ctime_nsec() == b.ctime_nsec()
+}
+
+impl Walker<'_> {
+    fn warn(&mut self, path: &Path, reason: impl Into<String>) {
+        let reason = reason.into();
+        tracing::debug!("{}: {reason}", path.display());
+        self.warnings.push(Warning {
+            path: path.to_path_buf(),
+            reason,
+        });
+    }
+
+    fn store_blob(&mut self, kind: BlobKind, plain: Vec<u8>) -> Result<BlobId> {
+        let id = self.repo.keys().blob_id(&plain);
+        if !self.index.contains(&id) && self.queued.insert(id) {
+            match kind {
+                BlobKind::Data => self.summary.data_blobs += 1,
+                BlobKind::Tree => self.summary.tree_blobs += 1,
+            }
+            self.summary.data_added += plain.len() as u64;
+            self.tx
+                .send((id, kind, plain))
+                .map_err(|_| pipeline_closed())?;
+        }
+        Ok(id)
+    }
+
+    fn load_tree(&mut self, id: &BlobId) -> Option<Tree> {
+        let plain = match self.rt.block_on(self.repo.read_blob(self.index, id)) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("parent tree {id:?} unreadable, reading files again: {e}");
+                return None;
+            }
+        };
+        Tree::from_plain(&plain).ok()
+    }
+
+    /// The tree of `prefix`, holding only the parts that lead to `roots`.
+    fn walk_virtual(
+        &mut self,
+        prefix: &Path,
+        roots: &[PathBuf],
+        parent: Option<&Tree>,
+    ) -> Result<BlobId> {
+        if roots.iter().any(|r| r == prefix) {
+            return self.walk_dir(prefix, parent);
+        }
+        let mut children: Vec<&std::ffi::OsStr> = roots
+            .iter()
+            .filter_map(|r| r.strip_prefix(prefix).ok()?.components().next())
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        children.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        children.dedup();
+        let mut tree = Tree::default();
+        for name in children {
+            let path = prefix.join(name);
+            let prev = find(parent, name.as_bytes());
+            let node = if roots.contains(&path) {
+                let meta = match fs::symlink_metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.warn(&path, format!("cannot read metadata: {e}"));
+                        continue;
+                    }
+                };
+                self.node_for(&path, ByteName::from_os(name), &meta, prev)?
+            } else {
+                let meta = fs::symlink_metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
+                let prev_tree = match prev.and_then(|n| n.subtree) {
+                    Some(id) => self.load_tree(&id),
+                    None => None,
+                };
+                let sub: Vec<PathBuf> = roots
+                    .iter()
+                    .filter(|r| r.starts_with(&path))
+                    .cloned()
+                    .collect();
+                let mut node =
+                    fsmeta::node_from_metadata(ByteName::from_os(name), NodeKind::Dir, &meta);
+                node.subtree = Some(self.walk_virtual(&path, &sub, prev_tree.as_ref())?);
+                self.summary.dirs_processed += 1;
+                Some(node)
+            };
+            if let Some(n) = node {
+                tree.nodes.push(n);
+            }
+        }
+        self.store_blob(BlobKind::Tree, tree.to_plain())
+    }
+
+    /// Store a real directory's entries; returns its tree id.
+    fn walk_dir(&mut self, dir: &Path, parent: Option<&Tree>) -> Result<BlobId> {
+        let mut entries: Vec<(std::ffi::OsString, PathBuf)> = Vec::new();
+        match fs::read_dir(dir) {
+            Ok(rd) => {
+                for e in rd {
+                    match e {
+                        Ok(e) => entries.push((e.file_name(), e.path())),
+                        Err(err) => self.warn(dir, format!("cannot list directory: {err}")),
+                    }
+                }
+            }
+            Err(e) => self.warn(dir, format!("cannot list directory: {e}")),
+        }
+        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut tree = Tree::default();
+        for (name, path) in entries {
+            if self.excludes.matches(&path, &name) {
+                continue;
+            }
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.warn(&path, format!("vanished or unreadable: {e}"));
+                    continue;
+                }
+            };
+            let prev = find(parent, name.as_bytes());
+            if let Some(node) = self.node_for(&path, ByteName::from_os(&name), &meta, prev)? {
+                tree.nodes.push(node);
+            }
+        }
+        self.store_blob(BlobKind::Tree, tree.to_plain())
+    }
+
+    /// The node for one entry; `None` when it was skipped with a warning.
+    fn node_for(
+        &mut self,
+        path: &Path,
+        name: ByteName,
+        meta: &Metadata,
+        prev: Option<&Node>,
+    ) -> Result<Option<Node>> {
+        let Some(kind) = fsmeta::kind_of(meta) else {
+            self.warn(path, "unsupported file type");
+            return Ok(None);
+        };
+        let mut node = fsmeta::node_from_metadata(name, kind, meta);
+        match fsmeta::read_xattrs(path) {
+            Ok(x) => node.xattrs = x,
+            Err(e) => self.warn(path, format!("extended attributes not stored: {e}")),
+        }
+        match kind {
+            NodeKind::Dir => {
+                let prev_tree = match prev
+                    .filter(|p| p.kind == NodeKind::Dir)
+                    .and_then(|p| p.subtree)
+                {
+                    Some(id) => self.load_tree(&id),
+                    None => None,
+                };
+                node.subtree = Some(self.walk_dir(path, prev_tree.as_ref())?);
+                self.summary.dirs_processed += 1;
+            }
+            NodeKind::Symlink => match fs::read_link(path) {
+                Ok(t) => node.link_target = Some(ByteName::from_os(t.as_os_str())),
+                Err(e) => {
+                    self.warn(path, format!("cannot read symlink: {e}"));
+                    return Ok(None);
+                }
+            },
+            NodeKind::File => {
+                self.summary.total_files_processed += 1;
+                self.summary.total_bytes_processed += meta.size();
+                let unchanged = prev.filter(|p| {
+                    p.kind == NodeKind::File
+                        && p.size == meta.size()
+                        && p.inode == meta.ino()
+                        && p.mtime == meta.mtime()
+                        && p.mtime_nsec == meta.mtime_nsec() as u32
+                        && p.ctime == meta.ctime()
+                        && p.ctime_nsec == meta.ctime_nsec() as u32
+                        && p.content.iter().all(|b| self.index.contains(b))
+                });
+                if let Some(p) = unchanged {
+                    node.content = p.content.clone();
+                    self.summary.files_unmodified += 1;
+                } else {
+                    let Some((content, read_meta)) = self.file_content(path, meta)? else {
+                        return Ok(None);
+                    };
+                    // Describe the file as it was when read, which may differ from the
+                    // earlier lstat if it changed in between.
+                    let xattrs = std::mem::take(&mut node.xattrs);
+                    node = fsmeta::node_from_metadata(node.name, kind, &read_meta);
+                    node.xattrs = xattrs;
+                    node.content = content;
+                    if prev.is_some() {
+                        self.summary.files_changed += 1;
+                    } else {
+                        self.summary.files_new += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(Some(node))
+    }
+
+    /// Content blobs of a file, read and stored; `None` (with a warning) when the file
+    /// could not be read consistently.
+    fn file_content(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+    ) -> Result<Option<(Vec<BlobId>, Metadata)>> {
+        let key = (meta.dev(), meta.ino());
+        if meta.nlink() > 1
+            && let Some((m, content)) = self.hardlinks.get(&key)
+            && same_file(m, meta)
+        {
+            return Ok(Some((content.clone(), m.clone())));
+        }
+        const ATTEMPTS: usize = 3;
+        let mut last = String::new();
+        for _ in 0..ATTEMPTS {
+            match self.read_once(path, meta)? {
+                Ok((content, after)) => {
+                    if meta.nlink() > 1 {
+                        self.hardlinks.insert(key, (after.clone(), content.clone()));
+                    }
+                    return Ok(Some((content, after)));
+                }
+                Err(Skip::Retry(why)) => last = why,
+                Err(Skip::Fail(why)) => {
+                    self.warn(path, why);
+                    return Ok(None);
+                }
+            }
+        }
+        self.warn(path, format!("not stored: {last} ({ATTEMPTS} attempts)"));
+        Ok(None)
+    }
+
+    /// One attempt at reading a file. The outer `Result` carries repository failures, the
+    /// inner one reasons to skip or retry this file.
+    fn read_once(
+        &mut self,
+        path: &Path,
+        lmeta: &Metadata,
+    ) -> Result<Result<(Vec<BlobId>, Metadata), Skip>> {
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Err(Skip::Fail("vanished before it could be read".into())));
+            }
+            Err(e) => return Ok(Err(Skip::Fail(format!("cannot open: {e}")))),
+        };
+        let before = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(Skip::Fail(format!("cannot stat: {e}")))),
+        };
+        if !before.is_file() || before.ino() != lmeta.ino() || before.dev() != lmeta.dev() {
+            return Ok(Err(Skip::Retry("was replaced while being read".into())));
+        }
+        let mut stream = ChunkStream::new(&file, self.chunker.clone());
+        let mut content = Vec::new();
+        loop {
+            match stream.next_chunk() {
+                Ok(Some(chunk)) => content.push(self.store_blob(BlobKind::Data, chunk)?),
+                Ok(None) => break,
+                Err(e) => {
+                    self.summary.data_read += stream.bytes_read();
+                    return Ok(Err(Skip::Fail(format!("read error: {e}"))));
+                }
+            }
+        }
+        let read = stream.bytes_read();
+        self.summary.data_read += read;
+        let after = match File::metadata(&file) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(Skip::Fail(format!("cannot stat: {e}")))),
+        };
+        if !same_file(&before, &after) || read != after.size() {
+            return Ok(Err(Skip::Retry("changed while being read".into())));
+        }
+        Ok(Ok((content, after)))
+    }
+}
+
+enum Skip {
+    Retry(String),
+    Fail(String),
+}

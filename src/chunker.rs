@@ -1,0 +1,304 @@
+//! Content-defined chunking (FastCDC with normalized chunking and a keyed gear table).
+//!
+//! Boundaries depend only on the bytes around them, so an insertion early in a file moves
+//! only nearby boundaries and the rest of the chunks dedup against the previous version.
+//! The gear table comes from the repository key ([`crate::crypto::Keys::gear_table`]) so
+//! that chunk sizes, which a storage provider can observe, do not fingerprint known files.
+//! [`Chunker::cut`] is pure; [`ChunkStream`] feeds it from a reader with a buffer bounded
+//! by the maximum chunk size.
+
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read};
+
+/// Size bounds of chunks; stored in the repository `config` so every writer agrees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    /// No boundary before this many bytes.
+    pub min_size: u32,
+    /// Target average; must be a power of two.
+    pub avg_size: u32,
+    /// A boundary is forced at this many bytes.
+    pub max_size: u32,
+}
+
+impl ChunkerParams {
+    /// 256 KiB / 1 MiB / 4 MiB: large enough that per-blob overhead (index entries,
+    /// requests) stays small, small enough that an edit re-uploads about a megabyte.
+    pub const DEFAULT: ChunkerParams = ChunkerParams {
+        min_size: 256 * 1024,
+        avg_size: 1024 * 1024,
+        max_size: 4 * 1024 * 1024,
+    };
+
+    /// Check the invariants the chunker relies on; a config that violates them is refused.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = self.avg_size.is_power_of_two()
+            && self.min_size >= 64
+            && self.min_size < self.avg_size
+            && self.avg_size < self.max_size
+            && self.max_size <= 64 * 1024 * 1024;
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "chunker sizes {self:?} are invalid: need 64 <= min < avg < max <= 64 MiB and a power-of-two avg"
+            ))
+        }
+    }
+}
+
+/// A chunker for one repository: parameters plus the keyed gear table.
+#[derive(Clone)]
+pub struct Chunker {
+    params: ChunkerParams,
+    gear: [u64; 256],
+    /// Harder mask used before the average size (normalization level 2: two more bits).
+    mask_small: u64,
+    /// Easier mask used after the average size.
+    mask_large: u64,
+}
+
+fn top_bits(n: u32) -> u64 {
+    if n == 0 { 0 } else { !0u64 << (64 - n) }
+}
+
+impl Chunker {
+    /// Build a chunker; `params` must have passed [`ChunkerParams::validate`].
+    pub fn new(params: ChunkerParams, gear: [u64; 256]) -> Self {
+        let bits = params.avg_size.trailing_zeros();
+        // The gear hash shifts left, so the top bits depend on the most bytes: test those.
+        Chunker {
+            params,
+            gear,
+            mask_small: top_bits(bits + 2),
+            mask_large: top_bits(bits.saturating_sub(2)),
+        }
+    }
+
+    /// The chunker's size bounds.
+    pub fn params(&self) -> ChunkerParams {
+        self.params
+    }
+
+    /// Length of the first chunk of `data`. The caller must pass at least `max_size` bytes
+    /// unless `data` is the end of the stream; with fewer, the whole slice may be returned.
+    pub fn cut(&self, data: &[u8]) -> usize {
+        let min = self.params.min_size as usize;
+        let avg = self.params.avg_size as usize;
+        let max = self.params.max_size as usize;
+        if data.len() <= min {
+            return data.len();
+        }
+        let end = data.len().min(max);
+        let normal = avg.min(end);
+        let mut fp: u64 = 0;
+        let mut i = min;
+        while i < normal {
+            fp = (fp << 1).wrapping_add(self.gear[data[i] as usize]);
+            if fp & self.mask_small == 0 {
+                return i + 1;
+            }
+            i += 1;
+        }
+        while i < end {
+            fp = (fp << 1).wrapping_add(self.gear[data[i] as usize]);
+            if fp & self.mask_large == 0 {
+                return i + 1;
+            }
+            i += 1;
+        }
+        end
+    }
+
+    /// All chunk lengths of an in-memory buffer; for tests and test vectors.
+    pub fn cut_all(&self, mut data: &[u8]) -> Vec<usize> {
+        let mut out = Vec::new();
+        while !data.is_empty() {
+            let n = self.cut(data);
+            out.push(n);
+            data = &data[n..];
+        }
+        out
+    }
+}
+
+/// Reads a stream and yields its chunks, holding at most `max_size` bytes at a time.
+pub struct ChunkStream<R> {
+    reader: R,
+    chunker: Chunker,
+    buf: Vec<u8>,
+    eof: bool,
+    bytes_read: u64,
+}
+
+impl<R: Read> ChunkStream<R> {
+    /// Wrap a reader.
+    pub fn new(reader: R, chunker: Chunker) -> Self {
+        let cap = chunker.params.max_size as usize;
+        ChunkStream {
+            reader,
+            chunker,
+            buf: Vec::with_capacity(cap),
+            eof: false,
+            bytes_read: 0,
+        }
+    }
+
+    /// Bytes read from the underlying reader so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        let max = self.chunker.params.max_size as usize;
+        while !self.eof && self.buf.len() < max {
+            let old = self.buf.len();
+            self.buf.resize(max, 0);
+            match self.reader.read(&mut self.buf[old..]) {
+                Ok(0) => {
+                    self.buf.truncate(old);
+                    self.eof = true;
+                }
+                Ok(n) => {
+                    self.buf.truncate(old + n);
+                    self.bytes_read += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(old),
+                Err(e) => {
+                    self.buf.truncate(old);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next chunk, or `None` at the end of the stream.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        self.fill()?;
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        let n = self.chunker.cut(&self.buf);
+        let chunk = self.buf[..n].to_vec();
+        self.buf.drain(..n);
+        Ok(Some(chunk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_gear(seed: u8) -> [u64; 256] {
+        let mut xof = blake3::Hasher::new_keyed(&[seed; 32]).finalize_xof();
+        let mut t = [0u64; 256];
+        let mut w = [0u8; 8];
+        for e in t.iter_mut() {
+            xof.fill(&mut w);
+            *e = u64::from_le_bytes(w);
+        }
+        t
+    }
+
+    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn small() -> ChunkerParams {
+        ChunkerParams {
+            min_size: 2048,
+            avg_size: 8192,
+            max_size: 32768,
+        }
+    }
+
+    #[test]
+    fn chunks_respect_bounds_and_cover_input() {
+        let c = Chunker::new(small(), test_gear(1));
+        let data = pseudo_random(1 << 20, 42);
+        let lens = c.cut_all(&data);
+        assert_eq!(lens.iter().sum::<usize>(), data.len());
+        for (i, l) in lens.iter().enumerate() {
+            assert!(*l <= 32768);
+            if i + 1 < lens.len() {
+                assert!(*l > 2048, "chunk {i} is {l} bytes");
+            }
+        }
+        let avg = data.len() / lens.len();
+        assert!((4096..=16384).contains(&avg), "average {avg}");
+    }
+
+    #[test]
+    fn insertion_only_disturbs_nearby_chunks() {
+        let c = Chunker::new(small(), test_gear(1));
+        let data = pseudo_random(1 << 20, 7);
+        let mut edited = data.clone();
+        edited.splice(1000..1000, b"inserted bytes".iter().copied());
+        let a: std::collections::HashSet<Vec<u8>> = split(&c, &data).into_iter().collect();
+        let b = split(&c, &edited);
+        let shared = b.iter().filter(|ch| a.contains(*ch)).count();
+        assert!(
+            shared + 3 >= b.len(),
+            "only {shared} of {} chunks shared",
+            b.len()
+        );
+    }
+
+    fn split(c: &Chunker, data: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = c.cut(rest);
+            out.push(rest[..n].to_vec());
+            rest = &rest[n..];
+        }
+        out
+    }
+
+    #[test]
+    fn the_key_changes_boundaries() {
+        let data = pseudo_random(1 << 20, 9);
+        let a = Chunker::new(small(), test_gear(1)).cut_all(&data);
+        let b = Chunker::new(small(), test_gear(2)).cut_all(&data);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn stream_matches_in_memory_cutting_with_tiny_reads() {
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                let n = out.len().min(777).min(self.0.len());
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let c = Chunker::new(small(), test_gear(3));
+        let data = pseudo_random(300_000, 5);
+        let mut s = ChunkStream::new(Trickle(&data), c.clone());
+        let mut lens = Vec::new();
+        while let Some(ch) = s.next_chunk().expect("read") {
+            lens.push(ch.len());
+        }
+        assert_eq!(lens, c.cut_all(&data));
+        assert_eq!(s.bytes_read(), data.len() as u64);
+    }
+
+    #[test]
+    fn defaults_validate_and_bad_params_do_not() {
+        assert!(ChunkerParams::DEFAULT.validate().is_ok());
+        let mut p = ChunkerParams::DEFAULT;
+        p.avg_size = 1000;
+        assert!(p.validate().is_err());
+    }
+}

@@ -1,0 +1,309 @@
+//! One function per subcommand. Each returns the process exit code.
+
+use super::{RepoArgs, hostname, now_rfc3339, output, password, username};
+use anyhow::{Context, Result, anyhow, bail};
+use cairn::backend::open_location;
+use cairn::backup::{BackupOptions, backup, clean_absolute};
+use cairn::crypto::KdfParams;
+use cairn::format::config::DEFAULT_PACK_SIZE;
+use cairn::repo::{InitOptions, Repository, init, read_config};
+use cairn::restore::{RestoreOptions, restore};
+use std::path::{Path, PathBuf};
+use tokio::runtime::Runtime;
+
+/// Exit code for "snapshot made, but some files could not be stored".
+pub const EXIT_WARNINGS: i32 = 3;
+
+fn location(args: &RepoArgs) -> Result<String> {
+    args.repo
+        .clone()
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| anyhow!("no repository given: pass --repo REPO or set CAIRN_REPOSITORY"))
+}
+
+fn who() -> InitOptions {
+    InitOptions::new(now_rfc3339(), hostname(), username())
+}
+
+/// Open the repository named by the arguments with the resolved passphrase.
+pub fn open(rt: &Runtime, args: &RepoArgs) -> Result<Repository> {
+    let loc = location(args)?;
+    let backend = open_location(&loc)?;
+    let config = rt.block_on(read_config(backend.as_ref()))?;
+    let pass = password::resolve(args.password_file.as_deref())?;
+    Ok(rt.block_on(Repository::open_with_config(backend, config, &pass))?)
+}
+
+/// `cairn init`.
+pub fn cmd_init(rt: &Runtime, args: &RepoArgs, pack_size_mib: Option<u32>) -> Result<i32> {
+    let loc = location(args)?;
+    let backend = open_location(&loc)?;
+    let has_source = args.password_file.is_some()
+        || std::env::var_os("CAIRN_PASSWORD_FILE").is_some_and(|v| !v.is_empty())
+        || std::env::var_os("CAIRN_PASSWORD").is_some_and(|v| !v.is_empty());
+    let pass = if has_source {
+        password::resolve(args.password_file.as_deref())?
+    } else {
+        password::resolve_new(None)?
+    };
+    let mut opts = who();
+    opts.pack_size = pack_size_mib
+        .map(|m| m.saturating_mul(1024 * 1024))
+        .unwrap_or(DEFAULT_PACK_SIZE);
+    let repo = rt.block_on(init(backend, &pass, &opts))?;
+    println!(
+        "created cairn repository {} at {}",
+        repo.config().id.short(),
+        repo.backend().location()
+    );
+    eprintln!("Keep the passphrase safe: without it the data in this repository cannot be read.");
+    Ok(0)
+}
+
+/// Arguments of `cairn backup`.
+pub struct BackupArgs {
+    pub paths: Vec<PathBuf>,
+    pub tags: Vec<String>,
+    pub host: Option<String>,
+    pub time: Option<String>,
+    pub excludes: Vec<String>,
+    pub json: bool,
+}
+
+/// Normalise a user-given RFC 3339 time.
+fn parse_time(t: &str) -> Result<String> {
+    use time::format_description::well_known::Rfc3339;
+    let parsed = time::OffsetDateTime::parse(t, &Rfc3339).with_context(|| {
+        format!("--time {t:?} is not an RFC 3339 time: write it like 2026-01-31T14:00:00Z")
+    })?;
+    Ok(parsed.format(&Rfc3339)?)
+}
+
+/// `cairn backup`.
+pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs) -> Result<i32> {
+    let time = match &b.time {
+        Some(t) => parse_time(t)?,
+        None => now_rfc3339(),
+    };
+    let repo = open(rt, args)?;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let opts = BackupOptions {
+        paths: b.paths,
+        excludes: b.excludes,
+        tags: b.tags,
+        hostname: b.host.unwrap_or_else(hostname),
+        username: username(),
+        time,
+        parent: None,
+        workers,
+        max_uploads: 4,
+    };
+    let report = backup(&repo, rt.handle(), &opts)?;
+    let sum = report.snapshot.summary.clone().unwrap_or_default();
+    if b.json {
+        let mut v = serde_json::json!({
+            "message_type": "summary",
+            "snapshot_id": report.id.to_hex(),
+            "warnings": report.warnings.iter().map(|w| serde_json::json!({
+                "path": w.path.to_string_lossy(), "reason": w.reason })).collect::<Vec<_>>(),
+        });
+        if let (Some(obj), Ok(serde_json::Value::Object(s))) =
+            (v.as_object_mut(), serde_json::to_value(&sum))
+        {
+            obj.extend(s);
+        }
+        println!("{v}");
+    } else {
+        eprintln!(
+            "Files: {} new, {} changed, {} unmodified; {} dirs",
+            sum.files_new, sum.files_changed, sum.files_unmodified, sum.dirs_processed
+        );
+        eprintln!(
+            "Added {} blobs ({} bytes, {} stored); read {} of {} bytes",
+            sum.data_blobs + sum.tree_blobs,
+            sum.data_added,
+            sum.data_added_packed,
+            sum.data_read,
+            sum.total_bytes_processed
+        );
+        println!("snapshot {} saved", report.id.to_hex());
+    }
+    if report.warnings.is_empty() {
+        return Ok(0);
+    }
+    eprintln!(
+        "warning: {} path(s) could not be stored:",
+        report.warnings.len()
+    );
+    for w in &report.warnings {
+        eprintln!("  {}: {}", w.path.display(), w.reason);
+    }
+    Ok(EXIT_WARNINGS)
+}
+
+/// `cairn snapshots`.
+pub fn cmd_snapshots(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
+    let repo = open(rt, args)?;
+    let list = rt.block_on(repo.list_snapshots())?;
+    if json {
+        let arr: Vec<_> = list
+            .iter()
+            .map(|e| output::snapshot_json(&e.id, &e.snapshot))
+            .collect();
+        println!("{}", serde_json::Value::Array(arr));
+    } else {
+        print!("{}", output::snapshot_table(&list));
+    }
+    Ok(0)
+}
+
+/// `cairn ls`.
+pub fn cmd_ls(
+    rt: &Runtime,
+    args: &RepoArgs,
+    snapshot: &str,
+    path: Option<&Path>,
+    long: bool,
+) -> Result<i32> {
+    let repo = open(rt, args)?;
+    let entry = rt.block_on(repo.find_snapshot(snapshot))?;
+    let index = rt.block_on(repo.load_index())?;
+    let under = match path {
+        Some(p) => clean_absolute(p)?,
+        None => PathBuf::from("/"),
+    };
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut write_err = None;
+    cairn::ls::walk(
+        &repo,
+        rt.handle(),
+        &index,
+        &entry.snapshot.tree,
+        &under,
+        &mut |p, n| {
+            let line = if long {
+                output::long_line(p, n)
+            } else {
+                p.display().to_string()
+            };
+            if let Err(e) = writeln!(out, "{line}") {
+                write_err.get_or_insert(e);
+            }
+        },
+    )?;
+    out.flush()?;
+    if let Some(e) = write_err {
+        return Err(e.into());
+    }
+    Ok(0)
+}
+
+/// `cairn restore`.
+pub fn cmd_restore(
+    rt: &Runtime,
+    args: &RepoArgs,
+    snapshot: &str,
+    target: &Path,
+    includes: &[PathBuf],
+    overwrite: bool,
+) -> Result<i32> {
+    let repo = open(rt, args)?;
+    let entry = rt.block_on(repo.find_snapshot(snapshot))?;
+    let index = rt.block_on(repo.load_index())?;
+    let includes = includes
+        .iter()
+        .map(|p| clean_absolute(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let opts = RestoreOptions {
+        target: target.to_path_buf(),
+        includes,
+        overwrite,
+    };
+    eprintln!(
+        "restoring snapshot {} to {}",
+        entry.id.short(),
+        target.display()
+    );
+    let report = restore(&repo, rt.handle(), &index, &entry.snapshot.tree, &opts)?;
+    eprintln!(
+        "restored {} files ({} bytes), {} directories, {} other entries",
+        report.files, report.bytes, report.dirs, report.others
+    );
+    if report.errors.is_empty() {
+        return Ok(0);
+    }
+    eprintln!(
+        "error: {} entries could not be restored:",
+        report.errors.len()
+    );
+    for (p, e) in &report.errors {
+        eprintln!("  {}: {e}", p.display());
+    }
+    Ok(1)
+}
+
+/// `cairn key list`.
+pub fn cmd_key_list(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
+    let repo = open(rt, args)?;
+    let keys = rt.block_on(repo.list_keys())?;
+    if json {
+        let arr: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                serde_json::json!({
+                    "id": k.id.to_hex(), "current": k.current, "userName": k.file.username,
+                    "hostName": k.file.hostname, "created": k.file.created,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(arr));
+        return Ok(0);
+    }
+    println!(" {:<8}  {:<16}  {:<20}  Created", "ID", "User", "Host");
+    println!("{}", "-".repeat(72));
+    for k in keys {
+        println!(
+            "{}{:<8}  {:<16}  {:<20}  {}",
+            if k.current { "*" } else { " " },
+            k.id.short(),
+            k.file.username,
+            k.file.hostname,
+            k.file.created
+        );
+    }
+    Ok(0)
+}
+
+/// `cairn key add`.
+pub fn cmd_key_add(rt: &Runtime, args: &RepoArgs, new_file: Option<&Path>) -> Result<i32> {
+    let repo = open(rt, args)?;
+    let new = password::resolve_new(new_file)?;
+    let id = rt.block_on(repo.add_key(&new, KdfParams::DEFAULT, &who()))?;
+    println!("saved new key {}", id.to_hex());
+    Ok(0)
+}
+
+/// `cairn key remove`.
+pub fn cmd_key_remove(rt: &Runtime, args: &RepoArgs, id: &str) -> Result<i32> {
+    let repo = open(rt, args)?;
+    let key = rt.block_on(repo.find_key(id))?;
+    rt.block_on(repo.remove_key(key))?;
+    println!("removed key {}", key.to_hex());
+    Ok(0)
+}
+
+/// `cairn key passwd`.
+pub fn cmd_key_passwd(rt: &Runtime, args: &RepoArgs, new_file: Option<&Path>) -> Result<i32> {
+    let mut repo = open(rt, args)?;
+    let new = password::resolve_new(new_file)?;
+    if new.is_empty() {
+        bail!("the new passphrase is empty");
+    }
+    let id = rt.block_on(repo.change_passphrase(&new, KdfParams::DEFAULT, &who()))?;
+    println!("changed passphrase; new key {}", id.to_hex());
+    Ok(0)
+}

@@ -1,0 +1,108 @@
+//! Human and JSON renderings of snapshots, keys and listings.
+
+use cairn::format::snapshot::Snapshot;
+use cairn::format::tree::{Node, NodeKind};
+use cairn::hash::SnapshotId;
+use cairn::repo::SnapshotEntry;
+use serde_json::{Value, json};
+use std::path::Path;
+
+/// One snapshot as restic's `snapshots --json` writes it, plus cairn's summary.
+pub fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> Value {
+    let mut v = json!({
+        "id": id.to_hex(),
+        "short_id": id.short(),
+        "time": s.time,
+        "tree": s.tree.to_hex(),
+        "paths": s.paths,
+        "hostname": s.hostname,
+        "username": s.username,
+        "uid": s.uid,
+        "gid": s.gid,
+        "tags": s.tags,
+        "program_version": s.program_version,
+    });
+    if let Some(p) = &s.parent {
+        v["parent"] = json!(p.to_hex());
+    }
+    if let Some(sum) = &s.summary {
+        v["summary"] = json!(sum);
+    }
+    v
+}
+
+/// The `snapshots` table.
+pub fn snapshot_table(list: &[SnapshotEntry]) -> String {
+    let mut out = format!(
+        "{:<8}  {:<20}  {:<16}  {:<16}  {}\n",
+        "ID", "Time", "Host", "Tags", "Paths"
+    );
+    out.push_str(&"-".repeat(80));
+    out.push('\n');
+    for e in list {
+        let s = &e.snapshot;
+        let time = s.timestamp().format(&time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second]"
+        ));
+        out.push_str(&format!(
+            "{:<8}  {:<20}  {:<16}  {:<16}  {}\n",
+            e.id.short(),
+            time.unwrap_or_else(|_| s.time.clone()),
+            s.hostname,
+            s.tags.join(","),
+            s.paths.join(" ")
+        ));
+    }
+    out.push_str(&format!("{} snapshots\n", list.len()));
+    out
+}
+
+fn kind_char(k: NodeKind) -> char {
+    match k {
+        NodeKind::File => '-',
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::Fifo => 'p',
+        NodeKind::Socket => 's',
+        NodeKind::Chardev => 'c',
+        NodeKind::Blockdev => 'b',
+    }
+}
+
+fn mode_string(mode: u32) -> String {
+    let mut s = String::new();
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+/// One `ls -l` line.
+pub fn long_line(path: &Path, n: &Node) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(n.mtime)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]"
+            ))
+            .ok()
+        })
+        .unwrap_or_default();
+    let mut line = format!(
+        "{}{} {:>6} {:>6} {:>12} {} {}",
+        kind_char(n.kind),
+        mode_string(n.mode),
+        n.uid,
+        n.gid,
+        n.size,
+        t,
+        path.display()
+    );
+    if let Some(target) = &n.link_target {
+        line.push_str(&format!(" -> {}", target.lossy()));
+    }
+    line
+}

@@ -1,0 +1,150 @@
+//! The library's error type. Each variant names the object, path or location it concerns,
+//! so the CLI can print one sentence with the fix; [`Error::exit_code`] maps them to the
+//! documented process exit codes.
+
+use crate::backend::BackendError;
+use crate::crypto::CryptoError;
+use crate::format::FormatError;
+use std::path::PathBuf;
+
+/// Anything that can go wrong in a repository operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Storage failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// No `config` object at the location.
+    #[error(
+        "there is no cairn repository at {location}: check the path, or create one with `cairn init --repo {location}`"
+    )]
+    RepositoryNotFound {
+        /// Repository location.
+        location: String,
+    },
+    /// `config` exists but is not a cairn config.
+    #[error("{location} is not a cairn repository: its `config` object is not cairn's")]
+    NotARepository {
+        /// Repository location.
+        location: String,
+    },
+    /// `init` found an existing repository.
+    #[error("{location} already holds a repository (or other files): choose an empty location")]
+    AlreadyExists {
+        /// Repository location.
+        location: String,
+    },
+    /// The format version is newer (or older) than this build reads.
+    #[error(
+        "the repository at {location} uses format version {found}, but this cairn reads only version {supported}: install a cairn release that supports version {found}"
+    )]
+    UnsupportedVersion {
+        /// Repository location.
+        location: String,
+        /// Version found.
+        found: u32,
+        /// Version supported.
+        supported: u32,
+    },
+    /// No key accepted the passphrase.
+    #[error(
+        "wrong passphrase for the repository at {location}: none of its {keys} key(s) opens with it"
+    )]
+    WrongPassphrase {
+        /// Repository location.
+        location: String,
+        /// Number of keys tried.
+        keys: usize,
+    },
+    /// A stored object failed verification or decoding.
+    #[error("{object} is damaged: {reason}")]
+    Corrupt {
+        /// Object (and blob) concerned.
+        object: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A blob referenced by a tree or snapshot is not in any index.
+    #[error("blob {blob} is missing from the repository index (referenced by {referrer})")]
+    MissingBlob {
+        /// The blob.
+        blob: String,
+        /// What referenced it.
+        referrer: String,
+    },
+    /// No snapshot matches.
+    #[error("no snapshot matches {0:?}: list them with `cairn snapshots`")]
+    SnapshotNotFound(String),
+    /// Several snapshots match a prefix.
+    #[error("snapshot prefix {prefix:?} is ambiguous: it matches {candidates}; give more digits")]
+    AmbiguousSnapshot {
+        /// The prefix given.
+        prefix: String,
+        /// Matching ids.
+        candidates: String,
+    },
+    /// Restore target already has content.
+    #[error(
+        "restore target {0} is not empty: choose an empty or new directory, or pass --overwrite"
+    )]
+    TargetNotEmpty(PathBuf),
+    /// A local file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Path concerned.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A user-supplied value is unusable.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// A key operation would leave the repository unopenable, or the key is unknown.
+    #[error("{0}")]
+    Key(String),
+    /// Cryptography outside object verification failed (random source, KDF parameters).
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+impl Error {
+    /// Process exit code for this error, as documented in the README: 10 for a missing
+    /// repository and 12 for a wrong passphrase (as restic), 1 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::RepositoryNotFound { .. } => 10,
+            Error::WrongPassphrase { .. } => 12,
+            _ => 1,
+        }
+    }
+
+    /// A damaged-object error from a decoding failure.
+    pub fn corrupt_format(object: impl Into<String>, e: FormatError) -> Self {
+        Error::Corrupt {
+            object: object.into(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// A damaged-object error from an authentication failure.
+    pub fn corrupt_crypto(object: impl Into<String>, e: CryptoError) -> Self {
+        Error::Corrupt {
+            object: object.into(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// A local I/O error on a path.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result with the library error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

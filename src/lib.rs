@@ -1,0 +1,25 @@
+//! cairn: an encrypted, deduplicating backup tool for S3-compatible buckets and local
+//! directories.
+//!
+//! Pipeline (backup): [`backup`] walks the sources, [`chunker`] splits changed files,
+//! [`crypto`] names and seals blobs, [`pack`] and [`packer`] group them into packs, and a
+//! [`backend::Backend`] stores them; [`repo`] owns the stored object types in [`format`].
+//! Restore runs the other way through [`restore`]. `docs/FORMAT.md` specifies the layout.
+
+pub mod backend;
+pub mod backup;
+pub mod chunker;
+pub mod crypto;
+pub mod error;
+pub mod exclude;
+pub mod format;
+pub mod fsmeta;
+pub mod hash;
+pub mod index;
+pub mod ls;
+pub mod pack;
+pub mod packer;
+pub mod repo;
+pub mod restore;
+
+pub use error::{Error, Result};

@@ -1,0 +1,51 @@
+//! Listing a snapshot's entries, depth first in name order, for `cairn ls`.
+
+use crate::error::{Error, Result};
+use crate::format::tree::{Node, NodeKind, Tree};
+use crate::hash::BlobId;
+use crate::index::MasterIndex;
+use crate::repo::Repository;
+use std::path::{Path, PathBuf};
+use tokio::runtime::Handle as Runtime;
+
+/// Call `visit` with the snapshot path and node of every entry at or below `under`
+/// (`/` for everything). Must be called from a thread not driving the runtime.
+pub fn walk(
+    repo: &Repository,
+    rt: &Runtime,
+    index: &MasterIndex,
+    root: &BlobId,
+    under: &Path,
+    visit: &mut dyn FnMut(&Path, &Node),
+) -> Result<()> {
+    let mut stack: Vec<(PathBuf, BlobId)> = vec![(PathBuf::from("/"), *root)];
+    let mut found = under == Path::new("/");
+    while let Some((dir, id)) = stack.pop() {
+        let plain = rt.block_on(repo.read_blob(index, &id))?;
+        let tree = Tree::from_plain(&plain)
+            .map_err(|e| Error::corrupt_format(format!("tree of {}", dir.display()), e))?;
+        let mut subdirs = Vec::new();
+        for node in &tree.nodes {
+            let path = dir.join(node.name.to_os());
+            let inside = path.starts_with(under);
+            if inside {
+                found = true;
+                visit(&path, node);
+            }
+            if node.kind == NodeKind::Dir
+                && (inside || under.starts_with(&path))
+                && let Some(sub) = node.subtree
+            {
+                subdirs.push((path, sub));
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    if !found {
+        return Err(Error::InvalidInput(format!(
+            "{} is not in the snapshot: list its top level with `cairn ls SNAPSHOT`",
+            under.display()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! The `cairn` command line: argument parsing, logging set-up and exit codes. Everything
+//! else lives in the library.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use cli::RepoArgs;
+use cli::commands as cmd;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Encrypted, deduplicating backups to S3-compatible buckets"
+)]
+struct Cli {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// More log output (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository.
+    Init {
+        /// Target pack size in MiB (default 16).
+        #[arg(long)]
+        pack_size: Option<u32>,
+    },
+    /// Back up files and directories into a new snapshot.
+    Backup {
+        /// Files and directories to back up.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Tag the snapshot (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Host name to record instead of this machine's.
+        #[arg(long)]
+        host: Option<String>,
+        /// Snapshot time to record, RFC 3339 (default: now).
+        #[arg(long)]
+        time: Option<String>,
+        /// Exclude entries matching a glob (repeatable).
+        #[arg(short = 'e', long = "exclude")]
+        excludes: Vec<String>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List snapshots.
+    Snapshots {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the entries of a snapshot.
+    Ls {
+        /// Snapshot id, unique prefix, or `latest`.
+        snapshot: String,
+        /// Only this directory (and what it contains).
+        path: Option<PathBuf>,
+        /// Long listing with mode, owner, size and time.
+        #[arg(short, long)]
+        long: bool,
+    },
+    /// Restore a snapshot into a directory.
+    Restore {
+        /// Snapshot id, unique prefix, or `latest`.
+        snapshot: String,
+        /// Directory to restore into.
+        #[arg(short, long)]
+        target: PathBuf,
+        /// Restore only this snapshot path and what it contains (repeatable).
+        #[arg(short, long = "include")]
+        include: Vec<PathBuf>,
+        /// Restore into a non-empty target, replacing entries.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Manage the passphrases that open the repository.
+    Key {
+        #[command(subcommand)]
+        action: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// List keys; `*` marks the one in use.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a key for another passphrase.
+    Add {
+        /// File holding the new passphrase.
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+    },
+    /// Remove a key (not the one in use).
+    Remove {
+        /// Key id or unique prefix.
+        id: String,
+    },
+    /// Change the passphrase of the key in use.
+    Passwd {
+        /// File holding the new passphrase.
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+    },
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()?;
+    let r = &cli.repo;
+    match cli.command {
+        Command::Init { pack_size } => cmd::cmd_init(&rt, r, pack_size),
+        Command::Backup {
+            paths,
+            tags,
+            host,
+            time,
+            excludes,
+            json,
+        } => cmd::cmd_backup(
+            &rt,
+            r,
+            cmd::BackupArgs {
+                paths,
+                tags,
+                host,
+                time,
+                excludes,
+                json,
+            },
+        ),
+        Command::Snapshots { json } => cmd::cmd_snapshots(&rt, r, json),
+        Command::Ls {
+            snapshot,
+            path,
+            long,
+        } => cmd::cmd_ls(&rt, r, &snapshot, path.as_deref(), long),
+        Command::Restore {
+            snapshot,
+            target,
+            include,
+            overwrite,
+        } => cmd::cmd_restore(&rt, r, &snapshot, &target, &include, overwrite),
+        Command::Key { action } => match action {
+            KeyCommand::List { json } => cmd::cmd_key_list(&rt, r, json),
+            KeyCommand::Add { new_password_file } => {
+                cmd::cmd_key_add(&rt, r, new_password_file.as_deref())
+            }
+            KeyCommand::Remove { id } => cmd::cmd_key_remove(&rt, r, &id),
+            KeyCommand::Passwd { new_password_file } => {
+                cmd::cmd_key_passwd(&rt, r, new_password_file.as_deref())
+            }
+        },
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .init();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e
+                .downcast_ref::<cairn::Error>()
+                .map(cairn::Error::exit_code)
+                .unwrap_or(1);
+            eprintln!("error: {e:#}");
+            code
+        }
+    };
+    std::process::exit(code);
+}

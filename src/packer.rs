@@ -1,0 +1,118 @@
+//! The upload end of the backup pipeline: sealed blobs in, durable packs and index objects
+//! out.
+//!
+//! Data and tree blobs go to separate packs so that reading trees never fetches file data.
+//! A full pack is uploaded on the tokio runtime with a bounded number in flight; an index
+//! object is written only after the packs it lists are durable, every
+//! [`INDEX_FLUSH_PACKS`] packs so that an interrupted backup leaves its finished packs
+//! indexed and the next run does not upload them again.
+
+use crate::backend::{FileType, Handle};
+use crate::error::{Error, Result};
+use crate::format::index::{BlobKind, IndexPack};
+use crate::pack::{PackBuilder, SealedBlob};
+use crate::repo::Repository;
+use crossbeam_channel::Receiver;
+use std::sync::Arc;
+use tokio::runtime::Handle as Runtime;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+/// Packs listed per index object written during a backup.
+pub const INDEX_FLUSH_PACKS: usize = 64;
+
+/// What the packer did, for the snapshot summary.
+#[derive(Debug, Default)]
+pub struct PackerStats {
+    /// Packs uploaded.
+    pub packs: u64,
+    /// Bytes uploaded in packs.
+    pub bytes: u64,
+}
+
+/// Consume sealed blobs until the channel closes; return once every pack and index object
+/// is durable. On error, stops consuming (which stops the producers) and returns it.
+pub fn run_packer(
+    repo: &Repository,
+    rt: &Runtime,
+    blobs: Receiver<SealedBlob>,
+    max_uploads: usize,
+) -> Result<PackerStats> {
+    let target = repo.config().pack_size as usize;
+    let permits = Arc::new(Semaphore::new(max_uploads.max(1)));
+    let mut data = PackBuilder::default();
+    let mut trees = PackBuilder::default();
+    let mut uploads: Vec<JoinHandle<Result<IndexPack>>> = Vec::new();
+    let mut done: Vec<IndexPack> = Vec::new();
+    let mut stats = PackerStats::default();
+
+    let upload = |builder: PackBuilder,
+                  uploads: &mut Vec<JoinHandle<Result<IndexPack>>>,
+                  stats: &mut PackerStats|
+     -> Result<()> {
+        let pack = builder.finish(repo.keys())?;
+        stats.packs += 1;
+        stats.bytes += pack.bytes.len() as u64;
+        let permit = rt
+            .block_on(permits.clone().acquire_owned())
+            .map_err(|e| Error::InvalidInput(format!("upload limiter closed: {e}")))?;
+        let backend = repo.backend().clone();
+        uploads.push(rt.spawn(async move {
+            let handle = Handle::new(FileType::Pack, pack.id.to_hex());
+            backend.put(&handle, pack.bytes).await?;
+            drop(permit);
+            Ok(pack.index)
+        }));
+        Ok(())
+    };
+
+    for blob in blobs.iter() {
+        let builder = match blob.kind {
+            BlobKind::Data => &mut data,
+            BlobKind::Tree => &mut trees,
+        };
+        builder.add(blob);
+        if builder.len() >= target {
+            let full = std::mem::take(builder);
+            upload(full, &mut uploads, &mut stats)?;
+        }
+        collect_finished(rt, &mut uploads, &mut done)?;
+        if done.len() >= INDEX_FLUSH_PACKS {
+            rt.block_on(repo.save_index(std::mem::take(&mut done)))?;
+        }
+    }
+    for builder in [data, trees] {
+        if !builder.is_empty() {
+            upload(builder, &mut uploads, &mut stats)?;
+        }
+    }
+    for h in uploads.drain(..) {
+        done.push(join(rt, h)?);
+    }
+    if !done.is_empty() {
+        rt.block_on(repo.save_index(done))?;
+    }
+    Ok(stats)
+}
+
+fn join(rt: &Runtime, h: JoinHandle<Result<IndexPack>>) -> Result<IndexPack> {
+    rt.block_on(h)
+        .map_err(|e| Error::InvalidInput(format!("pack upload task failed: {e}")))?
+}
+
+fn collect_finished(
+    rt: &Runtime,
+    uploads: &mut Vec<JoinHandle<Result<IndexPack>>>,
+    done: &mut Vec<IndexPack>,
+) -> Result<()> {
+    let mut i = 0;
+    while i < uploads.len() {
+        if uploads[i].is_finished() {
+            let h = uploads.swap_remove(i);
+            done.push(join(rt, h)?);
+        } else {
+            i += 1;
+        }
+    }
+    Ok(())
+}

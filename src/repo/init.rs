@@ -1,0 +1,100 @@
+//! Creating a repository: a fresh master secret, its first key, then `config` last, so a
+//! crash during `init` never leaves something that looks like a usable repository.
+
+use super::{Repository, keys::write_key};
+use crate::backend::{Backend, FileType, Handle};
+use crate::chunker::ChunkerParams;
+use crate::crypto::{KdfParams, Keys, MasterSecret, random_bytes};
+use crate::error::{Error, Result};
+use crate::format::config::{ConfigBody, ConfigFile, DEFAULT_PACK_SIZE, FORMAT_VERSION, MAGIC};
+use crate::hash::Id;
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// Choices made once, at `init`.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Argon2id cost of the first key.
+    pub kdf: KdfParams,
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+    /// Chunk size bounds.
+    pub chunker: ChunkerParams,
+    /// RFC 3339 creation time for the key.
+    pub created: String,
+    /// Host name recorded in the key.
+    pub hostname: String,
+    /// User name recorded in the key.
+    pub username: String,
+}
+
+impl InitOptions {
+    /// Defaults with the given descriptive fields.
+    pub fn new(created: String, hostname: String, username: String) -> Self {
+        InitOptions {
+            kdf: KdfParams::DEFAULT,
+            pack_size: DEFAULT_PACK_SIZE,
+            chunker: ChunkerParams::DEFAULT,
+            created,
+            hostname,
+            username,
+        }
+    }
+}
+
+/// Create a new repository and return it opened.
+pub async fn init(
+    backend: Arc<dyn Backend>,
+    passphrase: &[u8],
+    opts: &InitOptions,
+) -> Result<Repository> {
+    let location = backend.location();
+    if passphrase.is_empty() {
+        return Err(Error::InvalidInput(
+            "the passphrase is empty: an empty passphrase would leave the repository unprotected"
+                .into(),
+        ));
+    }
+    opts.chunker.validate().map_err(Error::InvalidInput)?;
+    if !(1024 * 1024..=1024 * 1024 * 1024).contains(&opts.pack_size) {
+        return Err(Error::InvalidInput(format!(
+            "pack size {} is outside 1 MiB..1 GiB",
+            opts.pack_size
+        )));
+    }
+    for kind in [
+        FileType::Config,
+        FileType::Key,
+        FileType::Snapshot,
+        FileType::Index,
+    ] {
+        if !backend.list(kind).await?.is_empty() {
+            return Err(Error::AlreadyExists { location });
+        }
+    }
+    let secret = MasterSecret::generate()?;
+    let key_id = write_key(backend.as_ref(), &secret, passphrase, opts.kdf, opts).await?;
+    let keys = Keys::derive(secret);
+    let mut repo_id = [0u8; 32];
+    random_bytes(&mut repo_id)?;
+    let body = ConfigBody {
+        format: MAGIC.to_string(),
+        version: FORMAT_VERSION,
+        id: Id(repo_id),
+        chunker: opts.chunker,
+        pack_size: opts.pack_size,
+    };
+    let file = ConfigFile {
+        mac: hex::encode(keys.config_mac(&body.canonical())),
+        body: body.clone(),
+    };
+    backend
+        .put(&Handle::config(), Bytes::from(file.to_bytes()))
+        .await?;
+    Ok(Repository {
+        backend,
+        keys: Arc::new(keys),
+        config: body,
+        key_id,
+    })
+}

@@ -1,0 +1,212 @@
+//! An opened repository: a backend plus the unlocked keys and the agreed settings.
+//!
+//! This is the one place that turns typed values into stored objects and back: it seals,
+//! names (BLAKE3 of the stored bytes) and puts metadata objects, and on the way back checks
+//! the name against the bytes before decrypting, so a swapped or altered object is named in
+//! the error rather than silently used.
+
+mod init;
+mod keys;
+mod snapshots;
+
+pub use init::{InitOptions, init};
+
+pub use keys::KeyInfo;
+pub use snapshots::SnapshotEntry;
+
+use crate::backend::{Backend, FileType, Handle};
+use crate::chunker::Chunker;
+use crate::crypto::{Keys, Purpose, unwrap_secret};
+use crate::error::{Error, Result};
+use crate::format::config::{ConfigBody, ConfigFile, ConfigProbe, FORMAT_VERSION};
+use crate::format::key::KeyFile;
+use crate::format::{FormatError, compress, decompress};
+use crate::hash::{Id, KeyId};
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// Largest decompressed snapshot accepted from storage.
+pub const MAX_SNAPSHOT_LEN: usize = 16 * 1024 * 1024;
+/// Largest decompressed index object accepted from storage.
+pub const MAX_INDEX_LEN: usize = 1024 * 1024 * 1024;
+/// Largest key object accepted from storage.
+const MAX_KEY_LEN: u64 = 64 * 1024;
+
+/// An unlocked repository. Cheap to clone; share it between tasks.
+#[derive(Clone, Debug)]
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    keys: Arc<Keys>,
+    config: ConfigBody,
+    key_id: KeyId,
+}
+
+impl Repository {
+    /// Open the repository behind `backend` with a passphrase. Fails with a specific
+    /// error for: no repository, not a cairn repository, unsupported version, wrong
+    /// passphrase, and a `config` that fails its MAC.
+    pub async fn open(backend: Arc<dyn Backend>, passphrase: &[u8]) -> Result<Self> {
+        let config = read_config(backend.as_ref()).await?;
+        Self::open_with_config(backend, config, passphrase).await
+    }
+
+    /// Second half of [`Repository::open`], for callers that check the repository exists
+    /// (with [`read_config`]) before asking for a passphrase.
+    pub async fn open_with_config(
+        backend: Arc<dyn Backend>,
+        config: ConfigFile,
+        passphrase: &[u8],
+    ) -> Result<Self> {
+        let location = backend.location();
+        let keys = backend.list(FileType::Key).await?;
+        let mut tried = 0;
+        for info in &keys {
+            let Ok(id) = info.name.parse::<Id>() else {
+                continue;
+            };
+            if info.size > MAX_KEY_LEN {
+                continue;
+            }
+            let key_file = match load_key_file(backend.as_ref(), KeyId(id)).await {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!("skipping unreadable key {}: {e}", info.name);
+                    continue;
+                }
+            };
+            tried += 1;
+            let wrapped = key_file
+                .wrapped()
+                .map_err(|e| Error::corrupt_format(format!("keys/{}", info.name), e))?;
+            match unwrap_secret(&wrapped, passphrase) {
+                Ok(secret) => {
+                    let keys = Keys::derive(secret);
+                    let mac = hex::encode(keys.config_mac(&config.body.canonical()));
+                    if mac != config.mac {
+                        return Err(Error::Corrupt {
+                            object: "config".into(),
+                            reason: "its MAC does not match: the settings were altered".into(),
+                        });
+                    }
+                    return Ok(Repository {
+                        backend,
+                        keys: Arc::new(keys),
+                        config: config.body,
+                        key_id: KeyId(id),
+                    });
+                }
+                Err(crate::crypto::CryptoError::Inauthentic) => {}
+                Err(e) => {
+                    return Err(Error::corrupt_crypto(format!("keys/{}", info.name), e));
+                }
+            }
+        }
+        Err(Error::WrongPassphrase {
+            location,
+            keys: tried,
+        })
+    }
+
+    /// The storage behind the repository.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The unlocked keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Settings from `config`.
+    pub fn config(&self) -> &ConfigBody {
+        &self.config
+    }
+
+    /// The key object that unlocked this session.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// A chunker keyed for this repository.
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(self.config.chunker, self.keys.gear_table())
+    }
+
+    /// Compress, seal and store a metadata object; returns its content-derived id.
+    pub async fn save_object(&self, kind: FileType, purpose: Purpose, plain: &[u8]) -> Result<Id> {
+        let sealed = self.keys.seal(purpose, &compress(plain))?;
+        let id = Id::of_stored(&sealed);
+        self.backend
+            .put(&Handle::new(kind, id.to_hex()), Bytes::from(sealed))
+            .await?;
+        Ok(id)
+    }
+
+    /// Fetch, verify, open and decompress a metadata object.
+    pub async fn load_object(
+        &self,
+        kind: FileType,
+        id: Id,
+        purpose: Purpose,
+        limit: usize,
+    ) -> Result<Vec<u8>> {
+        let handle = Handle::new(kind, id.to_hex());
+        let sealed = self.backend.get(&handle).await?;
+        let object = handle.path();
+        if Id::of_stored(&sealed) != id {
+            return Err(Error::Corrupt {
+                object,
+                reason: "its content does not match its name (altered or swapped)".into(),
+            });
+        }
+        let plain = self
+            .keys
+            .open(purpose, &sealed)
+            .map_err(|e| Error::corrupt_crypto(object.clone(), e))?;
+        decompress(object_kind_name(kind), &plain, limit)
+            .map_err(|e| Error::corrupt_format(object, e))
+    }
+}
+
+fn object_kind_name(kind: FileType) -> &'static str {
+    match kind {
+        FileType::Config => "config",
+        FileType::Key => "key",
+        FileType::Pack => "pack",
+        FileType::Index => "index",
+        FileType::Snapshot => "snapshot",
+    }
+}
+
+/// Read and classify `config` without any key: tells a missing repository, a foreign
+/// one and an unsupported version apart before a passphrase is needed.
+pub async fn read_config(backend: &dyn Backend) -> Result<ConfigFile> {
+    let location = backend.location();
+    let bytes = match backend.get(&Handle::config()).await {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Err(Error::RepositoryNotFound { location }),
+        Err(e) => return Err(e.into()),
+    };
+    match ConfigFile::probe(&bytes).map_err(|e| Error::corrupt_format("config", e))? {
+        ConfigProbe::NotCairn => Err(Error::NotARepository { location }),
+        ConfigProbe::Unsupported(found) => Err(Error::UnsupportedVersion {
+            location,
+            found,
+            supported: FORMAT_VERSION,
+        }),
+        ConfigProbe::Supported(c) => Ok(c),
+    }
+}
+
+/// Fetch and parse one key object, checking its name against its content.
+async fn load_key_file(backend: &dyn Backend, id: KeyId) -> Result<KeyFile> {
+    let handle = Handle::new(FileType::Key, id.to_hex());
+    let bytes = backend.get(&handle).await?;
+    if Id::of_stored(&bytes) != id.0 {
+        return Err(Error::Corrupt {
+            object: handle.path(),
+            reason: "its content does not match its name (altered or swapped)".into(),
+        });
+    }
+    KeyFile::from_bytes(&bytes).map_err(|e: FormatError| Error::corrupt_format(handle.path(), e))
+}

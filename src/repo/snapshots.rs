@@ -1,0 +1,109 @@
+//! Reading, writing and choosing snapshots.
+
+use super::{MAX_SNAPSHOT_LEN, Repository};
+use crate::backend::FileType;
+use crate::crypto::Purpose;
+use crate::error::{Error, Result};
+use crate::format::snapshot::Snapshot;
+use crate::hash::{Id, SnapshotId};
+
+/// A snapshot with its id.
+#[derive(Clone, Debug)]
+pub struct SnapshotEntry {
+    /// Object id.
+    pub id: SnapshotId,
+    /// Contents.
+    pub snapshot: Snapshot,
+}
+
+impl Repository {
+    /// Store a snapshot. Call only after every object it references is durable.
+    pub async fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        let id = self
+            .save_object(FileType::Snapshot, Purpose::Snapshot, &snap.to_plain())
+            .await?;
+        Ok(SnapshotId(id))
+    }
+
+    /// Load and verify one snapshot.
+    pub async fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
+        let plain = self
+            .load_object(
+                FileType::Snapshot,
+                id.0,
+                Purpose::Snapshot,
+                MAX_SNAPSHOT_LEN,
+            )
+            .await?;
+        Snapshot::from_plain(&plain)
+            .map_err(|e| Error::corrupt_format(format!("snapshots/{id}"), e))
+    }
+
+    /// Ids of every stored snapshot.
+    pub async fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        Ok(self
+            .backend
+            .list(FileType::Snapshot)
+            .await?
+            .into_iter()
+            .filter_map(|o| o.name.parse::<Id>().ok().map(SnapshotId))
+            .collect())
+    }
+
+    /// Every snapshot, oldest first. A damaged snapshot fails the whole listing with its
+    /// name, rather than being skipped silently.
+    pub async fn list_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        let mut out = Vec::new();
+        for id in self.snapshot_ids().await? {
+            out.push(SnapshotEntry {
+                id,
+                snapshot: self.load_snapshot(id).await?,
+            });
+        }
+        out.sort_by(|a, b| {
+            a.snapshot
+                .timestamp()
+                .cmp(&b.snapshot.timestamp())
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(out)
+    }
+
+    /// Resolve `latest`, a full id or a unique prefix.
+    pub async fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
+        if spec == "latest" {
+            return self
+                .list_snapshots()
+                .await?
+                .pop()
+                .ok_or_else(|| Error::SnapshotNotFound(spec.to_string()));
+        }
+        let wanted = spec.to_lowercase();
+        if wanted.is_empty() || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::InvalidInput(format!(
+                "{spec:?} is not a snapshot id: give `latest`, an id, or a unique id prefix"
+            )));
+        }
+        let ids: Vec<SnapshotId> = self
+            .snapshot_ids()
+            .await?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&wanted))
+            .collect();
+        match ids.as_slice() {
+            [id] => Ok(SnapshotEntry {
+                id: *id,
+                snapshot: self.load_snapshot(*id).await?,
+            }),
+            [] => Err(Error::SnapshotNotFound(spec.to_string())),
+            many => Err(Error::AmbiguousSnapshot {
+                prefix: spec.to_string(),
+                candidates: many
+                    .iter()
+                    .map(|i| i.short())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+}
