@@ -55,6 +55,16 @@ pub enum Error {
         /// Number of keys tried.
         keys: usize,
     },
+    /// No intact key accepted the passphrase, and some key objects are damaged.
+    #[error(
+        "no key of the repository at {location} opens with this passphrase, and these key objects are damaged and could not be tried: {damaged}. If the passphrase is right, restore those objects from another copy of the repository"
+    )]
+    DamagedKeys {
+        /// Repository location.
+        location: String,
+        /// The damaged key objects and why.
+        damaged: String,
+    },
     /// A stored object failed verification or decoding.
     #[error("{object} is damaged: {reason}")]
     Corrupt {

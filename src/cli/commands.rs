@@ -103,17 +103,16 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs) -> Result<i32> {
     let report = backup(&repo, rt.handle(), &opts)?;
     let sum = report.snapshot.summary.clone().unwrap_or_default();
     if b.json {
-        let mut v = serde_json::json!({
-            "message_type": "summary",
-            "snapshot_id": report.id.to_hex(),
-            "warnings": report.warnings.iter().map(|w| serde_json::json!({
-                "path": w.path.to_string_lossy(), "reason": w.reason })).collect::<Vec<_>>(),
-        });
-        if let (Some(obj), Ok(serde_json::Value::Object(s))) =
-            (v.as_object_mut(), serde_json::to_value(&sum))
-        {
-            obj.extend(s);
-        }
+        // The summary's fields, then the id and the skipped paths themselves in place of
+        // their count.
+        let mut v = serde_json::to_value(&sum)?;
+        v["message_type"] = "summary".into();
+        v["snapshot_id"] = report.id.to_hex().into();
+        v["warnings"] = report
+            .warnings
+            .iter()
+            .map(|w| serde_json::json!({ "path": w.path.to_string_lossy(), "reason": w.reason }))
+            .collect();
         println!("{v}");
     } else {
         eprintln!(

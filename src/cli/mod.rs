@@ -52,11 +52,10 @@ pub fn username() -> String {
     format!("uid {uid}")
 }
 
-/// Now, as RFC 3339 UTC with second precision.
+/// Now, as RFC 3339 UTC with nanoseconds, so that `latest` is well defined even for
+/// snapshots taken within one second.
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or(time::OffsetDateTime::now_utc());
+    let now = time::OffsetDateTime::now_utc();
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }

@@ -60,24 +60,31 @@ impl Repository {
         let location = backend.location();
         let keys = backend.list(FileType::Key).await?;
         let mut tried = 0;
+        let mut damaged = Vec::new();
         for info in &keys {
             let Ok(id) = info.name.parse::<Id>() else {
                 continue;
             };
             if info.size > MAX_KEY_LEN {
+                damaged.push(format!(
+                    "keys/{} is {} bytes, too large for a key",
+                    info.name, info.size
+                ));
                 continue;
             }
-            let key_file = match load_key_file(backend.as_ref(), KeyId(id)).await {
-                Ok(k) => k,
+            let wrapped = match load_key_file(backend.as_ref(), KeyId(id))
+                .await
+                .and_then(|k| {
+                    k.wrapped()
+                        .map_err(|e| Error::corrupt_format(format!("keys/{}", info.name), e))
+                }) {
+                Ok(w) => w,
                 Err(e) => {
-                    tracing::warn!("skipping unreadable key {}: {e}", info.name);
+                    damaged.push(e.to_string());
                     continue;
                 }
             };
             tried += 1;
-            let wrapped = key_file
-                .wrapped()
-                .map_err(|e| Error::corrupt_format(format!("keys/{}", info.name), e))?;
             match unwrap_secret(&wrapped, passphrase) {
                 Ok(secret) => {
                     let keys = Keys::derive(secret);
@@ -100,6 +107,12 @@ impl Repository {
                     return Err(Error::corrupt_crypto(format!("keys/{}", info.name), e));
                 }
             }
+        }
+        if !damaged.is_empty() {
+            return Err(Error::DamagedKeys {
+                location,
+                damaged: damaged.join("; "),
+            });
         }
         Err(Error::WrongPassphrase {
             location,

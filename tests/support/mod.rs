@@ -1,0 +1,276 @@
+//! Shared fixtures for the integration tests: a repository in a temporary place, a way to
+//! run the real `cairn` binary against it, and a tree comparison that checks what
+//! `diff -r --no-dereference` checks plus modes, mtimes, xattrs, hard links and holes.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A scratch area with a repository location and a password file.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub repo: String,
+    pub password_file: PathBuf,
+}
+
+impl Env {
+    /// A new scratch area whose repository is not yet initialised.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let password_file = dir.path().join("passphrase");
+        fs::write(&password_file, "test passphrase\n").expect("write password");
+        fs::set_permissions(&password_file, fs::Permissions::from_mode(0o600)).expect("chmod");
+        let repo = dir.path().join("repo").to_string_lossy().into_owned();
+        Env {
+            dir,
+            repo,
+            password_file,
+        }
+    }
+
+    /// A new scratch area with an initialised repository.
+    pub fn init() -> Self {
+        let env = Env::new();
+        env.ok(&["init"]);
+        env
+    }
+
+    /// A path inside the scratch area.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The command with repository and passphrase set.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        c.args(args)
+            .env("CAIRN_REPOSITORY", &self.repo)
+            .env("CAIRN_PASSWORD_FILE", &self.password_file)
+            .env_remove("CAIRN_PASSWORD")
+            .env_remove("CAIRN_LOG")
+            .stdin(std::process::Stdio::null());
+        c
+    }
+
+    /// Run and return the output, whatever the exit code.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run cairn")
+    }
+
+    /// Run and insist on success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "cairn {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Back up `paths` with `--json` and return the summary.
+    pub fn backup_json(&self, paths: &[&Path], extra: &[&str]) -> (Option<i32>, serde_json::Value) {
+        let mut args: Vec<String> = vec!["backup".into(), "--json".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(paths.iter().map(|p| p.to_string_lossy().into_owned()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.run(&refs);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let v = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "backup output is not JSON ({e}): {stdout}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code(), v)
+    }
+}
+
+/// Exit code, stdout and stderr of an output, for assertions.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Where a snapshot of the absolute path `src` lands under a restore target.
+pub fn restored(target: &Path, src: &Path) -> PathBuf {
+    target.join(src.strip_prefix("/").expect("absolute source"))
+}
+
+fn xattrs(p: &Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+    let mut out: Vec<_> = xattr::list(p)
+        .map(|names| {
+            names
+                .filter_map(|n| xattr::get(p, &n).ok().flatten().map(|v| (n, v)))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Assert that `b` is a faithful copy of `a`: same entries, types, contents, symlink
+/// targets, permission bits, mtimes (not for directories' own atime), xattrs, the same
+/// hard-link grouping, and files that were sparse are still sparse.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let mut links_a: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut links_b: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    compare(a, b, Path::new(""), &mut links_a, &mut links_b);
+}
+
+fn compare(
+    a: &Path,
+    b: &Path,
+    rel: &Path,
+    links_a: &mut HashMap<(u64, u64), PathBuf>,
+    links_b: &mut HashMap<(u64, u64), PathBuf>,
+) {
+    let ma = fs::symlink_metadata(a).unwrap_or_else(|e| panic!("{}: {e}", a.display()));
+    let mb = fs::symlink_metadata(b)
+        .unwrap_or_else(|e| panic!("missing in restore: {} ({e})", rel.display()));
+    assert_eq!(
+        ma.file_type(),
+        mb.file_type(),
+        "type differs at {}",
+        rel.display()
+    );
+    if !ma.file_type().is_symlink() {
+        assert_eq!(
+            ma.mode() & 0o7777,
+            mb.mode() & 0o7777,
+            "mode differs at {}",
+            rel.display()
+        );
+    }
+    assert_eq!(
+        (ma.mtime(), ma.mtime_nsec()),
+        (mb.mtime(), mb.mtime_nsec()),
+        "mtime differs at {}",
+        rel.display()
+    );
+    if ma.uid() != mb.uid() || ma.gid() != mb.gid() {
+        // Ownership is restored only when running as root.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            panic!("owner differs at {}", rel.display());
+        }
+    }
+    assert_eq!(xattrs(a), xattrs(b), "xattrs differ at {}", rel.display());
+    let ft = ma.file_type();
+    if ft.is_symlink() {
+        assert_eq!(
+            fs::read_link(a).expect("readlink"),
+            fs::read_link(b).expect("readlink"),
+            "symlink target differs at {}",
+            rel.display()
+        );
+    } else if ft.is_file() {
+        if ma.nlink() > 1 {
+            let ka = (ma.dev(), ma.ino());
+            let kb = (mb.dev(), mb.ino());
+            let first_a = links_a
+                .entry(ka)
+                .or_insert_with(|| rel.to_path_buf())
+                .clone();
+            let first_b = links_b
+                .entry(kb)
+                .or_insert_with(|| rel.to_path_buf())
+                .clone();
+            assert_eq!(
+                first_a,
+                first_b,
+                "hard-link grouping differs at {}",
+                rel.display()
+            );
+        }
+        assert_eq!(ma.len(), mb.len(), "size differs at {}", rel.display());
+        assert!(files_equal(a, b), "content differs at {}", rel.display());
+        if ma.blocks() * 512 < ma.len() {
+            assert!(
+                mb.blocks() * 512 < mb.len(),
+                "{} was sparse but was restored dense",
+                rel.display()
+            );
+        }
+    } else if ft.is_dir() {
+        let names = |p: &Path| {
+            let mut v: Vec<_> = fs::read_dir(p)
+                .expect("read_dir")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            v.sort();
+            v
+        };
+        let (na, nb) = (names(a), names(b));
+        assert_eq!(na, nb, "entries differ in {}", rel.display());
+        for n in na {
+            compare(&a.join(&n), &b.join(&n), &rel.join(&n), links_a, links_b);
+        }
+    }
+}
+
+fn files_equal(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (mut fa, mut fb) = (
+        fs::File::open(a).expect("open a"),
+        fs::File::open(b).expect("open b"),
+    );
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = read_full(&mut fa, &mut ba);
+        let m = read_full(&mut fb, &mut bb);
+        if n != m || ba[..n] != bb[..m] {
+            return false;
+        }
+        if n == 0 {
+            return true;
+        }
+    }
+    fn read_full(f: &mut fs::File, buf: &mut [u8]) -> usize {
+        let mut got = 0;
+        while got < buf.len() {
+            match f.read(&mut buf[got..]).expect("read") {
+                0 => break,
+                n => got += n,
+            }
+        }
+        got
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift64), cheap enough for hundreds of MiB.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Whether this process runs as root (some checks only hold there).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// An OsStr from raw bytes, for non-UTF-8 names.
+pub fn os(bytes: &[u8]) -> &OsStr {
+    use std::os::unix::ffi::OsStrExt;
+    OsStr::from_bytes(bytes)
+}
