@@ -28,6 +28,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 use tokio::runtime::Handle as Runtime;
 
 /// What to back up and how to label it.
@@ -99,6 +100,16 @@ pub fn backup(repo: &Repository, rt: &Runtime, opts: &BackupOptions) -> Result<B
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
+    // Multipart uploads left by a crashed run cost storage; a day is far longer than any
+    // upload of a running backup elsewhere. Best effort: not every server lists uploads.
+    match rt.block_on(
+        repo.backend()
+            .cleanup_stale_uploads(Duration::from_secs(24 * 3600)),
+    ) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("aborted {n} stale multipart upload(s)"),
+        Err(e) => tracing::debug!("stale upload cleanup skipped: {e}"),
+    }
     let index = rt.block_on(repo.load_index())?;
     let parent = match opts.parent {
         Some(id) => Some((id, rt.block_on(repo.load_snapshot(id))?)),

@@ -66,33 +66,41 @@ pub fn run_packer(
         Ok(())
     };
 
-    for blob in blobs.iter() {
-        let builder = match blob.kind {
-            BlobKind::Data => &mut data,
-            BlobKind::Tree => &mut trees,
-        };
-        builder.add(blob);
-        if builder.len() >= target {
-            let full = std::mem::take(builder);
-            upload(full, &mut uploads, &mut stats)?;
+    let result = (|| {
+        for blob in blobs.iter() {
+            let builder = match blob.kind {
+                BlobKind::Data => &mut data,
+                BlobKind::Tree => &mut trees,
+            };
+            builder.add(blob);
+            if builder.len() >= target {
+                let full = std::mem::take(builder);
+                upload(full, &mut uploads, &mut stats)?;
+            }
+            collect_finished(rt, &mut uploads, &mut done)?;
+            if done.len() >= INDEX_FLUSH_PACKS {
+                rt.block_on(repo.save_index(std::mem::take(&mut done)))?;
+            }
         }
-        collect_finished(rt, &mut uploads, &mut done)?;
-        if done.len() >= INDEX_FLUSH_PACKS {
+        for builder in [std::mem::take(&mut data), std::mem::take(&mut trees)] {
+            if !builder.is_empty() {
+                upload(builder, &mut uploads, &mut stats)?;
+            }
+        }
+        while let Some(h) = uploads.pop() {
+            done.push(join(rt, h)?);
+        }
+        if !done.is_empty() {
             rt.block_on(repo.save_index(std::mem::take(&mut done)))?;
         }
-    }
-    for builder in [data, trees] {
-        if !builder.is_empty() {
-            upload(builder, &mut uploads, &mut stats)?;
-        }
-    }
+        Ok(())
+    })();
+    // On failure, let the uploads already started finish (or clean up after themselves,
+    // as an aborted multipart upload does) before the caller exits the process.
     for h in uploads.drain(..) {
-        done.push(join(rt, h)?);
+        let _ = rt.block_on(h);
     }
-    if !done.is_empty() {
-        rt.block_on(repo.save_index(done))?;
-    }
-    Ok(stats)
+    result.map(|()| stats)
 }
 
 fn join(rt: &Runtime, h: JoinHandle<Result<IndexPack>>) -> Result<IndexPack> {

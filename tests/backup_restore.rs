@@ -8,7 +8,27 @@ use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
-use support::{Env, assert_same_tree, describe, os, pseudo_random, restored};
+use support::{Env, Kind, assert_same_tree, describe, os, pseudo_random, restored};
+
+/// Run a scenario against every storage kind, as one test each.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(#[test] fn $name() { super::$name(super::Kind::Local) })*
+        }
+        mod s3 {
+            $(#[test] fn $name() { super::$name(super::Kind::S3) })*
+        }
+    };
+}
+
+on_every_backend!(
+    restore_reproduces_awkward_tree,
+    second_backup_of_unchanged_tree_reads_no_file_data,
+    snapshots_json_has_restic_fields_and_backup_options,
+    exclude_and_include_select_paths,
+    restore_refuses_non_empty_target_unless_overwrite,
+);
 
 /// Build a tree with the cases that break naive backup tools.
 fn awkward_tree(root: &Path) {
@@ -67,9 +87,8 @@ fn awkward_tree(root: &Path) {
     filetime::set_symlink_file_times(root.join("dangling"), t, t).expect("mtime");
 }
 
-#[test]
-fn restore_reproduces_awkward_tree() {
-    let env = Env::init();
+fn restore_reproduces_awkward_tree(kind: Kind) {
+    let env = Env::init_on(kind);
     let src = env.path("src");
     awkward_tree(&src);
     let out = env.run(&["backup", src.to_str().expect("utf8")]);
@@ -101,9 +120,8 @@ fn restore_reproduces_awkward_tree() {
     assert!(diff.status.success(), "diff: {}", describe(&diff));
 }
 
-#[test]
-fn second_backup_of_unchanged_tree_reads_no_file_data() {
-    let env = Env::init();
+fn second_backup_of_unchanged_tree_reads_no_file_data(kind: Kind) {
+    let env = Env::init_on(kind);
     let src = env.path("src");
     fs::create_dir_all(src.join("d")).expect("mkdir");
     fs::write(src.join("a"), pseudo_random(2 << 20, 1)).expect("write");
@@ -138,9 +156,8 @@ fn second_backup_of_unchanged_tree_reads_no_file_data() {
     assert_same_tree(&src, &restored(&target, &src));
 }
 
-#[test]
-fn snapshots_json_has_restic_fields_and_backup_options() {
-    let env = Env::init();
+fn snapshots_json_has_restic_fields_and_backup_options(kind: Kind) {
+    let env = Env::init_on(kind);
     let src = env.path("src");
     fs::create_dir_all(&src).expect("mkdir");
     fs::write(src.join("f"), "x").expect("write");
@@ -192,9 +209,8 @@ fn snapshots_json_has_restic_fields_and_backup_options() {
     );
 }
 
-#[test]
-fn exclude_and_include_select_paths() {
-    let env = Env::init();
+fn exclude_and_include_select_paths(kind: Kind) {
+    let env = Env::init_on(kind);
     let src = env.path("src");
     fs::create_dir_all(src.join("cache")).expect("mkdir");
     fs::create_dir_all(src.join("keep/sub")).expect("mkdir");
@@ -233,9 +249,8 @@ fn exclude_and_include_select_paths() {
     assert!(!base.join("other").exists());
 }
 
-#[test]
-fn restore_refuses_non_empty_target_unless_overwrite() {
-    let env = Env::init();
+fn restore_refuses_non_empty_target_unless_overwrite(kind: Kind) {
+    let env = Env::init_on(kind);
     let src = env.path("src");
     fs::create_dir_all(&src).expect("mkdir");
     fs::write(src.join("f"), "new").expect("write");

@@ -9,11 +9,18 @@
 //!   deleted during the call may or may not appear. Temporary files are never listed.
 //! - Errors say whether retrying can help ([`BackendError::is_retryable`]).
 
+pub mod limit;
 pub mod local;
+pub mod options;
+pub mod retry;
+pub mod s3;
+
+pub use options::{BackendOptions, Location, parse_location};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::fmt;
+use std::sync::Arc;
 
 /// The kinds of object in a repository, each with its own folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -182,6 +189,17 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// Remove an object; removing an absent object is not an error.
     async fn delete(&self, handle: &Handle) -> Result<(), BackendError>;
+
+    /// Clean up invisible leftovers of writes that a crash interrupted more than
+    /// `older_than` ago (S3 multipart uploads); returns how many were removed. Younger ones
+    /// may belong to a backup running now on another host and are left alone.
+    async fn cleanup_stale_uploads(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<usize, BackendError> {
+        let _ = older_than;
+        Ok(0)
+    }
 }
 
 /// Why a repository location string could not be used.
@@ -194,26 +212,37 @@ pub struct LocationError {
     pub reason: String,
 }
 
-/// Open the backend a repository location names: `local:PATH` or a plain path.
-pub fn open_location(spec: &str) -> Result<std::sync::Arc<dyn Backend>, LocationError> {
-    let err = |reason: &str| LocationError {
-        spec: spec.to_string(),
-        reason: reason.to_string(),
+/// Why a backend could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The location string is malformed.
+    #[error(transparent)]
+    Location(#[from] LocationError),
+    /// The S3 client could not be set up.
+    #[error(transparent)]
+    S3(#[from] s3::S3SetupError),
+}
+
+/// The storage stack for a location, assembled in one place so a reader sees it whole:
+/// the backend itself, then the concurrency limit, then retries outermost (so a retry
+/// waits for a permit like any request, and a waiting retry holds none).
+pub async fn open(spec: &str, opts: &BackendOptions) -> Result<Arc<dyn Backend>, OpenError> {
+    let seed = {
+        let mut b = [0u8; 8];
+        crate::crypto::random_bytes(&mut b).ok();
+        u64::from_le_bytes(b)
     };
-    if spec.is_empty() {
-        return Err(err("is empty: pass --repo or set CAIRN_REPOSITORY"));
-    }
-    let path = if let Some(p) = spec.strip_prefix("local:") {
-        p
-    } else if spec.starts_with("s3:") || spec.contains("://") {
-        return Err(err(
-            "this build supports only local repositories (a path or local:PATH)",
-        ));
-    } else {
-        spec
-    };
-    if path.is_empty() {
-        return Err(err("has no path after `local:`"));
-    }
-    Ok(std::sync::Arc::new(local::LocalBackend::new(path)))
+    Ok(match parse_location(spec)? {
+        Location::Local(path) => Arc::new(local::LocalBackend::new(path)),
+        Location::S3(loc) => {
+            let s3 = s3::S3Backend::connect(loc, opts).await?;
+            let limited = limit::LimitBackend::new(s3, opts.connections);
+            Arc::new(retry::RetryBackend::new(
+                limited,
+                opts.attempts,
+                opts.retry_delay,
+                seed,
+            ))
+        }
+    })
 }

@@ -2,13 +2,14 @@
 
 use super::{RepoArgs, hostname, now_rfc3339, output, password, username};
 use anyhow::{Context, Result, anyhow, bail};
-use cairn::backend::open_location;
+use cairn::backend::Backend;
 use cairn::backup::{BackupOptions, backup, clean_absolute};
 use cairn::crypto::KdfParams;
 use cairn::format::config::DEFAULT_PACK_SIZE;
 use cairn::repo::{InitOptions, Repository, init, read_config};
 use cairn::restore::{RestoreOptions, restore};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::runtime::Runtime;
 
 /// Exit code for "snapshot made, but some files could not be stored".
@@ -25,10 +26,16 @@ fn who() -> InitOptions {
     InitOptions::new(now_rfc3339(), hostname(), username())
 }
 
+/// The storage stack for the repository the arguments name.
+fn backend(rt: &Runtime, args: &RepoArgs) -> Result<Arc<dyn Backend>> {
+    let loc = location(args)?;
+    let opts = args.backend_options()?;
+    Ok(rt.block_on(cairn::backend::open(&loc, &opts))?)
+}
+
 /// Open the repository named by the arguments with the resolved passphrase.
 pub fn open(rt: &Runtime, args: &RepoArgs) -> Result<Repository> {
-    let loc = location(args)?;
-    let backend = open_location(&loc)?;
+    let backend = backend(rt, args)?;
     let config = rt.block_on(read_config(backend.as_ref()))?;
     let pass = password::resolve(args.password_file.as_deref())?;
     Ok(rt.block_on(Repository::open_with_config(backend, config, &pass))?)
@@ -36,8 +43,7 @@ pub fn open(rt: &Runtime, args: &RepoArgs) -> Result<Repository> {
 
 /// `cairn init`.
 pub fn cmd_init(rt: &Runtime, args: &RepoArgs, pack_size_mib: Option<u32>) -> Result<i32> {
-    let loc = location(args)?;
-    let backend = open_location(&loc)?;
+    let backend = backend(rt, args)?;
     let has_source = args.password_file.is_some()
         || std::env::var_os("CAIRN_PASSWORD_FILE").is_some_and(|v| !v.is_empty())
         || std::env::var_os("CAIRN_PASSWORD").is_some_and(|v| !v.is_empty());

@@ -16,6 +16,18 @@ pub struct RepoArgs {
     /// File whose first line is the passphrase.
     #[arg(long = "password-file", global = true)]
     pub password_file: Option<PathBuf>,
+    /// Backend option KEY=VALUE, e.g. -o s3.region=garage (repeatable; see README).
+    #[arg(short = 'o', long = "option", global = true)]
+    pub options: Vec<String>,
+}
+
+impl RepoArgs {
+    /// Backend options from the defaults and every `-o`.
+    pub fn backend_options(&self) -> anyhow::Result<cairn::backend::BackendOptions> {
+        let mut o = cairn::backend::BackendOptions::default();
+        o.apply(&self.options).map_err(anyhow::Error::msg)?;
+        Ok(o)
+    }
 }
 
 /// This machine's host name, as recorded in snapshots and keys.

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+pub mod s3;
+
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
@@ -11,33 +14,94 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Which storage a test's repository lives on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A local directory.
+    Local,
+    /// A bucket on an in-process s3s-fs server, over HTTP.
+    S3,
+    /// The same, behind the fault-injecting proxy (clean schedule until a test changes it).
+    S3Proxied,
+}
+
 /// A scratch area with a repository location and a password file.
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub repo: String,
     pub password_file: PathBuf,
+    /// Extra `-o` options and environment for every command.
+    pub options: Vec<String>,
+    pub env: Vec<(&'static str, String)>,
+    /// The proxy, for tests that inject faults (declared before the server: dropped first).
+    pub proxy: Option<fault_proxy::FaultProxy>,
+    pub server: Option<s3::S3Server>,
 }
 
 impl Env {
-    /// A new scratch area whose repository is not yet initialised.
+    /// A new scratch area with a local repository, not yet initialised.
     pub fn new() -> Self {
+        Env::with(Kind::Local)
+    }
+
+    /// A new scratch area on the given storage, not yet initialised.
+    pub fn with(kind: Kind) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let password_file = dir.path().join("passphrase");
         fs::write(&password_file, "test passphrase\n").expect("write password");
         fs::set_permissions(&password_file, fs::Permissions::from_mode(0o600)).expect("chmod");
-        let repo = dir.path().join("repo").to_string_lossy().into_owned();
-        Env {
+        let mut env = Env {
+            repo: dir.path().join("repo").to_string_lossy().into_owned(),
             dir,
-            repo,
             password_file,
+            options: Vec::new(),
+            env: Vec::new(),
+            proxy: None,
+            server: None,
+        };
+        if kind != Kind::Local {
+            let server = s3::S3Server::start(&["backups"]);
+            let endpoint = if kind == Kind::S3Proxied {
+                let proxy =
+                    fault_proxy::FaultProxy::start(server.port, fault_proxy::Schedule::clean());
+                let e = proxy.endpoint();
+                env.proxy = Some(proxy);
+                e
+            } else {
+                server.endpoint()
+            };
+            env.repo = format!("s3:{endpoint}/backups/host1");
+            env.env = s3::aws_env();
+            // Fast retries keep fault tests short; the policy is the same.
+            env.options = vec![
+                "s3.retry-delay=20ms".into(),
+                "s3.retries=10".into(),
+                "s3.timeout=5s".into(),
+            ];
+            env.server = Some(server);
         }
+        env
     }
 
-    /// A new scratch area with an initialised repository.
+    /// A new scratch area with an initialised local repository.
     pub fn init() -> Self {
-        let env = Env::new();
+        Env::init_on(Kind::Local)
+    }
+
+    /// A new scratch area with an initialised repository on the given storage.
+    pub fn init_on(kind: Kind) -> Self {
+        let env = Env::with(kind);
         env.ok(&["init"]);
         env
+    }
+
+    /// The folder holding the repository's objects: the local repository, or the bucket
+    /// prefix inside the S3 server's root, for tests that damage objects directly.
+    pub fn objects_dir(&self) -> PathBuf {
+        match &self.server {
+            Some(s) => s.root().join("backups/host1"),
+            None => PathBuf::from(&self.repo),
+        }
     }
 
     /// A path inside the scratch area.
@@ -48,6 +112,16 @@ impl Env {
     /// The command with repository and passphrase set.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        for o in &self.options {
+            c.arg("-o").arg(o);
+        }
+        for (k, v) in &self.env {
+            if v.is_empty() {
+                c.env_remove(k);
+            } else {
+                c.env(k, v);
+            }
+        }
         c.args(args)
             .env("CAIRN_REPOSITORY", &self.repo)
             .env("CAIRN_PASSWORD_FILE", &self.password_file)

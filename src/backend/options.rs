@@ -1,0 +1,307 @@
+//! Backend options given as `-o key=value` (restic's extended-option style) and how a
+//! repository location string is parsed.
+
+use super::LocationError;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where a repository lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A local directory.
+    Local(PathBuf),
+    /// An S3 bucket (and key prefix).
+    S3(S3Location),
+}
+
+/// An S3 repository location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Location {
+    /// `scheme://host[:port]` for S3-compatible servers; `None` for AWS or the endpoint
+    /// from `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`.
+    pub endpoint: Option<String>,
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix without leading or trailing `/` (may be empty).
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// The location as restic would print it, for messages.
+    pub fn display(&self) -> String {
+        let tail = if self.prefix.is_empty() {
+            self.bucket.clone()
+        } else {
+            format!("{}/{}", self.bucket, self.prefix)
+        };
+        match &self.endpoint {
+            Some(e) => format!("s3:{e}/{tail}"),
+            None => format!("s3://{tail}"),
+        }
+    }
+}
+
+/// Parse a repository location: a path, `local:PATH`, `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`,
+/// `s3:HOST/BUCKET[/PREFIX]` (https) or `s3://BUCKET[/PREFIX]`.
+pub fn parse_location(spec: &str) -> Result<Location, LocationError> {
+    let err = |reason: &str| LocationError {
+        spec: spec.to_string(),
+        reason: reason.to_string(),
+    };
+    if spec.is_empty() {
+        return Err(err("is empty: pass --repo or set CAIRN_REPOSITORY"));
+    }
+    if let Some(p) = spec.strip_prefix("local:") {
+        if p.is_empty() {
+            return Err(err("has no path after `local:`"));
+        }
+        return Ok(Location::Local(PathBuf::from(p)));
+    }
+    let (endpoint, rest) = if let Some(rest) = spec.strip_prefix("s3://") {
+        (None, rest)
+    } else if let Some(rest) = spec.strip_prefix("s3:") {
+        let (scheme, after) = if let Some(a) = rest.strip_prefix("http://") {
+            ("http", a)
+        } else if let Some(a) = rest.strip_prefix("https://") {
+            ("https", a)
+        } else {
+            ("https", rest)
+        };
+        let Some((host, path)) = after.split_once('/') else {
+            return Err(err(
+                "names no bucket: write s3:http://HOST:PORT/BUCKET[/PREFIX]",
+            ));
+        };
+        if host.is_empty() {
+            return Err(err(
+                "names no host: write s3:http://HOST:PORT/BUCKET[/PREFIX]",
+            ));
+        }
+        (Some(format!("{scheme}://{host}")), path)
+    } else if spec.contains("://") {
+        return Err(err(
+            "is not a known form: use a path, local:PATH, s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX] or s3://BUCKET[/PREFIX]",
+        ));
+    } else {
+        return Ok(Location::Local(PathBuf::from(spec)));
+    };
+    let rest = rest.trim_matches('/');
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(err("names no bucket"));
+    }
+    let valid_bucket = bucket.len() >= 3
+        && bucket.len() <= 63
+        && bucket.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'_'
+        });
+    if !valid_bucket {
+        return Err(err(&format!(
+            "bucket name {bucket:?} is invalid: 3 to 63 lower-case letters, digits, '.', '-'"
+        )));
+    }
+    Ok(Location::S3(S3Location {
+        endpoint,
+        bucket: bucket.to_string(),
+        prefix: prefix.trim_matches('/').to_string(),
+    }))
+}
+
+/// When the SDK adds request checksums. Some S3-compatible servers reject the newer
+/// default (CRC32 trailers with aws-chunked encoding), so cairn sends them only when an
+/// operation requires one; the data is authenticated end to end by cairn anyway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChecksumMode {
+    /// Only for operations that require a checksum (works with MinIO, Garage, Ceph).
+    WhenRequired,
+    /// Whenever the operation supports one (AWS's default).
+    WhenSupported,
+}
+
+/// Every tunable of the storage stack, with defaults that work for AWS, MinIO and Garage.
+#[derive(Clone, Debug)]
+pub struct BackendOptions {
+    /// Access key id; with `secret_access_key`, used instead of the AWS credential chain
+    /// (per-destination credentials).
+    pub access_key_id: Option<String>,
+    /// Secret access key paired with `access_key_id`.
+    pub secret_access_key: Option<String>,
+    /// S3 region; `None` uses the AWS environment/profile, else `us-east-1`.
+    pub region: Option<String>,
+    /// Path-style addressing; `None` means path-style for custom endpoints, virtual-host
+    /// style for AWS.
+    pub path_style: Option<bool>,
+    /// Storage class for uploaded objects (e.g. `STANDARD_IA`).
+    pub storage_class: Option<String>,
+    /// Extra PEM CA bundle to trust (self-signed MinIO/Garage).
+    pub ca_bundle: Option<PathBuf>,
+    /// Request checksum policy.
+    pub checksum: ChecksumMode,
+    /// Requests in flight at once, across all operations.
+    pub connections: usize,
+    /// Time limit of one request attempt.
+    pub timeout: Duration,
+    /// Attempts per operation (1 = no retry).
+    pub attempts: u32,
+    /// First retry delay; doubles each attempt, with full jitter, capped at 30 s.
+    pub retry_delay: Duration,
+    /// Objects at least this large are uploaded in parts.
+    pub multipart_threshold: u64,
+    /// Size of each part.
+    pub part_size: u64,
+    /// Parts uploaded at once for one object.
+    pub part_concurrency: usize,
+}
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        BackendOptions {
+            access_key_id: None,
+            secret_access_key: None,
+            region: None,
+            path_style: None,
+            storage_class: None,
+            ca_bundle: None,
+            checksum: ChecksumMode::WhenRequired,
+            connections: 8,
+            timeout: Duration::from_secs(120),
+            attempts: 6,
+            retry_delay: Duration::from_millis(250),
+            multipart_threshold: 64 * 1024 * 1024,
+            part_size: 16 * 1024 * 1024,
+            part_concurrency: 4,
+        }
+    }
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "true" | "yes" | "1" | "on" => Ok(true),
+        "false" | "no" | "0" | "off" => Ok(false),
+        _ => Err(format!("option {key}={v}: expected true or false")),
+    }
+}
+
+fn parse_size(key: &str, v: &str) -> Result<u64, String> {
+    let v = v.trim();
+    let (num, mult) = if let Some(n) = v.strip_suffix("MiB").or_else(|| v.strip_suffix('M')) {
+        (n, 1024 * 1024)
+    } else if let Some(n) = v.strip_suffix("KiB").or_else(|| v.strip_suffix('K')) {
+        (n, 1024)
+    } else {
+        (v, 1)
+    };
+    num.trim()
+        .parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("option {key}={v}: expected a size like 64MiB"))
+}
+
+fn parse_count(key: &str, v: &str) -> Result<u64, String> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("option {key}={v}: expected a positive number"))
+}
+
+impl BackendOptions {
+    /// Apply `key=value` options; the error names the option and what it accepts.
+    pub fn apply(&mut self, options: &[String]) -> Result<(), String> {
+        for o in options {
+            let Some((key, value)) = o.split_once('=') else {
+                return Err(format!("option {o:?} is not KEY=VALUE"));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            let dur = || {
+                humantime::parse_duration(value)
+                    .map_err(|e| format!("option {key}={value}: {e} (write it like 30s)"))
+            };
+            match key {
+                "s3.region" => self.region = Some(value.to_string()),
+                "s3.path-style" => self.path_style = Some(parse_bool(key, value)?),
+                "s3.storage-class" => self.storage_class = Some(value.to_string()),
+                "s3.ca-bundle" => self.ca_bundle = Some(PathBuf::from(value)),
+                "s3.checksum" => {
+                    self.checksum = match value {
+                        "when-required" => ChecksumMode::WhenRequired,
+                        "when-supported" => ChecksumMode::WhenSupported,
+                        _ => {
+                            return Err(format!(
+                                "option {key}={value}: expected when-required or when-supported"
+                            ));
+                        }
+                    }
+                }
+                "s3.connections" => self.connections = parse_count(key, value)? as usize,
+                "s3.timeout" => self.timeout = dur()?,
+                "s3.retries" => self.attempts = parse_count(key, value)? as u32,
+                "s3.retry-delay" => self.retry_delay = dur()?,
+                "s3.multipart-threshold" => {
+                    self.multipart_threshold = parse_size(key, value)?.max(5 * 1024 * 1024)
+                }
+                "s3.part-size" => self.part_size = parse_size(key, value)?.max(5 * 1024 * 1024),
+                "s3.part-concurrency" => self.part_concurrency = parse_count(key, value)? as usize,
+                _ => {
+                    return Err(format!(
+                        "unknown option {key:?}: known are s3.region, s3.path-style, s3.storage-class, s3.ca-bundle, s3.checksum, s3.connections, s3.timeout, s3.retries, s3.retry-delay, s3.multipart-threshold, s3.part-size, s3.part-concurrency"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_forms() {
+        assert_eq!(
+            parse_location("/srv/repo").expect("path"),
+            Location::Local("/srv/repo".into())
+        );
+        assert_eq!(
+            parse_location("local:rel/repo").expect("local"),
+            Location::Local("rel/repo".into())
+        );
+        let Location::S3(s) =
+            parse_location("s3:http://127.0.0.1:9000/backups/host1/").expect("s3")
+        else {
+            panic!("not s3")
+        };
+        assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!((s.bucket.as_str(), s.prefix.as_str()), ("backups", "host1"));
+        let Location::S3(s) = parse_location("s3://bucket-1").expect("aws") else {
+            panic!("not s3")
+        };
+        assert_eq!((s.endpoint, s.prefix.as_str()), (None, ""));
+        let Location::S3(s) = parse_location("s3:s3.example.com/b12/p").expect("https") else {
+            panic!("not s3")
+        };
+        assert_eq!(s.endpoint.as_deref(), Some("https://s3.example.com"));
+        assert!(parse_location("s3:http://host").is_err());
+        assert!(parse_location("s3://UPPER").is_err());
+        assert!(parse_location("ftp://x/y").is_err());
+    }
+
+    #[test]
+    fn options_parse_and_name_mistakes() {
+        let mut o = BackendOptions::default();
+        o.apply(&[
+            "s3.region=garage".into(),
+            "s3.path-style=false".into(),
+            "s3.timeout=5s".into(),
+            "s3.part-size=8MiB".into(),
+        ])
+        .expect("valid");
+        assert_eq!(o.region.as_deref(), Some("garage"));
+        assert_eq!(o.path_style, Some(false));
+        assert_eq!(o.timeout, Duration::from_secs(5));
+        assert_eq!(o.part_size, 8 << 20);
+        let e = o.apply(&["s3.regoin=x".into()]).expect_err("unknown");
+        assert!(e.contains("s3.regoin"), "{e}");
+        assert!(o.apply(&["s3.retries=0".into()]).is_err());
+    }
+}

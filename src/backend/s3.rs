@@ -1,0 +1,598 @@
+//! A repository in an S3-compatible bucket (AWS S3, MinIO, Garage, Ceph RGW, B2, R2).
+//!
+//! PUT is atomic in S3: an object appears whole under its name or not at all, so a failed
+//! or retried upload never leaves a partial object visible. Objects at or above the
+//! multipart threshold go up in parts with bounded concurrency; a failed multipart upload
+//! is aborted before the error is returned. The SDK's own retries are off: retrying is the
+//! job of [`super::retry::RetryBackend`], so one policy covers every backend and tests can
+//! see every attempt. Errors are mapped to [`BackendError`] with the bucket, the endpoint and
+//! what to do for the mistakes users make (credentials, bucket name, region, clock, TLS).
+
+use super::options::{BackendOptions, ChecksumMode, S3Location};
+use super::{Backend, BackendError, FileType, Handle, ObjectInfo};
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
+use bytes::Bytes;
+use std::io;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+/// An S3 bucket (and prefix) holding one repository.
+#[derive(Debug, Clone)]
+pub struct S3Backend {
+    client: Client,
+    location: S3Location,
+    endpoint_display: String,
+    storage_class: Option<StorageClass>,
+    multipart_threshold: u64,
+    part_size: u64,
+    part_concurrency: usize,
+}
+
+/// Why the S3 client could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct S3SetupError(pub String);
+
+impl S3Backend {
+    /// Build a client from the AWS environment (credentials, profile, region, endpoint
+    /// variables) and the options.
+    pub async fn connect(
+        location: S3Location,
+        opts: &BackendOptions,
+    ) -> Result<Self, S3SetupError> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10).min(opts.timeout))
+                    .operation_attempt_timeout(opts.timeout)
+                    .build(),
+            );
+        if let (Some(id), Some(secret)) = (&opts.access_key_id, &opts.secret_access_key) {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                id.clone(),
+                secret.clone(),
+                None,
+                None,
+                "cairn-options",
+            ));
+        }
+        if let Some(r) = &opts.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        if let Some(ca) = &opts.ca_bundle {
+            let pem = std::fs::read(ca).map_err(|e| {
+                S3SetupError(format!(
+                    "cannot read CA bundle {} (option s3.ca-bundle): {e}",
+                    ca.display()
+                ))
+            })?;
+            use aws_smithy_http_client::tls;
+            let ctx = tls::TlsContext::builder()
+                .with_trust_store(tls::TrustStore::default().with_pem_certificate(pem))
+                .build()
+                .map_err(|e| S3SetupError(format!("CA bundle {}: {e}", ca.display())))?;
+            let http = aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .tls_context(ctx)
+                .build_https();
+            loader = loader.http_client(http);
+        }
+        let shared = loader.load().await;
+        let env_endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+            .ok()
+            .filter(|e| !e.is_empty());
+        let endpoint = location.endpoint.clone().or(env_endpoint);
+        let mut b = aws_sdk_s3::config::Builder::from(&shared);
+        if shared.region().is_none() {
+            // S3-compatible servers mostly accept us-east-1; AWS redirects and the error
+            // mapping below tells the user which region to set.
+            b = b.region(Region::new("us-east-1"));
+        }
+        if let Some(e) = &endpoint {
+            b = b.endpoint_url(e.clone());
+        }
+        b = b.force_path_style(opts.path_style.unwrap_or(endpoint.is_some()));
+        let (req, resp) = match opts.checksum {
+            ChecksumMode::WhenRequired => (
+                RequestChecksumCalculation::WhenRequired,
+                ResponseChecksumValidation::WhenRequired,
+            ),
+            ChecksumMode::WhenSupported => (
+                RequestChecksumCalculation::WhenSupported,
+                ResponseChecksumValidation::WhenSupported,
+            ),
+        };
+        b = b
+            .request_checksum_calculation(req)
+            .response_checksum_validation(resp);
+        let endpoint_display = endpoint.unwrap_or_else(|| "AWS S3".to_string());
+        Ok(S3Backend {
+            client: Client::from_conf(b.build()),
+            location,
+            endpoint_display,
+            storage_class: opts.storage_class.as_deref().map(StorageClass::from),
+            multipart_threshold: opts.multipart_threshold,
+            part_size: opts.part_size,
+            part_concurrency: opts.part_concurrency.max(1),
+        })
+    }
+
+    fn key(&self, h: &Handle) -> String {
+        self.key_of(&h.path())
+    }
+
+    fn key_of(&self, rel: &str) -> String {
+        if self.location.prefix.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{rel}", self.location.prefix)
+        }
+    }
+
+    fn where_(&self) -> String {
+        format!(
+            "bucket {:?} at {}",
+            self.location.bucket, self.endpoint_display
+        )
+    }
+
+    /// Turn an SDK error into a [`BackendError`] that says what to do.
+    fn map_err<E>(
+        &self,
+        op: &'static str,
+        object: String,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> BackendError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let location = self.location.display();
+        let where_ = self.where_();
+        let remote = |message: String, retryable: bool| BackendError::Io {
+            op,
+            object: object.clone(),
+            location: location.clone(),
+            source: io::Error::other(message),
+            retryable,
+        };
+        match &err {
+            SdkError::ServiceError(se) => {
+                let status = se.raw().status().as_u16();
+                let code = se.err().code().unwrap_or("").to_string();
+                let msg = se.err().message().unwrap_or("").to_string();
+                match (status, code.as_str()) {
+                    (_, "NoSuchBucket") => remote(
+                        format!("{where_} does not exist: create it, or check the bucket name"),
+                        false,
+                    ),
+                    (404, _) | (_, "NoSuchKey") => BackendError::NotFound { object, location },
+                    (_, "RequestTimeTooSkewed") => remote(
+                        format!(
+                            "{where_} rejected the request because this machine's clock is off by more than 15 minutes: fix the time (timedatectl set-ntp true)"
+                        ),
+                        false,
+                    ),
+                    (
+                        _,
+                        "AuthorizationHeaderMalformed"
+                        | "PermanentRedirect"
+                        | "IllegalLocationConstraintException",
+                    )
+                    | (301, _) => remote(
+                        format!(
+                            "{where_} is in another region ({code} {msg}): set the region with -o s3.region=REGION or AWS_REGION"
+                        ),
+                        false,
+                    ),
+                    (_, "InvalidAccessKeyId" | "SignatureDoesNotMatch") => remote(
+                        format!(
+                            "{where_} rejected the credentials ({code}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile"
+                        ),
+                        false,
+                    ),
+                    (403, _) | (_, "AccessDenied") => remote(
+                        format!(
+                            "access denied to {where_} ({code} {msg}): check the credentials and that the bucket policy allows s3:GetObject, s3:PutObject and s3:ListBucket (s3:DeleteObject for prune)"
+                        ),
+                        false,
+                    ),
+                    (500..=599, _)
+                    | (_, "SlowDown" | "InternalError" | "RequestTimeout" | "ServiceUnavailable") => {
+                        remote(format!("{where_} answered {status} {code} {msg}"), true)
+                    }
+                    _ => remote(format!("{where_} answered {status} {code} {msg}"), false),
+                }
+            }
+            SdkError::TimeoutError(_) => remote(format!("request to {where_} timed out"), true),
+            SdkError::DispatchFailure(df) => {
+                let text = format!("{}", DisplayErrorContext(&err));
+                let lower = text.to_lowercase();
+                if lower.contains("certificate")
+                    || lower.contains("tls")
+                    || lower.contains("handshake")
+                {
+                    remote(
+                        format!(
+                            "TLS failure talking to {where_}: {text}. For a self-signed certificate pass its CA with -o s3.ca-bundle=FILE"
+                        ),
+                        false,
+                    )
+                } else if df.is_timeout() {
+                    remote(format!("connecting to {where_} timed out"), true)
+                } else if lower.contains("refused") {
+                    remote(
+                        format!(
+                            "connection refused by {}: is the server running and the port right?",
+                            self.endpoint_display
+                        ),
+                        true,
+                    )
+                } else {
+                    remote(
+                        format!("cannot reach {where_}: {text}"),
+                        df.is_io() || df.is_other(),
+                    )
+                }
+            }
+            SdkError::ResponseError(_) => remote(
+                format!(
+                    "unreadable response from {where_}: {}",
+                    DisplayErrorContext(&err)
+                ),
+                true,
+            ),
+            _ => remote(
+                format!("request to {where_} failed: {}", DisplayErrorContext(&err)),
+                false,
+            ),
+        }
+    }
+
+    fn body_err(
+        &self,
+        op: &'static str,
+        object: String,
+        e: impl std::fmt::Display,
+    ) -> BackendError {
+        BackendError::Io {
+            op,
+            object,
+            location: self.location.display(),
+            source: io::Error::other(format!(
+                "reading the body from {} failed: {e}",
+                self.where_()
+            )),
+            retryable: true,
+        }
+    }
+
+    async fn put_single(&self, h: &Handle, data: Bytes) -> Result<(), BackendError> {
+        let key = self.key(h);
+        self.client
+            .put_object()
+            .bucket(&self.location.bucket)
+            .key(&key)
+            .content_length(data.len() as i64)
+            .set_storage_class(self.storage_class.clone())
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| self.map_err("write", h.path(), e))?;
+        Ok(())
+    }
+
+    async fn put_multipart(&self, h: &Handle, data: Bytes) -> Result<(), BackendError> {
+        let key = self.key(h);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.location.bucket)
+            .key(&key)
+            .set_storage_class(self.storage_class.clone())
+            .send()
+            .await
+            .map_err(|e| self.map_err("start multipart upload of", h.path(), e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let result = self.upload_parts(h, &key, &upload_id, data).await;
+        if result.is_err() {
+            // Best effort: a left-over upload costs storage but is invisible to readers.
+            if let Err(e) = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.location.bucket)
+                .key(&key)
+                .upload_id(&upload_id)
+                .send()
+                .await
+            {
+                tracing::warn!(
+                    "aborting multipart upload of {key} failed: {}",
+                    DisplayErrorContext(&e)
+                );
+            }
+        }
+        result
+    }
+
+    async fn upload_parts(
+        &self,
+        h: &Handle,
+        key: &str,
+        upload_id: &str,
+        data: Bytes,
+    ) -> Result<(), BackendError> {
+        let part = self.part_size as usize;
+        let mut set: JoinSet<Result<CompletedPart, BackendError>> = JoinSet::new();
+        let mut parts = Vec::new();
+        let mut next = 0usize;
+        let mut number = 1i32;
+        while next < data.len() || !set.is_empty() {
+            while next < data.len() && set.len() < self.part_concurrency {
+                let end = (next + part).min(data.len());
+                let chunk = data.slice(next..end);
+                let (me, key, id, obj, n) = (
+                    self.clone(),
+                    key.to_string(),
+                    upload_id.to_string(),
+                    h.path(),
+                    number,
+                );
+                set.spawn(async move {
+                    let out = me
+                        .client
+                        .upload_part()
+                        .bucket(&me.location.bucket)
+                        .key(&key)
+                        .upload_id(&id)
+                        .part_number(n)
+                        .content_length(chunk.len() as i64)
+                        .body(ByteStream::from(chunk))
+                        .send()
+                        .await
+                        .map_err(|e| me.map_err("upload part of", obj, e))?;
+                    Ok(CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .build())
+                });
+                next = end;
+                number += 1;
+            }
+            match set.join_next().await {
+                Some(Ok(Ok(p))) => parts.push(p),
+                Some(Ok(Err(e))) => return Err(e),
+                Some(Err(join)) => {
+                    return Err(BackendError::Io {
+                        op: "upload part of",
+                        object: h.path(),
+                        location: self.location.display(),
+                        source: io::Error::other(join.to_string()),
+                        retryable: false,
+                    });
+                }
+                None => break,
+            }
+        }
+        parts.sort_by_key(|p| p.part_number());
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.location.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.map_err("complete multipart upload of", h.path(), e))?;
+        Ok(())
+    }
+
+    /// Abort multipart uploads under this repository's prefix that started more than
+    /// `older_than` ago: left by a crashed or killed upload. Younger ones may belong to a
+    /// backup running right now on another host.
+    async fn abort_stale_uploads(&self, older_than: Duration) -> Result<usize, BackendError> {
+        let prefix = self.key_of("data/");
+        let resp = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.location.bucket)
+            .prefix(&prefix)
+            .send()
+            .await
+            .map_err(|e| self.map_err("list multipart uploads in", prefix.clone(), e))?;
+        let cutoff = std::time::SystemTime::now() - older_than;
+        let mut aborted = 0;
+        for u in resp.uploads() {
+            let started = u
+                .initiated()
+                .and_then(|t| std::time::SystemTime::try_from(*t).ok());
+            if started.is_some_and(|s| s < cutoff)
+                && let (Some(key), Some(id)) = (u.key(), u.upload_id())
+            {
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.location.bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| self.map_err("abort multipart upload of", key.to_string(), e))?;
+                aborted += 1;
+            }
+        }
+        Ok(aborted)
+    }
+}
+
+#[async_trait]
+impl Backend for S3Backend {
+    fn location(&self) -> String {
+        self.location.display()
+    }
+
+    async fn put(&self, handle: &Handle, data: Bytes) -> Result<(), BackendError> {
+        if data.len() as u64 >= self.multipart_threshold {
+            self.put_multipart(handle, data).await
+        } else {
+            self.put_single(handle, data).await
+        }
+    }
+
+    async fn get(&self, handle: &Handle) -> Result<Vec<u8>, BackendError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.location.bucket)
+            .key(self.key(handle))
+            .send()
+            .await
+            .map_err(|e| self.map_err("read", handle.path(), e))?;
+        let expected = out.content_length();
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.body_err("read", handle.path(), e))?
+            .into_bytes();
+        if let Some(n) = expected
+            && body.len() as i64 != n
+        {
+            return Err(BackendError::Truncated {
+                object: handle.path(),
+                location: self.location.display(),
+                offset: 0,
+                wanted: n.max(0) as u64,
+                got: body.len() as u64,
+            });
+        }
+        Ok(body.to_vec())
+    }
+
+    async fn get_range(
+        &self,
+        handle: &Handle,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, BackendError> {
+        if length == 0 {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.location.bucket)
+            .key(self.key(handle))
+            .range(format!("bytes={}-{}", offset, offset + length - 1))
+            .send()
+            .await
+            .map_err(|e| self.map_err("read", handle.path(), e))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.body_err("read", handle.path(), e))?
+            .into_bytes();
+        if body.len() as u64 != length {
+            return Err(BackendError::Truncated {
+                object: handle.path(),
+                location: self.location.display(),
+                offset,
+                wanted: length,
+                got: body.len() as u64,
+            });
+        }
+        Ok(body.to_vec())
+    }
+
+    async fn stat(&self, handle: &Handle) -> Result<u64, BackendError> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.location.bucket)
+            .key(self.key(handle))
+            .send()
+            .await
+            .map_err(|e| self.map_err("stat", handle.path(), e))?;
+        Ok(out.content_length().unwrap_or(0).max(0) as u64)
+    }
+
+    async fn list(&self, kind: FileType) -> Result<Vec<ObjectInfo>, BackendError> {
+        let prefix = if kind == FileType::Config {
+            self.key_of("config")
+        } else {
+            self.key_of(&format!("{}/", kind.dir()))
+        };
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.location.bucket)
+                .prefix(&prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.map_err("list", prefix.clone(), e))?;
+            for o in resp.contents() {
+                let Some(key) = o.key() else { continue };
+                let rel = &key[prefix.len().min(key.len())..];
+                let name = rel.rsplit('/').next().unwrap_or(rel);
+                if kind == FileType::Config {
+                    if rel.is_empty() {
+                        out.push(ObjectInfo {
+                            name: String::new(),
+                            size: o.size().unwrap_or(0).max(0) as u64,
+                        });
+                    }
+                    continue;
+                }
+                if name.is_empty() || name.starts_with('.') {
+                    continue;
+                }
+                out.push(ObjectInfo {
+                    name: name.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                });
+            }
+            match resp.next_continuation_token() {
+                Some(t) if resp.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, handle: &Handle) -> Result<(), BackendError> {
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.location.bucket)
+            .key(self.key(handle))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.map_err("delete", handle.path(), e) {
+                BackendError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn cleanup_stale_uploads(&self, older_than: Duration) -> Result<usize, BackendError> {
+        self.abort_stale_uploads(older_than).await
+    }
+}

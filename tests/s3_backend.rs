@@ -1,0 +1,326 @@
+//! The S3 backend on real S3 servers (in-process s3s-fs over HTTP), directly and behind the
+//! fault-injecting proxy: the storage contract, retries, multipart uploads, ranged reads and
+//! the errors users meet.
+
+mod support;
+
+use bytes::Bytes;
+use cairn::backend::{Backend, BackendError, BackendOptions, FileType, Handle};
+use std::fs;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use support::fault_proxy::{FaultProxy, Schedule};
+use support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+use support::{Env, Kind, assert_same_tree, describe, pseudo_random, restored};
+
+fn options(extra: &[&str]) -> BackendOptions {
+    let mut o = BackendOptions {
+        access_key_id: Some(ACCESS_KEY.into()),
+        secret_access_key: Some(SECRET_KEY.into()),
+        region: Some("us-east-1".into()),
+        ..Default::default()
+    };
+    let mut all = vec![
+        "s3.retry-delay=10ms".to_string(),
+        "s3.timeout=3s".to_string(),
+    ];
+    all.extend(extra.iter().map(|s| s.to_string()));
+    o.apply(&all).expect("options");
+    o
+}
+
+async fn open(spec: &str, opts: &BackendOptions) -> Arc<dyn Backend> {
+    cairn::backend::open(spec, opts)
+        .await
+        .expect("open backend")
+}
+
+/// The written contract of [`Backend`], checked the same way on every backend.
+async fn contract(b: Arc<dyn Backend>) {
+    let pack = Handle::new(FileType::Pack, "ab".to_string() + &"0".repeat(62));
+    let data = Bytes::from(pseudo_random(300_000, 9));
+    b.put(&pack, data.clone()).await.expect("put");
+    assert_eq!(b.get(&pack).await.expect("get"), data.to_vec());
+    assert_eq!(
+        b.get_range(&pack, 1000, 5000).await.expect("range"),
+        data[1000..6000].to_vec()
+    );
+    assert_eq!(b.stat(&pack).await.expect("stat"), data.len() as u64);
+    let past_end = b.get_range(&pack, 299_990, 100).await;
+    assert!(
+        past_end.is_err(),
+        "a short range must be an error, got {past_end:?}"
+    );
+
+    let snap = Handle::new(FileType::Snapshot, "cd".repeat(32));
+    b.put(&snap, Bytes::from_static(b"snapshot"))
+        .await
+        .expect("put");
+    let packs = b.list(FileType::Pack).await.expect("list");
+    assert_eq!(packs.len(), 1);
+    assert_eq!(packs[0].name, pack.name);
+    assert_eq!(packs[0].size, data.len() as u64);
+    let snaps = b.list(FileType::Snapshot).await.expect("list");
+    assert_eq!(
+        snaps.iter().map(|o| o.name.clone()).collect::<Vec<_>>(),
+        vec![snap.name.clone()]
+    );
+    assert!(b.list(FileType::Index).await.expect("list").is_empty());
+    assert!(b.list(FileType::Config).await.expect("list").is_empty());
+    b.put(&Handle::config(), Bytes::from_static(b"{}"))
+        .await
+        .expect("put");
+    assert_eq!(b.list(FileType::Config).await.expect("list").len(), 1);
+
+    let missing = Handle::new(FileType::Index, "ef".repeat(32));
+    match b.get(&missing).await {
+        Err(e) => assert!(e.is_not_found(), "missing object: {e}"),
+        Ok(_) => panic!("missing object was returned"),
+    }
+    b.delete(&snap).await.expect("delete");
+    assert!(
+        b.get(&snap)
+            .await
+            .is_err_and(|e: BackendError| e.is_not_found())
+    );
+    b.delete(&snap)
+        .await
+        .expect("deleting an absent object is fine");
+
+    // Large enough for multipart when the threshold is lowered.
+    let big_handle = Handle::new(FileType::Pack, "ff".repeat(32));
+    let big = Bytes::from(pseudo_random(11 << 20, 4));
+    b.put(&big_handle, big.clone()).await.expect("put big");
+    assert_eq!(b.get(&big_handle).await.expect("get big"), big.to_vec());
+}
+
+#[test]
+fn backend_contract_holds_for_local_s3_and_faulty_s3() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("tmp");
+    let local = dir.path().to_str().expect("utf8").to_string();
+    rt.block_on(async { contract(open(&local, &options(&[])).await).await });
+
+    let server = S3Server::start(&["bucket"]);
+    let opts = options(&["s3.multipart-threshold=5MiB", "s3.part-size=5MiB"]);
+    let spec = format!("s3:{}/bucket/direct", server.endpoint());
+    rt.block_on(async { contract(open(&spec, &opts).await).await });
+
+    for seed in [11u64, 12, 13] {
+        let proxy = FaultProxy::start(server.port, Schedule::all(seed, 40, Duration::from_secs(5)));
+        let opts = options(&[
+            "s3.multipart-threshold=5MiB",
+            "s3.part-size=5MiB",
+            "s3.retries=12",
+            "s3.timeout=1s",
+        ]);
+        let spec = format!("s3:{}/bucket/faulty{seed}", proxy.endpoint());
+        rt.block_on(async { contract(open(&spec, &opts).await).await });
+        println!("seed {seed}: {} faults injected", proxy.faults());
+        assert!(proxy.faults() > 0, "seed {seed} injected nothing");
+    }
+}
+
+#[test]
+fn backup_and_restore_survive_injected_faults() {
+    for seed in [1u64, 2] {
+        let env = Env::with(Kind::S3Proxied);
+        env.ok(&["init", "--pack-size", "1"]);
+        let src = env.path("src");
+        fs::create_dir_all(src.join("d")).expect("mkdir");
+        for i in 0..6u64 {
+            fs::write(
+                src.join(format!("d/f{i}")),
+                pseudo_random(700_000, i + seed),
+            )
+            .expect("write");
+        }
+        let proxy = env.proxy.as_ref().expect("proxy");
+        proxy.set_schedule(Schedule::all(seed, 30, Duration::from_secs(8)));
+        let out = env.run(&["backup", src.to_str().expect("utf8")]);
+        assert!(out.status.success(), "seed {seed}: {}", describe(&out));
+        let target = env.path("t");
+        let out = env.run(&[
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().expect("utf8"),
+        ]);
+        assert!(out.status.success(), "seed {seed}: {}", describe(&out));
+        assert_same_tree(&src, &restored(&target, &src));
+        assert!(proxy.faults() > 0, "seed {seed} injected no fault");
+        println!(
+            "seed {seed}: {} faults in {} requests",
+            proxy.faults(),
+            proxy.stats.requests.load(Ordering::Relaxed)
+        );
+    }
+}
+
+#[test]
+fn persistent_failure_fails_backup_and_commits_nothing() {
+    let env = Env::with(Kind::S3Proxied);
+    env.ok(&["init"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("f"), pseudo_random(100_000, 1)).expect("write");
+    let proxy = env.proxy.as_ref().expect("proxy");
+    let mut always = Schedule::clean();
+    always.error500 = 1000;
+    always.methods = vec!["PUT"];
+    proxy.set_schedule(always);
+    let out = env.run(&["-o", "s3.retries=3", "backup", src.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("500") && err.contains("\"backups\""), "{err}");
+    proxy.set_schedule(Schedule::clean());
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
+    assert_eq!(list.as_array().expect("array").len(), 0);
+    env.ok(&["backup", src.to_str().expect("utf8")]);
+}
+
+#[test]
+fn multipart_uploads_round_trip_and_failed_ones_are_aborted() {
+    let env = Env::with(Kind::S3Proxied);
+    let mp = [
+        "-o",
+        "s3.multipart-threshold=5MiB",
+        "-o",
+        "s3.part-size=5MiB",
+    ];
+    let with = |args: &[&str]| {
+        let mut all: Vec<&str> = mp.to_vec();
+        all.extend_from_slice(args);
+        env.run(&all)
+    };
+    assert!(with(&["init", "--pack-size", "12"]).status.success());
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("big"), pseudo_random(30 << 20, 5)).expect("write");
+
+    // Every CompleteMultipartUpload fails: the parts must be cleaned up.
+    let proxy = env.proxy.as_ref().expect("proxy");
+    let mut fail_complete = Schedule::clean();
+    fail_complete.error500 = 1000;
+    fail_complete.methods = vec!["POST"];
+    fail_complete.target_contains = Some("uploadId=");
+    proxy.set_schedule(fail_complete);
+    let out = with(&["-o", "s3.retries=2", "backup", src.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let server_root = env.server.as_ref().expect("server").root().to_path_buf();
+    let leftovers: Vec<_> = fs::read_dir(&server_root)
+        .expect("root")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".upload_id-"))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "parts of aborted uploads remain: {leftovers:?}"
+    );
+
+    proxy.set_schedule(Schedule::clean());
+    let out = with(&["backup", src.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let target = env.path("t");
+    let out = with(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf8"),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
+#[test]
+fn restore_of_one_file_fetches_only_its_blobs() {
+    let env = Env::with(Kind::S3Proxied);
+    env.ok(&["init", "--pack-size", "64"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("large"), pseudo_random(24 << 20, 8)).expect("write");
+    fs::write(src.join("small"), "just this").expect("write");
+    env.ok(&["backup", src.to_str().expect("utf8")]);
+    let proxy = env.proxy.as_ref().expect("proxy");
+    let before = proxy.stats.response_bytes.load(Ordering::Relaxed);
+    let target = env.path("t");
+    let small = src.join("small");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf8"),
+        "--include",
+        small.to_str().expect("utf8"),
+    ]);
+    let fetched = proxy.stats.response_bytes.load(Ordering::Relaxed) - before;
+    assert_eq!(
+        fs::read(restored(&target, &small)).expect("read"),
+        b"just this"
+    );
+    assert!(
+        fetched < 2 << 20,
+        "restoring 9 bytes fetched {fetched} bytes"
+    );
+}
+
+#[test]
+fn user_mistakes_get_errors_naming_bucket_endpoint_and_fix() {
+    let server = S3Server::start(&["backups"]);
+    let env = Env::with(Kind::S3);
+    let pw = env.password_file.to_str().expect("utf8").to_string();
+    let run = |repo: &str, envs: &[(&str, &str)]| {
+        let mut c = env.cmd(&[
+            "--password-file",
+            &pw,
+            "-o",
+            "s3.retries=2",
+            "-o",
+            "s3.timeout=2s",
+            "init",
+        ]);
+        c.env("CAIRN_REPOSITORY", repo);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let out = c.output().expect("run");
+        assert_eq!(out.status.code(), Some(1), "{repo}: {}", describe(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let ep = server.endpoint();
+
+    let err = run(
+        &format!("s3:{ep}/backups/x"),
+        &[("AWS_SECRET_ACCESS_KEY", "wrong-secret")],
+    );
+    assert!(err.contains("\"backups\"") && err.contains(&ep), "{err}");
+    assert!(
+        err.contains("credentials") || err.contains("access denied"),
+        "{err}"
+    );
+
+    let err = run(&format!("s3:{ep}/no-such-bucket/x"), &[]);
+    assert!(
+        err.contains("no-such-bucket") && err.contains("does not exist"),
+        "{err}"
+    );
+
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let err = run(&format!("s3:http://127.0.0.1:{closed}/backups/x"), &[]);
+    assert!(
+        err.contains("connection refused") && err.contains(&closed.to_string()),
+        "{err}"
+    );
+
+    let err = run(
+        &format!("s3:https://127.0.0.1:{}/backups/x", server.port),
+        &[],
+    );
+    assert!(err.contains("TLS"), "{err}");
+}
