@@ -324,3 +324,29 @@ fn user_mistakes_get_errors_naming_bucket_endpoint_and_fix() {
     );
     assert!(err.contains("TLS"), "{err}");
 }
+
+#[test]
+fn clock_skew_and_wrong_region_answers_say_what_to_fix() {
+    let env = Env::with(Kind::S3Proxied);
+    let proxy = env.proxy.as_ref().expect("proxy");
+    for (status, code, expect) in [
+        ("403 Forbidden", "RequestTimeTooSkewed", "clock"),
+        (
+            "400 Bad Request",
+            "AuthorizationHeaderMalformed",
+            "s3.region",
+        ),
+        ("301 Moved Permanently", "PermanentRedirect", "s3.region"),
+    ] {
+        let mut s = Schedule::clean();
+        s.respond = Some((status, code));
+        proxy.set_schedule(s);
+        let out = env.run(&["init"]);
+        assert_eq!(out.status.code(), Some(1), "{code}: {}", describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(expect) && err.contains("\"backups\""),
+            "{code}: {err}"
+        );
+    }
+}

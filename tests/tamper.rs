@@ -236,3 +236,36 @@ fn duplicate_names_cannot_smuggle_a_symlink_under_a_directory() {
         describe(&out)
     );
 }
+
+#[test]
+fn flipped_byte_in_a_bucket_object_is_named_over_s3() {
+    let env = Env::init_on(support::Kind::S3);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("f"), pseudo_random(2_000_000, 3)).expect("write");
+    env.ok(&["backup", src.to_str().expect("utf8")]);
+    let mut all = Vec::new();
+    objects(&env.objects_dir().join("data"), &mut all);
+    let pack = all
+        .iter()
+        .max_by_key(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a data pack");
+    let mut bytes = fs::read(pack).expect("read");
+    bytes[1000] ^= 0x80;
+    fs::write(pack, &bytes).expect("write");
+    let target = env.path("t");
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let name = pack
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&name) && err.contains("damaged"), "{err}");
+}

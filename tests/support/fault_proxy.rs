@@ -25,6 +25,8 @@ pub enum Fault {
     Stall(Duration),
     /// Forward, then send the response head and only half of its body.
     Truncate,
+    /// Answer every eligible request with this status line and S3 error code.
+    Respond(&'static str, &'static str),
 }
 
 /// Probabilities (per mille) of each fault, drawn per request from a seeded generator.
@@ -48,6 +50,8 @@ pub struct Schedule {
     pub methods: Vec<&'static str>,
     /// Only requests whose request line contains this text are eligible.
     pub target_contains: Option<&'static str>,
+    /// When set, every eligible request gets this answer (status line, S3 error code).
+    pub respond: Option<(&'static str, &'static str)>,
 }
 
 impl Schedule {
@@ -63,6 +67,7 @@ impl Schedule {
             truncate: 0,
             methods: Vec::new(),
             target_contains: None,
+            respond: None,
         }
     }
 
@@ -78,6 +83,7 @@ impl Schedule {
             truncate: per_mille,
             methods: Vec::new(),
             target_contains: None,
+            respond: None,
         }
     }
 }
@@ -108,6 +114,9 @@ impl State {
         }
         if s.target_contains.is_some_and(|t| !request_line.contains(t)) {
             return Fault::None;
+        }
+        if let Some((status, code)) = s.respond {
+            return Fault::Respond(status, code);
         }
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
@@ -431,6 +440,10 @@ async fn handle(
                 client
                     .write_all(&canned("503 Slow Down", "SlowDown"))
                     .await?;
+                return Ok(());
+            }
+            Fault::Respond(status, code) => {
+                client.write_all(&canned(status, code)).await?;
                 return Ok(());
             }
             Fault::Reset => {

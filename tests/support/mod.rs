@@ -10,7 +10,7 @@ pub mod s3;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -277,6 +277,13 @@ fn compare(
                 rel.display()
             );
         }
+    } else if ft.is_char_device() || ft.is_block_device() {
+        assert_eq!(
+            ma.rdev(),
+            mb.rdev(),
+            "device number differs at {}",
+            rel.display()
+        );
     } else if ft.is_dir() {
         let names = |p: &Path| {
             let mut v: Vec<_> = fs::read_dir(p)
