@@ -12,6 +12,7 @@ use std::io::{self, Read};
 
 /// Size bounds of chunks; stored in the repository `config` so every writer agrees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChunkerParams {
     /// No boundary before this many bytes.
     pub min_size: u32,

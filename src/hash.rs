@@ -28,6 +28,17 @@ impl Id {
         hex::encode(self.0)
     }
 
+    /// The id an object name stands for: exactly 64 lower-case hex digits, the only form
+    /// cairn writes. Anything else in a listing is not a cairn object and is skipped, so a
+    /// stray file cannot make a reader fetch a name that does not exist.
+    pub fn from_object_name(name: &str) -> Option<Id> {
+        if name.len() != 2 * ID_LEN || !name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return None;
+        }
+        name.parse().ok()
+    }
+
     /// The first 8 hex digits, as restic prints short ids.
     pub fn short(&self) -> String {
         self.to_hex()[..8].to_string()
@@ -153,6 +164,14 @@ mod tests {
             Id::of_stored(b"abc").to_hex(),
             "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
         );
+    }
+
+    #[test]
+    fn object_names_must_be_lower_case_hex() {
+        let id = Id::of_stored(b"x");
+        assert_eq!(Id::from_object_name(&id.to_hex()), Some(id));
+        assert_eq!(Id::from_object_name(&id.to_hex().to_uppercase()), None);
+        assert_eq!(Id::from_object_name(".tmp-1234"), None);
     }
 
     #[test]

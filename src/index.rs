@@ -82,7 +82,7 @@ impl Repository {
     pub async fn load_index(&self) -> Result<MasterIndex> {
         let mut index = MasterIndex::default();
         for info in self.backend().list(FileType::Index).await? {
-            let Ok(id) = info.name.parse::<Id>() else {
+            let Some(id) = Id::from_object_name(&info.name) else {
                 continue;
             };
             let file = self.load_index_file(IndexId(id)).await?;

@@ -89,6 +89,11 @@ impl PackBuilder {
         self.buf.len()
     }
 
+    /// Blobs so far.
+    pub fn blob_count(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Whether no blob was added.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

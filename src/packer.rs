@@ -21,6 +21,10 @@ use tokio::task::JoinHandle;
 /// Packs listed per index object written during a backup.
 pub const INDEX_FLUSH_PACKS: usize = 64;
 
+/// Blobs per pack at most, so that a pack of many tiny blobs keeps its header well under
+/// the size a reader accepts ([`crate::format::pack::MAX_HEADER_LEN`], ~150 bytes an entry).
+pub const MAX_BLOBS_PER_PACK: usize = 20_000;
+
 /// What the packer did, for the snapshot summary.
 #[derive(Debug, Default)]
 pub struct PackerStats {
@@ -73,7 +77,7 @@ pub fn run_packer(
                 BlobKind::Tree => &mut trees,
             };
             builder.add(blob);
-            if builder.len() >= target {
+            if builder.len() >= target || builder.blob_count() >= MAX_BLOBS_PER_PACK {
                 let full = std::mem::take(builder);
                 upload(full, &mut uploads, &mut stats)?;
             }

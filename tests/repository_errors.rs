@@ -238,3 +238,35 @@ fn snapshot_selection_errors_are_specific() {
         describe(&out)
     );
 }
+
+#[test]
+fn a_hostile_key_object_does_not_lock_out_the_good_ones() {
+    let env = Env::init();
+    let keys = std::path::Path::new(&env.repo).join("keys");
+    let good = fs::read_dir(&keys)
+        .expect("keys")
+        .flatten()
+        .next()
+        .expect("a key")
+        .path();
+    let mut key: serde_json::Value =
+        serde_json::from_slice(&fs::read(&good).expect("read")).expect("json");
+    // Parameters that would make unlocking allocate 4 TiB if they were obeyed.
+    key["kdf"]["memory_kib"] = serde_json::json!(u32::MAX);
+    let bytes = serde_json::to_vec(&key).expect("json");
+    let name = blake3::hash(&bytes).to_hex().to_string();
+    // Sorted before the good key in any listing order that follows names.
+    fs::write(keys.join(&name), &bytes).expect("write");
+    let out = env.run(&["snapshots"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    // With a wrong passphrase, the damaged key is named rather than hidden.
+    let wrong = env.path("wrong");
+    fs::write(&wrong, "nope").expect("write");
+    let out = env
+        .cmd(&["snapshots"])
+        .env("CAIRN_PASSWORD_FILE", &wrong)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(stderr(&out).contains(&name), "{}", describe(&out));
+}

@@ -52,7 +52,7 @@ impl Repository {
     pub async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
         let mut out = Vec::new();
         for info in self.backend.list(FileType::Key).await? {
-            let Ok(id) = info.name.parse::<Id>() else {
+            let Some(id) = Id::from_object_name(&info.name) else {
                 continue;
             };
             let file = load_key_file(self.backend.as_ref(), KeyId(id)).await?;

@@ -62,7 +62,7 @@ impl Repository {
         let mut tried = 0;
         let mut damaged = Vec::new();
         for info in &keys {
-            let Ok(id) = info.name.parse::<Id>() else {
+            let Some(id) = Id::from_object_name(&info.name) else {
                 continue;
             };
             if info.size > MAX_KEY_LEN {
@@ -88,8 +88,9 @@ impl Repository {
             match unwrap_secret(&wrapped, passphrase) {
                 Ok(secret) => {
                     let keys = Keys::derive(secret);
-                    let mac = hex::encode(keys.config_mac(&config.body.canonical()));
-                    if mac != config.mac {
+                    // blake3::Hash compares in constant time.
+                    let mac = blake3::Hash::from(keys.config_mac(&config.body.canonical()));
+                    if blake3::Hash::from_hex(&config.mac).ok() != Some(mac) {
                         return Err(Error::Corrupt {
                             object: "config".into(),
                             reason: "its MAC does not match: the settings were altered".into(),
@@ -103,9 +104,8 @@ impl Repository {
                     });
                 }
                 Err(crate::crypto::CryptoError::Inauthentic) => {}
-                Err(e) => {
-                    return Err(Error::corrupt_crypto(format!("keys/{}", info.name), e));
-                }
+                // A key with hostile or broken parameters must not lock out the others.
+                Err(e) => damaged.push(format!("keys/{} is damaged: {e}", info.name)),
             }
         }
         if !damaged.is_empty() {

@@ -46,7 +46,7 @@ impl Repository {
             .list(FileType::Snapshot)
             .await?
             .into_iter()
-            .filter_map(|o| o.name.parse::<Id>().ok().map(SnapshotId))
+            .filter_map(|o| Id::from_object_name(&o.name).map(SnapshotId))
             .collect())
     }
 
