@@ -171,9 +171,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 
 fn main() {
     let cli = Cli::parse();
+    // The AWS SDK logs its own recoverable trouble at warn; cairn reports what matters.
     let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,aws_config=error,aws_smithy_runtime=error",
+        1 => "info,aws_config=warn,aws_smithy_runtime=warn",
         _ => "debug",
     };
     tracing_subscriber::fmt()

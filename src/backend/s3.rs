@@ -62,9 +62,16 @@ impl S3Backend {
                 "cairn-options",
             ));
         }
-        if let Some(r) = &opts.region {
-            loader = loader.region(Region::new(r.clone()));
-        }
+        // Region: the option, then AWS_REGION / AWS_DEFAULT_REGION, then the profile, then
+        // us-east-1 (which S3-compatible servers accept). The instance metadata service is
+        // left out on purpose: off EC2 it only adds a slow failure and a warning.
+        let region = aws_config::meta::region::RegionProviderChain::first_try(
+            opts.region.clone().map(Region::new),
+        )
+        .or_else(aws_config::environment::EnvironmentVariableRegionProvider::new())
+        .or_else(aws_config::profile::ProfileFileRegionProvider::new())
+        .or_else(Region::new("us-east-1"));
+        loader = loader.region(region);
         if let Some(ca) = &opts.ca_bundle {
             let pem = std::fs::read(ca).map_err(|e| {
                 S3SetupError(format!(
@@ -92,11 +99,6 @@ impl S3Backend {
             .filter(|e| !e.is_empty());
         let endpoint = location.endpoint.clone().or(env_endpoint);
         let mut b = aws_sdk_s3::config::Builder::from(&shared);
-        if shared.region().is_none() {
-            // S3-compatible servers mostly accept us-east-1; AWS redirects and the error
-            // mapping below tells the user which region to set.
-            b = b.region(Region::new("us-east-1"));
-        }
         if let Some(e) = &endpoint {
             b = b.endpoint_url(e.clone());
         }
