@@ -125,26 +125,24 @@ pub fn backup(repo: &Repository, rt: &Runtime, opts: &BackupOptions) -> Result<B
     let (plain_tx, plain_rx) = bounded::<(BlobId, BlobKind, Vec<u8>)>(workers * 2);
     let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(workers * 2);
 
-    let (walk, packed) = std::thread::scope(|s| {
-        for _ in 0..workers {
-            let rx = plain_rx.clone();
-            let tx = sealed_tx.clone();
-            s.spawn(move || {
-                for (id, kind, plain) in rx.iter() {
-                    match seal_blob(repo.keys(), id, kind, &plain) {
-                        Ok(sealed) => {
-                            if tx.send(sealed).is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!("sealing blob {id:?} failed: {e}");
+    let (walk, packed, sealed) = std::thread::scope(|s| {
+        // A worker that fails stops with its error; the backup then fails, because the
+        // blob it dropped is already referenced by the tree being built.
+        let sealers: Vec<_> = (0..workers)
+            .map(|_| {
+                let rx = plain_rx.clone();
+                let tx = sealed_tx.clone();
+                s.spawn(move || -> Result<()> {
+                    for (id, kind, plain) in rx.iter() {
+                        let sealed = seal_blob(repo.keys(), id, kind, &plain)?;
+                        if tx.send(sealed).is_err() {
                             break;
                         }
                     }
-                }
-            });
-        }
+                    Ok(())
+                })
+            })
+            .collect();
         drop(plain_rx);
         drop(sealed_tx);
         let packer = s.spawn(|| run_packer(repo, rt, sealed_rx, opts.max_uploads));
@@ -177,9 +175,14 @@ pub fn backup(repo: &Repository, rt: &Runtime, opts: &BackupOptions) -> Result<B
         let packed = packer
             .join()
             .map_err(|_| Error::InvalidInput("the packer thread panicked".into()));
-        (walk, packed)
+        let sealed: Result<()> = sealers.into_iter().try_for_each(|h| {
+            h.join()
+                .map_err(|_| Error::InvalidInput("a sealing thread panicked".into()))?
+        });
+        (walk, packed, sealed)
     });
     // A packer failure explains a walker failure (the walker sees only a closed channel).
+    sealed?;
     let packed = packed??;
     let (root, mut summary, warnings) = walk?;
     let root = root?;
@@ -278,6 +281,15 @@ impl Walker<'_> {
     }
 
     fn store_blob(&mut self, kind: BlobKind, plain: Vec<u8>) -> Result<BlobId> {
+        if plain.len() > crate::pack::MAX_BLOB_LEN as usize {
+            // Only a tree can be this large (chunks are at most 64 MiB); a reader would
+            // refuse it, so refuse to write a snapshot that could not be restored.
+            return Err(Error::InvalidInput(format!(
+                "a directory listing of {} bytes exceeds the {}-byte limit for one tree: split the directory or exclude part of it",
+                plain.len(),
+                crate::pack::MAX_BLOB_LEN
+            )));
+        }
         let id = self.repo.keys().blob_id(&plain);
         if !self.index.contains(&id) && self.queued.insert(id) {
             match kind {
@@ -337,7 +349,9 @@ impl Walker<'_> {
                 };
                 self.node_for(&path, ByteName::from_os(name), &meta, prev)?
             } else {
-                let meta = fs::symlink_metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
+                // An intermediate component is stored as the directory it leads to, even
+                // when it is a symlink (read_dir below follows it too).
+                let meta = fs::metadata(&path).map_err(|e| Error::io("stat", &path, e))?;
                 let prev_tree = match prev.and_then(|n| n.subtree) {
                     Some(id) => self.load_tree(&id),
                     None => None,

@@ -63,6 +63,9 @@ pub fn restore(
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
     prepare_target(&opts.target, opts.overwrite)?;
+    if !opts.includes.is_empty() {
+        check_includes(repo, rt, index, root, &opts.includes)?;
+    }
     let shared = Shared {
         repo,
         rt,
@@ -105,13 +108,39 @@ pub fn restore(
             shared.fail(dest, Error::io("set metadata of", dest, e));
         }
     }
-    // One file-system-wide flush instead of an fsync per file.
-    if let Ok(dir) = fs::File::open(&opts.target) {
+    // One file-system-wide flush instead of an fsync per file; a write-back error
+    // (EIO, ENOSPC on a network file system) must not end in a successful restore.
+    let dir = fs::File::open(&opts.target).map_err(|e| Error::io("open", &opts.target, e))?;
+    {
         use std::os::fd::AsRawFd;
         // SAFETY: `dir` is an open descriptor for the duration of the call.
-        unsafe { libc::syncfs(dir.as_raw_fd()) };
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(Error::io("flush", &opts.target, io::Error::last_os_error()));
+        }
     }
     Ok(shared.report.into_inner().unwrap_or_default())
+}
+
+/// Every `--include` must name something in the snapshot: a typo must not end in an
+/// empty, successful restore.
+fn check_includes(
+    repo: &Repository,
+    rt: &Runtime,
+    index: &MasterIndex,
+    root: &BlobId,
+    includes: &[PathBuf],
+) -> Result<()> {
+    for inc in includes {
+        let mut found = false;
+        crate::ls::walk_one(repo, rt, index, root, inc, &mut found)?;
+        if !found {
+            return Err(Error::InvalidInput(format!(
+                "--include {} is not in the snapshot: list it with `cairn ls SNAPSHOT`",
+                inc.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {

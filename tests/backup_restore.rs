@@ -373,3 +373,62 @@ fn unreadable_file_is_reported_when_not_root() {
     let (code, summary) = env.backup_json(&[&src], &[]);
     assert_eq!(code, Some(3), "{summary}");
 }
+
+#[test]
+fn include_that_matches_nothing_is_an_error() {
+    let env = Env::init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("f"), "x").expect("write");
+    env.ok(&["backup", src.to_str().expect("utf8")]);
+    let target = env.path("t");
+    let typo = src.join("no-such-file");
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf8"),
+        "--include",
+        typo.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not in the snapshot"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn symlink_inside_a_backup_path_is_stored_as_the_directory_it_leads_to() {
+    let env = Env::init();
+    let real = env.path("releases/v2");
+    fs::create_dir_all(real.join("uploads")).expect("mkdir");
+    fs::write(real.join("uploads/a"), "upload").expect("write");
+    fs::set_permissions(env.path("releases/v2"), fs::Permissions::from_mode(0o750)).expect("chmod");
+    symlink(&real, env.path("current")).expect("symlink");
+    let via_link = env.path("current/uploads");
+    env.ok(&["backup", via_link.to_str().expect("utf8")]);
+    let target = env.path("t");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf8"),
+    ]);
+    let restored_current = restored(&target, &env.path("current"));
+    let meta = fs::symlink_metadata(&restored_current).expect("restored");
+    assert!(
+        meta.is_dir(),
+        "the intermediate component must be a directory"
+    );
+    assert_eq!(
+        meta.permissions().mode() & 0o7777,
+        0o750,
+        "with the target's mode, not 0777"
+    );
+    assert_eq!(
+        fs::read(restored_current.join("uploads/a")).expect("read"),
+        b"upload"
+    );
+}

@@ -60,7 +60,20 @@ impl LocalBackend {
         let dest = self.path_of(h);
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
         let e = |s| self.io_err("write", h.path(), s);
-        fs::create_dir_all(&dir).map_err(e)?;
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(e)?;
+            // Make the new folders' own entries durable too: fsync each parent up to (and
+            // including) the parent of the repository root.
+            let stop = self.root.parent().unwrap_or(&self.root).to_path_buf();
+            let mut p = dir.parent();
+            while let Some(parent) = p {
+                File::open(parent).and_then(|f| f.sync_all()).map_err(e)?;
+                if parent == stop || !parent.starts_with(&stop) {
+                    break;
+                }
+                p = parent.parent();
+            }
+        }
         let mut rnd = [0u8; 8];
         crate::crypto::random_bytes(&mut rnd).map_err(|x| e(io::Error::other(x.to_string())))?;
         let tmp = dir.join(format!("{TMP_PREFIX}{}", hex::encode(rnd)));

@@ -21,6 +21,9 @@ use std::io;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
+/// Largest whole object `get` accepts (index objects are the largest read whole).
+const MAX_OBJECT_LEN: u64 = 2 * 1024 * 1024 * 1024;
+
 /// An S3 bucket (and prefix) holding one repository.
 #[derive(Debug, Clone)]
 pub struct S3Backend {
@@ -207,10 +210,12 @@ impl S3Backend {
                         ),
                         false,
                     ),
-                    (500..=599, _)
-                    | (_, "SlowDown" | "InternalError" | "RequestTimeout" | "ServiceUnavailable") => {
-                        remote(format!("{where_} answered {status} {code} {msg}"), true)
-                    }
+                    (500..=599 | 429 | 408, _)
+                    | (
+                        _,
+                        "SlowDown" | "InternalError" | "RequestTimeout" | "ServiceUnavailable"
+                        | "TooManyRequests",
+                    ) => remote(format!("{where_} answered {status} {code} {msg}"), true),
                     _ => remote(format!("{where_} answered {status} {code} {msg}"), false),
                 }
             }
@@ -218,18 +223,24 @@ impl S3Backend {
             SdkError::DispatchFailure(df) => {
                 let text = format!("{}", DisplayErrorContext(&err));
                 let lower = text.to_lowercase();
-                if lower.contains("certificate")
-                    || lower.contains("tls")
-                    || lower.contains("handshake")
-                {
+                if df.is_timeout() {
+                    remote(format!("connecting to {where_} timed out"), true)
+                } else if lower.contains("certificate") || lower.contains("unknownissuer") {
                     remote(
                         format!(
-                            "TLS failure talking to {where_}: {text}. For a self-signed certificate pass its CA with -o s3.ca-bundle=FILE"
+                            "TLS certificate of {where_} was not accepted: {text}. For a self-signed certificate pass its CA with -o s3.ca-bundle=FILE"
                         ),
                         false,
                     )
-                } else if df.is_timeout() {
-                    remote(format!("connecting to {where_} timed out"), true)
+                } else if lower.contains("tls") || lower.contains("handshake") {
+                    // Often a reset during the handshake, which a retry can fix; a plain
+                    // http server behind an https URL ends here too.
+                    remote(
+                        format!(
+                            "TLS handshake with {where_} failed: {text}. Check that the endpoint speaks https (or write http://)"
+                        ),
+                        true,
+                    )
                 } else if lower.contains("refused") {
                     remote(
                         format!(
@@ -256,6 +267,19 @@ impl S3Backend {
                 format!("request to {where_} failed: {}", DisplayErrorContext(&err)),
                 false,
             ),
+        }
+    }
+
+    fn oversized(&self, op: &'static str, object: String, got: i64, limit: u64) -> BackendError {
+        BackendError::Io {
+            op,
+            object,
+            location: self.location.display(),
+            source: io::Error::other(format!(
+                "{} sent a body of {got} bytes where at most {limit} were expected",
+                self.where_()
+            )),
+            retryable: false,
         }
     }
 
@@ -371,7 +395,11 @@ impl S3Backend {
             }
             match set.join_next().await {
                 Some(Ok(Ok(p))) => parts.push(p),
-                Some(Ok(Err(e))) => return Err(e),
+                Some(Ok(Err(e))) => {
+                    // Stop the other parts before the caller aborts the upload.
+                    set.shutdown().await;
+                    return Err(e);
+                }
                 Some(Err(join)) => {
                     return Err(BackendError::Io {
                         op: "upload part of",
@@ -462,6 +490,14 @@ impl Backend for S3Backend {
             .await
             .map_err(|e| self.map_err("read", handle.path(), e))?;
         let expected = out.content_length();
+        if expected.is_some_and(|n| n < 0 || n as u64 > MAX_OBJECT_LEN) {
+            return Err(self.oversized(
+                "read",
+                handle.path(),
+                expected.unwrap_or(-1),
+                MAX_OBJECT_LEN,
+            ));
+        }
         let body = out
             .body
             .collect()
@@ -500,6 +536,19 @@ impl Backend for S3Backend {
             .send()
             .await
             .map_err(|e| self.map_err("read", handle.path(), e))?;
+        // A server answering a range with more than was asked (the whole object, say) is
+        // refused before its body is buffered.
+        if out
+            .content_length()
+            .is_some_and(|n| n < 0 || n as u64 > length)
+        {
+            return Err(self.oversized(
+                "read",
+                handle.path(),
+                out.content_length().unwrap_or(-1),
+                length,
+            ));
+        }
         let body = out
             .body
             .collect()
@@ -538,6 +587,7 @@ impl Backend for S3Backend {
         };
         let mut out = Vec::new();
         let mut token: Option<String> = None;
+        let mut token_seen = std::collections::HashSet::new();
         loop {
             let resp = self
                 .client
@@ -569,9 +619,25 @@ impl Backend for S3Backend {
                     size: o.size().unwrap_or(0).max(0) as u64,
                 });
             }
+            if resp.is_truncated() != Some(true) {
+                break;
+            }
+            // A truncated listing without a fresh token would silently hide objects (an
+            // older `latest`) or loop forever: both are errors.
             match resp.next_continuation_token() {
-                Some(t) if resp.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => break,
+                Some(t) if token_seen.insert(t.to_string()) => token = Some(t.to_string()),
+                _ => {
+                    return Err(BackendError::Io {
+                        op: "list",
+                        object: prefix.clone(),
+                        location: self.location.display(),
+                        source: io::Error::other(format!(
+                            "{} returned a truncated listing without a new continuation token",
+                            self.where_()
+                        )),
+                        retryable: true,
+                    });
+                }
             }
         }
         Ok(out)
