@@ -8,7 +8,7 @@ use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
-use support::{Env, Kind, assert_same_tree, describe, os, pseudo_random, restored};
+use support::{Env, Kind, describe, os, pseudo_random, restored};
 
 /// Run a scenario against every storage kind, as one test each.
 macro_rules! on_every_backend {
@@ -111,14 +111,7 @@ fn restore_reproduces_awkward_tree(kind: Kind) {
         "{stdout}"
     );
 
-    let target = env.path("target");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf8"),
-    ]);
-    assert_same_tree(&src, &restored(&target, &src));
+    let target = env.restore_latest_and_compare(&src, "target");
 
     // The same check `diff` makes, as the issue asks for it by name.
     let diff = std::process::Command::new("diff")
@@ -163,14 +156,7 @@ fn second_backup_of_unchanged_tree_reads_no_file_data(kind: Kind) {
     assert_eq!(third["files_changed"], 1);
     assert_eq!(third["files_unmodified"], 2);
 
-    let target = env.path("t");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf8"),
-    ]);
-    assert_same_tree(&src, &restored(&target, &src));
+    env.restore_latest_and_compare(&src, "t");
 }
 
 fn snapshots_json_has_restic_fields_and_backup_options(kind: Kind) {

@@ -5,7 +5,7 @@ mod support;
 
 use std::fs;
 use std::time::Duration;
-use support::{Env, assert_same_tree, describe, pseudo_random, restored};
+use support::{Env, describe, pseudo_random, restored};
 
 fn snapshot_count(env: &Env) -> usize {
     let v: serde_json::Value =
@@ -52,14 +52,7 @@ fn backup_killed_midway_leaves_repository_usable() {
     }
     // The next run completes and its snapshot is whole.
     env.ok(&["backup", src.to_str().expect("utf8")]);
-    let target = env.path("final");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf8"),
-    ]);
-    assert_same_tree(&src, &restored(&target, &src));
+    env.restore_latest_and_compare(&src, "final");
 }
 
 #[test]
@@ -88,12 +81,5 @@ fn failing_storage_write_fails_backup_without_a_snapshot() {
 
     fs::remove_file(&data).expect("rm");
     env.ok(&["backup", src.to_str().expect("utf8")]);
-    let target = env.path("t");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf8"),
-    ]);
-    assert_same_tree(&src, &restored(&target, &src));
+    env.restore_latest_and_compare(&src, "t");
 }

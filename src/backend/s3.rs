@@ -270,6 +270,55 @@ impl S3Backend {
         }
     }
 
+    /// GET a whole object or a byte range. The declared length is checked before the body
+    /// is buffered (a server answering a range with the whole object, or a huge object, is
+    /// refused), and the body received must match it exactly.
+    async fn read(
+        &self,
+        handle: &Handle,
+        range: Option<(u64, u64)>,
+    ) -> Result<Vec<u8>, BackendError> {
+        let mut req = self
+            .client
+            .get_object()
+            .bucket(&self.location.bucket)
+            .key(self.key(handle));
+        if let Some((offset, length)) = range {
+            req = req.range(format!("bytes={}-{}", offset, offset + length - 1));
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| self.map_err("read", handle.path(), e))?;
+        let declared = out.content_length();
+        let limit = range.map_or(MAX_OBJECT_LEN, |(_, length)| length);
+        if declared.is_some_and(|n| n < 0 || n as u64 > limit) {
+            return Err(self.oversized("read", handle.path(), declared.unwrap_or(-1), limit));
+        }
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| self.body_err("read", handle.path(), e))?
+            .into_bytes();
+        let wanted = match range {
+            Some((_, length)) => Some(length),
+            None => declared.map(|n| n.max(0) as u64),
+        };
+        if let Some(wanted) = wanted
+            && body.len() as u64 != wanted
+        {
+            return Err(BackendError::Truncated {
+                object: handle.path(),
+                location: self.location.display(),
+                offset: range.map_or(0, |(offset, _)| offset),
+                wanted,
+                got: body.len() as u64,
+            });
+        }
+        Ok(body.to_vec())
+    }
+
     fn oversized(&self, op: &'static str, object: String, got: i64, limit: u64) -> BackendError {
         BackendError::Io {
             op,
@@ -481,41 +530,7 @@ impl Backend for S3Backend {
     }
 
     async fn get(&self, handle: &Handle) -> Result<Vec<u8>, BackendError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.location.bucket)
-            .key(self.key(handle))
-            .send()
-            .await
-            .map_err(|e| self.map_err("read", handle.path(), e))?;
-        let expected = out.content_length();
-        if expected.is_some_and(|n| n < 0 || n as u64 > MAX_OBJECT_LEN) {
-            return Err(self.oversized(
-                "read",
-                handle.path(),
-                expected.unwrap_or(-1),
-                MAX_OBJECT_LEN,
-            ));
-        }
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| self.body_err("read", handle.path(), e))?
-            .into_bytes();
-        if let Some(n) = expected
-            && body.len() as i64 != n
-        {
-            return Err(BackendError::Truncated {
-                object: handle.path(),
-                location: self.location.display(),
-                offset: 0,
-                wanted: n.max(0) as u64,
-                got: body.len() as u64,
-            });
-        }
-        Ok(body.to_vec())
+        self.read(handle, None).await
     }
 
     async fn get_range(
@@ -527,44 +542,7 @@ impl Backend for S3Backend {
         if length == 0 {
             return Ok(Vec::new());
         }
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.location.bucket)
-            .key(self.key(handle))
-            .range(format!("bytes={}-{}", offset, offset + length - 1))
-            .send()
-            .await
-            .map_err(|e| self.map_err("read", handle.path(), e))?;
-        // A server answering a range with more than was asked (the whole object, say) is
-        // refused before its body is buffered.
-        if out
-            .content_length()
-            .is_some_and(|n| n < 0 || n as u64 > length)
-        {
-            return Err(self.oversized(
-                "read",
-                handle.path(),
-                out.content_length().unwrap_or(-1),
-                length,
-            ));
-        }
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| self.body_err("read", handle.path(), e))?
-            .into_bytes();
-        if body.len() as u64 != length {
-            return Err(BackendError::Truncated {
-                object: handle.path(),
-                location: self.location.display(),
-                offset,
-                wanted: length,
-                got: body.len() as u64,
-            });
-        }
-        Ok(body.to_vec())
+        self.read(handle, Some((offset, length))).await
     }
 
     async fn stat(&self, handle: &Handle) -> Result<u64, BackendError> {

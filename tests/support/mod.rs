@@ -149,6 +149,20 @@ impl Env {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Restore `latest` into the new folder `name` and insist it equals `src`; returns
+    /// the target.
+    pub fn restore_latest_and_compare(&self, src: &Path, name: &str) -> PathBuf {
+        let target = self.path(name);
+        self.ok(&[
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().expect("utf8"),
+        ]);
+        assert_same_tree(src, &restored(&target, src));
+        target
+    }
+
     /// Back up `paths` with `--json` and return the summary.
     pub fn backup_json(&self, paths: &[&Path], extra: &[&str]) -> (Option<i32>, serde_json::Value) {
         let mut args: Vec<String> = vec!["backup".into(), "--json".into()];
