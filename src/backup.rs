@@ -8,18 +8,22 @@
 //! The snapshot is written only after every pack and index object is durable, so a crash
 //! at any point leaves the repository as it was plus unreferenced packs.
 
+use crate::backend::{FileType, Handle};
+use crate::cache::MetadataCache;
+use crate::changes::ChangedPaths;
 use crate::chunker::{ChunkStream, Chunker};
 use crate::error::{Error, Result};
 use crate::exclude::Excludes;
-use crate::format::index::BlobKind;
+use crate::format::index::{BlobKind, IndexFile};
 use crate::format::name::ByteName;
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::fsmeta;
-use crate::hash::{BlobId, SnapshotId};
+use crate::hash::{BlobId, Id, IndexId, SnapshotId};
 use crate::index::MasterIndex;
 use crate::pack::{SealedBlob, seal_blob};
 use crate::packer::run_packer;
+use crate::progress::{Phase, Progress, RunControl};
 use crate::repo::Repository;
 use crossbeam_channel::{Sender, bounded};
 use std::collections::{HashMap, HashSet};
@@ -52,6 +56,111 @@ pub struct BackupOptions {
     pub workers: usize,
     /// Pack uploads in flight at once.
     pub max_uploads: usize,
+    /// Do not descend into directories on another file system than their source path
+    /// (the mount point itself is stored, empty).
+    pub one_file_system: bool,
+    /// When set (and a parent exists), only entries this set touches are looked at; the
+    /// rest is carried over from the parent. `None` compares everything.
+    pub changed: Option<ChangedPaths>,
+    /// Stop flag and live counters.
+    pub control: RunControl,
+}
+
+impl BackupOptions {
+    /// Options with the defaults a one-off command line backup uses.
+    pub fn new(paths: Vec<PathBuf>, hostname: String, username: String, time: String) -> Self {
+        BackupOptions {
+            paths,
+            excludes: Vec::new(),
+            tags: Vec::new(),
+            hostname,
+            username,
+            time,
+            parent: None,
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            max_uploads: 4,
+            one_file_system: false,
+            changed: None,
+            control: RunControl::default(),
+        }
+    }
+}
+
+/// What a long-running caller (the daemon) keeps between backups of one repository: the
+/// index, updated incrementally, and an optional local metadata cache.
+#[derive(Debug, Default)]
+pub struct BackupContext {
+    index: MasterIndex,
+    loaded: HashSet<IndexId>,
+    cache: Option<MetadataCache>,
+}
+
+impl BackupContext {
+    /// An empty context; [`BackupContext::refresh`] fills it.
+    pub fn new(cache: Option<MetadataCache>) -> Self {
+        BackupContext {
+            index: MasterIndex::default(),
+            loaded: HashSet::new(),
+            cache,
+        }
+    }
+
+    /// The index as last refreshed.
+    pub fn index(&self) -> &MasterIndex {
+        &self.index
+    }
+
+    /// Bring the index up to date with the repository: load index objects not seen yet
+    /// (from the local cache when it has them). If one seen before has gone (a prune
+    /// rewrote the index), start again from scratch, so no blob is believed stored that
+    /// may have been deleted.
+    pub async fn refresh(&mut self, repo: &Repository) -> Result<()> {
+        let listed: HashSet<IndexId> = repo
+            .backend()
+            .list(FileType::Index)
+            .await?
+            .iter()
+            .filter_map(|i| Id::from_object_name(&i.name).map(IndexId))
+            .collect();
+        if !self.loaded.is_subset(&listed) {
+            tracing::info!("the repository's index was rewritten; reloading it");
+            self.index = MasterIndex::default();
+            self.loaded.clear();
+        }
+        let mut new: Vec<IndexId> = listed.difference(&self.loaded).copied().collect();
+        new.sort();
+        for id in new {
+            let file = self.load_index_file(repo, id).await?;
+            for p in &file.packs {
+                self.index.add_pack(p);
+            }
+            self.loaded.insert(id);
+        }
+        if let Some(c) = &self.cache {
+            c.retain_index(&listed);
+        }
+        Ok(())
+    }
+
+    async fn load_index_file(&self, repo: &Repository, id: IndexId) -> Result<IndexFile> {
+        if let Some(c) = &self.cache
+            && let Some(stored) = c.index(id)
+            && let Ok(file) = repo.open_index_file(id, &stored)
+        {
+            return Ok(file);
+        }
+        let stored = repo
+            .backend()
+            .get(&Handle::new(FileType::Index, id.0.to_hex()))
+            .await?;
+        let file = repo.open_index_file(id, &stored)?;
+        if let Some(c) = &self.cache {
+            c.put_index(id, &stored);
+        }
+        Ok(file)
+    }
 }
 
 /// A source path that could not be stored, and why.
@@ -94,6 +203,31 @@ pub fn clean_absolute(p: &Path) -> Result<PathBuf> {
 /// Run a backup. Must be called from a thread that is not driving the tokio runtime
 /// (it blocks on `rt` for I/O).
 pub fn backup(repo: &Repository, rt: &Runtime, opts: &BackupOptions) -> Result<BackupReport> {
+    let mut ctx = BackupContext::new(None);
+    rt.block_on(ctx.refresh(repo))?;
+    backup_with(repo, rt, opts, &mut ctx)
+}
+
+/// Run a backup with a caller-kept context (already refreshed by the caller).
+pub fn backup_with(
+    repo: &Repository,
+    rt: &Runtime,
+    opts: &BackupOptions,
+    ctx: &mut BackupContext,
+) -> Result<BackupReport> {
+    let progress = &opts.control.progress;
+    progress.set_phase(Phase::Scanning);
+    let result = run(repo, rt, opts, ctx);
+    progress.set_phase(Phase::Idle);
+    result
+}
+
+fn run(
+    repo: &Repository,
+    rt: &Runtime,
+    opts: &BackupOptions,
+    ctx: &mut BackupContext,
+) -> Result<BackupReport> {
     let excludes = Excludes::new(&opts.excludes).map_err(Error::InvalidInput)?;
     let roots = prepare_roots(&opts.paths)?;
     let display_paths: Vec<String> = roots
@@ -110,7 +244,8 @@ pub fn backup(repo: &Repository, rt: &Runtime, opts: &BackupOptions) -> Result<B
         Ok(n) => tracing::info!("aborted {n} stale multipart upload(s)"),
         Err(e) => tracing::debug!("stale upload cleanup skipped: {e}"),
     }
-    let index = rt.block_on(repo.load_index())?;
+    let index = &ctx.index;
+    let cache = ctx.cache.as_ref();
     let parent = match opts.parent {
         Some(id) => Some((id, rt.block_on(repo.load_snapshot(id))?)),
         None => rt
@@ -120,6 +255,9 @@ pub fn backup(repo: &Repository, rt: &Runtime, opts: &BackupOptions) -> Result<B
             .find(|e| e.snapshot.hostname == opts.hostname && e.snapshot.paths == display_paths)
             .map(|e| (e.id, e.snapshot)),
     };
+    // Without a parent there is nothing to carry over: compare everything.
+    let changed = opts.changed.as_ref().filter(|_| parent.is_some());
+    let full_walk = changed.is_none();
 
     let workers = opts.workers.max(1);
     let (plain_tx, plain_rx) = bounded::<(BlobId, BlobKind, Vec<u8>)>(workers * 2);
@@ -145,7 +283,7 @@ pub fn backup(repo: &Repository, rt: &Runtime, opts: &BackupOptions) -> Result<B
             .collect();
         drop(plain_rx);
         drop(sealed_tx);
-        let packer = s.spawn(|| run_packer(repo, rt, sealed_rx, opts.max_uploads));
+        let packer = s.spawn(|| run_packer(repo, rt, sealed_rx, opts.max_uploads, &opts.control));
         let walker = std::thread::Builder::new()
             .name("cairn-walker".into())
             .stack_size(256 * 1024 * 1024)
@@ -153,7 +291,13 @@ pub fn backup(repo: &Repository, rt: &Runtime, opts: &BackupOptions) -> Result<B
                 let mut w = Walker {
                     repo,
                     rt,
-                    index: &index,
+                    index,
+                    cache,
+                    changed,
+                    one_file_system: opts.one_file_system,
+                    dev: 0,
+                    trees_seen: full_walk.then(HashSet::new),
+                    control: &opts.control,
                     chunker: repo.chunker(),
                     excludes: &excludes,
                     tx: plain_tx,
@@ -164,7 +308,8 @@ pub fn backup(repo: &Repository, rt: &Runtime, opts: &BackupOptions) -> Result<B
                 };
                 let parent_tree = parent.as_ref().and_then(|(_, p)| w.load_tree(&p.tree));
                 let root = w.walk_virtual(Path::new("/"), &roots, parent_tree.as_ref());
-                (root, w.summary, w.warnings)
+                opts.control.progress.set_phase(Phase::Uploading);
+                (root, w.summary, w.warnings, w.trees_seen)
             });
         let walk = walker
             .map_err(|e| Error::io("start walker thread", "/", e))
@@ -184,8 +329,10 @@ pub fn backup(repo: &Repository, rt: &Runtime, opts: &BackupOptions) -> Result<B
     // A packer failure explains a walker failure (the walker sees only a closed channel).
     sealed?;
     let packed = packed??;
-    let (root, mut summary, warnings) = walk?;
+    let (root, mut summary, warnings, trees_seen) = walk?;
     let root = root?;
+    opts.control.check()?;
+    opts.control.progress.set_phase(Phase::Committing);
     summary.data_added_packed = packed.bytes;
     summary.warnings = warnings.len() as u64;
 
@@ -204,6 +351,9 @@ pub fn backup(repo: &Repository, rt: &Runtime, opts: &BackupOptions) -> Result<B
         summary: Some(summary),
     };
     let id = rt.block_on(repo.save_snapshot(&snapshot))?;
+    if let (Some(c), Some(seen)) = (cache, trees_seen) {
+        c.retain_trees(&seen);
+    }
     Ok(BackupReport {
         id,
         snapshot,
@@ -238,6 +388,14 @@ struct Walker<'a> {
     repo: &'a Repository,
     rt: &'a Runtime,
     index: &'a MasterIndex,
+    cache: Option<&'a MetadataCache>,
+    changed: Option<&'a ChangedPaths>,
+    one_file_system: bool,
+    /// Device of the source path being walked (for `one_file_system`).
+    dev: u64,
+    /// Every tree of the new snapshot, on a full walk (to trim the cache to them).
+    trees_seen: Option<HashSet<BlobId>>,
+    control: &'a RunControl,
     chunker: Chunker,
     excludes: &'a Excludes,
     tx: Sender<(BlobId, BlobKind, Vec<u8>)>,
@@ -291,6 +449,14 @@ impl Walker<'_> {
             )));
         }
         let id = self.repo.keys().blob_id(&plain);
+        if kind == BlobKind::Tree {
+            if let Some(c) = self.cache {
+                c.put_tree(self.repo.keys(), &id, &plain);
+            }
+            if let Some(seen) = &mut self.trees_seen {
+                seen.insert(id);
+            }
+        }
         if !self.index.contains(&id) && self.queued.insert(id) {
             match kind {
                 BlobKind::Data => self.summary.data_blobs += 1,
@@ -305,8 +471,18 @@ impl Walker<'_> {
     }
 
     fn load_tree(&mut self, id: &BlobId) -> Option<Tree> {
+        if let Some(plain) = self.cache.and_then(|c| c.tree(self.repo.keys(), id))
+            && let Ok(tree) = Tree::from_plain(&plain)
+        {
+            return Some(tree);
+        }
         let plain = match self.rt.block_on(self.repo.read_blob(self.index, id)) {
-            Ok(p) => p,
+            Ok(p) => {
+                if let Some(c) = self.cache {
+                    c.put_tree(self.repo.keys(), id, &p);
+                }
+                p
+            }
             Err(e) => {
                 tracing::warn!("parent tree {id:?} unreadable, reading files again: {e}");
                 return None;
@@ -323,6 +499,7 @@ impl Walker<'_> {
         parent: Option<&Tree>,
     ) -> Result<BlobId> {
         if roots.iter().any(|r| r == prefix) {
+            self.dev = fs::metadata(prefix).map(|m| m.dev()).unwrap_or(0);
             return self.walk_dir(prefix, parent);
         }
         let mut children: Vec<&std::ffi::OsStr> = roots
@@ -347,6 +524,7 @@ impl Walker<'_> {
                         continue;
                     }
                 };
+                self.dev = meta.dev();
                 self.node_for(&path, ByteName::from_os(name), &meta, prev)?
             } else {
                 // An intermediate component is stored as the directory it leads to, even
@@ -391,6 +569,15 @@ impl Walker<'_> {
         entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let mut tree = Tree::default();
         for (name, path) in entries {
+            self.control.check()?;
+            if let Some(changed) = self.changed
+                && !changed.touches(&path)
+                && let Some(prev) = find(parent, name.as_bytes())
+            {
+                // Nothing was reported here since the parent snapshot: carry it over.
+                tree.nodes.push(prev.clone());
+                continue;
+            }
             if self.excludes.matches(&path, &name) {
                 continue;
             }
@@ -427,6 +614,11 @@ impl Walker<'_> {
             Err(e) => self.warn(path, format!("extended attributes not stored: {e}")),
         }
         match kind {
+            NodeKind::Dir if self.one_file_system && meta.dev() != self.dev => {
+                // A mount point: keep the directory, not what is mounted on it.
+                node.subtree = Some(self.store_blob(BlobKind::Tree, Tree::default().to_plain())?);
+                self.summary.dirs_processed += 1;
+            }
             NodeKind::Dir => {
                 let prev_tree = match prev
                     .filter(|p| p.kind == NodeKind::Dir)
@@ -446,6 +638,7 @@ impl Walker<'_> {
                 }
             },
             NodeKind::File => {
+                Progress::add(&self.control.progress.files, 1);
                 self.summary.total_files_processed += 1;
                 self.summary.total_bytes_processed += meta.size();
                 let unchanged = prev.filter(|p| {
@@ -547,7 +740,11 @@ impl Walker<'_> {
         let mut content = Vec::new();
         loop {
             match stream.next_chunk() {
-                Ok(Some(chunk)) => content.push(self.store_blob(BlobKind::Data, chunk)?),
+                Ok(Some(chunk)) => {
+                    self.control.check()?;
+                    Progress::add(&self.control.progress.bytes_read, chunk.len() as u64);
+                    content.push(self.store_blob(BlobKind::Data, chunk)?);
+                }
                 Ok(None) => break,
                 Err(e) => {
                     self.summary.data_read += stream.bytes_read();

@@ -111,6 +111,9 @@ pub enum Error {
     /// A user-supplied value is unusable.
     #[error("{0}")]
     InvalidInput(String),
+    /// The run was asked to stop (shutdown); nothing was committed.
+    #[error("stopped before completion; no snapshot was written")]
+    Cancelled,
     /// A key operation would leave the repository unopenable, or the key is unknown.
     #[error("{0}")]
     Key(String),

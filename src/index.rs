@@ -101,6 +101,13 @@ impl Repository {
         IndexFile::from_plain(&plain).map_err(|e| Error::corrupt_format(format!("index/{id}"), e))
     }
 
+    /// Verify and decode an index object fetched earlier (from a local cache).
+    pub fn open_index_file(&self, id: IndexId, stored: &[u8]) -> Result<IndexFile> {
+        let plain =
+            self.open_object(FileType::Index, id.0, Purpose::Index, MAX_INDEX_LEN, stored)?;
+        IndexFile::from_plain(&plain).map_err(|e| Error::corrupt_format(format!("index/{id}"), e))
+    }
+
     /// Store an index object describing packs that are already durable.
     pub async fn save_index(&self, packs: Vec<IndexPack>) -> Result<IndexId> {
         let file = IndexFile {

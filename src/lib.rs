@@ -8,8 +8,11 @@
 
 pub mod backend;
 pub mod backup;
+pub mod cache;
+pub mod changes;
 pub mod chunker;
 pub mod crypto;
+pub mod daemon;
 pub mod error;
 pub mod exclude;
 pub mod format;
@@ -19,6 +22,7 @@ pub mod index;
 pub mod ls;
 pub mod pack;
 pub mod packer;
+pub mod progress;
 pub mod repo;
 pub mod restore;
 

@@ -49,6 +49,9 @@ enum Command {
         /// Exclude entries matching a glob (repeatable).
         #[arg(short = 'e', long = "exclude")]
         excludes: Vec<String>,
+        /// Do not cross into other file systems below the given paths.
+        #[arg(short = 'x', long)]
+        one_file_system: bool,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -131,6 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             host,
             time,
             excludes,
+            one_file_system,
             json,
         } => cmd::cmd_backup(
             &rt,
@@ -141,6 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 host,
                 time,
                 excludes,
+                one_file_system,
                 json,
             },
         ),

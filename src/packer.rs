@@ -11,9 +11,11 @@ use crate::backend::{FileType, Handle};
 use crate::error::{Error, Result};
 use crate::format::index::{BlobKind, IndexPack};
 use crate::pack::{PackBuilder, SealedBlob};
+use crate::progress::{Progress, RunControl};
 use crate::repo::Repository;
 use crossbeam_channel::Receiver;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::runtime::Handle as Runtime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -34,14 +36,22 @@ pub struct PackerStats {
     pub bytes: u64,
 }
 
+/// How long a stopping backup waits for uploads already under way before abandoning them
+/// (an abandoned upload never becomes visible: puts are atomic).
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// Consume sealed blobs until the channel closes; return once every pack and index object
-/// is durable. On error, stops consuming (which stops the producers) and returns it.
+/// is durable. On error or cancellation, stops consuming (which stops the producers),
+/// indexes the packs that did become durable so a later run reuses them, and returns the
+/// error.
 pub fn run_packer(
     repo: &Repository,
     rt: &Runtime,
     blobs: Receiver<SealedBlob>,
     max_uploads: usize,
+    control: &RunControl,
 ) -> Result<PackerStats> {
+    let progress = &control.progress;
     let target = repo.config().pack_size as usize;
     let permits = Arc::new(Semaphore::new(max_uploads.max(1)));
     let mut data = PackBuilder::default();
@@ -55,23 +65,40 @@ pub fn run_packer(
                   stats: &mut PackerStats|
      -> Result<()> {
         let pack = builder.finish(repo.keys())?;
+        let len = pack.bytes.len() as u64;
         stats.packs += 1;
-        stats.bytes += pack.bytes.len() as u64;
+        stats.bytes += len;
+        Progress::add(&progress.uploads_pending, 1);
+        Progress::add(&progress.upload_bytes_pending, len);
         let permit = rt
             .block_on(permits.clone().acquire_owned())
             .map_err(|e| Error::InvalidInput(format!("upload limiter closed: {e}")))?;
         let backend = repo.backend().clone();
+        let progress = progress.clone();
         uploads.push(rt.spawn(async move {
             let handle = Handle::new(FileType::Pack, pack.id.to_hex());
-            backend.put(&handle, pack.bytes).await?;
+            let result = backend.put(&handle, pack.bytes).await;
             drop(permit);
-            Ok(pack.index)
+            Progress::sub(&progress.uploads_pending, 1);
+            Progress::sub(&progress.upload_bytes_pending, len);
+            match result {
+                Ok(()) => {
+                    Progress::add(&progress.packs_uploaded, 1);
+                    Progress::add(&progress.bytes_uploaded, len);
+                    Ok(pack.index)
+                }
+                Err(e) => {
+                    Progress::add(&progress.uploads_failed, 1);
+                    Err(e.into())
+                }
+            }
         }));
         Ok(())
     };
 
     let result = (|| {
         for blob in blobs.iter() {
+            control.check()?;
             let builder = match blob.kind {
                 BlobKind::Data => &mut data,
                 BlobKind::Tree => &mut trees,
@@ -86,6 +113,7 @@ pub fn run_packer(
                 rt.block_on(repo.save_index(std::mem::take(&mut done)))?;
             }
         }
+        control.check()?;
         for builder in [std::mem::take(&mut data), std::mem::take(&mut trees)] {
             if !builder.is_empty() {
                 upload(builder, &mut uploads, &mut stats)?;
@@ -99,10 +127,28 @@ pub fn run_packer(
         }
         Ok(())
     })();
-    // On failure, let the uploads already started finish (or clean up after themselves,
-    // as an aborted multipart upload does) before the caller exits the process.
-    for h in uploads.drain(..) {
-        let _ = rt.block_on(h);
+    if result.is_err() {
+        // Let the uploads already started finish (or clean up after themselves, as an
+        // aborted multipart upload does), within a grace period when stopping, and index
+        // those that became durable so that the next run does not upload them again.
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        for mut h in uploads.drain(..) {
+            let finished = if control.cancelled() {
+                rt.block_on(tokio::time::timeout_at(deadline, &mut h)).ok()
+            } else {
+                Some(rt.block_on(&mut h))
+            };
+            match finished {
+                Some(Ok(Ok(pack))) => done.push(pack),
+                Some(_) => {}
+                None => h.abort(),
+            }
+        }
+        if !done.is_empty()
+            && let Err(e) = rt.block_on(repo.save_index(std::mem::take(&mut done)))
+        {
+            tracing::warn!("could not index the packs uploaded before the failure: {e}");
+        }
     }
     result.map(|()| stats)
 }

@@ -14,6 +14,7 @@ pub mod local;
 pub mod options;
 pub mod retry;
 pub mod s3;
+pub mod throttle;
 
 pub use options::{BackendOptions, Location, parse_location};
 
@@ -232,17 +233,29 @@ pub async fn open(spec: &str, opts: &BackendOptions) -> Result<Arc<dyn Backend>,
         crate::crypto::random_bytes(&mut b).ok();
         u64::from_le_bytes(b)
     };
-    Ok(match parse_location(spec)? {
-        Location::Local(path) => Arc::new(local::LocalBackend::new(path)),
-        Location::S3(loc) => {
+    Ok(match (parse_location(spec)?, opts.upload_limit) {
+        (Location::Local(path), None) => Arc::new(local::LocalBackend::new(path)),
+        (Location::Local(path), Some(rate)) => Arc::new(throttle::ThrottleBackend::new(
+            local::LocalBackend::new(path),
+            rate,
+        )),
+        (Location::S3(loc), limit) => {
             let s3 = s3::S3Backend::connect(loc, opts).await?;
             let limited = limit::LimitBackend::new(s3, opts.connections);
-            Arc::new(retry::RetryBackend::new(
-                limited,
-                opts.attempts,
-                opts.retry_delay,
-                seed,
-            ))
+            match limit {
+                None => Arc::new(retry::RetryBackend::new(
+                    limited,
+                    opts.attempts,
+                    opts.retry_delay,
+                    seed,
+                )),
+                Some(rate) => Arc::new(retry::RetryBackend::new(
+                    throttle::ThrottleBackend::new(limited, rate),
+                    opts.attempts,
+                    opts.retry_delay,
+                    seed,
+                )),
+            }
         }
     })
 }

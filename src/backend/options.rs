@@ -151,6 +151,10 @@ pub struct BackendOptions {
     pub part_size: u64,
     /// Parts uploaded at once for one object.
     pub part_concurrency: usize,
+    /// Upload bandwidth cap in bytes per second (average), if any.
+    pub upload_limit: Option<u64>,
+    /// AWS shared-config profile to take credentials and region from.
+    pub profile: Option<String>,
 }
 
 impl Default for BackendOptions {
@@ -170,6 +174,8 @@ impl Default for BackendOptions {
             multipart_threshold: 64 * 1024 * 1024,
             part_size: 16 * 1024 * 1024,
             part_concurrency: 4,
+            upload_limit: None,
+            profile: None,
         }
     }
 }
@@ -182,9 +188,12 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_size(key: &str, v: &str) -> Result<u64, String> {
+/// A byte size like `64MiB`, `512K` or `1GiB`; the error names `key`.
+pub fn parse_size(key: &str, v: &str) -> Result<u64, String> {
     let v = v.trim();
-    let (num, mult) = if let Some(n) = v.strip_suffix("MiB").or_else(|| v.strip_suffix('M')) {
+    let (num, mult) = if let Some(n) = v.strip_suffix("GiB").or_else(|| v.strip_suffix('G')) {
+        (n, 1024 * 1024 * 1024)
+    } else if let Some(n) = v.strip_suffix("MiB").or_else(|| v.strip_suffix('M')) {
         (n, 1024 * 1024)
     } else if let Some(n) = v.strip_suffix("KiB").or_else(|| v.strip_suffix('K')) {
         (n, 1024)
@@ -193,8 +202,9 @@ fn parse_size(key: &str, v: &str) -> Result<u64, String> {
     };
     num.trim()
         .parse::<u64>()
-        .map(|n| n * mult)
-        .map_err(|_| format!("option {key}={v}: expected a size like 64MiB"))
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("option {key}={v}: expected a size like 64MiB"))
 }
 
 fn parse_count(key: &str, v: &str) -> Result<u64, String> {
@@ -241,9 +251,13 @@ impl BackendOptions {
                 }
                 "s3.part-size" => self.part_size = parse_size(key, value)?.max(5 * 1024 * 1024),
                 "s3.part-concurrency" => self.part_concurrency = parse_count(key, value)? as usize,
+                "s3.profile" => self.profile = Some(value.to_string()),
+                "upload-limit" => {
+                    self.upload_limit = Some(parse_size(key, value)?).filter(|n| *n > 0)
+                }
                 _ => {
                     return Err(format!(
-                        "unknown option {key:?}: known are s3.region, s3.path-style, s3.storage-class, s3.ca-bundle, s3.checksum, s3.connections, s3.timeout, s3.retries, s3.retry-delay, s3.multipart-threshold, s3.part-size, s3.part-concurrency"
+                        "unknown option {key:?}: known are s3.region, s3.path-style, s3.storage-class, s3.ca-bundle, s3.checksum, s3.connections, s3.timeout, s3.retries, s3.retry-delay, s3.multipart-threshold, s3.part-size, s3.part-concurrency, s3.profile, upload-limit"
                     ));
                 }
             }

@@ -56,6 +56,9 @@ impl S3Backend {
                     .operation_attempt_timeout(opts.timeout)
                     .build(),
             );
+        if let Some(profile) = &opts.profile {
+            loader = loader.profile_name(profile);
+        }
         if let (Some(id), Some(secret)) = (&opts.access_key_id, &opts.secret_access_key) {
             loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
                 id.clone(),

@@ -73,6 +73,7 @@ pub struct BackupArgs {
     pub host: Option<String>,
     pub time: Option<String>,
     pub excludes: Vec<String>,
+    pub one_file_system: bool,
     pub json: bool,
 }
 
@@ -92,20 +93,10 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs) -> Result<i32> {
         None => now_rfc3339(),
     };
     let repo = open(rt, args)?;
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let opts = BackupOptions {
-        paths: b.paths,
-        excludes: b.excludes,
-        tags: b.tags,
-        hostname: b.host.unwrap_or_else(hostname),
-        username: username(),
-        time,
-        parent: None,
-        workers,
-        max_uploads: 4,
-    };
+    let mut opts = BackupOptions::new(b.paths, b.host.unwrap_or_else(hostname), username(), time);
+    opts.excludes = b.excludes;
+    opts.tags = b.tags;
+    opts.one_file_system = b.one_file_system;
     let report = backup(&repo, rt.handle(), &opts)?;
     let sum = report.snapshot.summary.clone().unwrap_or_default();
     if b.json {

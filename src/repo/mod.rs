@@ -163,10 +163,21 @@ impl Repository {
         purpose: Purpose,
         limit: usize,
     ) -> Result<Vec<u8>> {
-        let handle = Handle::new(kind, id.to_hex());
-        let sealed = self.backend.get(&handle).await?;
-        let object = handle.path();
-        if Id::of_stored(&sealed) != id {
+        let sealed = self.backend.get(&Handle::new(kind, id.to_hex())).await?;
+        self.open_object(kind, id, purpose, limit, &sealed)
+    }
+
+    /// Verify, open and decompress a stored metadata object's bytes.
+    pub fn open_object(
+        &self,
+        kind: FileType,
+        id: Id,
+        purpose: Purpose,
+        limit: usize,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        let object = Handle::new(kind, id.to_hex()).path();
+        if Id::of_stored(sealed) != id {
             return Err(Error::Corrupt {
                 object,
                 reason: "its content does not match its name (altered or swapped)".into(),
@@ -174,7 +185,7 @@ impl Repository {
         }
         let plain = self
             .keys
-            .open(purpose, &sealed)
+            .open(purpose, sealed)
             .map_err(|e| Error::corrupt_crypto(object.clone(), e))?;
         decompress(object_kind_name(kind), &plain, limit)
             .map_err(|e| Error::corrupt_format(object, e))

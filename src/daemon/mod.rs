@@ -1,0 +1,4 @@
+//! The backup daemon: watches the sources and keeps every destination within seconds of
+//! them.
+
+pub mod config;
