@@ -64,6 +64,9 @@ pub struct BackupOptions {
     pub changed: Option<ChangedPaths>,
     /// Stop flag and live counters.
     pub control: RunControl,
+    /// Write no snapshot when the tree equals the parent's (the report then names the
+    /// parent and says so): periodic rescans of unchanged data add nothing.
+    pub skip_if_unchanged: bool,
 }
 
 impl BackupOptions {
@@ -84,6 +87,7 @@ impl BackupOptions {
             one_file_system: false,
             changed: None,
             control: RunControl::default(),
+            skip_if_unchanged: false,
         }
     }
 }
@@ -181,6 +185,8 @@ pub struct BackupReport {
     pub snapshot: Snapshot,
     /// Paths skipped; non-empty means "snapshot made, with warnings".
     pub warnings: Vec<Warning>,
+    /// No new snapshot was written: nothing changed since the parent, which `id` names.
+    pub unchanged: bool,
 }
 
 /// Lexically absolute and clean: `.` and `..` resolved without following symlinks, so
@@ -336,6 +342,19 @@ fn run(
     summary.data_added_packed = packed.bytes;
     summary.warnings = warnings.len() as u64;
 
+    if opts.skip_if_unchanged
+        && warnings.is_empty()
+        && let Some((pid, psnap)) = &parent
+        && psnap.tree == root
+        && psnap.tags == opts.tags
+    {
+        return Ok(BackupReport {
+            id: *pid,
+            snapshot: psnap.clone(),
+            warnings,
+            unchanged: true,
+        });
+    }
     let snapshot = Snapshot {
         time: opts.time.clone(),
         parent: parent.map(|(id, _)| id),
@@ -358,7 +377,23 @@ fn run(
         id,
         snapshot,
         warnings,
+        unchanged: false,
     })
+}
+
+/// The source paths as a snapshot records them: absolute, clean, sorted, and without
+/// paths nested in others. Snapshots with equal lists belong to one series (a parent is
+/// chosen among them).
+pub fn snapshot_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut roots = Vec::new();
+    for p in paths {
+        roots.push(clean_absolute(p)?);
+    }
+    roots.sort();
+    roots.dedup();
+    let all = roots.clone();
+    roots.retain(|r| !all.iter().any(|o| o != r && r.starts_with(o)));
+    Ok(roots)
 }
 
 /// Clean, check and de-overlap the source paths; a missing path fails before anything
@@ -369,19 +404,12 @@ fn prepare_roots(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             "no paths to back up: name at least one file or directory".into(),
         ));
     }
-    let mut roots = Vec::new();
     for p in paths {
-        let clean = clean_absolute(p)?;
-        fs::symlink_metadata(&clean).map_err(|e| {
+        fs::symlink_metadata(clean_absolute(p)?).map_err(|e| {
             Error::InvalidInput(format!("backup path {} cannot be read: {e}", p.display()))
         })?;
-        roots.push(clean);
     }
-    roots.sort();
-    roots.dedup();
-    let all = roots.clone();
-    roots.retain(|r| !all.iter().any(|o| o != r && r.starts_with(o)));
-    Ok(roots)
+    snapshot_paths(paths)
 }
 
 struct Walker<'a> {

@@ -3,9 +3,11 @@
 
 mod cli;
 
+use cairn::daemon::config;
 use clap::{Parser, Subcommand};
 use cli::RepoArgs;
 use cli::commands as cmd;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -35,8 +37,17 @@ enum Command {
     /// Back up files and directories into a new snapshot.
     Backup {
         /// Files and directories to back up.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "now")]
         paths: Vec<PathBuf>,
+        /// Ask the running daemon for a snapshot in every destination now, and wait.
+        #[arg(long, conflicts_with_all = ["tags", "host", "time", "excludes", "one_file_system"])]
+        now: bool,
+        /// Daemon configuration (with --now: where to find its control socket).
+        #[arg(long, default_value = config::DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Control socket of the daemon (with --now), instead of the configuration's.
+        #[arg(long)]
+        socket: Option<PathBuf>,
         /// Tag the snapshot (repeatable).
         #[arg(long = "tag")]
         tags: Vec<String>,
@@ -91,6 +102,39 @@ enum Command {
         #[command(subcommand)]
         action: KeyCommand,
     },
+    /// Run the backup daemon: watch the sources, snapshot changes to every destination.
+    Daemon {
+        /// Configuration file.
+        #[arg(long, default_value = config::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Work with the daemon's configuration file.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCommand,
+    },
+    /// Show what the running daemon is doing, per destination.
+    Status {
+        /// Daemon configuration (names the control socket).
+        #[arg(long, default_value = config::DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Control socket, instead of the configuration's.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration: every problem with its line and the fix.
+    Check {
+        /// Configuration file.
+        #[arg(long, default_value = config::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -129,6 +173,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Init { pack_size } => cmd::cmd_init(&rt, r, pack_size),
         Command::Backup {
+            now: true,
+            config,
+            socket,
+            json,
+            ..
+        } => cli::daemon::cmd_backup_now(&config, socket.as_deref(), json),
+        Command::Backup {
             paths,
             tags,
             host,
@@ -136,6 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             excludes,
             one_file_system,
             json,
+            ..
         } => cmd::cmd_backup(
             &rt,
             r,
@@ -171,24 +223,56 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 cmd::cmd_key_passwd(&rt, r, new_password_file.as_deref())
             }
         },
+        Command::Daemon { config } => {
+            drop(rt);
+            cli::daemon::cmd_daemon(&config)
+        }
+        Command::Config {
+            action: ConfigCommand::Check { config },
+        } => cli::daemon::cmd_config_check(&config),
+        Command::Status {
+            config,
+            socket,
+            json,
+        } => cli::daemon::cmd_status(&config, socket.as_deref(), json),
     }
+}
+
+/// Logging: warnings for commands, progress for the daemon; straight into the journal
+/// (with levels as priorities) when systemd runs the daemon, else to stderr.
+fn init_logging(verbose: u8, daemon: bool) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // The AWS SDK logs its own recoverable trouble at warn; cairn reports what matters.
+    let level = match (verbose, daemon) {
+        (0, false) => "warn,aws_config=error,aws_smithy_runtime=error,aws_runtime=error",
+        (0, true) | (1, _) => "info,aws_config=error,aws_smithy_runtime=error,aws_runtime=error",
+        _ => "debug",
+    };
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level))
+    };
+    if daemon
+        && std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        tracing_subscriber::registry()
+            .with(filter())
+            .with(journald.with_syslog_identifier("cairn".into()))
+            .init();
+        return;
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter())
+        .init();
 }
 
 fn main() {
     let cli = Cli::parse();
-    // The AWS SDK logs its own recoverable trouble at warn; cairn reports what matters.
-    let level = match cli.verbose {
-        0 => "warn,aws_config=error,aws_smithy_runtime=error",
-        1 => "info,aws_config=warn,aws_smithy_runtime=warn",
-        _ => "debug",
-    };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .init();
+    init_logging(cli.verbose, matches!(cli.command, Command::Daemon { .. }));
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {

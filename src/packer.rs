@@ -134,7 +134,8 @@ pub fn run_packer(
         let deadline = tokio::time::Instant::now() + STOP_GRACE;
         for mut h in uploads.drain(..) {
             let finished = if control.cancelled() {
-                rt.block_on(tokio::time::timeout_at(deadline, &mut h)).ok()
+                rt.block_on(async { tokio::time::timeout_at(deadline, &mut h).await })
+                    .ok()
             } else {
                 Some(rt.block_on(&mut h))
             };

@@ -1,4 +1,463 @@
 //! The backup daemon: watches the sources and keeps every destination within seconds of
 //! them.
+//!
+//! Shape: a file watcher ([`watch`]) feeds changed paths to every destination's queue;
+//! each destination has its own worker thread ([`worker`]) that waits for changes to
+//! settle ([`schedule`]), then runs a backup that re-reads only what changed and commits
+//! a complete snapshot. A control socket ([`control`]) serves `cairn status` and
+//! `cairn backup --now`; [`metrics`] serves Prometheus text; [`systemd`] reports
+//! readiness, status and watchdog pings. SIGTERM stops every run before it commits
+//! anything half done; SIGHUP reloads the configuration (a broken one is refused and
+//! the running one kept).
 
 pub mod config;
+pub mod control;
+pub mod metrics;
+pub mod schedule;
+pub mod status;
+pub mod systemd;
+pub mod watch;
+pub mod worker;
+
+use crate::error::{Error, Result};
+use crate::exclude::Excludes;
+use crate::progress::RunControl;
+use config::{DaemonConfig, SourceConfig};
+use control::{Request, Response};
+use status::DaemonStatus;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::runtime::Handle as Runtime;
+use tokio::signal::unix::{SignalKind, signal};
+use worker::{Destination, WorkerEnv};
+
+/// Full scans run at least this often while the file watcher cannot see every change.
+pub const FALLBACK_SCAN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Who the snapshots say took them.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// Host name recorded (a `hostname` in the configuration overrides it).
+    pub hostname: String,
+    /// User name recorded.
+    pub username: String,
+}
+
+/// Run the daemon with the configuration at `path` until SIGTERM or SIGINT.
+pub fn run(path: &Path, identity: Identity) -> Result<()> {
+    let config = config::load(path).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("cairn-io")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start the runtime", "/", e))?;
+    rt.block_on(main_loop(path, config, identity))
+}
+
+async fn main_loop(path: &Path, mut config: DaemonConfig, identity: Identity) -> Result<()> {
+    let sig =
+        |kind: SignalKind| signal(kind).map_err(|e| Error::io("install a signal handler", "/", e));
+    let mut term = sig(SignalKind::terminate())?;
+    let mut int = sig(SignalKind::interrupt())?;
+    let mut hup = sig(SignalKind::hangup())?;
+    let mut instance = Instance::start(&config, &identity).await?;
+    systemd::ready();
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                systemd::reloading();
+                match config::load(path) {
+                    Ok(new) => {
+                        instance.stop().await;
+                        instance = match Instance::start(&new, &identity).await {
+                            Ok(i) => {
+                                config = new;
+                                tracing::info!("configuration reloaded from {}", path.display());
+                                i
+                            }
+                            Err(e) => {
+                                tracing::error!("the reloaded configuration cannot start ({e}); going on with the previous one");
+                                Instance::start(&config, &identity).await?
+                            }
+                        };
+                    }
+                    Err(e) => tracing::error!("configuration not reloaded, the running one stays in force: {e}"),
+                }
+                systemd::ready();
+            }
+        }
+    }
+    systemd::stopping();
+    tracing::info!("stopping");
+    instance.stop().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Directories the daemon writes to itself, which must never trigger or enter a backup.
+fn own_dirs(config: &DaemonConfig) -> Vec<PathBuf> {
+    let mut dirs = vec![config.state_dir.clone(), config.cache_dir.clone()];
+    if let Some(p) = config.socket.parent() {
+        dirs.push(p.to_path_buf());
+    }
+    for d in &config.destinations {
+        if let Ok(crate::backend::Location::Local(p)) = crate::backend::parse_location(&d.repo) {
+            dirs.push(p);
+        }
+    }
+    dirs.retain(|d| d != Path::new("/"));
+    dirs
+}
+
+/// The sources with the daemon's own directories excluded where they lie inside them.
+fn effective_sources(config: &DaemonConfig, own: &[PathBuf]) -> Vec<SourceConfig> {
+    config
+        .sources
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            for d in own {
+                if s.paths.iter().any(|p| d.starts_with(p) && d != p) {
+                    tracing::info!(
+                        "{} lies inside the source {}; it is left out of backups",
+                        d.display(),
+                        s.paths[0].display()
+                    );
+                    s.excludes.push(globset::escape(&d.to_string_lossy()));
+                }
+            }
+            s
+        })
+        .collect()
+}
+
+/// Which source a changed path belongs to, unless excluded there.
+struct Router {
+    sources: Vec<(Vec<PathBuf>, Excludes)>,
+    own: Vec<PathBuf>,
+}
+
+impl Router {
+    fn new(sources: &[SourceConfig], own: Vec<PathBuf>) -> Self {
+        Router {
+            sources: sources
+                .iter()
+                .map(|s| {
+                    let ex = Excludes::new(&s.excludes).unwrap_or_default();
+                    (s.paths.clone(), ex)
+                })
+                .collect(),
+            own,
+        }
+    }
+
+    fn route(&self, path: &Path) -> Vec<usize> {
+        if watch::inside_any(path, &self.own) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (i, (roots, excludes)) in self.sources.iter().enumerate() {
+            let Some(root) = roots.iter().find(|r| path.starts_with(r)) else {
+                continue;
+            };
+            let excluded = path
+                .ancestors()
+                .take_while(|a| a.starts_with(root) && *a != root.as_path())
+                .any(|a| a.file_name().is_some_and(|n| excludes.matches(a, n)));
+            if !excluded {
+                out.push(i);
+            }
+        }
+        out
+    }
+}
+
+/// One running configuration.
+struct Instance {
+    destinations: Vec<Arc<Destination>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    watcher: Option<watch::Watcher>,
+    cancel: Arc<AtomicBool>,
+    socket: PathBuf,
+}
+
+impl Instance {
+    async fn start(config: &DaemonConfig, identity: &Identity) -> Result<Self> {
+        for dir in [&config.state_dir, &config.cache_dir] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| {
+                    Error::InvalidInput(format!(
+                        "cannot create {}: {e}: create it, or point state_dir/cache_dir at a writable place",
+                        dir.display()
+                    ))
+                })?;
+        }
+        let listener =
+            control::bind(&config.socket).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(metrics::bind(addr).await.map_err(Error::InvalidInput)?),
+            None => None,
+        };
+        let own = own_dirs(config);
+        let sources = effective_sources(config, &own);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let destinations: Vec<Arc<Destination>> = config
+            .destinations
+            .iter()
+            .map(|d| {
+                let control = RunControl {
+                    cancel: cancel.clone(),
+                    progress: Arc::default(),
+                };
+                Arc::new(Destination::new(d.clone(), sources.len(), control))
+            })
+            .collect();
+        let env = Arc::new(WorkerEnv {
+            rt: Runtime::current(),
+            sources: sources.clone(),
+            schedule: config.schedule,
+            hostname: config
+                .hostname
+                .clone()
+                .unwrap_or_else(|| identity.hostname.clone()),
+            username: identity.username.clone(),
+            cpu_threads: config.cpu_threads,
+            cache_dir: config.cache_dir.clone(),
+            password: config.password.clone(),
+        });
+        let mut workers = Vec::new();
+        for d in &destinations {
+            let (d, env) = (d.clone(), env.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("cairn-{}", d.config.name))
+                .spawn(move || worker::run(d, env))
+                .map_err(|e| Error::io("start a destination worker", "/", e))?;
+            workers.push(handle);
+        }
+
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+        let roots: Vec<PathBuf> = sources.iter().flat_map(|s| s.paths.clone()).collect();
+        let watcher = watch::start(&roots, tx);
+        let degraded = watcher.degraded_flag();
+        let mut tasks = Vec::new();
+
+        let router = Router::new(&sources, own);
+        let dests = destinations.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                match ev {
+                    watch::WatchEvent::Changed(paths) => {
+                        for p in paths {
+                            for i in router.route(&p) {
+                                for d in &dests {
+                                    d.changed(i, &p);
+                                }
+                            }
+                        }
+                    }
+                    watch::WatchEvent::Rescan(why) => {
+                        tracing::info!("full rescan: {why}");
+                        for d in &dests {
+                            d.rescan();
+                        }
+                    }
+                }
+            }
+        }));
+
+        let dests = destinations.clone();
+        let rescan_every = config.schedule.rescan_interval;
+        let flag = degraded.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let every = if flag.load(Ordering::Relaxed) {
+                    rescan_every.min(FALLBACK_SCAN_INTERVAL)
+                } else {
+                    rescan_every
+                };
+                tokio::time::sleep(every).await;
+                for d in &dests {
+                    d.rescan();
+                }
+            }
+        }));
+
+        let dests = destinations.clone();
+        let flag = degraded.clone();
+        let status: Arc<dyn Fn() -> DaemonStatus + Send + Sync> = Arc::new(move || {
+            let destinations: Vec<_> = dests.iter().map(|d| d.status()).collect();
+            DaemonStatus {
+                state: DaemonStatus::overall(&destinations).into(),
+                watching: !flag.load(Ordering::Relaxed),
+                version: env!("CARGO_PKG_VERSION").into(),
+                destinations,
+            }
+        });
+
+        let dests = destinations.clone();
+        let st = status.clone();
+        let handler: control::Handler = Arc::new(move |req| {
+            let dests = dests.clone();
+            let st = st.clone();
+            Box::pin(async move {
+                match req {
+                    Request::Status => Response::Status(st()),
+                    Request::Backup => {
+                        let waits: Vec<_> = dests
+                            .iter()
+                            .map(|d| (d.config.name.clone(), d.request()))
+                            .collect();
+                        let mut results = Vec::new();
+                        for (name, rx) in waits {
+                            results.push(rx.await.unwrap_or(control::BackupResult {
+                                destination: name,
+                                snapshots: Vec::new(),
+                                error: Some(
+                                    "the daemon stopped before the snapshot was made".into(),
+                                ),
+                            }));
+                        }
+                        Response::Backup { results }
+                    }
+                }
+            })
+        });
+        tasks.push(tokio::spawn(control::serve(listener, handler)));
+
+        if let Some(l) = metrics_listener {
+            let st = status.clone();
+            tasks.push(tokio::spawn(metrics::serve(
+                l,
+                Arc::new(move || st().metrics()),
+            )));
+        }
+
+        let st = status.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut last = String::new();
+            loop {
+                let line = summary_line(&st());
+                if line != last {
+                    systemd::status(&line);
+                    last = line;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }));
+        if let Some(every) = systemd::watchdog_interval() {
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    systemd::watchdog();
+                    tokio::time::sleep(every).await;
+                }
+            }));
+        }
+        tracing::info!(
+            "watching {} source path(s) for {} destination(s): {}",
+            roots.len(),
+            destinations.len(),
+            destinations
+                .iter()
+                .map(|d| format!("{} ({})", d.config.name, d.config.repo))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(Instance {
+            destinations,
+            workers,
+            tasks,
+            watcher: Some(watcher),
+            cancel,
+            socket: config.socket.clone(),
+        })
+    }
+
+    /// Stop everything: running snapshots stop before committing, workers exit.
+    async fn stop(mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        for d in &self.destinations {
+            d.shutdown();
+        }
+        self.watcher = None;
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        for w in self.workers.drain(..) {
+            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// The one-line status systemd shows.
+fn summary_line(s: &DaemonStatus) -> String {
+    let now = worker::now_unix();
+    let parts: Vec<String> = s
+        .destinations
+        .iter()
+        .map(|d| {
+            let last = d
+                .last_snapshot
+                .as_ref()
+                .map_or("no snapshot yet".to_string(), |l| {
+                    format!(
+                        "last snapshot {}s ago",
+                        now.saturating_sub(l.completed_unix)
+                    )
+                });
+            match &d.last_error {
+                Some(_) => format!("{}: {} (failing)", d.name, d.state),
+                None => format!("{}: {}, {last}", d.name, d.state),
+            }
+        })
+        .collect();
+    format!("{}; {}", s.state, parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_respects_sources_excludes_and_own_dirs() {
+        let sources = vec![
+            SourceConfig {
+                paths: vec!["/srv/data".into()],
+                excludes: vec!["*.tmp".into(), "/srv/data/cache".into()],
+                one_file_system: false,
+                tags: vec![],
+            },
+            SourceConfig {
+                paths: vec!["/etc".into()],
+                excludes: vec![],
+                one_file_system: false,
+                tags: vec![],
+            },
+        ];
+        let r = Router::new(&sources, vec!["/srv/data/.cairn-state".into()]);
+        assert_eq!(r.route(Path::new("/srv/data/a.txt")), [0]);
+        assert_eq!(r.route(Path::new("/etc/hosts")), [1]);
+        assert!(r.route(Path::new("/srv/data/x.tmp")).is_empty());
+        assert!(r.route(Path::new("/srv/data/cache/deep/file")).is_empty());
+        assert!(
+            r.route(Path::new("/srv/data/.cairn-state/cache/x"))
+                .is_empty()
+        );
+        assert!(r.route(Path::new("/srv/database")).is_empty());
+        // Excluded names apply at any depth, also to directories above the file.
+        assert!(
+            r.route(Path::new("/srv/data/build.tmp/inner.txt"))
+                .is_empty()
+        );
+    }
+}

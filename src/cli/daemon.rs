@@ -1,0 +1,167 @@
+//! Commands around the daemon: running it, checking its configuration, and talking to
+//! a running one over its control socket.
+
+use anyhow::{Context, Result, bail};
+use cairn::daemon::config::{self, DaemonConfig, PasswordSource};
+use cairn::daemon::control::{self, Request, Response};
+use cairn::daemon::status::DaemonStatus;
+use std::path::{Path, PathBuf};
+
+/// `cairn daemon`.
+pub fn cmd_daemon(config: &Path) -> Result<i32> {
+    let identity = cairn::daemon::Identity {
+        hostname: super::hostname(),
+        username: super::username(),
+    };
+    cairn::daemon::run(config, identity)?;
+    Ok(0)
+}
+
+/// `cairn config check`: every problem with its line, then what would run.
+pub fn cmd_config_check(path: &Path) -> Result<i32> {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(1);
+        }
+    };
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let mut sources = vec![("", &cfg.password)];
+    for d in &cfg.destinations {
+        if let Some(p) = &d.password {
+            sources.push((d.name.as_str(), p));
+        }
+    }
+    for (dest, source) in sources {
+        if let Err(e) = cairn::daemon::worker::read_passphrase(source) {
+            let scope = if dest.is_empty() {
+                String::new()
+            } else {
+                format!("destination {dest:?}: ")
+            };
+            match source {
+                // The credential exists only inside the service; outside it, say so.
+                PasswordSource::Credential(_) => warnings.push(format!("{scope}{e}")),
+                _ => problems.push(format!("{scope}{e}")),
+            }
+        }
+    }
+    for s in &cfg.sources {
+        for p in &s.paths {
+            if std::fs::symlink_metadata(p).is_err() {
+                warnings.push(format!(
+                    "source path {} does not exist (yet): it is skipped until it does",
+                    p.display()
+                ));
+            }
+        }
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    if !problems.is_empty() {
+        eprintln!("configuration {} cannot run as it is:", cfg.file.display());
+        for p in &problems {
+            eprintln!("  {p}");
+        }
+        return Ok(1);
+    }
+    println!("{}", describe(&cfg));
+    Ok(0)
+}
+
+fn describe(cfg: &DaemonConfig) -> String {
+    let mut out = format!("configuration {} is valid\n", cfg.file.display());
+    for s in &cfg.sources {
+        out.push_str(&format!(
+            "  source: {}{}\n",
+            s.paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if s.excludes.is_empty() {
+                String::new()
+            } else {
+                format!(" (excluding {})", s.excludes.join(", "))
+            }
+        ));
+    }
+    for d in &cfg.destinations {
+        out.push_str(&format!("  destination {}: {}\n", d.name, d.repo));
+    }
+    let s = &cfg.schedule;
+    out.push_str(&format!(
+        "  schedule: snapshot {} after the last change (at most {} after the first), at most every {}, full rescan every {}\n",
+        humantime::format_duration(s.quiet_period),
+        humantime::format_duration(s.max_delay),
+        humantime::format_duration(s.min_interval),
+        humantime::format_duration(s.rescan_interval)
+    ));
+    out.push_str(&format!(
+        "  state: {}; cache: {}; control socket: {}",
+        cfg.state_dir.display(),
+        cfg.cache_dir.display(),
+        cfg.socket.display()
+    ));
+    if let Some(m) = cfg.metrics_listen {
+        out.push_str(&format!("; metrics: http://{m}/metrics"));
+    }
+    out
+}
+
+fn socket(config: &Path, socket: Option<&Path>) -> Result<PathBuf> {
+    if let Some(s) = socket {
+        return Ok(s.to_path_buf());
+    }
+    let cfg = config::load(config).map_err(|e| {
+        anyhow::anyhow!("{e}\n(the control socket is named in the configuration; pass --config FILE or --socket PATH)")
+    })?;
+    Ok(control::socket_of(&cfg))
+}
+
+/// `cairn status`.
+pub fn cmd_status(config: &Path, sock: Option<&Path>, json: bool) -> Result<i32> {
+    let path = socket(config, sock)?;
+    match control::call(&path, &Request::Status)? {
+        Response::Status(s) => {
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                print!("{}", s.render(cairn::daemon::worker::now_unix()));
+            }
+            Ok(if healthy(&s) { 0 } else { 1 })
+        }
+        Response::Error { message } => bail!("the daemon refused: {message}"),
+        other => bail!("unexpected answer from the daemon: {other:?}"),
+    }
+}
+
+/// Healthy: no destination is failing.
+fn healthy(s: &DaemonStatus) -> bool {
+    s.destinations.iter().all(|d| d.last_error.is_none())
+}
+
+/// `cairn backup --now`.
+pub fn cmd_backup_now(config: &Path, sock: Option<&Path>, json: bool) -> Result<i32> {
+    let path = socket(config, sock)?;
+    eprintln!("asking the daemon for a snapshot in every destination...");
+    let answer = control::call(&path, &Request::Backup).context("cairn backup --now")?;
+    let Response::Backup { results } = answer else {
+        bail!("unexpected answer from the daemon: {answer:?}");
+    };
+    let ok = results.iter().all(|r| r.error.is_none());
+    if json {
+        println!("{}", serde_json::to_string(&results)?);
+    } else {
+        for r in &results {
+            match &r.error {
+                None => println!("{}: snapshot {}", r.destination, r.snapshots.join(", ")),
+                Some(e) => println!("{}: FAILED: {e}", r.destination),
+            }
+        }
+    }
+    Ok(if ok { 0 } else { 1 })
+}

@@ -1,0 +1,284 @@
+//! What the daemon reports about itself: per destination, the last snapshot, what is
+//! pending and the last error. Serialised as JSON for `cairn status --json` and rendered
+//! as Prometheus text for the metrics endpoint.
+
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// The last snapshot a destination committed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastSnapshot {
+    /// Snapshot id (hex).
+    pub id: String,
+    /// Its recorded time (RFC 3339).
+    pub time: String,
+    /// When it became durable, Unix seconds.
+    pub completed_unix: u64,
+}
+
+/// One destination as `cairn status` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationStatus {
+    /// Configured name.
+    pub name: String,
+    /// Repository location.
+    pub repo: String,
+    /// idle, waiting (changes pending), scanning, uploading, committing or retrying.
+    pub state: String,
+    /// Last committed snapshot, if any since the daemon started (or found at start).
+    pub last_snapshot: Option<LastSnapshot>,
+    /// Changed paths not yet in a snapshot.
+    pub pending_changes: u64,
+    /// Packs sealed and waiting to be durable.
+    pub pending_objects: u64,
+    /// Bytes of those packs.
+    pub pending_bytes: u64,
+    /// Last failure, cleared by the next success.
+    pub last_error: Option<String>,
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+    /// Snapshots committed since the daemon started.
+    pub snapshots: u64,
+    /// Snapshot attempts that failed since the daemon started.
+    pub failed_snapshots: u64,
+    /// Files looked at since start.
+    pub files_processed: u64,
+    /// Bytes of file content read since start.
+    pub bytes_processed: u64,
+    /// Packs uploaded since start.
+    pub uploads_ok: u64,
+    /// Pack uploads that failed since start.
+    pub uploads_failed: u64,
+    /// Bytes uploaded in packs since start.
+    pub bytes_uploaded: u64,
+}
+
+/// The whole daemon.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// idle, scanning or uploading: the busiest of the destinations.
+    pub state: String,
+    /// Whether the file watcher sees every change (false: limits reached, scans only).
+    pub watching: bool,
+    /// Daemon version.
+    pub version: String,
+    /// Per destination, in configuration order.
+    pub destinations: Vec<DestinationStatus>,
+}
+
+impl DaemonStatus {
+    /// The overall state from the destinations'.
+    pub fn overall(destinations: &[DestinationStatus]) -> &'static str {
+        let any = |s: &str| destinations.iter().any(|d| d.state == s);
+        if any("scanning") {
+            "scanning"
+        } else if any("uploading") || any("committing") {
+            "uploading"
+        } else {
+            "idle"
+        }
+    }
+
+    /// Human-readable lines for `cairn status`.
+    pub fn render(&self, now_unix: u64) -> String {
+        let mut out = format!(
+            "cairn daemon {}: {}{}\n",
+            self.version,
+            self.state,
+            if self.watching {
+                ""
+            } else {
+                " (file watching limited: changes are found by periodic scans)"
+            }
+        );
+        for d in &self.destinations {
+            let _ = writeln!(out, "\n{} ({})", d.name, d.repo);
+            let _ = writeln!(out, "  state:          {}", d.state);
+            match &d.last_snapshot {
+                Some(s) => {
+                    let ago = now_unix.saturating_sub(s.completed_unix);
+                    let _ = writeln!(
+                        out,
+                        "  last snapshot:  {} at {} ({} ago)",
+                        &s.id[..s.id.len().min(8)],
+                        s.time,
+                        humantime::format_duration(std::time::Duration::from_secs(ago))
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "  last snapshot:  none yet");
+                }
+            }
+            let _ = writeln!(
+                out,
+                "  pending:        {} changed path(s), {} object(s), {} bytes to upload",
+                d.pending_changes, d.pending_objects, d.pending_bytes
+            );
+            if let Some(e) = &d.last_error {
+                let _ = writeln!(
+                    out,
+                    "  last error:     {e} ({} failure(s) in a row)",
+                    d.consecutive_failures
+                );
+            }
+        }
+        out
+    }
+
+    /// Prometheus text exposition format.
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in rows {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let per = |f: &dyn Fn(&DestinationStatus) -> String| -> Vec<(String, String)> {
+            self.destinations
+                .iter()
+                .map(|d| (format!("{{destination=\"{}\"}}", label(&d.name)), f(d)))
+                .collect()
+        };
+        family(
+            "cairn_files_processed_total",
+            "counter",
+            "Files looked at by backups.",
+            per(&|d| d.files_processed.to_string()),
+        );
+        family(
+            "cairn_bytes_processed_total",
+            "counter",
+            "Bytes of file content read by backups.",
+            per(&|d| d.bytes_processed.to_string()),
+        );
+        let mut uploads = Vec::new();
+        for d in &self.destinations {
+            let n = label(&d.name);
+            uploads.push((
+                format!("{{destination=\"{n}\",result=\"ok\"}}"),
+                d.uploads_ok.to_string(),
+            ));
+            uploads.push((
+                format!("{{destination=\"{n}\",result=\"error\"}}"),
+                d.uploads_failed.to_string(),
+            ));
+        }
+        family(
+            "cairn_uploads_total",
+            "counter",
+            "Pack uploads by destination and result.",
+            uploads,
+        );
+        family(
+            "cairn_uploaded_bytes_total",
+            "counter",
+            "Bytes uploaded in packs.",
+            per(&|d| d.bytes_uploaded.to_string()),
+        );
+        let mut snaps = Vec::new();
+        for d in &self.destinations {
+            let n = label(&d.name);
+            snaps.push((
+                format!("{{destination=\"{n}\",result=\"ok\"}}"),
+                d.snapshots.to_string(),
+            ));
+            snaps.push((
+                format!("{{destination=\"{n}\",result=\"error\"}}"),
+                d.failed_snapshots.to_string(),
+            ));
+        }
+        family(
+            "cairn_snapshots_total",
+            "counter",
+            "Snapshot attempts by destination and result.",
+            snaps,
+        );
+        family(
+            "cairn_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time the last snapshot became durable (0: none yet).",
+            per(&|d| {
+                d.last_snapshot
+                    .as_ref()
+                    .map_or(0, |s| s.completed_unix)
+                    .to_string()
+            }),
+        );
+        family(
+            "cairn_queue_depth",
+            "gauge",
+            "Changed paths waiting for a snapshot.",
+            per(&|d| d.pending_changes.to_string()),
+        );
+        family(
+            "cairn_pending_upload_objects",
+            "gauge",
+            "Packs sealed and not yet durable.",
+            per(&|d| d.pending_objects.to_string()),
+        );
+        family(
+            "cairn_pending_upload_bytes",
+            "gauge",
+            "Bytes of packs not yet durable.",
+            per(&|d| d.pending_bytes.to_string()),
+        );
+        family(
+            "cairn_consecutive_failures",
+            "gauge",
+            "Failed snapshot attempts in a row.",
+            per(&|d| d.consecutive_failures.to_string()),
+        );
+        family(
+            "cairn_watching",
+            "gauge",
+            "1 when the file watcher sees every change, 0 when scans are the fallback.",
+            vec![(String::new(), u8::from(self.watching).to_string())],
+        );
+        out
+    }
+}
+
+/// Escape a label value (backslash, quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_text_is_well_formed() {
+        let s = DaemonStatus {
+            state: "idle".into(),
+            watching: true,
+            version: "0".into(),
+            destinations: vec![DestinationStatus {
+                name: "lan".into(),
+                uploads_ok: 3,
+                last_snapshot: Some(LastSnapshot {
+                    id: "ab".into(),
+                    time: "t".into(),
+                    completed_unix: 1700000000,
+                }),
+                ..DestinationStatus::default()
+            }],
+        };
+        let m = s.metrics();
+        assert!(m.contains("cairn_uploads_total{destination=\"lan\",result=\"ok\"} 3\n"));
+        assert!(
+            m.contains("cairn_last_success_timestamp_seconds{destination=\"lan\"} 1700000000\n")
+        );
+        assert!(m.contains("# TYPE cairn_queue_depth gauge\n"));
+        assert!(m.contains("cairn_watching 1\n"));
+        for line in m.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').expect("name value");
+            value.parse::<f64>().expect("numeric value");
+        }
+        assert_eq!(label("a\"b\\"), "a\\\"b\\\\");
+    }
+}

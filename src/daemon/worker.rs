@@ -1,0 +1,517 @@
+//! One destination's worker: a thread that waits for pending changes to settle, then
+//! snapshots every source with changes into its repository. Each destination has its
+//! own worker, queue, retry state and repository session, so one that is slow, down or
+//! rejecting never holds up the others. Work that fails stays queued (merged with what
+//! arrives meanwhile) and is retried with backoff.
+
+use super::config::{DestinationConfig, PasswordSource, Schedule, SourceConfig};
+use super::control::BackupResult;
+use super::schedule::{Decision, Waiting, decide, retry_delay};
+use super::status::{DestinationStatus, LastSnapshot};
+use crate::backup::{BackupContext, BackupOptions, backup_with, snapshot_paths};
+use crate::cache::MetadataCache;
+use crate::changes::ChangedPaths;
+use crate::error::{Error, Result};
+use crate::hash::SnapshotId;
+use crate::progress::{Phase, RunControl};
+use crate::repo::{InitOptions, Repository, init, read_config};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::runtime::Handle as Runtime;
+use tokio::sync::oneshot;
+use zeroize::Zeroizing;
+
+/// What one source needs in one destination.
+#[derive(Clone, Debug, Default)]
+pub struct SourceWork {
+    /// Paths reported changed.
+    pub changes: ChangedPaths,
+    /// Compare everything (start-up, rescans, lost events).
+    pub full: bool,
+}
+
+impl SourceWork {
+    fn is_empty(&self) -> bool {
+        !self.full && self.changes.is_empty()
+    }
+
+    fn merge(&mut self, other: &SourceWork) {
+        self.full |= other.full;
+        self.changes.merge(&other.changes);
+    }
+}
+
+/// The queue a destination's worker takes work from.
+#[derive(Debug, Default)]
+struct Queue {
+    sources: Vec<SourceWork>,
+    waiting: Waiting,
+    requests: Vec<oneshot::Sender<BackupResult>>,
+    shutdown: bool,
+}
+
+/// What the worker reports between runs.
+#[derive(Debug, Default)]
+struct Record {
+    last_snapshot: Option<LastSnapshot>,
+    last_error: Option<String>,
+    failures: u32,
+    snapshots: u64,
+    failed: u64,
+}
+
+/// A destination: configuration, queue, record and live counters.
+pub struct Destination {
+    /// Its configuration.
+    pub config: DestinationConfig,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    record: Mutex<Record>,
+    /// Stop flag (shared by all destinations) and this destination's counters.
+    pub control: RunControl,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A worker that panicked leaves consistent data behind (every update is one
+    // assignment), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Destination {
+    /// A destination with every source marked for a full comparison (start-up: whatever
+    /// happened while the daemon was not running is found).
+    pub fn new(config: DestinationConfig, sources: usize, control: RunControl) -> Self {
+        let now = Instant::now();
+        let queue = Queue {
+            sources: vec![
+                SourceWork {
+                    changes: ChangedPaths::new(),
+                    full: true
+                };
+                sources
+            ],
+            waiting: Waiting {
+                pending: true,
+                ..Waiting::default()
+            },
+            ..Queue::default()
+        };
+        let _ = now;
+        Destination {
+            config,
+            queue: Mutex::new(queue),
+            wake: Condvar::new(),
+            record: Mutex::new(Record::default()),
+            control,
+        }
+    }
+
+    /// Record a changed path of source `source`.
+    pub fn changed(&self, source: usize, path: &Path) {
+        let now = Instant::now();
+        let mut q = lock(&self.queue);
+        if let Some(w) = q.sources.get_mut(source) {
+            w.changes.insert(path);
+        }
+        q.waiting.pending = true;
+        q.waiting.first_change.get_or_insert(now);
+        q.waiting.last_change = Some(now);
+        drop(q);
+        self.wake.notify_all();
+    }
+
+    /// Ask for a full comparison of every source.
+    pub fn rescan(&self) {
+        let mut q = lock(&self.queue);
+        for w in &mut q.sources {
+            w.full = true;
+        }
+        q.waiting.pending = true;
+        drop(q);
+        self.wake.notify_all();
+    }
+
+    /// Ask for a snapshot now; the answer arrives on the returned channel.
+    pub fn request(&self) -> oneshot::Receiver<BackupResult> {
+        let (tx, rx) = oneshot::channel();
+        let mut q = lock(&self.queue);
+        for w in &mut q.sources {
+            w.full = true;
+        }
+        q.waiting.pending = true;
+        q.waiting.requested = true;
+        q.requests.push(tx);
+        drop(q);
+        self.wake.notify_all();
+        rx
+    }
+
+    /// Stop the worker after (or, with the shared stop flag set, during) its current run.
+    pub fn shutdown(&self) {
+        lock(&self.queue).shutdown = true;
+        self.wake.notify_all();
+    }
+
+    /// Current status.
+    pub fn status(&self) -> DestinationStatus {
+        let q = lock(&self.queue);
+        let r = lock(&self.record);
+        let p = &self.control.progress;
+        let pending_changes = q.sources.iter().map(|w| w.changes.len() as u64).sum();
+        let pending = q.waiting.pending;
+        let state = match p.phase() {
+            Phase::Idle if pending && r.failures > 0 => "retrying",
+            Phase::Idle if pending => "waiting",
+            phase => phase.name(),
+        };
+        DestinationStatus {
+            name: self.config.name.clone(),
+            repo: self.config.repo.clone(),
+            state: state.into(),
+            last_snapshot: r.last_snapshot.clone(),
+            pending_changes,
+            pending_objects: p.uploads_pending.load(Ordering::Relaxed),
+            pending_bytes: p.upload_bytes_pending.load(Ordering::Relaxed),
+            last_error: r.last_error.clone(),
+            consecutive_failures: r.failures,
+            snapshots: r.snapshots,
+            failed_snapshots: r.failed,
+            files_processed: p.files.load(Ordering::Relaxed),
+            bytes_processed: p.bytes_read.load(Ordering::Relaxed),
+            uploads_ok: p.packs_uploaded.load(Ordering::Relaxed),
+            uploads_failed: p.uploads_failed.load(Ordering::Relaxed),
+            bytes_uploaded: p.bytes_uploaded.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Block until there is work to run now; `None` on shutdown.
+    fn next_work(
+        &self,
+        schedule: &Schedule,
+    ) -> Option<(Vec<SourceWork>, Vec<oneshot::Sender<BackupResult>>)> {
+        let mut q = lock(&self.queue);
+        loop {
+            if q.shutdown {
+                return None;
+            }
+            let now = Instant::now();
+            match decide(now, &q.waiting, schedule) {
+                Decision::Run => {
+                    let n = q.sources.len();
+                    let work = std::mem::replace(&mut q.sources, vec![SourceWork::default(); n]);
+                    let requests = std::mem::take(&mut q.requests);
+                    let retry_at = q.waiting.retry_at;
+                    q.waiting = Waiting {
+                        last_start: Some(now),
+                        retry_at,
+                        ..Waiting::default()
+                    };
+                    return Some((work, requests));
+                }
+                Decision::WaitUntil(t) => {
+                    q = self
+                        .wake
+                        .wait_timeout(q, t.saturating_duration_since(now))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                Decision::Idle => {
+                    q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+            }
+        }
+    }
+
+    /// Put back work that did not complete, merged with what arrived meanwhile.
+    fn requeue(&self, left: &[SourceWork], retry_at: Option<Instant>) {
+        let mut q = lock(&self.queue);
+        for (w, l) in q.sources.iter_mut().zip(left) {
+            w.merge(l);
+        }
+        if left.iter().any(|w| !w.is_empty()) {
+            q.waiting.pending = true;
+        }
+        q.waiting.retry_at = retry_at;
+    }
+}
+
+/// What every worker shares.
+pub struct WorkerEnv {
+    /// Runtime for I/O.
+    pub rt: Runtime,
+    /// Sources, with the daemon's own directories excluded.
+    pub sources: Vec<SourceConfig>,
+    /// Timing rules.
+    pub schedule: Schedule,
+    /// Recorded host name.
+    pub hostname: String,
+    /// Recorded user name.
+    pub username: String,
+    /// Sealing threads per backup.
+    pub cpu_threads: usize,
+    /// Metadata cache root.
+    pub cache_dir: PathBuf,
+    /// Passphrase of destinations without their own.
+    pub password: PasswordSource,
+}
+
+/// An open repository and what the worker keeps about it between runs.
+struct Session {
+    repo: Repository,
+    ctx: BackupContext,
+    parents: Vec<Option<SnapshotId>>,
+}
+
+/// The worker loop; returns on shutdown.
+pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
+    let name = dest.config.name.clone();
+    let mut session: Option<Session> = None;
+    while let Some((mut work, requests)) = dest.next_work(&env.schedule) {
+        let started = Instant::now();
+        let result = run_once(&dest, &env, &mut session, &mut work);
+        let made = match &result {
+            Ok(made) => made.clone(),
+            Err(_) => Vec::new(),
+        };
+        match result {
+            Ok(made) => {
+                let fresh: Vec<_> = made.iter().filter(|(_, unchanged)| !unchanged).collect();
+                if !fresh.is_empty() {
+                    tracing::info!(
+                        destination = %name,
+                        "snapshot {} committed in {:.1}s",
+                        fresh.iter().map(|(id, _)| id.short()).collect::<Vec<_>>().join(", "),
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                let mut r = lock(&dest.record);
+                r.failures = 0;
+                r.last_error = None;
+                r.snapshots += fresh.len() as u64;
+                drop(r);
+                dest.requeue(&[], None);
+            }
+            Err(Error::Cancelled) => {
+                tracing::info!(destination = %name, "snapshot stopped for shutdown; nothing half-written is referenced");
+                dest.requeue(&work, None);
+            }
+            Err(e) => {
+                let mut r = lock(&dest.record);
+                r.failures += 1;
+                r.failed += 1;
+                r.last_error = Some(e.to_string());
+                let delay = retry_delay(r.failures);
+                drop(r);
+                tracing::error!(
+                    destination = %name,
+                    "snapshot failed (retrying in {}): {e}",
+                    humantime::format_duration(delay)
+                );
+                // A failure may leave the session's view stale (or the repository
+                // unreachable): reopen on the next attempt.
+                session = None;
+                dest.requeue(&work, Some(Instant::now() + delay));
+            }
+        }
+        let error = lock(&dest.record).last_error.clone();
+        for tx in requests {
+            let _ = tx.send(BackupResult {
+                destination: name.clone(),
+                snapshots: made.iter().map(|(id, _)| id.to_hex()).collect(),
+                error: error.clone(),
+            });
+        }
+    }
+}
+
+/// Snapshot every source with work; each done source's work is cleared from `work`, so
+/// on failure `work` holds exactly what is left.
+fn run_once(
+    dest: &Destination,
+    env: &WorkerEnv,
+    session: &mut Option<Session>,
+    work: &mut [SourceWork],
+) -> Result<Vec<(SnapshotId, bool)>> {
+    let rt = &env.rt;
+    if session.is_none() {
+        *session = Some(open_session(dest, env)?);
+    }
+    let Some(s) = session.as_mut() else {
+        return Err(Error::InvalidInput("no repository session".into()));
+    };
+    rt.block_on(s.ctx.refresh(&s.repo))?;
+    let mut made = Vec::new();
+    for (i, w) in work.iter_mut().enumerate() {
+        if w.is_empty() {
+            continue;
+        }
+        dest.control.check()?;
+        let src = &env.sources[i];
+        let mut opts = BackupOptions::new(
+            src.paths.clone(),
+            env.hostname.clone(),
+            env.username.clone(),
+            crate::host::now_rfc3339(),
+        );
+        opts.excludes = src.excludes.clone();
+        opts.tags = src.tags.clone();
+        opts.one_file_system = src.one_file_system;
+        opts.workers = env.cpu_threads;
+        opts.max_uploads = dest.config.upload_concurrency;
+        opts.parent = s.parents[i];
+        opts.changed = if w.full {
+            None
+        } else {
+            Some(w.changes.clone())
+        };
+        opts.control = dest.control.clone();
+        opts.skip_if_unchanged = true;
+        let report = backup_with(&s.repo, rt, &opts, &mut s.ctx)?;
+        for warning in report.warnings.iter().take(20) {
+            tracing::warn!(destination = %dest.config.name, "{}: {}", warning.path.display(), warning.reason);
+        }
+        if report.warnings.len() > 20 {
+            tracing::warn!(destination = %dest.config.name, "... and {} more paths skipped", report.warnings.len() - 20);
+        }
+        s.parents[i] = Some(report.id);
+        lock(&dest.record).last_snapshot = Some(LastSnapshot {
+            id: report.id.to_hex(),
+            time: report.snapshot.time.clone(),
+            completed_unix: now_unix(),
+        });
+        *w = SourceWork::default();
+        made.push((report.id, report.unchanged));
+        // The next source dedups against what this one stored.
+        rt.block_on(s.ctx.refresh(&s.repo))?;
+    }
+    Ok(made)
+}
+
+/// Seconds since the epoch.
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Open (or on first use create) the repository and find each source's latest snapshot.
+fn open_session(dest: &Destination, env: &WorkerEnv) -> Result<Session> {
+    let rt = &env.rt;
+    let source = dest.config.password.as_ref().unwrap_or(&env.password);
+    let pass = read_passphrase(source)?;
+    let backend = rt
+        .block_on(crate::backend::open(
+            &dest.config.repo,
+            &dest.config.backend,
+        ))
+        .map_err(|e| Error::InvalidInput(format!("destination {}: {e}", dest.config.name)))?;
+    let repo = match rt.block_on(read_config(backend.as_ref())) {
+        Ok(config) => rt.block_on(Repository::open_with_config(backend, config, &pass))?,
+        Err(Error::RepositoryNotFound { location }) => {
+            let opts = InitOptions::new(
+                crate::host::now_rfc3339(),
+                env.hostname.clone(),
+                env.username.clone(),
+            );
+            let repo = rt.block_on(init(backend, &pass, &opts))?;
+            tracing::info!(destination = %dest.config.name, "created a new repository at {location}");
+            repo
+        }
+        Err(e) => return Err(e),
+    };
+    let cache = MetadataCache::new(&env.cache_dir, &repo.config().id);
+    let mut ctx = BackupContext::new(Some(cache));
+    rt.block_on(ctx.refresh(&repo))?;
+    let snapshots = rt.block_on(repo.list_snapshots())?;
+    let mut parents = Vec::new();
+    let mut latest: Option<LastSnapshot> = None;
+    for src in &env.sources {
+        let paths: Vec<String> = snapshot_paths(&src.paths)?
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        let found = snapshots
+            .iter()
+            .rev()
+            .find(|e| e.snapshot.hostname == env.hostname && e.snapshot.paths == paths);
+        if let Some(e) = found
+            && latest.as_ref().is_none_or(|l| l.time < e.snapshot.time)
+        {
+            latest = Some(LastSnapshot {
+                id: e.id.to_hex(),
+                time: e.snapshot.time.clone(),
+                completed_unix: crate::host::rfc3339_to_unix(&e.snapshot.time).unwrap_or(0),
+            });
+        }
+        parents.push(found.map(|e| e.id));
+    }
+    let mut r = lock(&dest.record);
+    if r.last_snapshot.is_none() {
+        r.last_snapshot = latest;
+    }
+    Ok(Session { repo, ctx, parents })
+}
+
+/// The passphrase from its configured source.
+pub fn read_passphrase(source: &PasswordSource) -> Result<Zeroizing<Vec<u8>>> {
+    match source {
+        PasswordSource::File(p) => read_secret_file(p, "password_file"),
+        PasswordSource::Credential(name) => {
+            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "password_credential = {name:?} but no systemd credentials are available (CREDENTIALS_DIRECTORY is unset): add `LoadCredential={name}:/etc/cairn/passphrase` to the unit, or use password_file"
+                ))
+            })?;
+            read_secret_file(&Path::new(&dir).join(name), "systemd credential")
+        }
+        PasswordSource::Environment => {
+            if let Some(f) = std::env::var_os("CAIRN_PASSWORD_FILE").filter(|v| !v.is_empty()) {
+                return read_secret_file(Path::new(&f), "CAIRN_PASSWORD_FILE");
+            }
+            if let Some(p) = std::env::var_os("CAIRN_PASSWORD").filter(|v| !v.is_empty()) {
+                use std::os::unix::ffi::OsStringExt;
+                return Ok(Zeroizing::new(p.into_vec()));
+            }
+            Err(Error::InvalidInput(
+                "no passphrase configured: set password_file (or password_credential) in the configuration, or CAIRN_PASSWORD_FILE in the daemon's environment".into(),
+            ))
+        }
+    }
+}
+
+/// First line of a secret file, refused if group or others may read it.
+fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        Error::InvalidInput(format!(
+            "{what} {}: {e}: create it with the passphrase on its first line, mode 600",
+            path.display()
+        ))
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::InvalidInput(format!(
+            "{what} {} may be read by other users (mode {mode:03o}): run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )));
+    }
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| Error::io("read", path, e))?);
+    let end = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .unwrap_or(bytes.len());
+    let mut line = Zeroizing::new(bytes[..end].to_vec());
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    if line.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "{what} {} is empty: put the passphrase on its first line",
+            path.display()
+        )));
+    }
+    Ok(line)
+}

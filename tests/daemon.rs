@@ -1,0 +1,594 @@
+//! The daemon, run as a user would: the real binary on a configuration file, watching a
+//! real directory, writing to real S3 servers on loopback (through the fault proxy where
+//! a test needs to stall or fail uploads). Each test ends by restoring and comparing.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::fault_proxy::Schedule;
+use support::{Env, Kind, pseudo_random};
+
+/// A running `cairn daemon`; killed on drop if the test did not stop it.
+struct Daemon {
+    child: Option<Child>,
+    config: PathBuf,
+    log: PathBuf,
+    env: Vec<(&'static str, String)>,
+    /// Talk to this socket instead of reading the configuration (which a test may break).
+    socket: Option<PathBuf>,
+}
+
+impl Daemon {
+    fn start(env: &Env, config: &Path) -> Daemon {
+        let log = config.with_extension(format!("log{}", rand_suffix()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        cmd.args(["daemon", "--config"])
+            .arg(config)
+            .env(
+                "CAIRN_LOG",
+                "info,aws_config=error,aws_smithy_runtime=error",
+            )
+            .env_remove("CAIRN_PASSWORD")
+            .env_remove("CAIRN_PASSWORD_FILE")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (k, v) in &env.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start daemon");
+        Daemon {
+            child: Some(child),
+            config: config.to_path_buf(),
+            log,
+            env: env.env.clone(),
+            socket: None,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        cmd.args(args).arg("--config").arg(&self.config);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run cairn")
+    }
+
+    /// `cairn status --json`, or `None` while the daemon is not answering yet.
+    fn status(&self) -> Option<serde_json::Value> {
+        let out = match &self.socket {
+            Some(s) => self.cli(&["status", "--json", "--socket", s.to_str().expect("utf8")]),
+            None => self.cli(&["status", "--json"]),
+        };
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Poll the status until `cond` holds; panics with the log after `limit`.
+    fn wait_for(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        cond: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.status()
+                && cond(&s)
+            {
+                return s;
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(exit)) = c.try_wait()
+            {
+                panic!(
+                    "daemon exited ({exit}) while waiting for {what}\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                start.elapsed() < limit,
+                "timed out after {limit:?} waiting for {what}; status {:?}\nlog:\n{}",
+                self.status(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, and the time it took to exit (insisting on a clean exit).
+    fn terminate(&mut self) -> Duration {
+        let mut child = self.child.take().expect("running");
+        let t = Instant::now();
+        // SAFETY: kill has no memory preconditions; the pid is our live child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                assert!(status.success(), "daemon exit {status}\n{}", self.log());
+                return t.elapsed();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "daemon ignored SIGTERM\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A configuration for one source and the Env's repository.
+fn write_config(env: &Env, source: &Path, extra: &str) -> PathBuf {
+    let options: Vec<String> = env
+        .options
+        .iter()
+        .map(|o| {
+            let (k, v) = o.split_once('=').expect("k=v");
+            format!("{k:?} = {v:?}")
+        })
+        .collect();
+    let text = format!(
+        r#"state_dir = "{state}"
+password_file = "{pw}"
+
+[[source]]
+paths = ["{src}"]
+
+[[destination]]
+name = "primary"
+repo = "{repo}"
+options = {{ {opts} }}
+
+[schedule]
+quiet_period = "300ms"
+min_interval = "0s"
+{extra}
+"#,
+        state = env.path("state").display(),
+        pw = env.password_file.display(),
+        src = source.display(),
+        repo = env.repo,
+        opts = options.join(", "),
+    );
+    let path = env.path("cairn.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn last_id(s: &serde_json::Value) -> Option<String> {
+    s["destinations"][0]["last_snapshot"]["id"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Settled: a snapshot exists, nothing is pending, nothing is running.
+fn settled(s: &serde_json::Value) -> bool {
+    let d = &s["destinations"][0];
+    last_id(s).is_some()
+        && d["state"] == "idle"
+        && d["pending_changes"] == 0
+        && d["pending_objects"] == 0
+}
+
+fn fill(src: &Path) {
+    std::fs::create_dir_all(src.join("docs/deep")).expect("mkdir");
+    std::fs::create_dir_all(src.join("photos")).expect("mkdir");
+    std::fs::write(src.join("docs/report.txt"), b"quarterly numbers\n").expect("write");
+    std::fs::write(src.join("docs/deep/notes.md"), b"# notes\n").expect("write");
+    std::fs::write(src.join("photos/a.raw"), pseudo_random(3 << 20, 1)).expect("write");
+    std::fs::write(src.join("photos/b.raw"), pseudo_random(700_000, 2)).expect("write");
+}
+
+#[test]
+fn daemon_keeps_an_s3_bucket_current_through_every_kind_of_change() {
+    let env = Env::with(Kind::S3);
+    let src = env.path("src");
+    fill(&src);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let config = write_config(
+        &env,
+        &src,
+        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let mut d = Daemon::start(&env, &config);
+    // First start: the repository is created and a first snapshot taken.
+    let s = d.wait_for("the first snapshot", Duration::from_secs(60), settled);
+    let first = last_id(&s).expect("id");
+    assert!(d.log().contains("created a new repository"), "{}", d.log());
+    env.restore_latest_and_compare(&src, "restore1");
+
+    // Create, modify, rename and delete, then time how long until a snapshot holds it.
+    let t = Instant::now();
+    std::fs::write(src.join("docs/new.txt"), b"created").expect("create");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(src.join("docs/report.txt"))
+        .expect("open");
+    f.write_all(b"and a correction\n").expect("append");
+    drop(f);
+    std::fs::rename(src.join("docs/deep"), src.join("docs/moved")).expect("rename dir");
+    std::fs::rename(src.join("photos/b.raw"), src.join("photos/c.raw")).expect("rename file");
+    std::fs::remove_file(src.join("photos/a.raw")).expect("delete");
+    std::fs::create_dir_all(src.join("new/dir")).expect("mkdir");
+    std::fs::write(src.join("new/dir/file.bin"), pseudo_random(200_000, 3)).expect("write");
+    let s = d.wait_for(
+        "a snapshot with the changes",
+        Duration::from_secs(30),
+        |s| settled(s) && last_id(s).as_deref() != Some(first.as_str()),
+    );
+    eprintln!("change to durable snapshot: {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(s["state"], "idle");
+    assert_eq!(s["watching"], true);
+    env.restore_latest_and_compare(&src, "restore2");
+
+    // The metrics endpoint tells the same story.
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .expect("request");
+    let mut body = String::new();
+    conn.read_to_string(&mut body).expect("read");
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("cairn_uploads_total{destination=\"primary\",result=\"ok\"}"));
+    let ts_line = body
+        .lines()
+        .find(|l| l.starts_with("cairn_last_success_timestamp_seconds{destination=\"primary\"}"))
+        .expect("timestamp metric");
+    assert_ne!(ts_line.rsplit(' ').next(), Some("0"), "{ts_line}");
+
+    // `backup --now` answers with the snapshot that holds the current state.
+    std::fs::write(src.join("now.txt"), b"right now").expect("write");
+    let out = d.cli(&["backup", "--now", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(results[0]["destination"], "primary");
+    assert!(results[0]["error"].is_null(), "{results}");
+    env.restore_latest_and_compare(&src, "restore3");
+
+    // Human status names the destination and its last snapshot.
+    let out = d.cli(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("primary (s3:http://127.0.0.1:"), "{text}");
+    assert!(text.contains("last snapshot:"), "{text}");
+    let took = d.terminate();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn sigterm_mid_upload_commits_nothing_and_the_restart_finishes_the_job() {
+    let env = Env::with(Kind::S3Proxied);
+    let src = env.path("src");
+    fill(&src);
+    std::fs::write(src.join("big.bin"), pseudo_random(40 << 20, 9)).expect("write");
+    let config = write_config(&env, &src, "");
+    // Pack uploads hang; everything else (creating the repository) goes through.
+    let proxy = env.proxy.as_ref().expect("proxy");
+    proxy.set_schedule(Schedule {
+        stall: 1000,
+        stall_for: Duration::from_secs(60),
+        methods: vec!["PUT"],
+        target_contains: Some("/data/"),
+        ..Schedule::clean()
+    });
+    let mut d = Daemon::start(&env, &config);
+    d.wait_for("pack uploads under way", Duration::from_secs(60), |s| {
+        s["destinations"][0]["pending_objects"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    });
+    let took = d.terminate();
+    assert!(took < Duration::from_secs(10), "stop took {took:?}");
+    assert!(
+        d.log().contains("snapshot stopped for shutdown"),
+        "{}",
+        d.log()
+    );
+    // Nothing was committed.
+    let listed = env.ok(&["snapshots", "--json"]);
+    assert_eq!(listed.trim(), "[]", "{listed}");
+
+    proxy.set_schedule(Schedule::clean());
+    let mut d = Daemon::start(&env, &config);
+    d.wait_for(
+        "the snapshot after restart",
+        Duration::from_secs(90),
+        settled,
+    );
+    d.terminate();
+    env.restore_latest_and_compare(&src, "restored");
+}
+
+#[test]
+fn a_deleted_state_directory_is_rebuilt_without_uploading_data_again() {
+    let env = Env::with(Kind::S3);
+    let src = env.path("src");
+    fill(&src);
+    let config = write_config(&env, &src, "");
+    let mut d = Daemon::start(&env, &config);
+    d.wait_for("the first snapshot", Duration::from_secs(60), settled);
+    d.terminate();
+    let packs = |env: &Env| -> usize { walk_files(&env.objects_dir().join("data")).len() };
+    let before = packs(&env);
+    let cache = env.path("state/cache");
+    assert!(!walk_files(&cache).is_empty(), "the cache was filled");
+    std::fs::remove_dir_all(env.path("state")).expect("delete state");
+
+    // A small change, so the restart has something to store.
+    std::fs::write(src.join("docs/after-restart.txt"), b"small").expect("write");
+    let mut d = Daemon::start(&env, &config);
+    let s = d.wait_for(
+        "a snapshot after the restart",
+        Duration::from_secs(60),
+        |s| settled(s) && s["destinations"][0]["snapshots"] == 1,
+    );
+    d.terminate();
+    let after = packs(&env);
+    // One data pack and one tree pack at most: the 4 MiB of photos were not sent again.
+    assert!(after - before <= 2, "{before} -> {after} packs; {s}");
+    assert!(
+        s["destinations"][0]["bytes_uploaded"]
+            .as_u64()
+            .unwrap_or(u64::MAX)
+            < 100_000,
+        "{s}"
+    );
+    assert!(!walk_files(&cache).is_empty(), "the cache was rebuilt");
+    env.restore_latest_and_compare(&src, "restored");
+}
+
+#[test]
+fn sighup_reloads_a_good_configuration_and_keeps_running_on_a_bad_one() {
+    let env = Env::with(Kind::S3);
+    let src = env.path("src");
+    fill(&src);
+    let config = write_config(&env, &src, "");
+    let good = std::fs::read_to_string(&config).expect("read");
+    let mut d = Daemon::start(&env, &config);
+    d.socket = Some(env.path("state/cairn.sock"));
+    let s = d.wait_for("the first snapshot", Duration::from_secs(60), settled);
+    let first = last_id(&s).expect("id");
+
+    std::fs::write(&config, good.replace("quiet_period", "quiet_perod")).expect("break");
+    d.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    d.wait_for(
+        "status after a refused reload",
+        Duration::from_secs(10),
+        settled,
+    );
+    assert!(
+        d.log().contains("configuration not reloaded") && d.log().contains("quiet_perod"),
+        "{}",
+        d.log()
+    );
+
+    // A good configuration with an exclude takes effect.
+    let with_exclude = good.replace(
+        &format!("paths = [\"{}\"]", src.display()),
+        &format!("paths = [\"{}\"]\nexclude = [\"*.skip\"]", src.display()),
+    );
+    std::fs::write(&config, with_exclude).expect("fix");
+    d.signal(libc::SIGHUP);
+    d.wait_for("reload", Duration::from_secs(10), |_| true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(d.log().contains("configuration reloaded"), "{}", d.log());
+    std::fs::write(src.join("keep.txt"), b"keep").expect("write");
+    std::fs::write(src.join("drop.skip"), b"drop").expect("write");
+    d.wait_for(
+        "a snapshot under the new configuration",
+        Duration::from_secs(30),
+        |s| settled(s) && last_id(s).as_deref() != Some(first.as_str()),
+    );
+    d.terminate();
+    let listing = env.ok(&["ls", "latest"]);
+    assert!(listing.contains("keep.txt"), "{listing}");
+    assert!(!listing.contains("drop.skip"), "{listing}");
+}
+
+#[test]
+fn configuration_mistakes_are_named_with_their_line_and_fix() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    let config = write_config(&env, &src, "");
+    let good = std::fs::read_to_string(&config).expect("read");
+
+    std::fs::write(&config, good.replace("min_interval", "min_intervall")).expect("write");
+    let out = env.run(&["daemon", "--config", config.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "line 14: unknown key `schedule.min_intervall`: did you mean `schedule.min_interval`?"
+        ),
+        "{err}"
+    );
+    let out = env.run(&[
+        "config",
+        "check",
+        "--config",
+        config.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 14"));
+
+    // A passphrase file others can read is refused, with the chmod that fixes it.
+    std::fs::write(&config, &good).expect("write");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&env.password_file, std::fs::Permissions::from_mode(0o644))
+        .expect("chmod");
+    let out = env.run(&[
+        "config",
+        "check",
+        "--config",
+        config.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("chmod 600 {}", env.password_file.display())),
+        "{err}"
+    );
+    std::fs::set_permissions(&env.password_file, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+    let out = env.run(&[
+        "config",
+        "check",
+        "--config",
+        config.to_str().expect("utf8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is valid"));
+
+    // Talking to a daemon that is not running says what to do.
+    let out = env.run(&["status", "--config", config.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no cairn daemon is listening"));
+}
+
+#[test]
+fn the_shipped_example_configuration_runs_as_is() {
+    // The example with only its system paths moved into a scratch area: it must pass
+    // `config check` and back up its source with no other set-up.
+    let env = Env::new();
+    let root = env.path("root");
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/cairn.toml"))
+            .expect("example");
+    let moved = example
+        .replace(
+            "\"/var/lib/cairn\"",
+            &format!("\"{}/var/lib/cairn\"", root.display()),
+        )
+        .replace(
+            "\"/etc/cairn/passphrase\"",
+            &format!("\"{}\"", env.password_file.display()),
+        )
+        .replace("\"/srv/data", &format!("\"{}/srv/data", root.display()))
+        .replace(
+            "\"/var/backups/cairn\"",
+            &format!("\"{}/var/backups/cairn\"", root.display()),
+        )
+        .replace(
+            "\"/run/cairn/control.sock\"",
+            &format!("\"{}/run/cairn.sock\"", root.display()),
+        )
+        .replace("quiet_period = \"2s\"", "quiet_period = \"200ms\"");
+    for line in moved.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        assert!(
+            !line.contains("\"/var")
+                && !line.contains("\"/srv")
+                && !line.contains("\"/run")
+                && !line.contains("\"/etc"),
+            "{line}"
+        );
+    }
+    let config = env.path("cairn.toml");
+    std::fs::write(&config, moved).expect("write");
+    let data = root.join("srv/data");
+    fill(&data);
+    std::fs::create_dir_all(data.join("cache")).expect("mkdir");
+    std::fs::write(data.join("cache/junk"), b"excluded").expect("write");
+    let out = env.run(&[
+        "config",
+        "check",
+        "--config",
+        config.to_str().expect("utf8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut d = Daemon::start(&env, &config);
+    d.wait_for("the first snapshot", Duration::from_secs(60), settled);
+    d.terminate();
+    let repo = root.join("var/backups/cairn");
+    let listing = env.ok(&["ls", "latest", "--repo", repo.to_str().expect("utf8")]);
+    assert!(listing.contains("report.txt"), "{listing}");
+    assert!(!listing.contains("junk"), "{listing}");
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn state_and_repository_inside_the_source_do_not_loop() {
+    // A careless layout: the state directory and a local repository inside the watched
+    // folder. The daemon must leave them out and settle instead of snapshotting its own
+    // writes forever.
+    let env = Env::with(Kind::S3);
+    let src = env.path("src");
+    fill(&src);
+    let text = std::fs::read_to_string(write_config(&env, &src, ""))
+        .expect("read")
+        .replace(
+            &format!("state_dir = \"{}\"", env.path("state").display()),
+            &format!("state_dir = \"{}\"", src.join(".cairn-state").display()),
+        );
+    let config = env.path("inside.toml");
+    std::fs::write(&config, text).expect("write");
+    let mut d = Daemon::start(&env, &config);
+    d.wait_for("the first snapshot", Duration::from_secs(60), settled);
+    std::thread::sleep(Duration::from_secs(2));
+    let s = d.wait_for("quiet", Duration::from_secs(10), settled);
+    assert_eq!(s["destinations"][0]["snapshots"], 1, "{s}");
+    d.terminate();
+    let listing = env.ok(&["ls", "latest"]);
+    assert!(!listing.contains(".cairn-state"), "{listing}");
+}
