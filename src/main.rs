@@ -225,7 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         },
         Command::Daemon { config } => {
             drop(rt);
-            cli::daemon::cmd_daemon(&config)
+            cli::daemon::cmd_daemon(&config, r.password_file.as_deref())
         }
         Command::Config {
             action: ConfigCommand::Check { config },

@@ -39,7 +39,11 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));
         for (k, v) in &env.env {
-            cmd.env(k, v);
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         let child = cmd.spawn().expect("start daemon");
         Daemon {
@@ -59,7 +63,11 @@ impl Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
         cmd.args(args).arg("--config").arg(&self.config);
         for (k, v) in &self.env {
-            cmd.env(k, v);
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         cmd.output().expect("run cairn")
     }

@@ -8,10 +8,11 @@ use cairn::daemon::status::DaemonStatus;
 use std::path::{Path, PathBuf};
 
 /// `cairn daemon`.
-pub fn cmd_daemon(config: &Path) -> Result<i32> {
+pub fn cmd_daemon(config: &Path, password_file: Option<&Path>) -> Result<i32> {
     let identity = cairn::daemon::Identity {
         hostname: super::hostname(),
         username: super::username(),
+        password_file: password_file.map(Path::to_path_buf),
     };
     cairn::daemon::run(config, identity)?;
     Ok(0)

@@ -44,11 +44,23 @@ pub struct Identity {
     pub hostname: String,
     /// User name recorded.
     pub username: String,
+    /// Passphrase file given on the command line: overrides the configuration's
+    /// passphrase source (the systemd unit passes its credential this way).
+    pub password_file: Option<PathBuf>,
+}
+
+/// Load the configuration and apply command-line overrides.
+fn load_config(path: &Path, identity: &Identity) -> Result<DaemonConfig> {
+    let mut config = config::load(path).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    if let Some(p) = &identity.password_file {
+        config.password = config::PasswordSource::File(p.clone());
+    }
+    Ok(config)
 }
 
 /// Run the daemon with the configuration at `path` until SIGTERM or SIGINT.
 pub fn run(path: &Path, identity: Identity) -> Result<()> {
-    let config = config::load(path).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    let config = load_config(path, &identity)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("cairn-io")
@@ -72,7 +84,7 @@ async fn main_loop(path: &Path, mut config: DaemonConfig, identity: Identity) ->
             _ = int.recv() => break,
             _ = hup.recv() => {
                 systemd::reloading();
-                match config::load(path) {
+                match load_config(path, &identity) {
                     Ok(new) => {
                         instance.stop().await;
                         instance = match Instance::start(&new, &identity).await {
