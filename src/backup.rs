@@ -67,6 +67,9 @@ pub struct BackupOptions {
     /// Write no snapshot when the tree equals the parent's (the report then names the
     /// parent and says so): periodic rescans of unchanged data add nothing.
     pub skip_if_unchanged: bool,
+    /// After a full walk, drop cached trees this snapshot does not use. Off when one
+    /// cache serves several snapshot series (their trees would be dropped too).
+    pub trim_cache: bool,
 }
 
 impl BackupOptions {
@@ -88,6 +91,7 @@ impl BackupOptions {
             changed: None,
             control: RunControl::default(),
             skip_if_unchanged: false,
+            trim_cache: true,
         }
     }
 }
@@ -187,6 +191,10 @@ pub struct BackupReport {
     pub warnings: Vec<Warning>,
     /// No new snapshot was written: nothing changed since the parent, which `id` names.
     pub unchanged: bool,
+    /// Files with more than one hard link that were looked at: a write through another
+    /// link changes them without an event for their path, so a watcher-driven caller
+    /// should list them as changed every time.
+    pub multi_link_files: Vec<PathBuf>,
 }
 
 /// Lexically absolute and clean: `.` and `..` resolved without following symlinks, so
@@ -303,6 +311,7 @@ fn run(
                     one_file_system: opts.one_file_system,
                     dev: 0,
                     trees_seen: full_walk.then(HashSet::new),
+                    multi_link: Vec::new(),
                     control: &opts.control,
                     chunker: repo.chunker(),
                     excludes: &excludes,
@@ -315,7 +324,7 @@ fn run(
                 let parent_tree = parent.as_ref().and_then(|(_, p)| w.load_tree(&p.tree));
                 let root = w.walk_virtual(Path::new("/"), &roots, parent_tree.as_ref());
                 opts.control.progress.set_phase(Phase::Uploading);
-                (root, w.summary, w.warnings, w.trees_seen)
+                (root, w.summary, w.warnings, w.trees_seen, w.multi_link)
             });
         let walk = walker
             .map_err(|e| Error::io("start walker thread", "/", e))
@@ -335,7 +344,7 @@ fn run(
     // A packer failure explains a walker failure (the walker sees only a closed channel).
     sealed?;
     let packed = packed??;
-    let (root, mut summary, warnings, trees_seen) = walk?;
+    let (root, mut summary, warnings, trees_seen, multi_link_files) = walk?;
     let root = root?;
     opts.control.check()?;
     opts.control.progress.set_phase(Phase::Committing);
@@ -353,6 +362,7 @@ fn run(
             snapshot: psnap.clone(),
             warnings,
             unchanged: true,
+            multi_link_files,
         });
     }
     let snapshot = Snapshot {
@@ -370,7 +380,7 @@ fn run(
         summary: Some(summary),
     };
     let id = rt.block_on(repo.save_snapshot(&snapshot))?;
-    if let (Some(c), Some(seen)) = (cache, trees_seen) {
+    if let (Some(c), Some(seen), true) = (cache, trees_seen, opts.trim_cache) {
         c.retain_trees(&seen);
     }
     Ok(BackupReport {
@@ -378,6 +388,7 @@ fn run(
         snapshot,
         warnings,
         unchanged: false,
+        multi_link_files,
     })
 }
 
@@ -423,6 +434,8 @@ struct Walker<'a> {
     dev: u64,
     /// Every tree of the new snapshot, on a full walk (to trim the cache to them).
     trees_seen: Option<HashSet<BlobId>>,
+    /// Files with several hard links seen.
+    multi_link: Vec<PathBuf>,
     control: &'a RunControl,
     chunker: Chunker,
     excludes: &'a Excludes,
@@ -667,6 +680,9 @@ impl Walker<'_> {
             },
             NodeKind::File => {
                 Progress::add(&self.control.progress.files, 1);
+                if meta.nlink() > 1 {
+                    self.multi_link.push(path.to_path_buf());
+                }
                 self.summary.total_files_processed += 1;
                 self.summary.total_bytes_processed += meta.size();
                 let unchanged = prev.filter(|p| {
@@ -796,4 +812,100 @@ impl Walker<'_> {
 enum Skip {
     Retry(String),
     Fail(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::local::LocalBackend;
+    use crate::crypto::KdfParams;
+    use crate::repo::{InitOptions, init};
+    use std::sync::Arc;
+
+    fn repo(rt: &tokio::runtime::Runtime, dir: &Path) -> Repository {
+        let mut o = InitOptions::new("2026-01-01T00:00:00Z".into(), "h".into(), "u".into());
+        o.kdf = KdfParams {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        rt.block_on(init(Arc::new(LocalBackend::new(dir)), b"pw", &o))
+            .expect("init")
+    }
+
+    fn run_backup(
+        repo: &Repository,
+        rt: &tokio::runtime::Runtime,
+        src: &Path,
+        parent: Option<SnapshotId>,
+        changed: Option<ChangedPaths>,
+    ) -> BackupReport {
+        let mut o = BackupOptions::new(
+            vec![src.to_path_buf()],
+            "h".into(),
+            "u".into(),
+            "2026-01-01T00:00:00Z".into(),
+        );
+        o.parent = parent;
+        o.changed = changed;
+        backup(repo, rt.handle(), &o).expect("backup")
+    }
+
+    /// The pruned walk must produce exactly the tree a full walk produces, as long as
+    /// every change is in the set; and it must really skip what is not in the set.
+    #[test]
+    fn a_walk_pruned_to_the_changed_paths_equals_a_full_walk() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("src");
+        for d in ["a/b/c", "d/e", "g"] {
+            fs::create_dir_all(src.join(d)).expect("mkdir");
+        }
+        fs::write(src.join("a/b/c/file1"), b"one").expect("write");
+        fs::write(src.join("a/b/keep"), b"keep").expect("write");
+        fs::write(src.join("d/e/x"), b"x").expect("write");
+        fs::write(src.join("f.txt"), b"f").expect("write");
+        fs::write(src.join("g/untouched"), b"g").expect("write");
+        let repo = repo(&rt, &tmp.path().join("repo"));
+        let first = run_backup(&repo, &rt, &src, None, None);
+
+        let mut changed = ChangedPaths::new();
+        let mut note = |rel: &str| changed.insert(&src.join(rel));
+        fs::write(src.join("a/b/c/file1"), b"one, longer").expect("modify");
+        note("a/b/c/file1");
+        fs::write(src.join("d/new.txt"), b"new").expect("create");
+        note("d/new.txt");
+        fs::rename(src.join("a/b"), src.join("a/b2")).expect("rename");
+        note("a/b");
+        note("a/b2");
+        fs::remove_file(src.join("f.txt")).expect("delete");
+        note("f.txt");
+        fs::set_permissions(
+            src.join("d/e"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .expect("chmod");
+        note("d/e");
+
+        let pruned = run_backup(&repo, &rt, &src, Some(first.id), Some(changed.clone()));
+        let full = run_backup(&repo, &rt, &src, Some(first.id), None);
+        assert_eq!(pruned.snapshot.tree, full.snapshot.tree);
+        assert_ne!(pruned.snapshot.tree, first.snapshot.tree);
+
+        // A change the set does not mention is carried over unseen (the periodic full
+        // rescan is what finds such a change).
+        fs::write(
+            src.join("g/untouched"),
+            b"changed behind the watcher's back",
+        )
+        .expect("w");
+        let pruned = run_backup(&repo, &rt, &src, Some(full.id), Some(changed));
+        let full2 = run_backup(&repo, &rt, &src, Some(full.id), None);
+        assert_ne!(pruned.snapshot.tree, full2.snapshot.tree);
+        // Only the files on changed paths were looked at.
+        let looked_at = pruned.snapshot.summary.map(|s| s.total_files_processed);
+        // a/b2/c/file1, a/b2/keep (below a renamed directory), d/e/x (below a changed
+        // directory) and d/new.txt; not g/untouched.
+        assert_eq!(looked_at, Some(4));
+    }
 }

@@ -229,7 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Config {
             action: ConfigCommand::Check { config },
-        } => cli::daemon::cmd_config_check(&config),
+        } => cli::daemon::cmd_config_check(&config, r.password_file.as_deref()),
         Command::Status {
             config,
             socket,

@@ -36,8 +36,9 @@ pub struct PackerStats {
     pub bytes: u64,
 }
 
-/// How long a stopping backup waits for uploads already under way before abandoning them
-/// (an abandoned upload never becomes visible: puts are atomic).
+/// How long a stopping backup waits for uploads already under way before abandoning them.
+/// An abandoned S3 upload never becomes visible; a local write already in progress
+/// completes as an unindexed pack, which costs space until a prune, never correctness.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Consume sealed blobs until the channel closes; return once every pack and index object

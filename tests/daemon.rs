@@ -600,3 +600,139 @@ fn state_and_repository_inside_the_source_do_not_loop() {
     let listing = env.ok(&["ls", "latest"]);
     assert!(!listing.contains(".cairn-state"), "{listing}");
 }
+
+#[test]
+fn systemd_hears_ready_status_and_watchdog() {
+    // Stand in for systemd: a datagram socket in NOTIFY_SOCKET, and a watchdog asked for.
+    let env = Env::with(Kind::S3);
+    let src = env.path("src");
+    fill(&src);
+    let sock_path = env.path("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let config = write_config(&env, &src, "");
+    let mut env2 = Env {
+        env: env.env.clone(),
+        ..Env::with(Kind::Local)
+    };
+    env2.env
+        .push(("NOTIFY_SOCKET", sock_path.to_string_lossy().into_owned()));
+    env2.env.push(("WATCHDOG_USEC", "400000".into()));
+    let mut d = Daemon::start(&env2, &config);
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let t = Instant::now();
+    while !(seen.contains("READY=1")
+        && seen.contains("WATCHDOG=1")
+        && seen.contains("STATUS=idle; primary: idle, last snapshot"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "heard only: {seen}\n{}",
+            d.log()
+        );
+        if let Ok(n) = sock.recv(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+        }
+    }
+    d.terminate();
+    // Stopping is announced too.
+    let mut tail = String::new();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    while let Ok(n) = sock.recv(&mut buf) {
+        tail.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(tail.contains("STOPPING=1"), "{tail}");
+}
+
+#[test]
+fn a_write_through_another_hard_link_and_a_replaced_source_folder_are_both_seen() {
+    let env = Env::with(Kind::S3);
+    let src = env.path("src");
+    fill(&src);
+    std::fs::create_dir_all(src.join("x")).expect("mkdir");
+    std::fs::create_dir_all(src.join("y")).expect("mkdir");
+    std::fs::write(src.join("x/a"), b"version 1").expect("write");
+    std::fs::hard_link(src.join("x/a"), src.join("y/b")).expect("link");
+    let config = write_config(&env, &src, "");
+    let mut d = Daemon::start(&env, &config);
+    let s = d.wait_for("the first snapshot", Duration::from_secs(60), settled);
+    let mut last = last_id(&s).expect("id");
+    let mut next = |d: &mut Daemon, what: &str| {
+        let s = d.wait_for(what, Duration::from_secs(30), |s| {
+            settled(s) && last_id(s).as_deref() != Some(last.as_str())
+        });
+        last = last_id(&s).expect("id");
+    };
+
+    // Rewrite in place through one name: only that name gets an event.
+    std::fs::write(src.join("x/a"), b"version 2, longer").expect("rewrite");
+    next(&mut d, "a snapshot after writing through x/a");
+    env.restore_latest_and_compare(&src, "restore-links");
+
+    // Replace the whole source folder, as `mv data data.old && mkdir data` does: the
+    // old watch is gone with the old inode, and the new folder must be watched.
+    std::fs::rename(&src, env.path("src.old")).expect("mv");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("fresh.txt"), b"new folder").expect("write");
+    next(&mut d, "a snapshot of the replaced folder");
+    std::fs::write(src.join("later.txt"), b"seen through the new watch").expect("write");
+    next(&mut d, "a snapshot of a change in the replaced folder");
+    d.terminate();
+    env.restore_latest_and_compare(&src, "restore-replaced");
+}
+
+#[test]
+fn one_broken_source_does_not_hold_back_the_others() {
+    let env = Env::with(Kind::S3);
+    let good = env.path("good");
+    fill(&good);
+    let missing = env.path("not-there-yet");
+    let config = write_config(&env, &good, "");
+    let text = std::fs::read_to_string(&config).expect("read").replace(
+        "[[destination]]",
+        &format!(
+            "[[source]]\npaths = [\"{}\"]\n\n[[destination]]",
+            missing.display()
+        ),
+    );
+    std::fs::write(&config, text).expect("write");
+    let mut d = Daemon::start(&env, &config);
+    let s = d.wait_for(
+        "a snapshot of the good source and an error for the other",
+        Duration::from_secs(60),
+        |s| last_id(s).is_some() && !s["destinations"][0]["last_error"].is_null(),
+    );
+    let err = s["destinations"][0]["last_error"].as_str().unwrap_or("");
+    assert!(err.contains("not-there-yet"), "{err}");
+    let first = last_id(&s).expect("id");
+    std::fs::write(good.join("more.txt"), b"more").expect("write");
+    d.wait_for(
+        "another snapshot of the good source",
+        Duration::from_secs(60),
+        |s| last_id(s).as_deref().is_some_and(|id| id != first),
+    );
+    let out = d.cli(&["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "status exits 1 while a source fails"
+    );
+    d.terminate();
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
+    let good_paths = serde_json::json!([good.to_string_lossy()]);
+    assert!(
+        listed
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|s| s["paths"] == good_paths)
+            .count()
+            >= 2,
+        "{listed}"
+    );
+}

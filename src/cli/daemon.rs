@@ -19,14 +19,18 @@ pub fn cmd_daemon(config: &Path, password_file: Option<&Path>) -> Result<i32> {
 }
 
 /// `cairn config check`: every problem with its line, then what would run.
-pub fn cmd_config_check(path: &Path) -> Result<i32> {
-    let cfg = match config::load(path) {
+/// `password_file` is the daemon's command-line override, checked in its place.
+pub fn cmd_config_check(path: &Path, password_file: Option<&Path>) -> Result<i32> {
+    let mut cfg = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return Ok(1);
         }
     };
+    if let Some(p) = password_file {
+        cfg.password = PasswordSource::File(p.to_path_buf());
+    }
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let mut sources = vec![("", &cfg.password)];
@@ -51,11 +55,16 @@ pub fn cmd_config_check(path: &Path) -> Result<i32> {
     }
     for s in &cfg.sources {
         for p in &s.paths {
-            if std::fs::symlink_metadata(p).is_err() {
-                warnings.push(format!(
-                    "source path {} does not exist (yet): it is skipped until it does",
+            match std::fs::symlink_metadata(p) {
+                Err(_) => warnings.push(format!(
+                    "source path {} does not exist (yet): its source's snapshots fail (and are retried) until it does",
                     p.display()
-                ));
+                )),
+                Ok(m) if m.file_type().is_symlink() => warnings.push(format!(
+                    "source path {} is a symbolic link: the link is stored, not what it points to; name the target instead",
+                    p.display()
+                )),
+                Ok(_) => {}
             }
         }
     }

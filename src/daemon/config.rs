@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
+/// Longest duration accepted in `[schedule]` (timers beyond it are mistakes).
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// Where the daemon looks when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/cairn/cairn.toml";
 
@@ -471,6 +474,12 @@ impl Ctx<'_, '_> {
     fn duration(&mut self, key: &str, v: &Option<Spanned<String>>, default: Duration) -> Duration {
         let Some(v) = v else { return default };
         match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if d > MAX_DURATION => self
+                .problem(
+                    v.span(),
+                    format!("`schedule.{key}` = {:?} is longer than a year: choose a shorter one", v.get_ref()),
+                )
+                .unwrap_or(default),
             Ok(d) => d,
             Err(e) => self
                 .problem(
@@ -758,6 +767,35 @@ fn resolve(
         None => None,
     };
 
+    // The daemon's own directories must not contain what it backs up: it writes there
+    // constantly (and a local repository inside its own source would back itself up).
+    let mut own: Vec<(&str, PathBuf)> = Vec::new();
+    if let Some(s) = &state_dir {
+        own.push(("state_dir", s.clone()));
+    }
+    if let Some(c) = &cache_dir {
+        own.push(("cache_dir", c.clone()));
+    }
+    for d in &destinations {
+        if let Ok(crate::backend::Location::Local(p)) = parse_location(&d.repo) {
+            own.push(("a local destination", p));
+        }
+    }
+    for (s, raw_s) in sources.iter().zip(&raw.source) {
+        for p in &s.paths {
+            if let Some((what, dir)) = own.iter().find(|(_, dir)| p.starts_with(dir)) {
+                cx.problem::<()>(
+                    raw_s.paths.span(),
+                    format!(
+                        "source path {} lies inside {what} ({}): back up a folder outside it, or move {what} elsewhere",
+                        p.display(),
+                        dir.display()
+                    ),
+                );
+            }
+        }
+    }
+
     Some(DaemonConfig {
         file: path.to_path_buf(),
         state_dir: state_dir?,
@@ -912,6 +950,23 @@ socket = "/run/cairn/control.sock"
         let p = problems("state_dir = \"/var/lib/cairn\"\n");
         assert!(p.iter().any(|m| m.contains("no [[source]]")));
         assert!(p.iter().any(|m| m.contains("no [[destination]]")));
+    }
+
+    #[test]
+    fn sources_inside_the_daemons_own_folders_are_refused() {
+        let p = problems(&GOOD.replace("/srv/data", "/var/lib/cairn/x"));
+        assert!(
+            p.iter().any(|m| m.contains("lies inside state_dir")),
+            "{p:?}"
+        );
+        let p = problems(&GOOD.replace("/srv/data", "/mnt/backup/cairn/data"));
+        assert!(
+            p.iter()
+                .any(|m| m.contains("lies inside a local destination")),
+            "{p:?}"
+        );
+        let p = problems(&GOOD.replace("min_interval = \"1m\"", "min_interval = \"9999 days\""));
+        assert!(p.iter().any(|m| m.contains("longer than a year")), "{p:?}");
     }
 
     #[test]

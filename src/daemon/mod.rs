@@ -37,6 +37,10 @@ use worker::{Destination, WorkerEnv};
 /// Full scans run at least this often while the file watcher cannot see every change.
 pub const FALLBACK_SCAN_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How often the source roots are checked for having been replaced (which drops their
+/// watch) and the periodic rescan timer is looked at.
+pub const ROOT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Who the snapshots say took them.
 #[derive(Clone, Debug)]
 pub struct Identity {
@@ -76,6 +80,16 @@ async fn main_loop(path: &Path, mut config: DaemonConfig, identity: Identity) ->
     let mut term = sig(SignalKind::terminate())?;
     let mut int = sig(SignalKind::interrupt())?;
     let mut hup = sig(SignalKind::hangup())?;
+    // The watchdog is fed for the whole life of the process, reloads included: it
+    // proves the runtime is alive.
+    let watchdog = systemd::watchdog_interval().map(|every| {
+        tokio::spawn(async move {
+            loop {
+                systemd::watchdog();
+                tokio::time::sleep(every).await;
+            }
+        })
+    });
     let mut instance = Instance::start(&config, &identity).await?;
     systemd::ready();
     loop {
@@ -108,16 +122,20 @@ async fn main_loop(path: &Path, mut config: DaemonConfig, identity: Identity) ->
     systemd::stopping();
     tracing::info!("stopping");
     instance.stop().await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Directories the daemon writes to itself, which must never trigger or enter a backup.
 fn own_dirs(config: &DaemonConfig) -> Vec<PathBuf> {
-    let mut dirs = vec![config.state_dir.clone(), config.cache_dir.clone()];
-    if let Some(p) = config.socket.parent() {
-        dirs.push(p.to_path_buf());
-    }
+    let mut dirs = vec![
+        config.state_dir.clone(),
+        config.cache_dir.clone(),
+        config.socket.clone(),
+    ];
     for d in &config.destinations {
         if let Ok(crate::backend::Location::Local(p)) = crate::backend::parse_location(&d.repo) {
             dirs.push(p);
@@ -134,6 +152,13 @@ fn effective_sources(config: &DaemonConfig, own: &[PathBuf]) -> Vec<SourceConfig
         .iter()
         .map(|s| {
             let mut s = s.clone();
+            // The watcher reports paths under the spelling it was given; use the same
+            // clean spelling the backup records.
+            s.paths = s
+                .paths
+                .iter()
+                .map(|p| crate::backup::clean_absolute(p).unwrap_or_else(|_| p.clone()))
+                .collect();
             for d in own {
                 if s.paths.iter().any(|p| d.starts_with(p) && d != p) {
                     tracing::info!(
@@ -195,7 +220,7 @@ struct Instance {
     destinations: Vec<Arc<Destination>>,
     workers: Vec<std::thread::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    watcher: Option<watch::Watcher>,
+    watcher: Option<Arc<std::sync::Mutex<watch::Watcher>>>,
     cancel: Arc<AtomicBool>,
     socket: PathBuf,
 }
@@ -234,6 +259,7 @@ impl Instance {
                 Arc::new(Destination::new(d.clone(), sources.len(), control))
             })
             .collect();
+        let env_degraded = Arc::new(AtomicBool::new(false));
         let env = Arc::new(WorkerEnv {
             rt: Runtime::current(),
             sources: sources.clone(),
@@ -246,7 +272,27 @@ impl Instance {
             cpu_threads: config.cpu_threads,
             cache_dir: config.cache_dir.clone(),
             password: config.password.clone(),
+            degraded: env_degraded.clone(),
         });
+        // Watch first, then start the workers' initial full comparison: a change is
+        // either seen by the watcher or already there for the comparison to find.
+        // Adding the watches walks every directory, so it runs off the async threads
+        // (and tells systemd it may take a while).
+        systemd::extend_timeout(Duration::from_secs(300));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+        let lost = Arc::new(watch::RescanFlag::default());
+        let roots: Vec<PathBuf> = sources.iter().flat_map(|s| s.paths.clone()).collect();
+        let watch_roots = roots.clone();
+        let watch_lost = lost.clone();
+        let watcher =
+            tokio::task::spawn_blocking(move || watch::start(&watch_roots, tx, watch_lost))
+                .await
+                .map_err(|e| {
+                    Error::InvalidInput(format!("the file watcher failed to start: {e}"))
+                })?;
+        let degraded = watcher.degraded_flag();
+        env_degraded.store(degraded.load(Ordering::Relaxed), Ordering::Relaxed);
+        let watcher = Arc::new(std::sync::Mutex::new(watcher));
         let mut workers = Vec::new();
         for d in &destinations {
             let (d, env) = (d.clone(), env.clone());
@@ -256,50 +302,73 @@ impl Instance {
                 .map_err(|e| Error::io("start a destination worker", "/", e))?;
             workers.push(handle);
         }
-
-        let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
-        let roots: Vec<PathBuf> = sources.iter().flat_map(|s| s.paths.clone()).collect();
-        let watcher = watch::start(&roots, tx);
-        let degraded = watcher.degraded_flag();
         let mut tasks = Vec::new();
 
         let router = Router::new(&sources, own);
         let dests = destinations.clone();
+        let router_lost = lost.clone();
         tasks.push(tokio::spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                match ev {
-                    watch::WatchEvent::Changed(paths) => {
-                        for p in paths {
-                            for i in router.route(&p) {
-                                for d in &dests {
-                                    d.changed(i, &p);
+            loop {
+                tokio::select! {
+                    ev = rx.recv() => match ev {
+                        Some(watch::WatchEvent::Changed(paths)) => {
+                            for p in paths {
+                                for i in router.route(&p) {
+                                    for d in &dests {
+                                        d.changed(i, &p);
+                                    }
                                 }
                             }
                         }
-                    }
-                    watch::WatchEvent::Rescan(why) => {
-                        tracing::info!("full rescan: {why}");
-                        for d in &dests {
-                            d.rescan();
-                        }
+                        None => break,
+                    },
+                    () = router_lost.raised() => {}
+                }
+                if router_lost.take() {
+                    tracing::info!("file events were lost; comparing everything");
+                    for d in &dests {
+                        d.rescan();
                     }
                 }
             }
         }));
 
+        // Periodic full comparisons: every rescan_interval, every minute while the
+        // watcher is degraded, and at once for a root that was replaced (its watch is
+        // re-added first).
         let dests = destinations.clone();
         let rescan_every = config.schedule.rescan_interval;
         let flag = degraded.clone();
+        let env_flag = env_degraded.clone();
+        let w = watcher.clone();
         tasks.push(tokio::spawn(async move {
+            let mut last = tokio::time::Instant::now();
             loop {
-                let every = if flag.load(Ordering::Relaxed) {
+                tokio::time::sleep(ROOT_CHECK_INTERVAL).await;
+                let w = w.clone();
+                let replaced = tokio::task::spawn_blocking(move || {
+                    w.lock().map(|mut w| w.recheck_roots()).unwrap_or_default()
+                })
+                .await
+                .unwrap_or_default();
+                let is_degraded = flag.load(Ordering::Relaxed);
+                env_flag.store(is_degraded, Ordering::Relaxed);
+                let every = if is_degraded {
                     rescan_every.min(FALLBACK_SCAN_INTERVAL)
                 } else {
                     rescan_every
                 };
-                tokio::time::sleep(every).await;
-                for d in &dests {
-                    d.rescan();
+                if !replaced.is_empty() {
+                    tracing::info!(
+                        "{} was replaced; watching it again and comparing everything",
+                        replaced[0].display()
+                    );
+                }
+                if !replaced.is_empty() || last.elapsed() >= every {
+                    last = tokio::time::Instant::now();
+                    for d in &dests {
+                        d.rescan();
+                    }
                 }
             }
         }));
@@ -366,14 +435,6 @@ impl Instance {
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }));
-        if let Some(every) = systemd::watchdog_interval() {
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    systemd::watchdog();
-                    tokio::time::sleep(every).await;
-                }
-            }));
-        }
         tracing::info!(
             "watching {} source path(s) for {} destination(s): {}",
             roots.len(),
@@ -401,8 +462,12 @@ impl Instance {
             d.shutdown();
         }
         self.watcher = None;
-        for t in self.tasks.drain(..) {
+        for t in &self.tasks {
             t.abort();
+        }
+        // Wait for the aborts, so that a reload can bind the same addresses again.
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
         }
         for w in self.workers.drain(..) {
             let _ = tokio::task::spawn_blocking(move || w.join()).await;

@@ -27,6 +27,12 @@ pub fn reloading() {
     }
 }
 
+/// Ask for more time before systemd gives up on a start or reload.
+pub fn extend_timeout(by: std::time::Duration) {
+    let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
+    send(&[NotifyState::ExtendTimeoutUsec(usec)]);
+}
+
 /// Stopping (SIGTERM).
 pub fn stopping() {
     send(&[NotifyState::Stopping]);

@@ -15,8 +15,6 @@ use tokio::sync::mpsc;
 pub enum WatchEvent {
     /// These paths changed.
     Changed(Vec<PathBuf>),
-    /// Events were lost: compare everything.
-    Rescan(String),
 }
 
 /// Watch limits that can run out, and the sysctl that raises each.
@@ -74,13 +72,72 @@ pub fn is_change(kind: &EventKind) -> bool {
 
 /// A running watcher; dropping it stops watching.
 pub struct Watcher {
-    _inner: Option<RecommendedWatcher>,
+    inner: Option<RecommendedWatcher>,
     degraded: Arc<AtomicBool>,
+    /// Identity (device, inode) of each root when its watch was added: a root replaced
+    /// by a new inode (an editor's save, `mv` and `mkdir`) has lost its watch.
+    roots: Vec<(PathBuf, Option<(u64, u64)>)>,
+    warn_once: Arc<dyn Fn(LimitHit) + Send + Sync>,
+}
+
+/// Set when events were lost (queue overflow, kernel overflow, watch errors); whoever
+/// consumes the events checks it and compares everything.
+#[derive(Debug, Default)]
+pub struct RescanFlag {
+    needed: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl RescanFlag {
+    /// Ask for a rescan (callable from any thread).
+    pub fn raise(&self) {
+        self.needed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Whether a rescan was asked for since the last call.
+    pub fn take(&self) -> bool {
+        self.needed.swap(false, Ordering::SeqCst)
+    }
+
+    /// Wait until raised (or woken spuriously; check [`RescanFlag::take`]).
+    pub async fn raised(&self) {
+        self.wake.notified().await;
+    }
+}
+
+fn identity(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// File systems whose changes inotify does not see (changes made by other clients).
+fn is_remote_fs(p: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs fills the zeroed struct; `c` is a valid NUL-terminated path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    match st.f_type as i64 {
+        0x6969 => Some("NFS"),
+        0x517B => Some("SMB"),
+        0xFF53_4D42 => Some("CIFS"),
+        0xFE53_4D42 => Some("SMB2"),
+        0x6573_5546 => Some("FUSE"),
+        0x0102_1997 => Some("9P"),
+        0x00C3_6400 => Some("CephFS"),
+        _ => None,
+    }
 }
 
 impl Watcher {
-    /// Whether some changes may go unseen (limits reached, or no watcher at all), so the
-    /// caller should scan periodically.
+    /// Whether some changes may go unseen (limits reached, a remote file system, or no
+    /// watcher at all), so the caller should compare everything, periodically.
     pub fn degraded(&self) -> bool {
         self.degraded.load(Ordering::Relaxed)
     }
@@ -89,30 +146,59 @@ impl Watcher {
     pub fn degraded_flag(&self) -> Arc<AtomicBool> {
         self.degraded.clone()
     }
+
+    /// Re-add the watch of every root whose inode changed (or that appeared or
+    /// vanished) since it was watched; returns those roots, which need a rescan.
+    pub fn recheck_roots(&mut self) -> Vec<PathBuf> {
+        let mut replaced = Vec::new();
+        for (root, id) in &mut self.roots {
+            let now = identity(root);
+            if now == *id {
+                continue;
+            }
+            *id = now;
+            replaced.push(root.clone());
+            if let Some(w) = &mut self.inner {
+                let _ = w.unwatch(root);
+                if now.is_some()
+                    && let Err(e) = w.watch(root, RecursiveMode::Recursive)
+                {
+                    match limit_hit(&e) {
+                        Some(hit) => (self.warn_once)(hit),
+                        None => tracing::warn!("cannot watch {} again: {e}", root.display()),
+                    }
+                }
+            }
+        }
+        replaced
+    }
 }
 
-/// Start watching `roots`. Events go to `tx`; when it is full, a rescan is requested
-/// instead of blocking the kernel event reader.
-pub fn start(roots: &[PathBuf], tx: mpsc::Sender<WatchEvent>) -> Watcher {
+/// Start watching `roots`. Events go to `tx`; when it is full, `lost` is raised instead
+/// of blocking the kernel event reader. Symbolic links are not followed (a link is
+/// backed up as a link, so what it points to is not a source).
+pub fn start(roots: &[PathBuf], tx: mpsc::Sender<WatchEvent>, lost: Arc<RescanFlag>) -> Watcher {
     let degraded = Arc::new(AtomicBool::new(false));
     let warned = Arc::new(AtomicBool::new(false));
-    let warn_once = {
+    let warn_once: Arc<dyn Fn(LimitHit) + Send + Sync> = {
         let degraded = degraded.clone();
         let warned = warned.clone();
-        move |hit: LimitHit| {
+        Arc::new(move |hit: LimitHit| {
             degraded.store(true, Ordering::Relaxed);
             if !warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!("{}", hit.advice());
             }
-        }
+        })
     };
     let handler = {
-        let tx = tx.clone();
         let warn_once = warn_once.clone();
+        let lost = lost.clone();
         move |res: notify::Result<notify::Event>| {
             let msg = match res {
                 Ok(ev) if ev.need_rescan() => {
-                    WatchEvent::Rescan("the kernel dropped events".into())
+                    tracing::info!("the kernel dropped file events; comparing everything");
+                    lost.raise();
+                    return;
                 }
                 Ok(ev) if !is_change(&ev.kind) => return,
                 Ok(ev) => WatchEvent::Changed(ev.paths),
@@ -120,17 +206,26 @@ pub fn start(roots: &[PathBuf], tx: mpsc::Sender<WatchEvent>) -> Watcher {
                     if let Some(hit) = limit_hit(&e) {
                         warn_once(hit);
                     }
-                    WatchEvent::Rescan(format!("watch error: {e}"))
+                    // A directory that vanished while a watch was being added is not a
+                    // lost event: its removal is reported on its own.
+                    if !matches!(
+                        e.kind,
+                        notify::ErrorKind::PathNotFound | notify::ErrorKind::WatchNotFound
+                    ) {
+                        tracing::debug!("watch error: {e}");
+                        lost.raise();
+                    }
+                    return;
                 }
             };
-            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(msg) {
-                // The queue is full: whatever is lost, a rescan covers. If even that
-                // does not fit, the queued events already force work soon.
-                let _ = tx.try_send(WatchEvent::Rescan("event queue overflow".into()));
+            if tx.try_send(msg).is_err() {
+                // Full (or closed): what is dropped here, a rescan finds.
+                lost.raise();
             }
         }
     };
-    let mut watcher = match notify::recommended_watcher(handler) {
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let mut watcher = match RecommendedWatcher::new(handler, config) {
         Ok(w) => w,
         Err(e) => {
             match limit_hit(&e) {
@@ -141,12 +236,21 @@ pub fn start(roots: &[PathBuf], tx: mpsc::Sender<WatchEvent>) -> Watcher {
                 }
             }
             return Watcher {
-                _inner: None,
+                inner: None,
                 degraded,
+                roots: roots.iter().map(|r| (r.clone(), identity(r))).collect(),
+                warn_once,
             };
         }
     };
     for root in roots {
+        if let Some(fs) = is_remote_fs(root) {
+            degraded.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                "{} is on {fs}, where changes made by other machines raise no events; it is covered by periodic full scans",
+                root.display()
+            );
+        }
         if let Err(e) = watcher.watch(root, RecursiveMode::Recursive) {
             match limit_hit(&e) {
                 Some(hit) => warn_once(hit),
@@ -161,8 +265,10 @@ pub fn start(roots: &[PathBuf], tx: mpsc::Sender<WatchEvent>) -> Watcher {
         }
     }
     Watcher {
-        _inner: Some(watcher),
+        inner: Some(watcher),
         degraded,
+        roots: roots.iter().map(|r| (r.clone(), identity(r))).collect(),
+        warn_once,
     }
 }
 
@@ -213,7 +319,7 @@ mod tests {
     async fn real_changes_arrive() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, mut rx) = mpsc::channel(64);
-        let w = start(&[dir.path().to_path_buf()], tx);
+        let w = start(&[dir.path().to_path_buf()], tx, Arc::default());
         assert!(!w.degraded());
         std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
         // A file created in a new directory is seen (the watch follows new directories).
@@ -222,9 +328,39 @@ mod tests {
         let want = dir.path().join("sub/f");
         let seen = tokio::time::timeout(std::time::Duration::from_secs(10), async {
             while let Some(ev) = rx.recv().await {
-                if let WatchEvent::Changed(p) = ev
-                    && p.contains(&want)
-                {
+                let WatchEvent::Changed(p) = ev;
+                if p.contains(&want) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(seen.ok(), Some(true));
+    }
+}
+
+#[cfg(test)]
+mod root_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_replaced_root_is_watched_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("data");
+        std::fs::create_dir(&root).expect("mkdir");
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut w = start(std::slice::from_ref(&root), tx, Arc::default());
+        assert!(w.recheck_roots().is_empty());
+        std::fs::rename(&root, dir.path().join("old")).expect("mv");
+        std::fs::create_dir(&root).expect("mkdir again");
+        assert_eq!(w.recheck_roots(), std::slice::from_ref(&root));
+        while rx.try_recv().is_ok() {}
+        std::fs::write(root.join("new"), b"x").expect("write");
+        let want = root.join("new");
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while let Some(WatchEvent::Changed(p)) = rx.recv().await {
+                if p.contains(&want) {
                     return true;
                 }
             }

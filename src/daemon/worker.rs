@@ -23,6 +23,9 @@ use tokio::runtime::Handle as Runtime;
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
+/// Changed paths remembered per source before falling back to a full comparison.
+pub const MAX_PENDING_PATHS: usize = 100_000;
+
 /// What one source needs in one destination.
 #[derive(Clone, Debug, Default)]
 pub struct SourceWork {
@@ -83,7 +86,6 @@ impl Destination {
     /// A destination with every source marked for a full comparison (start-up: whatever
     /// happened while the daemon was not running is found).
     pub fn new(config: DestinationConfig, sources: usize, control: RunControl) -> Self {
-        let now = Instant::now();
         let queue = Queue {
             sources: vec![
                 SourceWork {
@@ -98,7 +100,6 @@ impl Destination {
             },
             ..Queue::default()
         };
-        let _ = now;
         Destination {
             config,
             queue: Mutex::new(queue),
@@ -108,12 +109,21 @@ impl Destination {
         }
     }
 
-    /// Record a changed path of source `source`.
+    /// Record a changed path of source `source`. Past [`MAX_PENDING_PATHS`] distinct
+    /// paths (a destination down for long under heavy churn), the paths are dropped for
+    /// a full comparison, which finds the same changes with bounded memory.
     pub fn changed(&self, source: usize, path: &Path) {
         let now = Instant::now();
         let mut q = lock(&self.queue);
         if let Some(w) = q.sources.get_mut(source) {
-            w.changes.insert(path);
+            if w.full {
+                // Everything is compared anyway.
+            } else if w.changes.len() >= MAX_PENDING_PATHS {
+                w.changes = ChangedPaths::new();
+                w.full = true;
+            } else {
+                w.changes.insert(path);
+            }
         }
         q.waiting.pending = true;
         q.waiting.first_change.get_or_insert(now);
@@ -255,47 +265,62 @@ pub struct WorkerEnv {
     pub cache_dir: PathBuf,
     /// Passphrase of destinations without their own.
     pub password: PasswordSource,
+    /// Set while the watcher may miss changes: every run then compares everything.
+    pub degraded: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// An open repository and what the worker keeps about it between runs.
+/// An open repository and its index.
 struct Session {
     repo: Repository,
     ctx: BackupContext,
-    parents: Vec<Option<SnapshotId>>,
+}
+
+/// What the worker keeps between runs, also across reconnects.
+#[derive(Default)]
+struct Memory {
+    /// Per source, the snapshot the next one builds on: once known, never re-chosen
+    /// by host and paths (another writer with the same host name must not become the
+    /// base of a pruned walk).
+    parents: Option<Vec<Option<SnapshotId>>>,
+    /// Per source, paths looked at on every run even without an event: files with
+    /// several hard links, and paths skipped with a warning last time.
+    sticky: Vec<ChangedPaths>,
 }
 
 /// The worker loop; returns on shutdown.
 pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
     let name = dest.config.name.clone();
     let mut session: Option<Session> = None;
+    let mut memory = Memory {
+        sticky: vec![ChangedPaths::new(); env.sources.len()],
+        ..Memory::default()
+    };
     while let Some((mut work, requests)) = dest.next_work(&env.schedule) {
         let started = Instant::now();
-        let result = run_once(&dest, &env, &mut session, &mut work);
-        let made = match &result {
-            Ok(made) => made.clone(),
-            Err(_) => Vec::new(),
-        };
-        match result {
-            Ok(made) => {
-                let fresh: Vec<_> = made.iter().filter(|(_, unchanged)| !unchanged).collect();
-                if !fresh.is_empty() {
-                    tracing::info!(
-                        destination = %name,
-                        "snapshot {} committed in {:.1}s",
-                        fresh.iter().map(|(id, _)| id.short()).collect::<Vec<_>>().join(", "),
-                        started.elapsed().as_secs_f64()
-                    );
-                }
+        let (made, result) = run_once(&dest, &env, &mut session, &mut memory, &mut work);
+        let fresh: Vec<_> = made.iter().filter(|(_, unchanged)| !unchanged).collect();
+        if !fresh.is_empty() {
+            tracing::info!(
+                destination = %name,
+                "snapshot {} committed in {:.1}s",
+                fresh.iter().map(|(id, _)| id.short()).collect::<Vec<_>>().join(", "),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        lock(&dest.record).snapshots += fresh.len() as u64;
+        let error = match result {
+            Ok(()) => {
                 let mut r = lock(&dest.record);
                 r.failures = 0;
                 r.last_error = None;
-                r.snapshots += fresh.len() as u64;
                 drop(r);
                 dest.requeue(&[], None);
+                None
             }
             Err(Error::Cancelled) => {
                 tracing::info!(destination = %name, "snapshot stopped for shutdown; nothing half-written is referenced");
                 dest.requeue(&work, None);
+                Some("stopped before completion: the daemon is stopping or reloading".to_string())
             }
             Err(e) => {
                 let mut r = lock(&dest.record);
@@ -313,9 +338,9 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
                 // unreachable): reopen on the next attempt.
                 session = None;
                 dest.requeue(&work, Some(Instant::now() + delay));
+                Some(e.to_string())
             }
-        }
-        let error = lock(&dest.record).last_error.clone();
+        };
         for tx in requests {
             let _ = tx.send(BackupResult {
                 destination: name.clone(),
@@ -324,30 +349,56 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
             });
         }
     }
+    // Answer whoever still waits: no snapshot will come from this worker.
+    for tx in std::mem::take(&mut lock(&dest.queue).requests) {
+        let _ = tx.send(BackupResult {
+            destination: name.clone(),
+            snapshots: Vec::new(),
+            error: Some("the daemon stopped before the snapshot was made".into()),
+        });
+    }
 }
 
-/// Snapshot every source with work; each done source's work is cleared from `work`, so
-/// on failure `work` holds exactly what is left.
+/// Snapshot every source with work. Each source that succeeds has its work cleared from
+/// `work`, so afterwards `work` holds exactly what is left; one failing source does not
+/// stop the others. Returns the snapshots made (and whether each was unchanged) and the
+/// first error.
 fn run_once(
     dest: &Destination,
     env: &WorkerEnv,
     session: &mut Option<Session>,
+    memory: &mut Memory,
     work: &mut [SourceWork],
-) -> Result<Vec<(SnapshotId, bool)>> {
+) -> (Vec<(SnapshotId, bool)>, Result<()>) {
+    let mut made = Vec::new();
     let rt = &env.rt;
     if session.is_none() {
-        *session = Some(open_session(dest, env)?);
+        match open_session(dest, env, memory) {
+            Ok(s) => *session = Some(s),
+            Err(e) => return (made, Err(e)),
+        }
     }
     let Some(s) = session.as_mut() else {
-        return Err(Error::InvalidInput("no repository session".into()));
+        return (
+            made,
+            Err(Error::InvalidInput("no repository session".into())),
+        );
     };
-    rt.block_on(s.ctx.refresh(&s.repo))?;
-    let mut made = Vec::new();
+    if let Err(e) = rt.block_on(s.ctx.refresh(&s.repo)) {
+        return (made, Err(e));
+    }
+    let degraded = env.degraded.load(Ordering::Relaxed);
+    let parents = memory
+        .parents
+        .get_or_insert_with(|| vec![None; env.sources.len()]);
+    let mut first_error = None;
     for (i, w) in work.iter_mut().enumerate() {
         if w.is_empty() {
             continue;
         }
-        dest.control.check()?;
+        if dest.control.cancelled() {
+            return (made, Err(Error::Cancelled));
+        }
         let src = &env.sources[i];
         let mut opts = BackupOptions::new(
             src.paths.clone(),
@@ -360,22 +411,48 @@ fn run_once(
         opts.one_file_system = src.one_file_system;
         opts.workers = env.cpu_threads;
         opts.max_uploads = dest.config.upload_concurrency;
-        opts.parent = s.parents[i];
-        opts.changed = if w.full {
-            None
-        } else {
-            Some(w.changes.clone())
-        };
+        opts.parent = parents[i];
+        let full = w.full || degraded || parents[i].is_none();
+        opts.changed = (!full).then(|| {
+            let mut c = w.changes.clone();
+            c.merge(&memory.sticky[i]);
+            c
+        });
         opts.control = dest.control.clone();
         opts.skip_if_unchanged = true;
-        let report = backup_with(&s.repo, rt, &opts, &mut s.ctx)?;
+        opts.trim_cache = env.sources.len() == 1;
+        let report = match backup_with(&s.repo, rt, &opts, &mut s.ctx) {
+            Ok(r) => r,
+            Err(Error::Cancelled) => return (made, Err(Error::Cancelled)),
+            Err(e) => {
+                let e = if env.sources.len() > 1 {
+                    Error::InvalidInput(format!("source {}: {e}", src.paths[0].display()))
+                } else {
+                    e
+                };
+                tracing::warn!(destination = %dest.config.name, "{e}");
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
         for warning in report.warnings.iter().take(20) {
             tracing::warn!(destination = %dest.config.name, "{}: {}", warning.path.display(), warning.reason);
         }
         if report.warnings.len() > 20 {
             tracing::warn!(destination = %dest.config.name, "... and {} more paths skipped", report.warnings.len() - 20);
         }
-        s.parents[i] = Some(report.id);
+        let mut sticky = ChangedPaths::new();
+        if !full {
+            sticky.merge(&memory.sticky[i]);
+        }
+        for p in &report.multi_link_files {
+            sticky.insert(p);
+        }
+        for warning in &report.warnings {
+            sticky.insert(&warning.path);
+        }
+        memory.sticky[i] = sticky;
+        parents[i] = Some(report.id);
         lock(&dest.record).last_snapshot = Some(LastSnapshot {
             id: report.id.to_hex(),
             time: report.snapshot.time.clone(),
@@ -384,9 +461,11 @@ fn run_once(
         *w = SourceWork::default();
         made.push((report.id, report.unchanged));
         // The next source dedups against what this one stored.
-        rt.block_on(s.ctx.refresh(&s.repo))?;
+        if let Err(e) = rt.block_on(s.ctx.refresh(&s.repo)) {
+            return (made, Err(e));
+        }
     }
-    Ok(made)
+    (made, first_error.map_or(Ok(()), Err))
 }
 
 /// Seconds since the epoch.
@@ -396,8 +475,9 @@ pub fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Open (or on first use create) the repository and find each source's latest snapshot.
-fn open_session(dest: &Destination, env: &WorkerEnv) -> Result<Session> {
+/// Open (or on first use create) the repository; the first time, find each source's
+/// latest snapshot.
+fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Result<Session> {
     let rt = &env.rt;
     let source = dest.config.password.as_ref().unwrap_or(&env.password);
     let pass = read_passphrase(source)?;
@@ -424,6 +504,9 @@ fn open_session(dest: &Destination, env: &WorkerEnv) -> Result<Session> {
     let cache = MetadataCache::new(&env.cache_dir, &repo.config().id);
     let mut ctx = BackupContext::new(Some(cache));
     rt.block_on(ctx.refresh(&repo))?;
+    if memory.parents.is_some() {
+        return Ok(Session { repo, ctx });
+    }
     let snapshots = rt.block_on(repo.list_snapshots())?;
     let mut parents = Vec::new();
     let mut latest: Option<LastSnapshot> = None;
@@ -451,7 +534,8 @@ fn open_session(dest: &Destination, env: &WorkerEnv) -> Result<Session> {
     if r.last_snapshot.is_none() {
         r.last_snapshot = latest;
     }
-    Ok(Session { repo, ctx, parents })
+    memory.parents = Some(parents);
+    Ok(Session { repo, ctx })
 }
 
 /// The passphrase from its configured source.
