@@ -490,6 +490,22 @@ fn configuration_mistakes_are_named_with_their_line_and_fix() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("is valid"));
 
+    // The daemon refuses to start without a readable passphrase, saying which file.
+    let moved = env.path("passphrase.moved");
+    std::fs::rename(&env.password_file, &moved).expect("mv");
+    let out = env.run(&["daemon", "--config", config.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("password_file {}", env.password_file.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("create it with the passphrase on its first line"),
+        "{err}"
+    );
+    std::fs::rename(&moved, &env.password_file).expect("mv back");
+
     // Talking to a daemon that is not running says what to do.
     let out = env.run(&["status", "--config", config.to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(1));

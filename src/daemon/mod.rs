@@ -59,6 +59,12 @@ fn load_config(path: &Path, identity: &Identity) -> Result<DaemonConfig> {
     if let Some(p) = &identity.password_file {
         config.password = config::PasswordSource::File(p.clone());
     }
+    // A passphrase that cannot be read is a set-up mistake: refuse to start (or to
+    // reload) rather than retry forever.
+    for d in &config.destinations {
+        worker::read_passphrase(d.password.as_ref().unwrap_or(&config.password))
+            .map_err(|e| Error::InvalidInput(format!("destination {:?}: {e}", d.name)))?;
+    }
     Ok(config)
 }
 
