@@ -31,8 +31,15 @@ enum Command {
     /// Create a new repository.
     Init {
         /// Target pack size in MiB (default 16).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "from_repo")]
         pack_size: Option<u32>,
+        /// Build on this existing repository's keys and chunker settings, so the two
+        /// store identical data identically and can heal each other (a second copy).
+        #[arg(long)]
+        from_repo: Option<String>,
+        /// Passphrase file of --from-repo (default: the new repository's passphrase).
+        #[arg(long, requires = "from_repo")]
+        from_password_file: Option<PathBuf>,
     },
     /// Back up files and directories into a new snapshot.
     Backup {
@@ -171,7 +178,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         .build()?;
     let r = &cli.repo;
     match cli.command {
-        Command::Init { pack_size } => cmd::cmd_init(&rt, r, pack_size),
+        Command::Init {
+            pack_size,
+            from_repo,
+            from_password_file,
+        } => cmd::cmd_init(
+            &rt,
+            r,
+            pack_size,
+            from_repo.as_deref(),
+            from_password_file.as_deref(),
+        ),
         Command::Backup {
             now: true,
             config,

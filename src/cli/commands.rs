@@ -42,7 +42,13 @@ pub fn open(rt: &Runtime, args: &RepoArgs) -> Result<Repository> {
 }
 
 /// `cairn init`.
-pub fn cmd_init(rt: &Runtime, args: &RepoArgs, pack_size_mib: Option<u32>) -> Result<i32> {
+pub fn cmd_init(
+    rt: &Runtime,
+    args: &RepoArgs,
+    pack_size_mib: Option<u32>,
+    from_repo: Option<&str>,
+    from_password_file: Option<&Path>,
+) -> Result<i32> {
     let backend = backend(rt, args)?;
     let has_source = args.password_file.is_some()
         || std::env::var_os("CAIRN_PASSWORD_FILE").is_some_and(|v| !v.is_empty())
@@ -56,12 +62,33 @@ pub fn cmd_init(rt: &Runtime, args: &RepoArgs, pack_size_mib: Option<u32>) -> Re
     opts.pack_size = pack_size_mib
         .map(|m| m.saturating_mul(1024 * 1024))
         .unwrap_or(DEFAULT_PACK_SIZE);
+    let sibling = match from_repo {
+        Some(spec) => {
+            let b = rt.block_on(cairn::backend::open(spec, &args.backend_options()?))?;
+            let from_pass = match from_password_file {
+                Some(f) => password::read_file(f)?,
+                None => pass.clone(),
+            };
+            let sibling = rt
+                .block_on(Repository::open(b, &from_pass))
+                .with_context(|| format!("opening --from-repo {spec}"))?;
+            opts = opts.sharing_keys_with(&sibling);
+            Some(sibling)
+        }
+        None => None,
+    };
     let repo = rt.block_on(init(backend, &pass, &opts))?;
     println!(
         "created cairn repository {} at {}",
         repo.config().id.short(),
         repo.backend().location()
     );
+    if let Some(s) = sibling {
+        println!(
+            "it shares keys and chunking with {}: the two can heal each other",
+            s.backend().location()
+        );
+    }
     eprintln!("Keep the passphrase safe: without it the data in this repository cannot be read.");
     Ok(0)
 }

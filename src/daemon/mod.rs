@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod control;
+pub mod keyring;
 pub mod metrics;
 pub mod schedule;
 pub mod status;
@@ -279,6 +280,16 @@ impl Instance {
             cache_dir: config.cache_dir.clone(),
             password: config.password.clone(),
             degraded: env_degraded.clone(),
+            keyring: keyring::KeyRing::new(
+                &config
+                    .destinations
+                    .iter()
+                    .map(|d| {
+                        let source = d.password.as_ref().unwrap_or(&config.password);
+                        (d.name.clone(), format!("{source:?}"))
+                    })
+                    .collect::<Vec<_>>(),
+            ),
         });
         // Watch first, then start the workers' initial full comparison: a change is
         // either seen by the watcher or already there for the comparison to find.
@@ -382,7 +393,29 @@ impl Instance {
         let dests = destinations.clone();
         let flag = degraded.clone();
         let status: Arc<dyn Fn() -> DaemonStatus + Send + Sync> = Arc::new(move || {
-            let destinations: Vec<_> = dests.iter().map(|d| d.status()).collect();
+            let destinations: Vec<_> = dests
+                .iter()
+                .map(|d| {
+                    let mut st = d.status();
+                    let (last_success, behind_since) = d.lag_marks();
+                    if let Some(since) = behind_since {
+                        st.lag_seconds = since.elapsed().as_secs();
+                        st.lag_snapshots = dests
+                            .iter()
+                            .filter(|o| !Arc::ptr_eq(o, d))
+                            .map(|o| o.commits_after(last_success))
+                            .sum();
+                        st.lag_bytes = d
+                            .pending_paths(10_000)
+                            .iter()
+                            .filter_map(|p| std::fs::symlink_metadata(p).ok())
+                            .filter(|m| m.is_file())
+                            .map(|m| m.len())
+                            .sum();
+                    }
+                    st
+                })
+                .collect();
             DaemonStatus {
                 state: DaemonStatus::overall(&destinations).into(),
                 watching: !flag.load(Ordering::Relaxed),

@@ -66,10 +66,11 @@ pub fn decide(now: Instant, w: &Waiting, s: &Schedule) -> Decision {
 }
 
 /// Delay before retrying a destination after `failures` failures in a row: 5 s doubling
-/// to 5 min, so a destination that is down is polled, not hammered.
+/// to 30 s, so a destination that is down is polled, not hammered, and one that comes
+/// back is caught up within half a minute.
 pub fn retry_delay(failures: u32) -> Duration {
     let secs = 5u64.saturating_mul(1u64 << failures.saturating_sub(1).min(6));
-    Duration::from_secs(secs.min(300))
+    Duration::from_secs(secs.min(30))
 }
 
 #[cfg(test)]
@@ -165,7 +166,8 @@ mod tests {
     fn retry_backoff_grows_and_caps() {
         assert_eq!(retry_delay(1), Duration::from_secs(5));
         assert_eq!(retry_delay(2), Duration::from_secs(10));
-        assert_eq!(retry_delay(4), Duration::from_secs(40));
-        assert_eq!(retry_delay(50), Duration::from_secs(300));
+        assert_eq!(retry_delay(3), Duration::from_secs(20));
+        assert_eq!(retry_delay(4), Duration::from_secs(30));
+        assert_eq!(retry_delay(50), Duration::from_secs(30));
     }
 }

@@ -51,6 +51,13 @@ pub struct DestinationStatus {
     pub uploads_failed: u64,
     /// Bytes uploaded in packs since start.
     pub bytes_uploaded: u64,
+    /// How far behind this destination is: snapshots the other destinations committed
+    /// since it last caught up (0 when it is current).
+    pub lag_snapshots: u64,
+    /// Seconds since the oldest change not yet durable here (0 when current).
+    pub lag_seconds: u64,
+    /// Size of the changed files not yet durable here (an estimate: current sizes).
+    pub lag_bytes: u64,
 }
 
 /// The whole daemon.
@@ -114,6 +121,15 @@ impl DaemonStatus {
                 "  pending:        {} changed path(s), {} object(s), {} bytes to upload",
                 d.pending_changes, d.pending_objects, d.pending_bytes
             );
+            if d.lag_seconds > 0 || d.lag_snapshots > 0 {
+                let _ = writeln!(
+                    out,
+                    "  behind by:      {} snapshot(s), {} bytes, {}",
+                    d.lag_snapshots,
+                    d.lag_bytes,
+                    humantime::format_duration(std::time::Duration::from_secs(d.lag_seconds))
+                );
+            }
             if let Some(e) = &d.last_error {
                 let _ = writeln!(
                     out,
@@ -223,6 +239,18 @@ impl DaemonStatus {
             "gauge",
             "Bytes of packs not yet durable.",
             per(&|d| d.pending_bytes.to_string()),
+        );
+        family(
+            "cairn_lag_seconds",
+            "gauge",
+            "Age of the oldest change not yet durable in the destination.",
+            per(&|d| d.lag_seconds.to_string()),
+        );
+        family(
+            "cairn_lag_snapshots",
+            "gauge",
+            "Snapshots other destinations committed since this one caught up.",
+            per(&|d| d.lag_snapshots.to_string()),
         );
         family(
             "cairn_consecutive_failures",

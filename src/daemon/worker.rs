@@ -18,7 +18,7 @@ use crate::repo::{InitOptions, Repository, init, read_config};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Handle as Runtime;
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
@@ -63,7 +63,16 @@ struct Record {
     failures: u32,
     snapshots: u64,
     failed: u64,
+    /// When the oldest change not yet durable here arrived.
+    behind_since: Option<Instant>,
+    /// When this destination last completed a run with nothing left over.
+    last_success: Option<Instant>,
+    /// When recent snapshots were committed (bounded), to count another destination's lag.
+    commits: std::collections::VecDeque<Instant>,
 }
+
+/// Commit times remembered per destination for lag counts.
+const MAX_COMMIT_TIMES: usize = 10_000;
 
 /// A destination: configuration, queue, record and live counters.
 pub struct Destination {
@@ -129,7 +138,33 @@ impl Destination {
         q.waiting.first_change.get_or_insert(now);
         q.waiting.last_change = Some(now);
         drop(q);
+        lock(&self.record).behind_since.get_or_insert(now);
         self.wake.notify_all();
+    }
+
+    /// Snapshots committed here after `since` (all of them if `None`).
+    pub fn commits_after(&self, since: Option<Instant>) -> u64 {
+        let r = lock(&self.record);
+        r.commits
+            .iter()
+            .filter(|t| since.is_none_or(|s| **t > s))
+            .count() as u64
+    }
+
+    /// When this destination last caught up completely, and since when it is behind.
+    pub fn lag_marks(&self) -> (Option<Instant>, Option<Instant>) {
+        let r = lock(&self.record);
+        (r.last_success, r.behind_since)
+    }
+
+    /// Pending changed paths of every source (for estimating the bytes behind).
+    pub fn pending_paths(&self, limit: usize) -> Vec<PathBuf> {
+        let q = lock(&self.queue);
+        q.sources
+            .iter()
+            .flat_map(|w| w.changes.iter().map(Path::to_path_buf))
+            .take(limit)
+            .collect()
     }
 
     /// Ask for a full comparison of every source.
@@ -193,6 +228,9 @@ impl Destination {
             uploads_ok: p.packs_uploaded.load(Ordering::Relaxed),
             uploads_failed: p.uploads_failed.load(Ordering::Relaxed),
             bytes_uploaded: p.bytes_uploaded.load(Ordering::Relaxed),
+            lag_snapshots: 0,
+            lag_seconds: 0,
+            lag_bytes: 0,
         }
     }
 
@@ -267,6 +305,8 @@ pub struct WorkerEnv {
     pub password: PasswordSource,
     /// Set while the watcher may miss changes: every run then compares everything.
     pub degraded: Arc<std::sync::atomic::AtomicBool>,
+    /// Shares master secrets between destinations with the same passphrase.
+    pub keyring: super::keyring::KeyRing,
 }
 
 /// An open repository and its index.
@@ -307,14 +347,33 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
                 started.elapsed().as_secs_f64()
             );
         }
-        lock(&dest.record).snapshots += fresh.len() as u64;
+        {
+            let mut r = lock(&dest.record);
+            r.snapshots += fresh.len() as u64;
+            for _ in &fresh {
+                if r.commits.len() == MAX_COMMIT_TIMES {
+                    r.commits.pop_front();
+                }
+                r.commits.push_back(Instant::now());
+            }
+        }
         let error = match result {
             Ok(()) => {
                 let mut r = lock(&dest.record);
                 r.failures = 0;
                 r.last_error = None;
+                r.last_success = Some(started);
+                // Changes that arrived during the run are still to come.
+                r.behind_since = None;
                 drop(r);
                 dest.requeue(&[], None);
+                let q = lock(&dest.queue);
+                let still = q.sources.iter().any(|w| !w.changes.is_empty());
+                let first = q.waiting.first_change;
+                drop(q);
+                if still {
+                    lock(&dest.record).behind_since = first;
+                }
                 None
             }
             Err(Error::Cancelled) => {
@@ -487,20 +546,49 @@ fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Res
             &dest.config.backend,
         ))
         .map_err(|e| Error::InvalidInput(format!("destination {}: {e}", dest.config.name)))?;
+    let name = &dest.config.name;
     let repo = match rt.block_on(read_config(backend.as_ref())) {
-        Ok(config) => rt.block_on(Repository::open_with_config(backend, config, &pass))?,
+        Ok(config) => match rt.block_on(Repository::open_with_config(backend, config, &pass)) {
+            Ok(r) => r,
+            Err(e) => {
+                env.keyring.release(name);
+                return Err(e);
+            }
+        },
         Err(Error::RepositoryNotFound { location }) => {
-            let opts = InitOptions::new(
+            let base = InitOptions::new(
                 crate::host::now_rfc3339(),
                 env.hostname.clone(),
                 env.username.clone(),
             );
-            let repo = rt.block_on(init(backend, &pass, &opts))?;
-            tracing::info!(destination = %dest.config.name, "created a new repository at {location}");
-            repo
+            let plan = env.keyring.plan(name, base, Duration::from_secs(60));
+            let shared = matches!(plan, super::keyring::Plan::Share(_));
+            let (super::keyring::Plan::Share(opts) | super::keyring::Plan::Fresh(opts)) = plan;
+            match rt.block_on(init(backend, &pass, &opts)) {
+                Ok(repo) => {
+                    tracing::info!(
+                        destination = %name,
+                        "created a new repository at {location}{}",
+                        if shared {
+                            " on the keys of another destination with the same passphrase (the copies can heal each other)"
+                        } else {
+                            ""
+                        }
+                    );
+                    repo
+                }
+                Err(e) => {
+                    env.keyring.release(name);
+                    return Err(e);
+                }
+            }
         }
-        Err(e) => return Err(e),
+        Err(e) => {
+            env.keyring.release(name);
+            return Err(e);
+        }
     };
+    env.keyring.register(name, &repo);
     let cache = MetadataCache::new(&env.cache_dir, &repo.config().id);
     let mut ctx = BackupContext::new(Some(cache));
     rt.block_on(ctx.refresh(&repo))?;

@@ -26,6 +26,9 @@ pub struct InitOptions {
     pub hostname: String,
     /// User name recorded in the key.
     pub username: String,
+    /// The master secret to build on instead of a fresh one: set by
+    /// [`InitOptions::sharing_keys_with`].
+    pub secret: Option<MasterSecret>,
 }
 
 impl InitOptions {
@@ -38,7 +41,19 @@ impl InitOptions {
             created,
             hostname,
             username,
+            secret: None,
         }
+    }
+
+    /// Build the new repository on an existing one's master secret and chunker
+    /// parameters. The two then share blob ids, chunk boundaries and encryption keys
+    /// (each keeps its own passphrase keys and repository id), so identical data is
+    /// stored identically and a blob damaged in one can be read from the other.
+    pub fn sharing_keys_with(mut self, sibling: &Repository) -> Self {
+        self.secret = Some(sibling.keys().secret().clone());
+        self.chunker = sibling.config().chunker;
+        self.pack_size = sibling.config().pack_size;
+        self
     }
 }
 
@@ -72,7 +87,10 @@ pub async fn init(
             return Err(Error::AlreadyExists { location });
         }
     }
-    let secret = MasterSecret::generate()?;
+    let secret = match &opts.secret {
+        Some(s) => s.clone(),
+        None => MasterSecret::generate()?,
+    };
     let key_id = write_key(backend.as_ref(), &secret, passphrase, opts.kdf, opts).await?;
     let keys = Keys::derive(secret);
     let mut repo_id = [0u8; 32];

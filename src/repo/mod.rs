@@ -140,6 +140,13 @@ impl Repository {
         self.key_id
     }
 
+    /// Whether `other` is built on the same master secret (see
+    /// [`InitOptions::sharing_keys_with`]): only then can one hold blobs for the other.
+    pub fn shares_keys_with(&self, other: &Repository) -> bool {
+        const PROBE: &[u8] = b"cairn: do these repositories share keys?";
+        self.keys.blob_id(PROBE) == other.keys.blob_id(PROBE)
+    }
+
     /// A chunker keyed for this repository.
     pub fn chunker(&self) -> Chunker {
         Chunker::new(self.config.chunker, self.keys.gear_table())

@@ -1,0 +1,134 @@
+//! Destinations that use the same passphrase are built on the same master secret, so
+//! every copy stores identical data identically and a blob damaged in one destination
+//! can be read from another. This registry hands the secret of the first repository
+//! opened (or created) to the workers that must create a new one, and makes sure that
+//! at first start, when none exists yet, exactly one is created fresh and the others
+//! are built on it.
+
+use crate::chunker::ChunkerParams;
+use crate::crypto::MasterSecret;
+use crate::repo::{InitOptions, Repository};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// What a new repository is built on.
+#[derive(Clone)]
+struct Template {
+    secret: MasterSecret,
+    chunker: ChunkerParams,
+    pack_size: u32,
+}
+
+#[derive(Default)]
+struct State {
+    templates: HashMap<String, Template>,
+    /// Destinations whose first open attempt has finished (whatever its outcome).
+    tried: HashSet<String>,
+    /// Passphrase groups in which a worker is creating the first repository.
+    claimed: HashSet<String>,
+}
+
+/// Shared by every worker of one daemon.
+#[derive(Default)]
+pub struct KeyRing {
+    state: Mutex<State>,
+    changed: Condvar,
+    /// For each destination, its passphrase group and the other members.
+    groups: HashMap<String, (String, Vec<String>)>,
+}
+
+/// What a worker about to create a repository should do.
+pub enum Plan {
+    /// Build on this sibling's keys.
+    Share(InitOptions),
+    /// Create fresh keys; call [`KeyRing::register`] (or [`KeyRing::release`] on
+    /// failure) afterwards.
+    Fresh(InitOptions),
+}
+
+impl KeyRing {
+    /// A registry for destinations `(name, passphrase group)`.
+    pub fn new(members: &[(String, String)]) -> Self {
+        let groups = members
+            .iter()
+            .map(|(name, group)| {
+                let others = members
+                    .iter()
+                    .filter(|(n, g)| g == group && n != name)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                (name.clone(), (group.clone(), others))
+            })
+            .collect();
+        KeyRing {
+            groups,
+            ..KeyRing::default()
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn group(&self, dest: &str) -> (String, Vec<String>) {
+        self.groups
+            .get(dest)
+            .cloned()
+            .unwrap_or_else(|| (dest.to_string(), Vec::new()))
+    }
+
+    /// Record that `dest` opened `repo` (an existing repository or one it created).
+    pub fn register(&self, dest: &str, repo: &Repository) {
+        let (group, _) = self.group(dest);
+        let mut s = self.lock();
+        s.tried.insert(dest.to_string());
+        s.claimed.remove(&group);
+        s.templates.entry(group).or_insert_with(|| Template {
+            secret: repo.keys().secret().clone(),
+            chunker: repo.config().chunker,
+            pack_size: repo.config().pack_size,
+        });
+        drop(s);
+        self.changed.notify_all();
+    }
+
+    /// Record that `dest`'s attempt finished without a repository.
+    pub fn release(&self, dest: &str) {
+        let (group, _) = self.group(dest);
+        let mut s = self.lock();
+        s.tried.insert(dest.to_string());
+        s.claimed.remove(&group);
+        drop(s);
+        self.changed.notify_all();
+    }
+
+    /// Decide how `dest` creates its repository, waiting (at most `patience`) for
+    /// siblings that may still bring an existing one.
+    pub fn plan(&self, dest: &str, base: InitOptions, patience: Duration) -> Plan {
+        let (group, others) = self.group(dest);
+        let deadline = Instant::now() + patience;
+        let mut s = self.lock();
+        s.tried.insert(dest.to_string());
+        loop {
+            if let Some(t) = s.templates.get(&group) {
+                let mut o = base;
+                o.secret = Some(t.secret.clone());
+                o.chunker = t.chunker;
+                o.pack_size = t.pack_size;
+                return Plan::Share(o);
+            }
+            let waiting = others.iter().any(|o| !s.tried.contains(o)) || s.claimed.contains(&group);
+            let now = Instant::now();
+            if !waiting || now >= deadline {
+                s.claimed.insert(group);
+                return Plan::Fresh(base);
+            }
+            s = self
+                .changed
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}

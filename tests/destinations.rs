@@ -1,0 +1,258 @@
+//! Several destinations: each is a complete repository on its own, one that is down never
+//! holds back the others, and one that comes back catches up without uploading again
+//! what it already holds. Two real S3 servers on loopback; the far one behind the fault
+//! proxy, which takes it down and brings it back.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use support::fault_proxy::{FaultProxy, Schedule};
+use support::s3::{S3Server, aws_env};
+use support::{Env, Kind, assert_same_tree, pseudo_random, restored};
+
+struct Daemon {
+    child: Child,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, log: &Path) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        cmd.args(["daemon", "--config"])
+            .arg(config)
+            .env(
+                "CAIRN_LOG",
+                "info,aws_config=error,aws_smithy_runtime=error,aws_runtime=error",
+            )
+            .env_remove("CAIRN_PASSWORD")
+            .env_remove("CAIRN_PASSWORD_FILE")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log"));
+        for (k, v) in aws_env() {
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
+        }
+        Daemon {
+            child: cmd.spawn().expect("daemon"),
+            config: config.to_path_buf(),
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn status(&self) -> Option<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["status", "--json", "--config"])
+            .arg(&self.config)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    fn wait_for(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        cond: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.status()
+                && cond(&s)
+            {
+                return s;
+            }
+            if let Ok(Some(e)) = self.child.try_wait() {
+                panic!("daemon exited ({e}) waiting for {what}\n{}", self.log());
+            }
+            assert!(
+                t.elapsed() < limit,
+                "timed out waiting for {what}: {:?}\n{}",
+                self.status(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn terminate(mut self) {
+        // SAFETY: kill has no memory preconditions; the pid is our live child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "{status}\n{}", self.log());
+    }
+}
+
+fn dest<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    s["destinations"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["name"] == name))
+        .expect("destination in status")
+}
+
+fn settled(d: &serde_json::Value) -> bool {
+    !d["last_snapshot"].is_null()
+        && d["state"] == "idle"
+        && d["pending_changes"] == 0
+        && d["last_error"].is_null()
+}
+
+/// Restore `latest` from `repo` and compare with `src`.
+fn restore_from(env: &Env, repo: &str, src: &Path, name: &str) {
+    let target = env.path(name);
+    let out = env
+        .cmd(&[
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().expect("utf8"),
+            "--repo",
+            repo,
+        ])
+        .output()
+        .expect("restore");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same_tree(src, &restored(&target, src));
+}
+
+#[test]
+fn a_destination_that_is_down_holds_nobody_back_and_catches_up_without_reuploading() {
+    let mut env = Env::new();
+    env.env = aws_env();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("photos")).expect("mkdir");
+    std::fs::write(src.join("photos/big.raw"), pseudo_random(6 << 20, 7)).expect("write");
+    std::fs::write(src.join("notes.txt"), b"first").expect("write");
+    let lan = S3Server::start(&["backups"]);
+    let far = S3Server::start(&["offsite"]);
+    let proxy = FaultProxy::start(far.port, Schedule::clean());
+    let lan_repo = format!("s3:{}/backups/host1", lan.endpoint());
+    let far_repo = format!("s3:{}/offsite/host1", proxy.endpoint());
+    let opts =
+        r#"options = { "s3.retry-delay" = "20ms", "s3.retries" = "3", "s3.timeout" = "3s" }"#;
+    let config = env.path("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{state}\"\npassword_file = \"{pw}\"\n\n[[source]]\npaths = [\"{src}\"]\n\n[[destination]]\nname = \"lan\"\nrepo = \"{lan_repo}\"\n{opts}\n\n[[destination]]\nname = \"far\"\nrepo = \"{far_repo}\"\n{opts}\n\n[schedule]\nquiet_period = \"300ms\"\nmin_interval = \"0s\"\n",
+            state = env.path("state").display(),
+            pw = env.password_file.display(),
+            src = src.display(),
+        ),
+    )
+    .expect("config");
+    let mut d = Daemon::start(&config, &env.path("daemon.log"));
+    let s = d.wait_for("both destinations", Duration::from_secs(60), |s| {
+        settled(dest(s, "lan")) && settled(dest(s, "far"))
+    });
+    assert!(
+        d.log().contains("on the keys of another destination"),
+        "{}",
+        d.log()
+    );
+    let far_first = dest(&s, "far")["last_snapshot"]["id"].clone();
+
+    // The far destination goes down: every connection is reset.
+    proxy.set_schedule(Schedule {
+        reset: 1000,
+        ..Schedule::clean()
+    });
+    std::fs::write(src.join("notes.txt"), b"second, while far is down").expect("write");
+    let s = d.wait_for(
+        "a lan snapshot while far is down",
+        Duration::from_secs(30),
+        |s| {
+            settled(dest(s, "lan"))
+                && dest(s, "lan")["snapshots"].as_u64() >= Some(2)
+                && !dest(s, "far")["last_error"].is_null()
+        },
+    );
+    let lan_second = dest(&s, "lan")["last_snapshot"]["id"].clone();
+    std::fs::write(src.join("more.txt"), b"third").expect("write");
+    let s = d.wait_for("another lan snapshot", Duration::from_secs(30), |s| {
+        settled(dest(s, "lan")) && dest(s, "lan")["last_snapshot"]["id"] != lan_second
+    });
+    let far_status = dest(&s, "far");
+    assert!(
+        far_status["lag_snapshots"].as_u64() >= Some(2),
+        "{far_status}"
+    );
+    assert!(far_status["lag_seconds"].as_u64().is_some(), "{far_status}");
+    assert!(far_status["lag_bytes"].as_u64() > Some(0), "{far_status}");
+
+    // Back up: it catches up within a minute, sending only what is new.
+    let puts_before = proxy.stats.puts.load(Ordering::Relaxed);
+    let t = Instant::now();
+    proxy.set_schedule(Schedule::clean());
+    d.wait_for("far catching up", Duration::from_secs(60), |s| {
+        let f = dest(s, "far");
+        settled(f) && f["last_snapshot"]["id"] != far_first && f["lag_snapshots"] == 0
+    });
+    eprintln!("caught up in {:?}", t.elapsed());
+    let puts = proxy.stats.puts.load(Ordering::Relaxed) - puts_before;
+    // A data pack, a tree pack, an index and a snapshot, with room for a retry: the
+    // 6 MiB photo (already there) is not sent again.
+    assert!(puts <= 8, "{puts} PUTs to catch up");
+    d.terminate();
+
+    restore_from(&env, &lan_repo, &src, "from-lan");
+    restore_from(&env, &far_repo, &src, "from-far");
+}
+
+#[test]
+fn two_hosts_back_up_into_one_bucket_at_the_same_time() {
+    let env = Env::init_on(Kind::S3);
+    let a = env.path("host-a");
+    let b = env.path("host-b");
+    for (dir, seed) in [(&a, 1), (&b, 2)] {
+        std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
+        std::fs::write(dir.join("shared.bin"), pseudo_random(3 << 20, 99)).expect("write");
+        std::fs::write(dir.join("sub/own.bin"), pseudo_random(2 << 20, seed)).expect("write");
+    }
+    let spawn = |dir: &Path, host: &str| {
+        env.cmd(&["backup", "--host", host, dir.to_str().expect("utf8")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("backup")
+    };
+    let (pa, pb) = (spawn(&a, "a"), spawn(&b, "b"));
+    for p in [pa, pb] {
+        let out = p.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(2));
+    for (dir, host) in [(&a, "a"), (&b, "b")] {
+        let id = listed
+            .as_array()
+            .and_then(|l| l.iter().find(|s| s["hostname"] == host))
+            .and_then(|s| s["id"].as_str())
+            .expect("snapshot")
+            .to_string();
+        let target = env.path(&format!("restore-{host}"));
+        env.ok(&["restore", &id, "--target", target.to_str().expect("utf8")]);
+        assert_same_tree(dir, &restored(&target, dir));
+    }
+}
