@@ -18,6 +18,7 @@ pub mod exclude;
 pub mod format;
 pub mod fsmeta;
 pub mod hash;
+pub mod heal;
 pub mod host;
 pub mod index;
 pub mod ls;

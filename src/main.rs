@@ -103,6 +103,11 @@ enum Command {
         /// Restore into a non-empty target, replacing entries.
         #[arg(long)]
         overwrite: bool,
+        /// Another copy of the repository (same keys: a second daemon destination with
+        /// the same passphrase, or made with `init --from-repo`) to read blobs from when
+        /// the main one is missing or damaged (repeatable).
+        #[arg(long = "fallback-repo")]
+        fallback_repos: Vec<String>,
     },
     /// Manage the passphrases that open the repository.
     Key {
@@ -229,7 +234,16 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             target,
             include,
             overwrite,
-        } => cmd::cmd_restore(&rt, r, &snapshot, &target, &include, overwrite),
+            fallback_repos,
+        } => cmd::cmd_restore(
+            &rt,
+            r,
+            &snapshot,
+            &target,
+            &include,
+            overwrite,
+            &fallback_repos,
+        ),
         Command::Key { action } => match action {
             KeyCommand::List { json } => cmd::cmd_key_list(&rt, r, json),
             KeyCommand::Add { new_password_file } => {

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::fsmeta;
 use crate::hash::BlobId;
+use crate::heal::{BlobReader, Copy, Healed};
 use crate::index::MasterIndex;
 use crate::repo::Repository;
 use crossbeam_channel::{Sender, bounded};
@@ -51,6 +52,8 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// Entries that could not be restored, with the reason.
     pub errors: Vec<(PathBuf, String)>,
+    /// Blobs the primary repository could not serve and a copy did.
+    pub healed: Vec<Healed>,
 }
 
 /// Restore the tree `root` into `opts.target`. Must be called from a thread that is not
@@ -62,14 +65,25 @@ pub fn restore(
     root: &BlobId,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
+    let reader = BlobReader::new(Copy { repo, index }, Vec::new())?;
+    restore_with(&reader, rt, root, opts)
+}
+
+/// Restore reading blobs through `reader`, which may heal from copies of the repository.
+pub fn restore_with(
+    reader: &BlobReader<'_>,
+    rt: &Runtime,
+    root: &BlobId,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport> {
+    let Copy { repo, index } = reader.primary();
     prepare_target(&opts.target, opts.overwrite)?;
     if !opts.includes.is_empty() {
         check_includes(repo, rt, index, root, &opts.includes)?;
     }
     let shared = Shared {
-        repo,
+        reader,
         rt,
-        index,
         chown: fsmeta::can_chown(),
         report: Mutex::new(RestoreReport::default()),
     };
@@ -118,7 +132,9 @@ pub fn restore(
             return Err(Error::io("flush", &opts.target, io::Error::last_os_error()));
         }
     }
-    Ok(shared.report.into_inner().unwrap_or_default())
+    let mut report = shared.report.into_inner().unwrap_or_default();
+    report.healed = reader.healed();
+    Ok(report)
 }
 
 /// Every `--include` must name something in the snapshot: a typo must not end in an
@@ -165,9 +181,8 @@ fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
 
 /// What the walker and the file writers share.
 struct Shared<'a> {
-    repo: &'a Repository,
+    reader: &'a BlobReader<'a>,
     rt: &'a Runtime,
-    index: &'a MasterIndex,
     chown: bool,
     report: Mutex<RestoreReport>,
 }
@@ -206,7 +221,7 @@ impl Restorer<'_, '_> {
 
     fn load_tree(&self, id: &BlobId, snap_path: &Path) -> Result<Tree> {
         let sh = self.shared;
-        let plain = sh.rt.block_on(sh.repo.read_blob(sh.index, id))?;
+        let plain = sh.rt.block_on(sh.reader.read(id))?;
         Tree::from_plain(&plain).map_err(|e| {
             Error::corrupt_format(format!("tree {} of {}", id.short(), snap_path.display()), e)
         })
@@ -345,7 +360,7 @@ impl Shared<'_> {
             .map_err(|e| Error::io("create file", dest, e))?;
         let mut written: u64 = 0;
         for id in &node.content {
-            let plain = self.rt.block_on(self.repo.read_blob(self.index, id))?;
+            let plain = self.rt.block_on(self.reader.read(id))?;
             if node.sparse && plain.iter().all(|b| *b == 0) {
                 f.seek(SeekFrom::Current(plain.len() as i64))
                     .map_err(|e| Error::io("seek in", dest, e))?;

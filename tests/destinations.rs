@@ -213,6 +213,73 @@ fn a_destination_that_is_down_holds_nobody_back_and_catches_up_without_reuploadi
 
     restore_from(&env, &lan_repo, &src, "from-lan");
     restore_from(&env, &far_repo, &src, "from-far");
+
+    // Damage the lan copy: flip a byte in one data pack, delete another. Alone it no
+    // longer restores; paired with the far copy it does, and says what it healed.
+    let mut packs = walk_files(&lan.root().join("backups/host1/data"));
+    packs.sort_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
+    let biggest = packs.pop().expect("a data pack");
+    let mut bytes = std::fs::read(&biggest).expect("read pack");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&biggest, bytes).expect("corrupt");
+    if let Some(other) = packs.pop() {
+        std::fs::remove_file(other).expect("delete");
+    }
+    let target = env.path("damaged-alone");
+    let out = env
+        .cmd(&[
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().expect("utf8"),
+            "--repo",
+            &lan_repo,
+        ])
+        .output()
+        .expect("restore");
+    assert!(
+        !out.status.success(),
+        "a damaged copy alone must not restore cleanly"
+    );
+    let target = env.path("healed");
+    let out = env
+        .cmd(&[
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().expect("utf8"),
+            "--repo",
+            &lan_repo,
+            "--fallback-repo",
+            &far_repo,
+        ])
+        .output()
+        .expect("restore");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("blob(s) were read from another copy instead"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("from {far_repo}")), "{err}");
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[test]

@@ -7,7 +7,7 @@ use cairn::backup::{BackupOptions, backup, clean_absolute};
 use cairn::crypto::KdfParams;
 use cairn::format::config::DEFAULT_PACK_SIZE;
 use cairn::repo::{InitOptions, Repository, init, read_config};
-use cairn::restore::{RestoreOptions, restore};
+use cairn::restore::RestoreOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::runtime::Runtime;
@@ -233,10 +233,33 @@ pub fn cmd_restore(
     target: &Path,
     includes: &[PathBuf],
     overwrite: bool,
+    fallback_repos: &[String],
 ) -> Result<i32> {
     let repo = open(rt, args)?;
     let entry = rt.block_on(repo.find_snapshot(snapshot))?;
     let index = rt.block_on(repo.load_index())?;
+    let mut copies = Vec::new();
+    for spec in fallback_repos {
+        let b = rt.block_on(cairn::backend::open(spec, &args.backend_options()?))?;
+        let pass = password::resolve(args.password_file.as_deref())?;
+        let copy = rt
+            .block_on(Repository::open(b, &pass))
+            .with_context(|| format!("opening --fallback-repo {spec}"))?;
+        let copy_index = rt
+            .block_on(copy.load_index())
+            .with_context(|| format!("loading the index of --fallback-repo {spec}"))?;
+        copies.push((copy, copy_index));
+    }
+    let reader = cairn::heal::BlobReader::new(
+        cairn::heal::Copy {
+            repo: &repo,
+            index: &index,
+        },
+        copies
+            .iter()
+            .map(|(repo, index)| cairn::heal::Copy { repo, index })
+            .collect(),
+    )?;
     let includes = includes
         .iter()
         .map(|p| clean_absolute(p))
@@ -251,11 +274,24 @@ pub fn cmd_restore(
         entry.id.short(),
         target.display()
     );
-    let report = restore(&repo, rt.handle(), &index, &entry.snapshot.tree, &opts)?;
+    let report = cairn::restore::restore_with(&reader, rt.handle(), &entry.snapshot.tree, &opts)?;
     eprintln!(
         "restored {} files ({} bytes), {} directories, {} other entries",
         report.files, report.bytes, report.dirs, report.others
     );
+    if !report.healed.is_empty() {
+        eprintln!(
+            "warning: {} is damaged: {} blob(s) were read from another copy instead:",
+            repo.backend().location(),
+            report.healed.len()
+        );
+        for h in report.healed.iter().take(20) {
+            eprintln!("  blob {} from {}: {}", &h.blob[..12], h.from, h.problem);
+        }
+        if report.healed.len() > 20 {
+            eprintln!("  ... and {} more", report.healed.len() - 20);
+        }
+    }
     if report.errors.is_empty() {
         return Ok(0);
     }
