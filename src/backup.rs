@@ -52,6 +52,9 @@ pub struct BackupOptions {
     pub time: String,
     /// Snapshot to compare against; `None` picks the latest with the same host and paths.
     pub parent: Option<SnapshotId>,
+    /// The parent's content when the caller already has it (saves a read, and allows a
+    /// parent stored elsewhere, as for a journal standing in for its destination).
+    pub parent_snapshot: Option<Snapshot>,
     /// Sealing worker threads.
     pub workers: usize,
     /// Pack uploads in flight at once.
@@ -83,6 +86,7 @@ impl BackupOptions {
             username,
             time,
             parent: None,
+            parent_snapshot: None,
             workers: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
@@ -150,6 +154,15 @@ impl BackupContext {
             c.retain_index(&listed);
         }
         Ok(())
+    }
+
+    /// Add packs stored elsewhere that will reach this repository before any snapshot
+    /// that relies on them (a journal's), without counting their index objects as this
+    /// repository's.
+    pub fn add_packs(&mut self, file: &IndexFile) {
+        for p in &file.packs {
+            self.index.add_pack(p);
+        }
     }
 
     async fn load_index_file(&self, repo: &Repository, id: IndexId) -> Result<IndexFile> {
@@ -260,9 +273,10 @@ fn run(
     }
     let index = &ctx.index;
     let cache = ctx.cache.as_ref();
-    let parent = match opts.parent {
-        Some(id) => Some((id, rt.block_on(repo.load_snapshot(id))?)),
-        None => rt
+    let parent = match (opts.parent, &opts.parent_snapshot) {
+        (Some(id), Some(snap)) => Some((id, snap.clone())),
+        (Some(id), None) => Some((id, rt.block_on(repo.load_snapshot(id))?)),
+        (None, _) => rt
             .block_on(repo.list_snapshots())?
             .into_iter()
             .rev()

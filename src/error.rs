@@ -123,6 +123,13 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether storage could not be reached or answered with a transient failure (after
+    /// the backend's own retries): the destination is down, not broken.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Backend(e) if e.is_retryable())
+            || matches!(self, Error::Backend(BackendError::Truncated { .. }))
+    }
+
     /// Process exit code for this error, as documented in the README: 10 for a missing
     /// repository and 12 for a wrong passphrase (as restic), 1 for everything else.
     pub fn exit_code(&self) -> i32 {

@@ -323,3 +323,109 @@ fn two_hosts_back_up_into_one_bucket_at_the_same_time() {
         assert_same_tree(dir, &restored(&target, dir));
     }
 }
+
+#[test]
+fn snapshots_taken_while_the_only_destination_is_down_are_journaled_and_replayed_in_order() {
+    let mut env = Env::new();
+    env.env = aws_env();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("base.bin"), pseudo_random(2 << 20, 5)).expect("write");
+    std::fs::write(src.join("doc.txt"), b"state 0").expect("write");
+    let server = S3Server::start(&["backups"]);
+    let proxy = FaultProxy::start(server.port, Schedule::clean());
+    let repo = format!("s3:{}/backups/host1", proxy.endpoint());
+    let config = env.path("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{state}\"\npassword_file = \"{pw}\"\n\n[[source]]\npaths = [\"{src}\"]\n\n[[destination]]\nname = \"only\"\nrepo = \"{repo}\"\noptions = {{ \"s3.retry-delay\" = \"20ms\", \"s3.retries\" = \"2\", \"s3.timeout\" = \"2s\" }}\n\n[schedule]\nquiet_period = \"300ms\"\nmin_interval = \"0s\"\n",
+            state = env.path("state").display(),
+            pw = env.password_file.display(),
+            src = src.display(),
+        ),
+    )
+    .expect("config");
+    let mut d = Daemon::start(&config, &env.path("daemon.log"));
+    d.wait_for("the first snapshot", Duration::from_secs(60), |s| {
+        settled(dest(s, "only"))
+    });
+
+    // Down: two states are journaled locally, in order.
+    proxy.set_schedule(Schedule {
+        reset: 1000,
+        ..Schedule::clean()
+    });
+    std::fs::write(
+        src.join("doc.txt"),
+        b"state 1, written while the bucket is down",
+    )
+    .expect("write");
+    d.wait_for("one journaled snapshot", Duration::from_secs(30), |s| {
+        dest(s, "only")["journal_snapshots"] == 1
+    });
+    std::fs::write(src.join("doc.txt"), b"state 2").expect("write");
+    std::fs::write(src.join("new.bin"), pseudo_random(300_000, 6)).expect("write");
+    let s = d.wait_for("two journaled snapshots", Duration::from_secs(60), |s| {
+        dest(s, "only")["journal_snapshots"] == 2
+    });
+    assert!(dest(&s, "only")["journal_bytes"].as_u64() > Some(0), "{s}");
+    // The journal holds what is new, not the 2 MiB the bucket already has.
+    assert!(
+        dest(&s, "only")["journal_bytes"].as_u64() < Some(1 << 20),
+        "{s}"
+    );
+
+    // A restart while still down keeps the journal.
+    d.terminate();
+    let mut d = Daemon::start(&config, &env.path("daemon2.log"));
+    std::thread::sleep(Duration::from_secs(2));
+    let s = d.wait_for("status after restart", Duration::from_secs(30), |_| true);
+    assert_eq!(dest(&s, "only")["journal_snapshots"], 2, "{s}");
+
+    // Back: the journal is replayed (oldest first), then the current state follows.
+    proxy.set_schedule(Schedule::clean());
+    d.wait_for("replay and catch-up", Duration::from_secs(90), |s| {
+        let o = dest(s, "only");
+        settled(o) && o["journal_snapshots"] == 0
+    });
+    assert!(
+        d.log().contains("replayed 2 journaled snapshot(s)"),
+        "{}",
+        d.log()
+    );
+    d.terminate();
+    let listed: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(
+        &env.cmd(&["snapshots", "--json", "--repo", &repo])
+            .output()
+            .expect("list")
+            .stdout,
+    ))
+    .expect("json");
+    let snaps = listed.as_array().expect("array");
+    assert!(snaps.len() >= 3, "{listed}");
+    // The journaled state 1 is in the bucket: restore it and read doc.txt.
+    let mut by_time: Vec<&serde_json::Value> = snaps.iter().collect();
+    by_time.sort_by_key(|s| s["time"].as_str().unwrap_or("").to_string());
+    let state1 = by_time[1]["id"].as_str().expect("id");
+    let target = env.path("state1");
+    let out = env
+        .cmd(&[
+            "restore",
+            state1,
+            "--target",
+            target.to_str().expect("utf8"),
+            "--repo",
+            &repo,
+        ])
+        .output()
+        .expect("restore");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = std::fs::read(restored(&target, &src).join("doc.txt")).expect("doc");
+    assert_eq!(doc, b"state 1, written while the bucket is down");
+    restore_from(&env, &repo, &src, "latest");
+}

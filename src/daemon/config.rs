@@ -19,6 +19,9 @@ use toml::Spanned;
 /// Longest duration accepted in `[schedule]` (timers beyond it are mistakes).
 const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
+/// Default bound of one destination's journal.
+pub const DEFAULT_JOURNAL_LIMIT: u64 = 1024 * 1024 * 1024;
+
 /// Where the daemon looks when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/cairn/cairn.toml";
 
@@ -151,6 +154,8 @@ pub struct DaemonConfig {
     pub schedule: Schedule,
     /// Sealing threads per backup.
     pub cpu_threads: usize,
+    /// Disk space one unreachable destination's journal may use.
+    pub journal_limit: u64,
     /// Unix socket for `cairn status` and `cairn backup --now`.
     pub socket: PathBuf,
     /// Address for Prometheus metrics, if enabled.
@@ -239,6 +244,7 @@ struct RawSchedule {
 struct RawLimits {
     cpu_threads: Option<Spanned<u32>>,
     upload_concurrency: Option<Spanned<u32>>,
+    journal_size: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -289,6 +295,7 @@ const SCHEDULE_KEYS: &[(&str, Shape)] = &[
 const LIMITS_KEYS: &[(&str, Shape)] = &[
     ("cpu_threads", Shape::Value),
     ("upload_concurrency", Shape::Value),
+    ("journal_size", Shape::Value),
 ];
 const CONTROL_KEYS: &[(&str, Shape)] = &[("socket", Shape::Value)];
 const METRICS_KEYS: &[(&str, Shape)] = &[("listen", Shape::Value)];
@@ -605,6 +612,22 @@ fn resolve(
             .unwrap_or(2),
     };
 
+    let journal_limit = match &raw.limits.journal_size {
+        Some(v) => match crate::backend::options::parse_size("journal_size", v.get_ref()) {
+            Ok(n) => n,
+            Err(_) => cx
+                .problem(
+                    v.span(),
+                    format!(
+                        "`limits.journal_size` = {:?}: write a size like \"1GiB\" or \"500M\" (\"0\" turns journaling off)",
+                        v.get_ref()
+                    ),
+                )
+                .unwrap_or(DEFAULT_JOURNAL_LIMIT),
+        },
+        None => DEFAULT_JOURNAL_LIMIT,
+    };
+
     let mut destinations: Vec<DestinationConfig> = Vec::new();
     if raw.destination.is_empty() {
         cx.problems.push(Problem {
@@ -806,6 +829,7 @@ fn resolve(
         destinations,
         schedule,
         cpu_threads,
+        journal_limit,
         socket: socket?,
         metrics_listen,
     })

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod control;
+pub mod journal;
 pub mod keyring;
 pub mod metrics;
 pub mod schedule;
@@ -280,6 +281,8 @@ impl Instance {
             cache_dir: config.cache_dir.clone(),
             password: config.password.clone(),
             degraded: env_degraded.clone(),
+            state_dir: config.state_dir.clone(),
+            journal_limit: config.journal_limit,
             keyring: keyring::KeyRing::new(
                 &config
                     .destinations
@@ -392,11 +395,15 @@ impl Instance {
 
         let dests = destinations.clone();
         let flag = degraded.clone();
+        let state_dir = config.state_dir.clone();
         let status: Arc<dyn Fn() -> DaemonStatus + Send + Sync> = Arc::new(move || {
             let destinations: Vec<_> = dests
                 .iter()
                 .map(|d| {
                     let mut st = d.status();
+                    let j = journal::Journal::size_of_all(&state_dir, &d.config.name);
+                    st.journal_snapshots = j.snapshots;
+                    st.journal_bytes = j.bytes;
                     let (last_success, behind_since) = d.lag_marks();
                     if let Some(since) = behind_since {
                         st.lag_seconds = since.elapsed().as_secs();

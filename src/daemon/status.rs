@@ -58,6 +58,11 @@ pub struct DestinationStatus {
     pub lag_seconds: u64,
     /// Size of the changed files not yet durable here (an estimate: current sizes).
     pub lag_bytes: u64,
+    /// Snapshots journaled locally while the destination was unreachable, waiting to be
+    /// replayed into it.
+    pub journal_snapshots: u64,
+    /// Disk space of that journal.
+    pub journal_bytes: u64,
 }
 
 /// The whole daemon.
@@ -128,6 +133,13 @@ impl DaemonStatus {
                     d.lag_snapshots,
                     d.lag_bytes,
                     humantime::format_duration(std::time::Duration::from_secs(d.lag_seconds))
+                );
+            }
+            if d.journal_snapshots > 0 {
+                let _ = writeln!(
+                    out,
+                    "  journaled:      {} snapshot(s), {} bytes, replayed when it is reachable",
+                    d.journal_snapshots, d.journal_bytes
                 );
             }
             if let Some(e) = &d.last_error {
@@ -251,6 +263,18 @@ impl DaemonStatus {
             "gauge",
             "Snapshots other destinations committed since this one caught up.",
             per(&|d| d.lag_snapshots.to_string()),
+        );
+        family(
+            "cairn_journal_snapshots",
+            "gauge",
+            "Snapshots journaled locally for an unreachable destination.",
+            per(&|d| d.journal_snapshots.to_string()),
+        );
+        family(
+            "cairn_journal_bytes",
+            "gauge",
+            "Disk space of the local journal of a destination.",
+            per(&|d| d.journal_bytes.to_string()),
         );
         family(
             "cairn_consecutive_failures",

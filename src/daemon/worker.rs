@@ -69,6 +69,8 @@ struct Record {
     last_success: Option<Instant>,
     /// When recent snapshots were committed (bounded), to count another destination's lag.
     commits: std::collections::VecDeque<Instant>,
+    /// Id of the destination's repository, once opened.
+    repo_id: Option<crate::hash::Id>,
 }
 
 /// Commit times remembered per destination for lag counts.
@@ -231,6 +233,8 @@ impl Destination {
             lag_snapshots: 0,
             lag_seconds: 0,
             lag_bytes: 0,
+            journal_snapshots: 0,
+            journal_bytes: 0,
         }
     }
 
@@ -272,6 +276,12 @@ impl Destination {
         }
     }
 
+    /// Make the worker try again at its retry time even with no changes pending (a
+    /// journal waits to be replayed).
+    fn want_retry(&self) {
+        lock(&self.queue).waiting.pending = true;
+    }
+
     /// Put back work that did not complete, merged with what arrived meanwhile.
     fn requeue(&self, left: &[SourceWork], retry_at: Option<Instant>) {
         let mut q = lock(&self.queue);
@@ -307,6 +317,10 @@ pub struct WorkerEnv {
     pub degraded: Arc<std::sync::atomic::AtomicBool>,
     /// Shares master secrets between destinations with the same passphrase.
     pub keyring: super::keyring::KeyRing,
+    /// Where journals live.
+    pub state_dir: PathBuf,
+    /// Disk space one destination's journal may use (0: no journal).
+    pub journal_limit: u64,
 }
 
 /// An open repository and its index.
@@ -325,6 +339,13 @@ struct Memory {
     /// Per source, paths looked at on every run even without an event: files with
     /// several hard links, and paths skipped with a warning last time.
     sticky: Vec<ChangedPaths>,
+    /// Per source, the parent's content (so a journaled run needs no read from the
+    /// unreachable destination).
+    parent_snaps: Vec<Option<crate::format::snapshot::Snapshot>>,
+    /// Journal index objects already merged into the session's index.
+    journal_indexes: std::collections::HashSet<crate::hash::IndexId>,
+    /// Said once per outage that the journal is full.
+    journal_full_said: bool,
 }
 
 /// The worker loop; returns on shutdown.
@@ -333,6 +354,7 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
     let mut session: Option<Session> = None;
     let mut memory = Memory {
         sticky: vec![ChangedPaths::new(); env.sources.len()],
+        parent_snaps: vec![None; env.sources.len()],
         ..Memory::default()
     };
     while let Some((mut work, requests)) = dest.next_work(&env.schedule) {
@@ -393,11 +415,28 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
                     "snapshot failed (retrying in {}): {e}",
                     humantime::format_duration(delay)
                 );
-                // A failure may leave the session's view stale (or the repository
-                // unreachable): reopen on the next attempt.
-                session = None;
+                let mut note = e.to_string();
+                if e.is_unreachable() {
+                    // Keep the session (its index says what the destination holds) and
+                    // write the snapshot into the local journal instead.
+                    match journal_once(&dest, &env, session.as_mut(), &mut memory, &mut work) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::info!(destination = %name, "{n} snapshot(s) journaled locally, to be replayed when the destination is back");
+                            note.push_str("; the snapshot is journaled locally and replayed when the destination is back");
+                        }
+                        Err(j) => tracing::warn!(destination = %name, "not journaled: {j}"),
+                    }
+                } else {
+                    // A failure may leave the session's view stale: reopen next time.
+                    session = None;
+                }
                 dest.requeue(&work, Some(Instant::now() + delay));
-                Some(e.to_string())
+                if journal_of(&env, &dest).is_some_and(|j| j.size().snapshots > 0) {
+                    // Come back to replay it even if nothing else changes.
+                    dest.want_retry();
+                }
+                Some(note)
             }
         };
         for tx in requests {
@@ -443,6 +482,37 @@ fn run_once(
             Err(Error::InvalidInput("no repository session".into())),
         );
     };
+    // History journaled while the destination was unreachable goes in first, oldest
+    // snapshot first.
+    let journal =
+        super::journal::Journal::new(&env.state_dir, &dest.config.name, &s.repo.config().id);
+    match rt.block_on(journal.replay(&s.repo)) {
+        Ok(0) if !memory.journal_indexes.is_empty() => {
+            // The journal vanished before it was replayed (deleted by hand, or its disk
+            // failed): the index must forget the blobs it held, and the parents built
+            // on it are gone too.
+            tracing::warn!(destination = %dest.config.name, "the journal disappeared before it was replayed; comparing everything again");
+            let cache = MetadataCache::new(&env.cache_dir, &s.repo.config().id);
+            s.ctx = BackupContext::new(Some(cache));
+            memory.journal_indexes.clear();
+            memory.parents = None;
+            *session = None;
+            return (
+                made,
+                Err(Error::InvalidInput(
+                    "the journal disappeared before it was replayed; starting over".into(),
+                )),
+            );
+        }
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(destination = %dest.config.name, "replayed {n} journaled snapshot(s)");
+            lock(&dest.record).snapshots += n;
+            memory.journal_indexes.clear();
+            memory.journal_full_said = false;
+        }
+        Err(e) => return (made, Err(e)),
+    }
     if let Err(e) = rt.block_on(s.ctx.refresh(&s.repo)) {
         return (made, Err(e));
     }
@@ -471,6 +541,9 @@ fn run_once(
         opts.workers = env.cpu_threads;
         opts.max_uploads = dest.config.upload_concurrency;
         opts.parent = parents[i];
+        opts.parent_snapshot = memory.parent_snaps[i]
+            .clone()
+            .filter(|_| parents[i].is_some());
         let full = w.full || degraded || parents[i].is_none();
         opts.changed = (!full).then(|| {
             let mut c = w.changes.clone();
@@ -512,6 +585,7 @@ fn run_once(
         }
         memory.sticky[i] = sticky;
         parents[i] = Some(report.id);
+        memory.parent_snaps[i] = Some(report.snapshot.clone());
         lock(&dest.record).last_snapshot = Some(LastSnapshot {
             id: report.id.to_hex(),
             time: report.snapshot.time.clone(),
@@ -525,6 +599,103 @@ fn run_once(
         }
     }
     (made, first_error.map_or(Ok(()), Err))
+}
+
+/// The journal of this destination's repository, once its identity is known.
+fn journal_of(env: &WorkerEnv, dest: &Destination) -> Option<super::journal::Journal> {
+    let id = lock(&dest.record).repo_id?;
+    Some(super::journal::Journal::new(
+        &env.state_dir,
+        &dest.config.name,
+        &id,
+    ))
+}
+
+/// Snapshot the remaining work into the local journal, building on what the session's
+/// index says the destination holds. Returns how many snapshots were journaled; each
+/// journaled source's work is cleared from `work`.
+fn journal_once(
+    dest: &Destination,
+    env: &WorkerEnv,
+    session: Option<&mut Session>,
+    memory: &mut Memory,
+    work: &mut [SourceWork],
+) -> Result<u64> {
+    let Some(s) = session else {
+        return Ok(0);
+    };
+    if env.journal_limit == 0 || work.iter().all(SourceWork::is_empty) {
+        return Ok(0);
+    }
+    let journal =
+        super::journal::Journal::new(&env.state_dir, &dest.config.name, &s.repo.config().id);
+    let size = journal.size();
+    if size.bytes >= env.journal_limit {
+        if !memory.journal_full_said {
+            memory.journal_full_said = true;
+            tracing::warn!(
+                destination = %dest.config.name,
+                "the journal is full ({} bytes of {}): no more snapshots are journaled; the destination catches up from the source data when it is back",
+                size.bytes,
+                env.journal_limit
+            );
+        }
+        return Ok(0);
+    }
+    let rt = &env.rt;
+    let jrepo = journal.repository(&s.repo);
+    let Some(parents) = memory.parents.as_mut() else {
+        return Ok(0);
+    };
+    let mut journaled = 0;
+    for (i, w) in work.iter_mut().enumerate() {
+        if w.is_empty() || parents[i].is_none() {
+            continue;
+        }
+        dest.control.check()?;
+        let src = &env.sources[i];
+        let mut opts = BackupOptions::new(
+            src.paths.clone(),
+            env.hostname.clone(),
+            env.username.clone(),
+            crate::host::now_rfc3339(),
+        );
+        opts.excludes = src.excludes.clone();
+        opts.tags = src.tags.clone();
+        opts.one_file_system = src.one_file_system;
+        opts.workers = env.cpu_threads;
+        opts.max_uploads = 2;
+        opts.parent = parents[i];
+        opts.parent_snapshot = memory.parent_snaps[i].clone();
+        opts.changed = (!w.full).then(|| {
+            let mut c = w.changes.clone();
+            c.merge(&memory.sticky[i]);
+            c
+        });
+        opts.control = dest.control.clone();
+        opts.skip_if_unchanged = true;
+        opts.trim_cache = false;
+        let report = backup_with(&jrepo, rt, &opts, &mut s.ctx)?;
+        // What the journal now holds counts as held: the journal reaches the
+        // destination before anything built on it.
+        for info in rt.block_on(jrepo.backend().list(crate::backend::FileType::Index))? {
+            let Some(id) = crate::hash::Id::from_object_name(&info.name).map(crate::hash::IndexId)
+            else {
+                continue;
+            };
+            if memory.journal_indexes.insert(id) {
+                let file = rt.block_on(jrepo.load_index_file(id))?;
+                s.ctx.add_packs(&file);
+            }
+        }
+        parents[i] = Some(report.id);
+        memory.parent_snaps[i] = Some(report.snapshot.clone());
+        *w = SourceWork::default();
+        if !report.unchanged {
+            journaled += 1;
+        }
+    }
+    Ok(journaled)
 }
 
 /// Seconds since the epoch.
@@ -589,6 +760,7 @@ fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Res
         }
     };
     env.keyring.register(name, &repo);
+    lock(&dest.record).repo_id = Some(repo.config().id);
     let cache = MetadataCache::new(&env.cache_dir, &repo.config().id);
     let mut ctx = BackupContext::new(Some(cache));
     rt.block_on(ctx.refresh(&repo))?;

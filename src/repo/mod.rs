@@ -140,6 +140,17 @@ impl Repository {
         self.key_id
     }
 
+    /// The same repository (keys, settings, key id) over another backend: a local
+    /// journal that stands in for an unreachable destination.
+    pub fn with_backend(&self, backend: Arc<dyn Backend>) -> Repository {
+        Repository {
+            backend,
+            keys: self.keys.clone(),
+            config: self.config.clone(),
+            key_id: self.key_id,
+        }
+    }
+
     /// Whether `other` is built on the same master secret (see
     /// [`InitOptions::sharing_keys_with`]): only then can one hold blobs for the other.
     pub fn shares_keys_with(&self, other: &Repository) -> bool {

@@ -1,0 +1,133 @@
+//! The local journal of a destination that cannot be reached: snapshots for it are
+//! written into a local directory laid out as a repository on the destination's own
+//! keys, holding only what the destination does not have yet. When the destination is
+//! back, the journal is replayed into it verbatim (packs, then index objects, then
+//! snapshots oldest first), so it receives the history it missed, not just the latest
+//! state; then the journal is deleted. Object names are content hashes, so a replay that
+//! is interrupted is simply run again.
+//!
+//! The journal lives in `<state_dir>/journal/<destination>/<repository id>/`: a journal is
+//! only ever replayed into the repository it was written for. Its size is bounded; when
+//! the bound is reached no further snapshots are journaled and nothing already journaled
+//! is dropped: the destination catches up from the source data when it is back.
+
+use crate::backend::local::LocalBackend;
+use crate::backend::{Backend, FileType, Handle};
+use crate::error::Result;
+use crate::hash::Id;
+use crate::repo::Repository;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One destination's journal.
+#[derive(Clone, Debug)]
+pub struct Journal {
+    dir: PathBuf,
+}
+
+/// What a journal holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalSize {
+    /// Snapshots waiting to be replayed.
+    pub snapshots: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+impl Journal {
+    /// The journal of destination `name` for the repository with id `repo_id`.
+    pub fn new(state_dir: &Path, name: &str, repo_id: &Id) -> Self {
+        Journal {
+            dir: state_dir.join("journal").join(name).join(repo_id.to_hex()),
+        }
+    }
+
+    /// Every journal of destination `name` (for any repository), for status at start-up
+    /// before the destination has been reached.
+    pub fn size_of_all(state_dir: &Path, name: &str) -> JournalSize {
+        let root = state_dir.join("journal").join(name);
+        let mut total = JournalSize::default();
+        if let Ok(rd) = std::fs::read_dir(&root) {
+            for e in rd.flatten() {
+                let j = Journal { dir: e.path() };
+                let s = j.size();
+                total.snapshots += s.snapshots;
+                total.bytes += s.bytes;
+            }
+        }
+        total
+    }
+
+    /// Where it lives.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Current size.
+    pub fn size(&self) -> JournalSize {
+        let snapshots = std::fs::read_dir(self.dir.join("snapshots"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count() as u64
+            })
+            .unwrap_or(0);
+        JournalSize {
+            snapshots,
+            bytes: dir_size(&self.dir),
+        }
+    }
+
+    /// The destination's repository as seen through the journal: same keys and
+    /// settings, objects written to the local directory.
+    pub fn repository(&self, dest: &Repository) -> Repository {
+        dest.with_backend(Arc::new(LocalBackend::new(&self.dir)))
+    }
+
+    /// Copy everything journaled into `dest` (packs, then index objects, then snapshots
+    /// oldest first) and delete the journal. Returns the number of snapshots replayed.
+    pub async fn replay(&self, dest: &Repository) -> Result<u64> {
+        if !self.dir.exists() {
+            return Ok(0);
+        }
+        let local = LocalBackend::new(&self.dir);
+        let target = dest.backend();
+        for kind in [FileType::Pack, FileType::Index] {
+            for info in local.list(kind).await? {
+                copy_one(&local, target.as_ref(), kind, &info.name).await?;
+            }
+        }
+        let journaled = self.repository(dest);
+        let mut snaps = journaled.list_snapshots().await?;
+        snaps.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time));
+        for s in &snaps {
+            copy_one(&local, target.as_ref(), FileType::Snapshot, &s.id.to_hex()).await?;
+        }
+        std::fs::remove_dir_all(&self.dir)
+            .map_err(|e| crate::error::Error::io("remove the replayed journal", &self.dir, e))?;
+        Ok(snaps.len() as u64)
+    }
+}
+
+async fn copy_one(from: &dyn Backend, to: &dyn Backend, kind: FileType, name: &str) -> Result<()> {
+    let h = Handle::new(kind, name.to_string());
+    if to.stat(&h).await.is_ok() {
+        return Ok(());
+    }
+    let bytes = from.get(&h).await?;
+    to.put(&h, bytes::Bytes::from(bytes)).await?;
+    Ok(())
+}
