@@ -10,6 +10,7 @@ pub mod backend;
 pub mod backup;
 pub mod cache;
 pub mod changes;
+pub mod check;
 pub mod chunker;
 pub mod crypto;
 pub mod daemon;

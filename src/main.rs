@@ -109,6 +109,24 @@ enum Command {
         #[arg(long = "fallback-repo")]
         fallback_repos: Vec<String>,
     },
+    /// Verify the repository: structure, and with --read-data every stored blob.
+    Check {
+        /// Read back and verify every blob.
+        #[arg(long, conflicts_with = "read_data_subset")]
+        read_data: bool,
+        /// Read back a random share of the packs, e.g. 10%.
+        #[arg(long, value_name = "N%")]
+        read_data_subset: Option<String>,
+        /// A copy on the same keys, to repair from (repeatable).
+        #[arg(long = "fallback-repo")]
+        fallback_repos: Vec<String>,
+        /// Write good copies of damaged or missing blobs back from --fallback-repo.
+        #[arg(long, requires = "fallback_repos")]
+        repair: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage the passphrases that open the repository.
     Key {
         #[command(subcommand)]
@@ -243,6 +261,21 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             &include,
             overwrite,
             &fallback_repos,
+        ),
+        Command::Check {
+            read_data,
+            read_data_subset,
+            fallback_repos,
+            repair,
+            json,
+        } => cmd::cmd_check(
+            &rt,
+            r,
+            read_data,
+            read_data_subset.as_deref(),
+            &fallback_repos,
+            repair,
+            json,
         ),
         Command::Key { action } => match action {
             KeyCommand::List { json } => cmd::cmd_key_list(&rt, r, json),

@@ -264,6 +264,45 @@ fn a_destination_that_is_down_holds_nobody_back_and_catches_up_without_reuploadi
     );
     assert!(err.contains(&format!("from {far_repo}")), "{err}");
     assert_same_tree(&src, &restored(&target, &src));
+
+    // check names the damage and the files it hits; --repair writes the good copies
+    // back from the pair, after which both copies pass a full read-back.
+    let check = |repo: &str, extra: &[&str]| {
+        let mut args = vec!["check", "--read-data", "--repo", repo];
+        args.extend_from_slice(extra);
+        env.cmd(&args).output().expect("check")
+    };
+    let out = check(&lan_repo, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("is damaged") || text.contains("is missing"),
+        "{text}"
+    );
+    assert!(
+        text.contains("files and directories that cannot be restored intact"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{}/photos", src.display())),
+        "{text}"
+    );
+    let out = check(&lan_repo, &["--repair", "--fallback-repo", &far_repo]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for repo in [&lan_repo, &far_repo] {
+        let out = check(repo, &[]);
+        assert!(
+            out.status.success(),
+            "{repo}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    restore_from(&env, &lan_repo, &src, "after-repair");
 }
 
 fn walk_files(dir: &Path) -> Vec<PathBuf> {

@@ -238,18 +238,7 @@ pub fn cmd_restore(
     let repo = open(rt, args)?;
     let entry = rt.block_on(repo.find_snapshot(snapshot))?;
     let index = rt.block_on(repo.load_index())?;
-    let mut copies = Vec::new();
-    for spec in fallback_repos {
-        let b = rt.block_on(cairn::backend::open(spec, &args.backend_options()?))?;
-        let pass = password::resolve(args.password_file.as_deref())?;
-        let copy = rt
-            .block_on(Repository::open(b, &pass))
-            .with_context(|| format!("opening --fallback-repo {spec}"))?;
-        let copy_index = rt
-            .block_on(copy.load_index())
-            .with_context(|| format!("loading the index of --fallback-repo {spec}"))?;
-        copies.push((copy, copy_index));
-    }
+    let copies = open_copies(rt, args, fallback_repos)?;
     let reader = cairn::heal::BlobReader::new(
         cairn::heal::Copy {
             repo: &repo,
@@ -365,4 +354,124 @@ pub fn cmd_key_passwd(rt: &Runtime, args: &RepoArgs, new_file: Option<&Path>) ->
     let id = rt.block_on(repo.change_passphrase(&new, KdfParams::DEFAULT, &who()))?;
     println!("changed passphrase; new key {}", id.to_hex());
     Ok(0)
+}
+
+/// Open each `--fallback-repo` with the same passphrase and load its index.
+fn open_copies(
+    rt: &Runtime,
+    args: &RepoArgs,
+    specs: &[String],
+) -> Result<Vec<(Repository, cairn::index::MasterIndex)>> {
+    let mut copies = Vec::new();
+    for spec in specs {
+        let b = rt.block_on(cairn::backend::open(spec, &args.backend_options()?))?;
+        let pass = password::resolve(args.password_file.as_deref())?;
+        let copy = rt
+            .block_on(Repository::open(b, &pass))
+            .with_context(|| format!("opening --fallback-repo {spec}"))?;
+        let index = rt
+            .block_on(copy.load_index())
+            .with_context(|| format!("loading the index of --fallback-repo {spec}"))?;
+        copies.push((copy, index));
+    }
+    Ok(copies)
+}
+
+/// `cairn check`.
+pub fn cmd_check(
+    rt: &Runtime,
+    args: &RepoArgs,
+    read_data: bool,
+    subset: Option<&str>,
+    fallback_repos: &[String],
+    repair: bool,
+    json: bool,
+) -> Result<i32> {
+    use cairn::check::{ReadData, check};
+    let mode = match (read_data, subset) {
+        (true, _) => ReadData::All,
+        (false, Some(s)) => {
+            let pct = s
+                .trim()
+                .strip_suffix('%')
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .filter(|p| *p > 0.0 && *p <= 100.0)
+                .with_context(|| {
+                    format!("--read-data-subset {s:?}: write a percentage like 10%")
+                })?;
+            ReadData::Subset(pct / 100.0)
+        }
+        (false, None) => ReadData::None,
+    };
+    let repo = open(rt, args)?;
+    let location = repo.backend().location();
+    if !json {
+        eprintln!("checking {location}...");
+    }
+    let mut report = check(&repo, rt.handle(), mode)?;
+    let mut repaired = None;
+    if repair && !report.is_healthy() {
+        let copies = open_copies(rt, args, fallback_repos)?;
+        let refs: Vec<cairn::heal::Copy<'_>> = copies
+            .iter()
+            .map(|(repo, index)| cairn::heal::Copy { repo, index })
+            .collect();
+        let r = cairn::check::repair(&repo, rt.handle(), &report, &refs)?;
+        if !json {
+            eprintln!(
+                "repair: wrote {} blob(s) back from the copies, dropped {} damaged location(s) from the index{}",
+                r.restored_blobs,
+                r.dropped_locations,
+                if r.unrepairable.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} blob(s) are intact in no copy", r.unrepairable.len())
+                }
+            );
+            eprintln!("checking again...");
+        }
+        repaired = Some(r);
+        report = check(&repo, rt.handle(), mode)?;
+    }
+    if json {
+        let mut v = serde_json::to_value(&report)?;
+        v["healthy"] = report.is_healthy().into();
+        if let Some(r) = &repaired {
+            v["repair"] = serde_json::to_value(r)?;
+        }
+        println!("{v}");
+    } else {
+        println!(
+            "{} snapshot(s), {} pack(s), {} blob(s); read back {} pack(s), {} bytes",
+            report.snapshots, report.packs, report.blobs, report.packs_read, report.bytes_read
+        );
+        if report.is_healthy() {
+            println!("no problems found");
+        } else {
+            println!("{} problem(s):", report.problems.len());
+            for p in &report.problems {
+                println!("  {}: {}", p.object, p.message);
+            }
+            if !report.affected.is_empty() {
+                println!("files and directories that cannot be restored intact:");
+                for a in report.affected.iter().take(100) {
+                    println!(
+                        "  snapshot {}: {} (blob {})",
+                        a.snapshot,
+                        a.path,
+                        &a.blob[..12]
+                    );
+                }
+                if report.affected.len() > 100 {
+                    println!("  ... and {} more", report.affected.len() - 100);
+                }
+            }
+            if !repair {
+                println!(
+                    "if another destination holds a copy on the same keys: cairn check --repair --fallback-repo REPO"
+                );
+            }
+        }
+    }
+    Ok(if report.is_healthy() { 0 } else { 1 })
 }

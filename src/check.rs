@@ -1,0 +1,527 @@
+//! Proving a repository restorable: every index object decodes, every indexed pack
+//! exists and its header agrees with the index, every snapshot decodes and every tree
+//! and file it references is indexed (and every tree decrypts and verifies); with
+//! `read_data`, every blob of every (or a sample of the) pack is fetched, decrypted and
+//! checked against its id. Each problem names the object, and damaged or missing blobs
+//! are traced to the snapshots and file paths they belong to.
+//!
+//! [`repair`] writes good copies of damaged blobs back from a copy on the same keys:
+//! new packs first, then an index naming them, then each index object that pointed at a
+//! damaged location is rewritten without that location and the old one deleted. At
+//! every step the repository is at least as readable as before.
+
+use crate::backend::{FileType, Handle};
+use crate::error::{Error, Result};
+use crate::format::index::{BlobKind, IndexFile, IndexPack};
+use crate::format::tree::{NodeKind, Tree};
+use crate::hash::{BlobId, Id, IndexId, PackId, SnapshotId};
+use crate::heal::Copy;
+use crate::index::MasterIndex;
+use crate::pack::{PackBuilder, SealedBlob, open_blob};
+use crate::repo::Repository;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use tokio::runtime::Handle as Runtime;
+
+/// Packs larger than this are verified blob by blob with ranged reads instead of being
+/// fetched whole, so memory stays bounded whatever the pack size.
+const WHOLE_PACK_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// How much data to read back.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReadData {
+    /// Structure only (trees are still read and verified).
+    None,
+    /// Every pack.
+    All,
+    /// This share of the packs (0 < f <= 1), chosen at random.
+    Subset(f64),
+}
+
+/// One thing wrong.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    /// The object concerned (`data/ab/ab12...`, `index/...`, `snapshot 1a2b3c4d`).
+    pub object: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A file (or directory) that cannot be restored intact, and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Affected {
+    /// Snapshot (short id).
+    pub snapshot: String,
+    /// Path in the snapshot.
+    pub path: String,
+    /// The blob it needs.
+    pub blob: String,
+}
+
+/// The outcome of a check.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    /// Every problem found.
+    pub problems: Vec<Problem>,
+    /// Entries whose blobs are damaged or missing.
+    pub affected: Vec<Affected>,
+    /// Snapshots checked.
+    pub snapshots: u64,
+    /// Packs the index names.
+    pub packs: u64,
+    /// Blobs indexed.
+    pub blobs: u64,
+    /// Packs whose data was read back.
+    pub packs_read: u64,
+    /// Bytes read back.
+    pub bytes_read: u64,
+    /// Damaged stored locations (pack, blob), for repair.
+    #[serde(skip)]
+    pub damaged: BTreeMap<BlobId, Vec<PackId>>,
+    /// Blobs referenced but in no index, for repair.
+    #[serde(skip)]
+    pub missing: HashSet<BlobId>,
+}
+
+impl CheckReport {
+    /// Whether the repository is healthy.
+    pub fn is_healthy(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Every index object, those that decode, and problems for those that do not.
+async fn load_indexes(
+    repo: &Repository,
+    report: &mut CheckReport,
+) -> Result<Vec<(IndexId, IndexFile)>> {
+    let mut files = Vec::new();
+    for info in repo.backend().list(FileType::Index).await? {
+        let Some(id) = Id::from_object_name(&info.name).map(IndexId) else {
+            continue;
+        };
+        match repo.load_index_file(id).await {
+            Ok(f) => files.push((id, f)),
+            Err(e) => report.problems.push(Problem {
+                object: format!("index/{}", info.name),
+                message: e.to_string(),
+            }),
+        }
+    }
+    Ok(files)
+}
+
+/// Check `repo`.
+pub fn check(repo: &Repository, rt: &Runtime, read_data: ReadData) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let files = rt.block_on(load_indexes(repo, &mut report))?;
+    let mut index = MasterIndex::default();
+    // Every location of every blob, per pack (a blob may be stored twice).
+    let mut by_pack: BTreeMap<PackId, Vec<crate::format::index::PackedBlob>> = BTreeMap::new();
+    for (_, f) in &files {
+        for p in &f.packs {
+            index.add_pack(p);
+            by_pack
+                .entry(p.id)
+                .or_default()
+                .extend(p.blobs.iter().cloned());
+        }
+    }
+    report.packs = by_pack.len() as u64;
+    report.blobs = index.len() as u64;
+    let listed: HashMap<String, u64> = rt
+        .block_on(repo.backend().list(FileType::Pack))?
+        .into_iter()
+        .map(|i| (i.name, i.size))
+        .collect();
+
+    // Packs: present, and their headers agree with the index.
+    let mut sample = Sampler::new(read_data);
+    for (pack, blobs) in &by_pack {
+        let handle = Handle::new(FileType::Pack, pack.to_hex());
+        let object = handle.path();
+        let Some(size) = listed.get(&pack.to_hex()).copied() else {
+            report.problems.push(Problem {
+                object: object.clone(),
+                message: format!("is missing ({} blobs indexed in it)", blobs.len()),
+            });
+            for b in blobs {
+                report.damaged.entry(b.id).or_default().push(*pack);
+            }
+            continue;
+        };
+        match rt.block_on(repo.read_pack_header(*pack)) {
+            Ok(header) => {
+                let stored: HashSet<(BlobId, u64, u32)> =
+                    header.iter().map(|b| (b.id, b.offset, b.length)).collect();
+                for b in blobs {
+                    if !stored.contains(&(b.id, b.offset, b.length)) {
+                        report.problems.push(Problem {
+                            object: object.clone(),
+                            message: format!(
+                                "its header does not list blob {} where the index puts it",
+                                b.id.short()
+                            ),
+                        });
+                        report.damaged.entry(b.id).or_default().push(*pack);
+                    }
+                }
+            }
+            Err(e) => report.problems.push(Problem {
+                object: object.clone(),
+                message: format!("its header cannot be read: {e}"),
+            }),
+        }
+        if sample.take() {
+            verify_pack(repo, rt, *pack, size, blobs, &mut report)?;
+        }
+    }
+
+    // Snapshots and trees.
+    let mut walker = TreeWalk {
+        repo,
+        rt,
+        index: &index,
+        clean: HashSet::new(),
+        report: &mut report,
+    };
+    for id in rt.block_on(repo.snapshot_ids())? {
+        walker.report.snapshots += 1;
+        match rt.block_on(repo.load_snapshot(id)) {
+            Ok(s) => {
+                walker.walk(&s.tree, Path::new("/"), id);
+            }
+            Err(e) => walker.report.problems.push(Problem {
+                object: format!("snapshot {}", id.short()),
+                message: e.to_string(),
+            }),
+        }
+    }
+    Ok(report)
+}
+
+/// Deterministic-enough random choice of packs for `--read-data-subset`.
+struct Sampler {
+    mode: ReadData,
+    state: u64,
+}
+
+impl Sampler {
+    fn new(mode: ReadData) -> Self {
+        let mut seed = [0u8; 8];
+        let _ = crate::crypto::random_bytes(&mut seed);
+        Sampler {
+            mode,
+            state: u64::from_le_bytes(seed) | 1,
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        match self.mode {
+            ReadData::None => false,
+            ReadData::All => true,
+            ReadData::Subset(f) => {
+                // xorshift64*
+                self.state ^= self.state >> 12;
+                self.state ^= self.state << 25;
+                self.state ^= self.state >> 27;
+                let r = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+                (r as f64 / (1u64 << 53) as f64) < f
+            }
+        }
+    }
+}
+
+fn verify_pack(
+    repo: &Repository,
+    rt: &Runtime,
+    pack: PackId,
+    size: u64,
+    blobs: &[crate::format::index::PackedBlob],
+    report: &mut CheckReport,
+) -> Result<()> {
+    let handle = Handle::new(FileType::Pack, pack.to_hex());
+    let whole = if size <= WHOLE_PACK_LIMIT {
+        match rt.block_on(repo.backend().get(&handle)) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                report.problems.push(Problem {
+                    object: handle.path(),
+                    message: format!("cannot be read: {e}"),
+                });
+                return Ok(());
+            }
+        }
+    } else {
+        None
+    };
+    report.packs_read += 1;
+    for b in blobs {
+        let loc = crate::index::BlobLocation {
+            pack,
+            kind: b.kind,
+            offset: b.offset,
+            length: b.length,
+            raw_length: b.raw_length,
+            compressed: b.compressed,
+        };
+        let sealed = match &whole {
+            Some(bytes) => {
+                let end = b.offset.saturating_add(u64::from(b.length));
+                match bytes.get(b.offset as usize..end as usize) {
+                    Some(s) => Ok(s.to_vec()),
+                    None => Err(format!(
+                        "lies beyond the pack's end ({} bytes)",
+                        bytes.len()
+                    )),
+                }
+            }
+            None => rt
+                .block_on(
+                    repo.backend()
+                        .get_range(&handle, b.offset, u64::from(b.length)),
+                )
+                .map_err(|e| e.to_string()),
+        };
+        report.bytes_read += u64::from(b.length);
+        let verdict = sealed.and_then(|s| open_blob(repo.keys(), &b.id, &loc, &s).map(|_| ()));
+        if let Err(why) = verdict {
+            report.problems.push(Problem {
+                object: handle.path(),
+                message: format!("blob {} is damaged: {why}", b.id.short()),
+            });
+            report.damaged.entry(b.id).or_default().push(pack);
+        }
+    }
+    Ok(())
+}
+
+struct TreeWalk<'a> {
+    repo: &'a Repository,
+    rt: &'a Runtime,
+    index: &'a MasterIndex,
+    /// Trees known to have no damage below them.
+    clean: HashSet<BlobId>,
+    report: &'a mut CheckReport,
+}
+
+impl TreeWalk<'_> {
+    /// Whether the blob is usable: indexed, and at least one location undamaged.
+    fn usable(&self, id: &BlobId) -> bool {
+        match self.index.get(id) {
+            None => false,
+            Some(loc) => !self
+                .report
+                .damaged
+                .get(id)
+                .is_some_and(|packs| packs.contains(&loc.pack)),
+        }
+    }
+
+    fn affected(&mut self, snap: SnapshotId, path: &Path, blob: &BlobId) {
+        if self.index.get(blob).is_none() && self.report.missing.insert(*blob) {
+            self.report.problems.push(Problem {
+                object: format!("blob {}", blob.short()),
+                message: "is referenced but in no index".into(),
+            });
+        }
+        self.report.affected.push(Affected {
+            snapshot: snap.short(),
+            path: path.to_string_lossy().into_owned(),
+            blob: blob.to_hex(),
+        });
+    }
+
+    /// Walk a tree; returns whether anything below is damaged.
+    fn walk(&mut self, id: &BlobId, path: &Path, snap: SnapshotId) -> bool {
+        if self.clean.contains(id) {
+            return false;
+        }
+        if !self.usable(id) {
+            self.affected(snap, path, id);
+            return true;
+        }
+        let tree = match self
+            .rt
+            .block_on(self.repo.read_blob(self.index, id))
+            .and_then(|p| {
+                Tree::from_plain(&p)
+                    .map_err(|e| Error::corrupt_format(format!("tree {}", id.short()), e))
+            }) {
+            Ok(t) => t,
+            Err(e) => {
+                if let Some(loc) = self.index.get(id) {
+                    let pack = loc.pack;
+                    self.report.damaged.entry(*id).or_default().push(pack);
+                }
+                self.report.problems.push(Problem {
+                    object: format!("tree {} ({})", id.short(), path.display()),
+                    message: e.to_string(),
+                });
+                self.affected(snap, path, id);
+                return true;
+            }
+        };
+        let mut damaged = false;
+        for node in &tree.nodes {
+            let child: PathBuf = path.join(node.name.to_os());
+            match node.kind {
+                NodeKind::Dir => match &node.subtree {
+                    Some(sub) => damaged |= self.walk(sub, &child, snap),
+                    None => {
+                        self.report.problems.push(Problem {
+                            object: format!("tree {} ({})", id.short(), path.display()),
+                            message: format!("directory {} has no subtree", child.display()),
+                        });
+                        damaged = true;
+                    }
+                },
+                NodeKind::File => {
+                    for b in &node.content {
+                        if !self.usable(b) {
+                            self.affected(snap, &child, b);
+                            damaged = true;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !damaged {
+            self.clean.insert(*id);
+        }
+        damaged
+    }
+}
+
+/// What a repair did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RepairReport {
+    /// Blobs written back from a copy.
+    pub restored_blobs: u64,
+    /// Damaged locations dropped from the index.
+    pub dropped_locations: u64,
+    /// Blobs no copy holds intact (still damaged).
+    pub unrepairable: Vec<String>,
+}
+
+/// Write good copies of the damaged and missing blobs found by `report` back into
+/// `repo` from `copies` (on the same keys), and drop the damaged locations from the
+/// index.
+pub fn repair(
+    repo: &Repository,
+    rt: &Runtime,
+    report: &CheckReport,
+    copies: &[Copy<'_>],
+) -> Result<RepairReport> {
+    for c in copies {
+        if !c.repo.shares_keys_with(repo) {
+            return Err(Error::InvalidInput(format!(
+                "{} is not on the keys of {}: it cannot supply blobs for it",
+                c.repo.backend().location(),
+                repo.backend().location()
+            )));
+        }
+    }
+    let mut out = RepairReport::default();
+    let wanted: Vec<BlobId> = report
+        .damaged
+        .keys()
+        .chain(report.missing.iter())
+        .copied()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    // 1. Good copies into new packs (data and trees apart, as backups store them).
+    let mut data = PackBuilder::default();
+    let mut trees = PackBuilder::default();
+    for id in &wanted {
+        let mut found = None;
+        for c in copies {
+            let Some(loc) = c.index.get(id) else { continue };
+            let handle = Handle::new(FileType::Pack, loc.pack.to_hex());
+            let Ok(sealed) = rt.block_on(c.repo.backend().get_range(
+                &handle,
+                loc.offset,
+                u64::from(loc.length),
+            )) else {
+                continue;
+            };
+            if open_blob(c.repo.keys(), id, loc, &sealed).is_ok() {
+                found = Some(SealedBlob {
+                    id: *id,
+                    kind: loc.kind,
+                    raw_length: loc.raw_length,
+                    compressed: loc.compressed,
+                    bytes: sealed,
+                });
+                break;
+            }
+        }
+        match found {
+            Some(b) => {
+                out.restored_blobs += 1;
+                match b.kind {
+                    BlobKind::Data => data.add(b),
+                    BlobKind::Tree => trees.add(b),
+                }
+            }
+            None => out.unrepairable.push(id.to_hex()),
+        }
+    }
+    let mut new_packs: Vec<IndexPack> = Vec::new();
+    for builder in [data, trees] {
+        if builder.is_empty() {
+            continue;
+        }
+        let pack = builder.finish(repo.keys())?;
+        rt.block_on(
+            repo.backend()
+                .put(&Handle::new(FileType::Pack, pack.id.to_hex()), pack.bytes),
+        )?;
+        new_packs.push(pack.index);
+    }
+    if !new_packs.is_empty() {
+        rt.block_on(repo.save_index(new_packs))?;
+    }
+    // 2. Rewrite each index object that names a damaged location, then delete it.
+    let damaged: HashSet<(PackId, BlobId)> = report
+        .damaged
+        .iter()
+        .flat_map(|(b, packs)| packs.iter().map(move |p| (*p, *b)))
+        .collect();
+    if damaged.is_empty() {
+        return Ok(out);
+    }
+    let mut scratch = CheckReport::default();
+    for (id, file) in rt.block_on(load_indexes(repo, &mut scratch))? {
+        let touches = file
+            .packs
+            .iter()
+            .any(|p| p.blobs.iter().any(|b| damaged.contains(&(p.id, b.id))));
+        if !touches {
+            continue;
+        }
+        let mut packs = Vec::new();
+        for p in file.packs {
+            let before = p.blobs.len();
+            let blobs: Vec<_> = p
+                .blobs
+                .into_iter()
+                .filter(|b| !damaged.contains(&(p.id, b.id)))
+                .collect();
+            out.dropped_locations += (before - blobs.len()) as u64;
+            if !blobs.is_empty() {
+                packs.push(IndexPack { id: p.id, blobs });
+            }
+        }
+        if !packs.is_empty() {
+            rt.block_on(repo.save_index(packs))?;
+        }
+        rt.block_on(
+            repo.backend()
+                .delete(&Handle::new(FileType::Index, id.0.to_hex())),
+        )?;
+    }
+    Ok(out)
+}
