@@ -108,6 +108,13 @@ enum Command {
         /// the main one is missing or damaged (repeatable).
         #[arg(long = "fallback-repo")]
         fallback_repos: Vec<String>,
+        /// Restore from this destination of the daemon's configuration (instead of
+        /// --repo), healing from the other destinations on the same keys.
+        #[arg(long, conflicts_with = "fallback_repos")]
+        destination: Option<String>,
+        /// Daemon configuration for --destination.
+        #[arg(long, default_value = config::DEFAULT_CONFIG)]
+        config: PathBuf,
     },
     /// Verify the repository: structure, and with --read-data every stored blob.
     Check {
@@ -120,9 +127,17 @@ enum Command {
         /// A copy on the same keys, to repair from (repeatable).
         #[arg(long = "fallback-repo")]
         fallback_repos: Vec<String>,
-        /// Write good copies of damaged or missing blobs back from --fallback-repo.
-        #[arg(long, requires = "fallback_repos")]
+        /// Write good copies of damaged or missing blobs back from --fallback-repo (or
+        /// from the other destinations, with --destination).
+        #[arg(long)]
         repair: bool,
+        /// Check this destination of the daemon's configuration (instead of --repo);
+        /// the other destinations on the same keys are the copies to repair from.
+        #[arg(long, conflicts_with = "fallback_repos")]
+        destination: Option<String>,
+        /// Daemon configuration for --destination.
+        #[arg(long, default_value = config::DEFAULT_CONFIG)]
+        config: PathBuf,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -253,6 +268,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             include,
             overwrite,
             fallback_repos,
+            destination,
+            config,
         } => cmd::cmd_restore(
             &rt,
             r,
@@ -260,7 +277,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             &target,
             &include,
             overwrite,
-            &fallback_repos,
+            &cmd::Copies {
+                fallback_repos,
+                destination,
+                config,
+            },
         ),
         Command::Check {
             read_data,
@@ -268,12 +289,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             fallback_repos,
             repair,
             json,
+            destination,
+            config,
         } => cmd::cmd_check(
             &rt,
             r,
             read_data,
             read_data_subset.as_deref(),
-            &fallback_repos,
+            &cmd::Copies {
+                fallback_repos,
+                destination,
+                config,
+            },
             repair,
             json,
         ),

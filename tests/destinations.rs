@@ -265,6 +265,29 @@ fn a_destination_that_is_down_holds_nobody_back_and_catches_up_without_reuploadi
     assert!(err.contains(&format!("from {far_repo}")), "{err}");
     assert_same_tree(&src, &restored(&target, &src));
 
+    // The same, naming the daemon's destinations instead of repositories.
+    let target = env.path("healed-by-name");
+    let out = env
+        .cmd(&[
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().expect("utf8"),
+            "--destination",
+            "lan",
+            "--config",
+            config.to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("restore");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("blob(s) were read from another copy instead"),
+        "{err}"
+    );
+    assert_same_tree(&src, &restored(&target, &src));
+
     // check names the damage and the files it hits; --repair writes the good copies
     // back from the pair, after which both copies pass a full read-back.
     let check = |repo: &str, extra: &[&str]| {

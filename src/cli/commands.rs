@@ -233,12 +233,11 @@ pub fn cmd_restore(
     target: &Path,
     includes: &[PathBuf],
     overwrite: bool,
-    fallback_repos: &[String],
+    sources: &Copies,
 ) -> Result<i32> {
-    let repo = open(rt, args)?;
+    let (repo, copies) = open_with_copies(rt, args, sources)?;
     let entry = rt.block_on(repo.find_snapshot(snapshot))?;
     let index = rt.block_on(repo.load_index())?;
-    let copies = open_copies(rt, args, fallback_repos)?;
     let reader = cairn::heal::BlobReader::new(
         cairn::heal::Copy {
             repo: &repo,
@@ -356,25 +355,46 @@ pub fn cmd_key_passwd(rt: &Runtime, args: &RepoArgs, new_file: Option<&Path>) ->
     Ok(0)
 }
 
-/// Open each `--fallback-repo` with the same passphrase and load its index.
-fn open_copies(
+/// Where the copies to heal from come from.
+pub struct Copies {
+    /// `--fallback-repo` (same passphrase and options as --repo).
+    pub fallback_repos: Vec<String>,
+    /// `--destination`: use the daemon configuration instead.
+    pub destination: Option<String>,
+    /// The daemon configuration.
+    pub config: PathBuf,
+}
+
+/// The repository to work on and the copies (with their indexes) to heal from.
+fn open_with_copies(
     rt: &Runtime,
     args: &RepoArgs,
-    specs: &[String],
-) -> Result<Vec<(Repository, cairn::index::MasterIndex)>> {
-    let mut copies = Vec::new();
-    for spec in specs {
-        let b = rt.block_on(cairn::backend::open(spec, &args.backend_options()?))?;
-        let pass = password::resolve(args.password_file.as_deref())?;
-        let copy = rt
-            .block_on(Repository::open(b, &pass))
-            .with_context(|| format!("opening --fallback-repo {spec}"))?;
+    c: &Copies,
+) -> Result<(Repository, Vec<(Repository, cairn::index::MasterIndex)>)> {
+    let (primary, copies) = match &c.destination {
+        Some(name) => super::daemon::open_configured(rt, &c.config, name)?,
+        None => {
+            let primary = open(rt, args)?;
+            let mut copies = Vec::new();
+            for spec in &c.fallback_repos {
+                let b = rt.block_on(cairn::backend::open(spec, &args.backend_options()?))?;
+                let pass = password::resolve(args.password_file.as_deref())?;
+                copies.push(
+                    rt.block_on(Repository::open(b, &pass))
+                        .with_context(|| format!("opening --fallback-repo {spec}"))?,
+                );
+            }
+            (primary, copies)
+        }
+    };
+    let mut out = Vec::new();
+    for copy in copies {
         let index = rt
             .block_on(copy.load_index())
-            .with_context(|| format!("loading the index of --fallback-repo {spec}"))?;
-        copies.push((copy, index));
+            .with_context(|| format!("loading the index of {}", copy.backend().location()))?;
+        out.push((copy, index));
     }
-    Ok(copies)
+    Ok((primary, out))
 }
 
 /// `cairn check`.
@@ -383,7 +403,7 @@ pub fn cmd_check(
     args: &RepoArgs,
     read_data: bool,
     subset: Option<&str>,
-    fallback_repos: &[String],
+    sources: &Copies,
     repair: bool,
     json: bool,
 ) -> Result<i32> {
@@ -403,7 +423,12 @@ pub fn cmd_check(
         }
         (false, None) => ReadData::None,
     };
-    let repo = open(rt, args)?;
+    if repair && sources.destination.is_none() && sources.fallback_repos.is_empty() {
+        anyhow::bail!(
+            "--repair needs copies to repair from: give --fallback-repo REPO, or --destination NAME to use the daemon's other destinations"
+        );
+    }
+    let (repo, copies) = open_with_copies(rt, args, sources)?;
     let location = repo.backend().location();
     if !json {
         eprintln!("checking {location}...");
@@ -411,7 +436,6 @@ pub fn cmd_check(
     let mut report = check(&repo, rt.handle(), mode)?;
     let mut repaired = None;
     if repair && !report.is_healthy() {
-        let copies = open_copies(rt, args, fallback_repos)?;
         let refs: Vec<cairn::heal::Copy<'_>> = copies
             .iter()
             .map(|(repo, index)| cairn::heal::Copy { repo, index })

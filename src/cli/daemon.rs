@@ -175,3 +175,47 @@ pub fn cmd_backup_now(config: &Path, sock: Option<&Path>, json: bool) -> Result<
     }
     Ok(if ok { 0 } else { 1 })
 }
+
+/// Open a destination of the daemon's configuration (with its own options and
+/// passphrase), and every other destination that can stand in for it (on the same keys)
+/// as copies to heal from.
+pub fn open_configured(
+    rt: &tokio::runtime::Runtime,
+    config_path: &Path,
+    name: &str,
+) -> Result<(cairn::repo::Repository, Vec<cairn::repo::Repository>)> {
+    let cfg = config::load(config_path)?;
+    let open = |d: &config::DestinationConfig| -> Result<cairn::repo::Repository> {
+        let pass =
+            cairn::daemon::worker::read_passphrase(d.password.as_ref().unwrap_or(&cfg.password))?;
+        let backend = rt.block_on(cairn::backend::open(&d.repo, &d.backend))?;
+        Ok(rt.block_on(cairn::repo::Repository::open(backend, &pass))?)
+    };
+    let Some(primary_cfg) = cfg.destinations.iter().find(|d| d.name == name) else {
+        bail!(
+            "{} has no destination {name:?}; it has: {}",
+            cfg.file.display(),
+            cfg.destinations
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let primary = open(primary_cfg).with_context(|| format!("destination {name:?}"))?;
+    let mut copies = Vec::new();
+    for d in cfg.destinations.iter().filter(|d| d.name != name) {
+        match open(d) {
+            Ok(r) if r.shares_keys_with(&primary) => copies.push(r),
+            Ok(_) => eprintln!(
+                "note: destination {:?} has keys of its own; it cannot heal {name:?} blob by blob (restore from it directly if needed)",
+                d.name
+            ),
+            Err(e) => eprintln!(
+                "note: destination {:?} is not available to heal from: {e:#}",
+                d.name
+            ),
+        }
+    }
+    Ok((primary, copies))
+}
