@@ -70,6 +70,8 @@ pub struct BackupOptions {
     /// Write no snapshot when the tree equals the parent's (the report then names the
     /// parent and says so): periodic rescans of unchanged data add nothing.
     pub skip_if_unchanged: bool,
+    /// Fail the run once its packs exceed this many bytes (a journal's space bound).
+    pub max_upload_bytes: Option<u64>,
     /// After a full walk, drop cached trees this snapshot does not use. Off when one
     /// cache serves several snapshot series (their trees would be dropped too).
     pub trim_cache: bool,
@@ -95,6 +97,7 @@ impl BackupOptions {
             changed: None,
             control: RunControl::default(),
             skip_if_unchanged: false,
+            max_upload_bytes: None,
             trim_cache: true,
         }
     }
@@ -311,7 +314,16 @@ fn run(
             .collect();
         drop(plain_rx);
         drop(sealed_tx);
-        let packer = s.spawn(|| run_packer(repo, rt, sealed_rx, opts.max_uploads, &opts.control));
+        let packer = s.spawn(|| {
+            run_packer(
+                repo,
+                rt,
+                sealed_rx,
+                opts.max_uploads,
+                opts.max_upload_bytes,
+                &opts.control,
+            )
+        });
         let walker = std::thread::Builder::new()
             .name("cairn-walker".into())
             .stack_size(256 * 1024 * 1024)

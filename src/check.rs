@@ -75,9 +75,10 @@ pub struct CheckReport {
     pub packs_read: u64,
     /// Bytes read back.
     pub bytes_read: u64,
-    /// Damaged stored locations (pack, blob), for repair.
+    /// Stored locations (pack, offset) proven damaged, per blob, for repair. Locations
+    /// that merely could not be read (a timeout) are reported as problems, never here.
     #[serde(skip)]
-    pub damaged: BTreeMap<BlobId, Vec<PackId>>,
+    pub damaged: BTreeMap<BlobId, Vec<(PackId, u64)>>,
     /// Blobs referenced but in no index, for repair.
     #[serde(skip)]
     pub missing: HashSet<BlobId>,
@@ -114,6 +115,9 @@ async fn load_indexes(
 /// Check `repo`.
 pub fn check(repo: &Repository, rt: &Runtime, read_data: ReadData) -> Result<CheckReport> {
     let mut report = CheckReport::default();
+    // Snapshots first: one committed meanwhile has its index objects written before it,
+    // so they are among those loaded next.
+    let snapshot_ids = rt.block_on(repo.snapshot_ids())?;
     let files = rt.block_on(load_indexes(repo, &mut report))?;
     let mut index = MasterIndex::default();
     // Every location of every blob, per pack (a blob may be stored twice).
@@ -140,15 +144,32 @@ pub fn check(repo: &Repository, rt: &Runtime, read_data: ReadData) -> Result<Che
     for (pack, blobs) in &by_pack {
         let handle = Handle::new(FileType::Pack, pack.to_hex());
         let object = handle.path();
-        let Some(size) = listed.get(&pack.to_hex()).copied() else {
-            report.problems.push(Problem {
-                object: object.clone(),
-                message: format!("is missing ({} blobs indexed in it)", blobs.len()),
-            });
-            for b in blobs {
-                report.damaged.entry(b.id).or_default().push(*pack);
-            }
-            continue;
+        let size = match listed.get(&pack.to_hex()).copied() {
+            Some(size) => size,
+            None => match rt.block_on(repo.backend().stat(&handle)) {
+                Ok(size) => size,
+                Err(e) if e.is_not_found() => {
+                    report.problems.push(Problem {
+                        object: object.clone(),
+                        message: format!("is missing ({} blobs indexed in it)", blobs.len()),
+                    });
+                    for b in blobs {
+                        report
+                            .damaged
+                            .entry(b.id)
+                            .or_default()
+                            .push((*pack, b.offset));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    report.problems.push(Problem {
+                        object: object.clone(),
+                        message: format!("could not be looked at: {e}"),
+                    });
+                    continue;
+                }
+            },
         };
         match rt.block_on(repo.read_pack_header(*pack)) {
             Ok(header) => {
@@ -163,7 +184,11 @@ pub fn check(repo: &Repository, rt: &Runtime, read_data: ReadData) -> Result<Che
                                 b.id.short()
                             ),
                         });
-                        report.damaged.entry(b.id).or_default().push(*pack);
+                        report
+                            .damaged
+                            .entry(b.id)
+                            .or_default()
+                            .push((*pack, b.offset));
                     }
                 }
             }
@@ -185,7 +210,7 @@ pub fn check(repo: &Repository, rt: &Runtime, read_data: ReadData) -> Result<Che
         clean: HashSet::new(),
         report: &mut report,
     };
-    for id in rt.block_on(repo.snapshot_ids())? {
+    for id in snapshot_ids {
         walker.report.snapshots += 1;
         match rt.block_on(repo.load_snapshot(id)) {
             Ok(s) => {
@@ -265,7 +290,7 @@ fn verify_pack(
             raw_length: b.raw_length,
             compressed: b.compressed,
         };
-        let sealed = match &whole {
+        let sealed: std::result::Result<Vec<u8>, String> = match &whole {
             Some(bytes) => {
                 let end = b.offset.saturating_add(u64::from(b.length));
                 match bytes.get(b.offset as usize..end as usize) {
@@ -284,13 +309,26 @@ fn verify_pack(
                 .map_err(|e| e.to_string()),
         };
         report.bytes_read += u64::from(b.length);
-        let verdict = sealed.and_then(|s| open_blob(repo.keys(), &b.id, &loc, &s).map(|_| ()));
-        if let Err(why) = verdict {
+        let sealed = match sealed {
+            Ok(s) => s,
+            Err(why) => {
+                report.problems.push(Problem {
+                    object: handle.path(),
+                    message: format!("blob {} could not be read: {why}", b.id.short()),
+                });
+                continue;
+            }
+        };
+        if let Err(why) = open_blob(repo.keys(), &b.id, &loc, &sealed) {
             report.problems.push(Problem {
                 object: handle.path(),
                 message: format!("blob {} is damaged: {why}", b.id.short()),
             });
-            report.damaged.entry(b.id).or_default().push(pack);
+            report
+                .damaged
+                .entry(b.id)
+                .or_default()
+                .push((pack, b.offset));
         }
     }
     Ok(())
@@ -314,7 +352,7 @@ impl TreeWalk<'_> {
                 .report
                 .damaged
                 .get(id)
-                .is_some_and(|packs| packs.contains(&loc.pack)),
+                .is_some_and(|locs| locs.contains(&(loc.pack, loc.offset))),
         }
     }
 
@@ -350,9 +388,11 @@ impl TreeWalk<'_> {
             }) {
             Ok(t) => t,
             Err(e) => {
-                if let Some(loc) = self.index.get(id) {
-                    let pack = loc.pack;
-                    self.report.damaged.entry(*id).or_default().push(pack);
+                let proven = matches!(e, Error::Corrupt { .. })
+                    || matches!(&e, Error::Backend(b) if b.is_not_found());
+                if proven && let Some(loc) = self.index.get(id) {
+                    let at = (loc.pack, loc.offset);
+                    self.report.damaged.entry(*id).or_default().push(at);
                 }
                 self.report.problems.push(Problem {
                     object: format!("tree {} ({})", id.short(), path.display()),
@@ -423,6 +463,11 @@ pub fn repair(
             )));
         }
     }
+    if copies.is_empty() {
+        return Err(Error::InvalidInput(
+            "nothing to repair from: give a copy on the same keys (--fallback-repo, or --destination with other destinations configured)".into(),
+        ));
+    }
     let mut out = RepairReport::default();
     let wanted: Vec<BlobId> = report
         .damaged
@@ -435,6 +480,21 @@ pub fn repair(
     // 1. Good copies into new packs (data and trees apart, as backups store them).
     let mut data = PackBuilder::default();
     let mut trees = PackBuilder::default();
+    let mut new_packs: Vec<IndexPack> = Vec::new();
+    let mut replaced: HashSet<BlobId> = HashSet::new();
+    let target = repo.config().pack_size as usize;
+    let flush = |builder: PackBuilder, new_packs: &mut Vec<IndexPack>| -> Result<()> {
+        if builder.is_empty() {
+            return Ok(());
+        }
+        let pack = builder.finish(repo.keys())?;
+        rt.block_on(
+            repo.backend()
+                .put(&Handle::new(FileType::Pack, pack.id.to_hex()), pack.bytes),
+        )?;
+        new_packs.push(pack.index);
+        Ok(())
+    };
     for id in &wanted {
         let mut found = None;
         for c in copies {
@@ -461,44 +521,63 @@ pub fn repair(
         match found {
             Some(b) => {
                 out.restored_blobs += 1;
-                match b.kind {
-                    BlobKind::Data => data.add(b),
-                    BlobKind::Tree => trees.add(b),
+                replaced.insert(b.id);
+                let builder = match b.kind {
+                    BlobKind::Data => &mut data,
+                    BlobKind::Tree => &mut trees,
+                };
+                builder.add(b);
+                if builder.len() >= target
+                    || builder.blob_count() >= crate::packer::MAX_BLOBS_PER_PACK
+                {
+                    flush(std::mem::take(builder), &mut new_packs)?;
                 }
             }
             None => out.unrepairable.push(id.to_hex()),
         }
     }
-    let mut new_packs: Vec<IndexPack> = Vec::new();
-    for builder in [data, trees] {
-        if builder.is_empty() {
-            continue;
-        }
-        let pack = builder.finish(repo.keys())?;
-        rt.block_on(
-            repo.backend()
-                .put(&Handle::new(FileType::Pack, pack.id.to_hex()), pack.bytes),
-        )?;
-        new_packs.push(pack.index);
-    }
+    flush(data, &mut new_packs)?;
+    flush(trees, &mut new_packs)?;
     if !new_packs.is_empty() {
         rt.block_on(repo.save_index(new_packs))?;
     }
-    // 2. Rewrite each index object that names a damaged location, then delete it.
-    let damaged: HashSet<(PackId, BlobId)> = report
+    // 2. Rewrite each index object that names a damaged location, then delete it. A
+    // location is dropped only when the blob now has a good one: just written, or
+    // another stored copy not known to be damaged. Otherwise it stays (a damaged entry
+    // is no worse than none, and the check keeps reporting it).
+    let files = {
+        let mut scratch = CheckReport::default();
+        rt.block_on(load_indexes(repo, &mut scratch))?
+    };
+    let mut good_elsewhere: HashSet<BlobId> = HashSet::new();
+    for (_, f) in &files {
+        for p in &f.packs {
+            for b in &p.blobs {
+                let bad = report
+                    .damaged
+                    .get(&b.id)
+                    .is_some_and(|locs| locs.contains(&(p.id, b.offset)));
+                if !bad && report.damaged.contains_key(&b.id) {
+                    good_elsewhere.insert(b.id);
+                }
+            }
+        }
+    }
+    let damaged: HashSet<(PackId, BlobId, u64)> = report
         .damaged
         .iter()
-        .flat_map(|(b, packs)| packs.iter().map(move |p| (*p, *b)))
+        .filter(|(b, _)| replaced.contains(*b) || good_elsewhere.contains(*b))
+        .flat_map(|(b, locs)| locs.iter().map(move |(p, off)| (*p, *b, *off)))
         .collect();
     if damaged.is_empty() {
         return Ok(out);
     }
-    let mut scratch = CheckReport::default();
-    for (id, file) in rt.block_on(load_indexes(repo, &mut scratch))? {
-        let touches = file
-            .packs
-            .iter()
-            .any(|p| p.blobs.iter().any(|b| damaged.contains(&(p.id, b.id))));
+    for (id, file) in files {
+        let touches = file.packs.iter().any(|p| {
+            p.blobs
+                .iter()
+                .any(|b| damaged.contains(&(p.id, b.id, b.offset)))
+        });
         if !touches {
             continue;
         }
@@ -508,7 +587,7 @@ pub fn repair(
             let blobs: Vec<_> = p
                 .blobs
                 .into_iter()
-                .filter(|b| !damaged.contains(&(p.id, b.id)))
+                .filter(|b| !damaged.contains(&(p.id, b.id, b.offset)))
                 .collect();
             out.dropped_locations += (before - blobs.len()) as u64;
             if !blobs.is_empty() {

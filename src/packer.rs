@@ -50,6 +50,7 @@ pub fn run_packer(
     rt: &Runtime,
     blobs: Receiver<SealedBlob>,
     max_uploads: usize,
+    max_bytes: Option<u64>,
     control: &RunControl,
 ) -> Result<PackerStats> {
     let progress = &control.progress;
@@ -67,6 +68,13 @@ pub fn run_packer(
      -> Result<()> {
         let pack = builder.finish(repo.keys())?;
         let len = pack.bytes.len() as u64;
+        if let Some(max) = max_bytes
+            && stats.bytes + len > max
+        {
+            return Err(Error::InvalidInput(format!(
+                "this run would store more than the {max} bytes left for it"
+            )));
+        }
         stats.packs += 1;
         stats.bytes += len;
         Progress::add(&progress.uploads_pending, 1);

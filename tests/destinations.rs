@@ -491,3 +491,47 @@ fn snapshots_taken_while_the_only_destination_is_down_are_journaled_and_replayed
     assert_eq!(doc, b"state 1, written while the bucket is down");
     restore_from(&env, &repo, &src, "latest");
 }
+
+#[test]
+fn repair_without_a_good_copy_changes_nothing() {
+    let env = Env::init_on(Kind::S3);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("a.bin"), pseudo_random(1 << 20, 3)).expect("write");
+    env.ok(&["backup", src.to_str().expect("utf8")]);
+    // An empty copy on the same keys.
+    let empty = env.repo.replace("/host1", "/empty");
+    env.ok(&["init", "--repo", &empty, "--from-repo", &env.repo]);
+    let mut packs = walk_files(&env.objects_dir().join("data"));
+    packs.sort_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
+    let biggest = packs.pop().expect("pack");
+    let mut bytes = std::fs::read(&biggest).expect("read");
+    bytes[100] ^= 1;
+    std::fs::write(&biggest, bytes).expect("write");
+    let index_before = walk_files(&env.objects_dir().join("index")).len();
+    let out = env
+        .cmd(&[
+            "check",
+            "--read-data",
+            "--repair",
+            "--fallback-repo",
+            &empty,
+        ])
+        .output()
+        .expect("check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("is damaged"), "{text}");
+    assert!(
+        !text.contains("in no index"),
+        "the damaged entry must stay indexed: {text}"
+    );
+    assert_eq!(
+        walk_files(&env.objects_dir().join("index")).len(),
+        index_before
+    );
+    // And without any copy, --repair refuses up front.
+    let out = env.cmd(&["check", "--repair"]).output().expect("check");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--repair needs copies"));
+}

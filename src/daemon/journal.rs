@@ -15,6 +15,7 @@ use crate::backend::local::LocalBackend;
 use crate::backend::{Backend, FileType, Handle};
 use crate::error::Result;
 use crate::hash::Id;
+use crate::progress::RunControl;
 use crate::repo::Repository;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -98,27 +99,40 @@ impl Journal {
     }
 
     /// Copy everything journaled into `dest` (packs, then index objects, then snapshots
-    /// oldest first) and delete the journal. Returns the number of snapshots replayed.
-    pub async fn replay(&self, dest: &Repository) -> Result<u64> {
+    /// oldest first) and delete the journal. Returns the number of snapshots replayed,
+    /// or `None` when there is no journal at all. A journaled snapshot that cannot be
+    /// read is left out with a warning (its data is replayed all the same).
+    pub async fn replay(&self, dest: &Repository, control: &RunControl) -> Result<Option<u64>> {
         if !self.dir.exists() {
-            return Ok(0);
+            return Ok(None);
         }
         let local = LocalBackend::new(&self.dir);
         let target = dest.backend();
         for kind in [FileType::Pack, FileType::Index] {
             for info in local.list(kind).await? {
+                control.check()?;
                 copy_one(&local, target.as_ref(), kind, &info.name).await?;
             }
         }
         let journaled = self.repository(dest);
-        let mut snaps = journaled.list_snapshots().await?;
-        snaps.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time));
-        for s in &snaps {
-            copy_one(&local, target.as_ref(), FileType::Snapshot, &s.id.to_hex()).await?;
+        let mut snaps = Vec::new();
+        for id in journaled.snapshot_ids().await? {
+            match journaled.load_snapshot(id).await {
+                Ok(s) => snaps.push((s.time.clone(), id)),
+                Err(e) => tracing::warn!(
+                    "journaled snapshot {} cannot be read and is left out: {e}",
+                    id.short()
+                ),
+            }
+        }
+        snaps.sort();
+        for (_, id) in &snaps {
+            control.check()?;
+            copy_one(&local, target.as_ref(), FileType::Snapshot, &id.to_hex()).await?;
         }
         std::fs::remove_dir_all(&self.dir)
             .map_err(|e| crate::error::Error::io("remove the replayed journal", &self.dir, e))?;
-        Ok(snaps.len() as u64)
+        Ok(Some(snaps.len() as u64))
     }
 }
 

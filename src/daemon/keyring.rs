@@ -25,8 +25,8 @@ struct State {
     templates: HashMap<String, Template>,
     /// Destinations whose first open attempt has finished (whatever its outcome).
     tried: HashSet<String>,
-    /// Passphrase groups in which a worker is creating the first repository.
-    claimed: HashSet<String>,
+    /// Passphrase groups in which a worker is creating the first repository, and which.
+    claimed: HashMap<String, String>,
 }
 
 /// Shared by every worker of one daemon.
@@ -83,7 +83,9 @@ impl KeyRing {
         let (group, _) = self.group(dest);
         let mut s = self.lock();
         s.tried.insert(dest.to_string());
-        s.claimed.remove(&group);
+        if s.claimed.get(&group).is_some_and(|c| c == dest) {
+            s.claimed.remove(&group);
+        }
         s.templates.entry(group).or_insert_with(|| Template {
             secret: repo.keys().secret().clone(),
             chunker: repo.config().chunker,
@@ -98,37 +100,103 @@ impl KeyRing {
         let (group, _) = self.group(dest);
         let mut s = self.lock();
         s.tried.insert(dest.to_string());
-        s.claimed.remove(&group);
+        if s.claimed.get(&group).is_some_and(|c| c == dest) {
+            s.claimed.remove(&group);
+        }
         drop(s);
         self.changed.notify_all();
     }
 
     /// Decide how `dest` creates its repository, waiting (at most `patience`) for
-    /// siblings that may still bring an existing one.
-    pub fn plan(&self, dest: &str, base: InitOptions, patience: Duration) -> Plan {
+    /// siblings that may still bring an existing one, and for as long as it takes for a
+    /// sibling that is creating the group's first one. `None` when `stop` is raised.
+    pub fn plan(
+        &self,
+        dest: &str,
+        base: InitOptions,
+        patience: Duration,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Option<Plan> {
         let (group, others) = self.group(dest);
         let deadline = Instant::now() + patience;
         let mut s = self.lock();
         s.tried.insert(dest.to_string());
         loop {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
             if let Some(t) = s.templates.get(&group) {
                 let mut o = base;
                 o.secret = Some(t.secret.clone());
                 o.chunker = t.chunker;
                 o.pack_size = t.pack_size;
-                return Plan::Share(o);
+                return Some(Plan::Share(o));
             }
-            let waiting = others.iter().any(|o| !s.tried.contains(o)) || s.claimed.contains(&group);
             let now = Instant::now();
-            if !waiting || now >= deadline {
-                s.claimed.insert(group);
-                return Plan::Fresh(base);
+            let claimed = s.claimed.get(&group).is_some_and(|c| c != dest);
+            let untried = others.iter().any(|o| !s.tried.contains(o)) && now < deadline;
+            if !claimed && !untried {
+                s.claimed.insert(group, dest.to_string());
+                return Some(Plan::Fresh(base));
             }
+            // Wake at least every second to notice a stop.
             s = self
                 .changed
-                .wait_timeout(s, deadline - now)
+                .wait_timeout(s, Duration::from_secs(1))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    fn base() -> InitOptions {
+        InitOptions::new("t".into(), "h".into(), "u".into())
+    }
+
+    #[test]
+    fn exactly_one_of_a_group_starts_fresh_and_a_stop_ends_the_wait() {
+        let ring = Arc::new(KeyRing::new(&[
+            ("a".into(), "pw".into()),
+            ("b".into(), "pw".into()),
+            ("c".into(), "other".into()),
+        ]));
+        let stop = AtomicBool::new(false);
+        // c has no sibling: fresh at once.
+        assert!(matches!(
+            ring.plan("c", base(), Duration::from_secs(60), &stop),
+            Some(Plan::Fresh(_))
+        ));
+        // b has not been tried yet, so a waits (up to its patience) and then claims.
+        let t = Instant::now();
+        assert!(matches!(
+            ring.plan("a", base(), Duration::from_millis(200), &stop),
+            Some(Plan::Fresh(_))
+        ));
+        assert!(t.elapsed() >= Duration::from_millis(200));
+        // While a holds the claim, b waits; a stop ends the wait with nothing.
+        let r2 = ring.clone();
+        let waiter = std::thread::spawn(move || {
+            let stop = AtomicBool::new(false);
+            let started = Instant::now();
+            let plan = r2.plan("b", base(), Duration::from_millis(10), &stop);
+            (plan.is_none(), started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        // a gives up without a repository: b may now claim and start fresh.
+        ring.release("a");
+        let (none, waited) = waiter.join().expect("join");
+        assert!(!none);
+        assert!(waited >= Duration::from_millis(250), "{waited:?}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            ring.plan("a", base(), Duration::from_secs(60), &stop)
+                .is_none()
+        );
     }
 }

@@ -341,7 +341,7 @@ struct Memory {
     sticky: Vec<ChangedPaths>,
     /// Per source, the parent's content (so a journaled run needs no read from the
     /// unreachable destination).
-    parent_snaps: Vec<Option<crate::format::snapshot::Snapshot>>,
+    parent_snaps: Vec<Option<(SnapshotId, crate::format::snapshot::Snapshot)>>,
     /// Journal index objects already merged into the session's index.
     journal_indexes: std::collections::HashSet<crate::hash::IndexId>,
     /// Said once per outage that the journal is full.
@@ -486,8 +486,8 @@ fn run_once(
     // snapshot first.
     let journal =
         super::journal::Journal::new(&env.state_dir, &dest.config.name, &s.repo.config().id);
-    match rt.block_on(journal.replay(&s.repo)) {
-        Ok(0) if !memory.journal_indexes.is_empty() => {
+    match rt.block_on(journal.replay(&s.repo, &dest.control)) {
+        Ok(None) if !memory.journal_indexes.is_empty() => {
             // The journal vanished before it was replayed (deleted by hand, or its disk
             // failed): the index must forget the blobs it held, and the parents built
             // on it are gone too.
@@ -496,16 +496,25 @@ fn run_once(
             s.ctx = BackupContext::new(Some(cache));
             memory.journal_indexes.clear();
             memory.parents = None;
+            for p in &mut memory.parent_snaps {
+                *p = None;
+            }
+            for w in work.iter_mut() {
+                w.full = true;
+            }
             *session = None;
             return (
                 made,
                 Err(Error::InvalidInput(
-                    "the journal disappeared before it was replayed; starting over".into(),
+                    "the journal disappeared before it was replayed; comparing everything again"
+                        .into(),
                 )),
             );
         }
-        Ok(0) => {}
-        Ok(n) => {
+        Ok(None | Some(0)) => {
+            memory.journal_indexes.clear();
+        }
+        Ok(Some(n)) => {
             tracing::info!(destination = %dest.config.name, "replayed {n} journaled snapshot(s)");
             lock(&dest.record).snapshots += n;
             memory.journal_indexes.clear();
@@ -541,9 +550,7 @@ fn run_once(
         opts.workers = env.cpu_threads;
         opts.max_uploads = dest.config.upload_concurrency;
         opts.parent = parents[i];
-        opts.parent_snapshot = memory.parent_snaps[i]
-            .clone()
-            .filter(|_| parents[i].is_some());
+        opts.parent_snapshot = parent_content(&memory.parent_snaps[i], parents[i]);
         let full = w.full || degraded || parents[i].is_none();
         opts.changed = (!full).then(|| {
             let mut c = w.changes.clone();
@@ -557,7 +564,7 @@ fn run_once(
             Ok(r) => r,
             Err(Error::Cancelled) => return (made, Err(Error::Cancelled)),
             Err(e) => {
-                let e = if env.sources.len() > 1 {
+                let e = if env.sources.len() > 1 && !e.is_unreachable() {
                     Error::InvalidInput(format!("source {}: {e}", src.paths[0].display()))
                 } else {
                     e
@@ -585,7 +592,7 @@ fn run_once(
         }
         memory.sticky[i] = sticky;
         parents[i] = Some(report.id);
-        memory.parent_snaps[i] = Some(report.snapshot.clone());
+        memory.parent_snaps[i] = Some((report.id, report.snapshot.clone()));
         lock(&dest.record).last_snapshot = Some(LastSnapshot {
             id: report.id.to_hex(),
             time: report.snapshot.time.clone(),
@@ -599,6 +606,17 @@ fn run_once(
         }
     }
     (made, first_error.map_or(Ok(()), Err))
+}
+
+/// The remembered content of the parent, only if it is the parent's.
+fn parent_content(
+    remembered: &Option<(SnapshotId, crate::format::snapshot::Snapshot)>,
+    parent: Option<SnapshotId>,
+) -> Option<crate::format::snapshot::Snapshot> {
+    match (remembered, parent) {
+        (Some((id, snap)), Some(p)) if *id == p => Some(snap.clone()),
+        _ => None,
+    }
 }
 
 /// The journal of this destination's repository, once its identity is known.
@@ -666,7 +684,11 @@ fn journal_once(
         opts.workers = env.cpu_threads;
         opts.max_uploads = 2;
         opts.parent = parents[i];
-        opts.parent_snapshot = memory.parent_snaps[i].clone();
+        opts.parent_snapshot = parent_content(&memory.parent_snaps[i], parents[i]);
+        if opts.parent_snapshot.is_none() {
+            // The parent's content must come from memory: the destination is down.
+            continue;
+        }
         opts.changed = (!w.full).then(|| {
             let mut c = w.changes.clone();
             c.merge(&memory.sticky[i]);
@@ -675,6 +697,7 @@ fn journal_once(
         opts.control = dest.control.clone();
         opts.skip_if_unchanged = true;
         opts.trim_cache = false;
+        opts.max_upload_bytes = Some(env.journal_limit.saturating_sub(journal.size().bytes));
         let report = backup_with(&jrepo, rt, &opts, &mut s.ctx)?;
         // What the journal now holds counts as held: the journal reaches the
         // destination before anything built on it.
@@ -689,7 +712,7 @@ fn journal_once(
             }
         }
         parents[i] = Some(report.id);
-        memory.parent_snaps[i] = Some(report.snapshot.clone());
+        memory.parent_snaps[i] = Some((report.id, report.snapshot.clone()));
         *w = SourceWork::default();
         if !report.unchanged {
             journaled += 1;
@@ -732,7 +755,13 @@ fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Res
                 env.hostname.clone(),
                 env.username.clone(),
             );
-            let plan = env.keyring.plan(name, base, Duration::from_secs(60));
+            let Some(plan) =
+                env.keyring
+                    .plan(name, base, Duration::from_secs(60), &dest.control.cancel)
+            else {
+                env.keyring.release(name);
+                return Err(Error::Cancelled);
+            };
             let shared = matches!(plan, super::keyring::Plan::Share(_));
             let (super::keyring::Plan::Share(opts) | super::keyring::Plan::Fresh(opts)) = plan;
             match rt.block_on(init(backend, &pass, &opts)) {
@@ -769,6 +798,7 @@ fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Res
     }
     let snapshots = rt.block_on(repo.list_snapshots())?;
     let mut parents = Vec::new();
+    let mut snaps = Vec::new();
     let mut latest: Option<LastSnapshot> = None;
     for src in &env.sources {
         let paths: Vec<String> = snapshot_paths(&src.paths)?
@@ -789,12 +819,14 @@ fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Res
             });
         }
         parents.push(found.map(|e| e.id));
+        snaps.push(found.map(|e| (e.id, e.snapshot.clone())));
     }
     let mut r = lock(&dest.record);
     if r.last_snapshot.is_none() {
         r.last_snapshot = latest;
     }
     memory.parents = Some(parents);
+    memory.parent_snaps = snaps;
     Ok(Session { repo, ctx })
 }
 
