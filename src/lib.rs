@@ -28,5 +28,6 @@ pub mod packer;
 pub mod progress;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 
 pub use error::{Error, Result};

@@ -142,6 +142,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove snapshots by id or by a retention policy (restic's --keep-* options).
+    Forget(Box<cli::forget::ForgetArgs>),
     /// Manage the passphrases that open the repository.
     Key {
         #[command(subcommand)]
@@ -304,6 +306,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             repair,
             json,
         ),
+        Command::Forget(f) => cli::forget::cmd_forget(&rt, r, &f),
         Command::Key { action } => match action {
             KeyCommand::List { json } => cmd::cmd_key_list(&rt, r, json),
             KeyCommand::Add { new_password_file } => {

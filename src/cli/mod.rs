@@ -3,6 +3,7 @@
 
 pub mod commands;
 pub mod daemon;
+pub mod forget;
 pub mod output;
 pub mod password;
 

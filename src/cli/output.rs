@@ -31,6 +31,19 @@ pub fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> Value {
     v
 }
 
+/// A snapshot time as the tables show it (`2026-01-31 14:00:00`).
+pub fn short_time(t: &str) -> String {
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
 /// The `snapshots` table.
 pub fn snapshot_table(list: &[SnapshotEntry]) -> String {
     let mut out = format!(
