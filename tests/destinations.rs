@@ -535,3 +535,56 @@ fn repair_without_a_good_copy_changes_nothing() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--repair needs copies"));
 }
+
+#[test]
+fn each_destination_applies_its_own_retention() {
+    let mut env = Env::new();
+    env.env = aws_env();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("f.txt"), b"0").expect("write");
+    let lan = S3Server::start(&["backups"]);
+    let far = S3Server::start(&["offsite"]);
+    let lan_repo = format!("s3:{}/backups/h", lan.endpoint());
+    let far_repo = format!("s3:{}/offsite/h", far.endpoint());
+    let config = env.path("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{state}\"\npassword_file = \"{pw}\"\n\n[[source]]\npaths = [\"{src}\"]\n\n[[destination]]\nname = \"lan\"\nrepo = \"{lan_repo}\"\n[destination.retention]\nkeep_last = 2\n\n[[destination]]\nname = \"far\"\nrepo = \"{far_repo}\"\n\n[schedule]\nquiet_period = \"200ms\"\nmin_interval = \"0s\"\nretention_interval = \"0s\"\n",
+            state = env.path("state").display(),
+            pw = env.password_file.display(),
+            src = src.display(),
+        ),
+    )
+    .expect("config");
+    let mut d = Daemon::start(&config, &env.path("daemon.log"));
+    d.wait_for("first snapshots", Duration::from_secs(60), |s| {
+        settled(dest(s, "lan")) && settled(dest(s, "far"))
+    });
+    for i in 1..=4 {
+        std::fs::write(src.join("f.txt"), format!("{i}")).expect("write");
+        d.wait_for("the next snapshots", Duration::from_secs(30), |s| {
+            dest(s, "lan")["snapshots"].as_u64() > Some(i)
+                && dest(s, "far")["snapshots"].as_u64() > Some(i)
+                && settled(dest(s, "lan"))
+                && settled(dest(s, "far"))
+        });
+    }
+    d.terminate();
+    let count = |repo: &str| {
+        let out = env
+            .cmd(&["snapshots", "--json", "--repo", repo])
+            .output()
+            .expect("list");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        v.as_array().map(Vec::len).unwrap_or(0)
+    };
+    assert_eq!(count(&lan_repo), 2, "{}", d_log(&env));
+    assert_eq!(count(&far_repo), 5);
+    restore_from(&env, &lan_repo, &src, "from-lan");
+}
+
+fn d_log(env: &Env) -> String {
+    std::fs::read_to_string(env.path("daemon.log")).unwrap_or_default()
+}

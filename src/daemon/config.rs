@@ -106,6 +106,8 @@ pub struct DestinationConfig {
     pub backend: BackendOptions,
     /// Pack uploads in flight at once.
     pub upload_concurrency: usize,
+    /// Snapshots to keep (restic's `forget` rules), applied to this host's snapshots.
+    pub retention: Option<crate::retention::Policy>,
 }
 
 /// When snapshots are taken.
@@ -120,6 +122,8 @@ pub struct Schedule {
     /// Full comparison of every file against the last snapshot, as a safety net for
     /// changes the watcher missed.
     pub rescan_interval: Duration,
+    /// Shortest time between two applications of a destination's retention rules.
+    pub retention_interval: Duration,
 }
 
 impl Default for Schedule {
@@ -129,6 +133,7 @@ impl Default for Schedule {
             min_interval: Duration::from_secs(10),
             max_delay: Duration::from_secs(300),
             rescan_interval: Duration::from_secs(3600),
+            retention_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -210,6 +215,26 @@ struct RawDestination {
     upload_concurrency: Option<Spanned<u32>>,
     #[serde(default)]
     options: BTreeMap<String, Spanned<OptionValue>>,
+    retention: Option<Spanned<RawRetention>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    keep_last: Option<Spanned<i64>>,
+    keep_hourly: Option<Spanned<i64>>,
+    keep_daily: Option<Spanned<i64>>,
+    keep_weekly: Option<Spanned<i64>>,
+    keep_monthly: Option<Spanned<i64>>,
+    keep_yearly: Option<Spanned<i64>>,
+    keep_within: Option<Spanned<String>>,
+    keep_within_hourly: Option<Spanned<String>>,
+    keep_within_daily: Option<Spanned<String>>,
+    keep_within_weekly: Option<Spanned<String>>,
+    keep_within_monthly: Option<Spanned<String>>,
+    keep_within_yearly: Option<Spanned<String>>,
+    #[serde(default)]
+    keep_tags: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -237,6 +262,7 @@ struct RawSchedule {
     min_interval: Option<Spanned<String>>,
     max_delay: Option<Spanned<String>>,
     rescan_interval: Option<Spanned<String>>,
+    retention_interval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -285,12 +311,29 @@ const DESTINATION_KEYS: &[(&str, Shape)] = &[
     ("upload_limit", Shape::Value),
     ("upload_concurrency", Shape::Value),
     ("options", Shape::Free),
+    ("retention", Shape::Table(RETENTION_KEYS)),
+];
+const RETENTION_KEYS: &[(&str, Shape)] = &[
+    ("keep_last", Shape::Value),
+    ("keep_hourly", Shape::Value),
+    ("keep_daily", Shape::Value),
+    ("keep_weekly", Shape::Value),
+    ("keep_monthly", Shape::Value),
+    ("keep_yearly", Shape::Value),
+    ("keep_within", Shape::Value),
+    ("keep_within_hourly", Shape::Value),
+    ("keep_within_daily", Shape::Value),
+    ("keep_within_weekly", Shape::Value),
+    ("keep_within_monthly", Shape::Value),
+    ("keep_within_yearly", Shape::Value),
+    ("keep_tags", Shape::Value),
 ];
 const SCHEDULE_KEYS: &[(&str, Shape)] = &[
     ("quiet_period", Shape::Value),
     ("min_interval", Shape::Value),
     ("max_delay", Shape::Value),
     ("rescan_interval", Shape::Value),
+    ("retention_interval", Shape::Value),
 ];
 const LIMITS_KEYS: &[(&str, Shape)] = &[
     ("cpu_threads", Shape::Value),
@@ -498,6 +541,73 @@ impl Ctx<'_, '_> {
                 )
                 .unwrap_or(default),
         }
+    }
+
+    fn retention(&mut self, dest: &str, r: &RawRetention) -> Option<crate::retention::Policy> {
+        use crate::retention::{CalendarDuration, Policy};
+        let mut ok = true;
+        let mut count = |cx: &mut Self, key: &str, v: &Option<Spanned<i64>>| -> i64 {
+            match v {
+                Some(n) if *n.get_ref() < -1 => {
+                    ok = false;
+                    cx.problem::<()>(
+                        n.span(),
+                        format!("destination {dest:?}: `retention.{key}` = {}: give a count, or -1 for every period", n.get_ref()),
+                    );
+                    0
+                }
+                Some(n) => *n.get_ref(),
+                None => 0,
+            }
+        };
+        let last = count(self, "keep_last", &r.keep_last);
+        let hourly = count(self, "keep_hourly", &r.keep_hourly);
+        let daily = count(self, "keep_daily", &r.keep_daily);
+        let weekly = count(self, "keep_weekly", &r.keep_weekly);
+        let monthly = count(self, "keep_monthly", &r.keep_monthly);
+        let yearly = count(self, "keep_yearly", &r.keep_yearly);
+        let mut ok2 = true;
+        let mut dur = |cx: &mut Self, key: &str, v: &Option<Spanned<String>>| -> CalendarDuration {
+            match v {
+                Some(s) => match CalendarDuration::parse(s.get_ref()) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        ok2 = false;
+                        cx.problem::<()>(
+                            s.span(),
+                            format!("destination {dest:?}: `retention.{key}`: {e}"),
+                        );
+                        CalendarDuration::default()
+                    }
+                },
+                None => CalendarDuration::default(),
+            }
+        };
+        let policy = Policy {
+            last,
+            hourly,
+            daily,
+            weekly,
+            monthly,
+            yearly,
+            within: dur(self, "keep_within", &r.keep_within),
+            within_hourly: dur(self, "keep_within_hourly", &r.keep_within_hourly),
+            within_daily: dur(self, "keep_within_daily", &r.keep_within_daily),
+            within_weekly: dur(self, "keep_within_weekly", &r.keep_within_weekly),
+            within_monthly: dur(self, "keep_within_monthly", &r.keep_within_monthly),
+            within_yearly: dur(self, "keep_within_yearly", &r.keep_within_yearly),
+            tags: r
+                .keep_tags
+                .iter()
+                .map(|l| {
+                    l.split(',')
+                        .map(|t| t.trim().to_string())
+                        .filter(|t| !t.is_empty())
+                        .collect()
+                })
+                .collect(),
+        };
+        (ok && ok2).then_some(policy)
     }
 
     fn password(
@@ -727,12 +837,26 @@ fn resolve(
             Some(v) => *v.get_ref() as usize,
             None => default_uploads,
         };
+        let retention = match &d.retention {
+            Some(r) => {
+                let policy = cx.retention(&name, r.get_ref());
+                if policy.as_ref().is_some_and(|p| p.is_empty()) {
+                    cx.problem::<()>(
+                        r.span(),
+                        format!("destination {name:?}: [retention] keeps nothing in particular: give at least one keep_* rule, or remove the table"),
+                    );
+                }
+                policy
+            }
+            None => None,
+        };
         destinations.push(DestinationConfig {
             name,
             repo: d.repo.get_ref().clone(),
             password,
             backend,
             upload_concurrency,
+            retention,
         });
     }
 
@@ -753,6 +877,11 @@ fn resolve(
             "rescan_interval",
             &raw.schedule.rescan_interval,
             defaults.rescan_interval,
+        ),
+        retention_interval: cx.duration(
+            "retention_interval",
+            &raw.schedule.retention_interval,
+            defaults.retention_interval,
         ),
     };
     if schedule.max_delay < schedule.quiet_period
@@ -991,6 +1120,34 @@ socket = "/run/cairn/control.sock"
         );
         let p = problems(&GOOD.replace("min_interval = \"1m\"", "min_interval = \"9999 days\""));
         assert!(p.iter().any(|m| m.contains("longer than a year")), "{p:?}");
+    }
+
+    #[test]
+    fn retention_tables_are_checked() {
+        let with = GOOD.replace(
+            "[[destination]]\nname = \"disk\"",
+            "[[destination]]\nname = \"disk\"\n[destination.retention]\nkeep_daily = 7\nkeep_within = \"2d\"",
+        );
+        // The table must come after the destination's keys: put it at the end of "disk".
+        let with = with.replace(
+            "[destination.retention]\nkeep_daily = 7\nkeep_within = \"2d\"\nrepo = \"/mnt/backup/cairn\"",
+            "repo = \"/mnt/backup/cairn\"\n[destination.retention]\nkeep_daily = 7\nkeep_within = \"2d\"",
+        );
+        let c = parse(Path::new("t.toml"), &with).expect("valid");
+        let r = c.destinations[1].retention.as_ref().expect("retention");
+        assert_eq!(r.daily, 7);
+        assert_eq!(r.within.days, 2);
+        assert!(c.destinations[0].retention.is_none());
+        let p = problems(&with.replace("keep_daily = 7", "keep_daly = 7"));
+        assert!(
+            p.iter()
+                .any(|m| m.contains("did you mean `destination.retention.keep_daily`?")),
+            "{p:?}"
+        );
+        let p = problems(&with.replace("keep_daily = 7", "keep_daily = -3"));
+        assert!(p.iter().any(|m| m.contains("-1 for every period")), "{p:?}");
+        let p = problems(&with.replace("\"2d\"", "\"2 days\""));
+        assert!(p.iter().any(|m| m.contains("1y2m3d4h")), "{p:?}");
     }
 
     #[test]

@@ -83,6 +83,7 @@ mod tests {
             min_interval: Duration::from_secs(10),
             max_delay: Duration::from_secs(60),
             rescan_interval: Duration::from_secs(3600),
+            retention_interval: Duration::from_secs(3600),
         }
     }
 

@@ -346,6 +346,8 @@ struct Memory {
     journal_indexes: std::collections::HashSet<crate::hash::IndexId>,
     /// Said once per outage that the journal is full.
     journal_full_said: bool,
+    /// When the retention rules were last applied.
+    retention_at: Option<Instant>,
 }
 
 /// The worker loop; returns on shutdown.
@@ -377,6 +379,20 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
                     r.commits.pop_front();
                 }
                 r.commits.push_back(Instant::now());
+            }
+        }
+        if result.is_ok()
+            && !fresh.is_empty()
+            && let (Some(policy), Some(s)) = (&dest.config.retention, session.as_ref())
+            && memory
+                .retention_at
+                .is_none_or(|t| t.elapsed() >= env.schedule.retention_interval)
+        {
+            memory.retention_at = Some(Instant::now());
+            match apply_retention(&s.repo, env.as_ref(), policy) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(destination = %name, "retention: removed {n} snapshot(s)"),
+                Err(e) => tracing::warn!(destination = %name, "retention not applied: {e}"),
             }
         }
         let error = match result {
@@ -606,6 +622,57 @@ fn run_once(
         }
     }
     (made, first_error.map_or(Ok(()), Err))
+}
+
+/// Apply a destination's retention rules to this host's snapshots there (grouped by
+/// paths, as `forget --host` would); returns how many snapshots were removed. Only
+/// snapshot objects go: the data stays until a prune.
+fn apply_retention(
+    repo: &Repository,
+    env: &WorkerEnv,
+    policy: &crate::retention::Policy,
+) -> Result<u64> {
+    use crate::retention::{Candidate, apply};
+    let rt = &env.rt;
+    let all = rt.block_on(repo.list_snapshots())?;
+    let mut groups: std::collections::BTreeMap<Vec<String>, Vec<&crate::repo::SnapshotEntry>> =
+        std::collections::BTreeMap::new();
+    for e in all.iter().filter(|e| e.snapshot.hostname == env.hostname) {
+        let mut paths = e.snapshot.paths.clone();
+        paths.sort();
+        groups.entry(paths).or_default().push(e);
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let mut removed = 0;
+    for members in groups.values() {
+        let candidates: Vec<Candidate> = members
+            .iter()
+            .filter_map(|e| {
+                time::OffsetDateTime::parse(
+                    &e.snapshot.time,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()
+                .map(|time| Candidate {
+                    time,
+                    tags: e.snapshot.tags.clone(),
+                })
+            })
+            .collect();
+        if candidates.len() != members.len() {
+            // A snapshot with an unreadable time: leave the whole group alone.
+            continue;
+        }
+        for (e, reasons) in members.iter().zip(apply(&candidates, policy, now)) {
+            if reasons.is_empty() {
+                let h =
+                    crate::backend::Handle::new(crate::backend::FileType::Snapshot, e.id.to_hex());
+                rt.block_on(repo.backend().delete(&h))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// The remembered content of the parent, only if it is the parent's.
