@@ -537,6 +537,14 @@ impl Walker<'_> {
         Ok(id)
     }
 
+    /// Whether what a carried-over entry references is still indexed (a prune may have
+    /// removed the data of a forgotten parent). A tree that is indexed is whole: prune
+    /// keeps everything below a tree any snapshot still uses.
+    fn still_stored(&self, node: &Node) -> bool {
+        node.subtree.is_none_or(|t| self.index.contains(&t))
+            && node.content.iter().all(|b| self.index.contains(b))
+    }
+
     fn load_tree(&mut self, id: &BlobId) -> Option<Tree> {
         if let Some(plain) = self.cache.and_then(|c| c.tree(self.repo.keys(), id))
             && let Ok(tree) = Tree::from_plain(&plain)
@@ -640,6 +648,7 @@ impl Walker<'_> {
             if let Some(changed) = self.changed
                 && !changed.touches(&path)
                 && let Some(prev) = find(parent, name.as_bytes())
+                && self.still_stored(prev)
             {
                 // Nothing was reported here since the parent snapshot: carry it over.
                 tree.nodes.push(prev.clone());

@@ -26,6 +26,7 @@ pub mod ls;
 pub mod pack;
 pub mod packer;
 pub mod progress;
+pub mod prune;
 pub mod repo;
 pub mod restore;
 pub mod retention;

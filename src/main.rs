@@ -144,6 +144,8 @@ enum Command {
     },
     /// Remove snapshots by id or by a retention policy (restic's --keep-* options).
     Forget(Box<cli::forget::ForgetArgs>),
+    /// Remove data no snapshot needs: two-phase, safe with backups running elsewhere.
+    Prune(cli::prune::PruneArgs),
     /// Manage the passphrases that open the repository.
     Key {
         #[command(subcommand)]
@@ -307,6 +309,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             json,
         ),
         Command::Forget(f) => cli::forget::cmd_forget(&rt, r, &f),
+        Command::Prune(p) => cli::prune::cmd_prune(&rt, r, &p),
         Command::Key { action } => match action {
             KeyCommand::List { json } => cmd::cmd_key_list(&rt, r, json),
             KeyCommand::Add { new_password_file } => {

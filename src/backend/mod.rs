@@ -36,6 +36,8 @@ pub enum FileType {
     Index,
     /// `snapshots/<id>`.
     Snapshot,
+    /// `deletions/<id>`: packs a prune condemned, deleted by a later prune.
+    Deletion,
 }
 
 impl FileType {
@@ -47,6 +49,7 @@ impl FileType {
             FileType::Pack => "data",
             FileType::Index => "index",
             FileType::Snapshot => "snapshots",
+            FileType::Deletion => "deletions",
         }
     }
 }

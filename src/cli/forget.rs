@@ -171,11 +171,6 @@ impl ForgetArgs {
 
 /// `cairn forget`.
 pub fn cmd_forget(rt: &Runtime, args: &RepoArgs, f: &ForgetArgs) -> Result<i32> {
-    if f.prune {
-        bail!(
-            "--prune is not available yet: forget removes snapshots only, and the data they used stays stored until `cairn prune` exists"
-        );
-    }
     let policy = f.policy()?;
     let repo = open(rt, args)?;
     let all = rt.block_on(repo.list_snapshots())?;
@@ -315,9 +310,17 @@ pub fn cmd_forget(rt: &Runtime, args: &RepoArgs, f: &ForgetArgs) -> Result<i32> 
     }
     if !f.json {
         println!(
-            "removed {} snapshot(s); the data they alone used stays stored until a prune",
-            remove.len()
+            "removed {} snapshot(s){}",
+            remove.len(),
+            if f.prune {
+                ""
+            } else {
+                "; the data they alone used stays stored until `cairn prune`"
+            }
         );
+    }
+    if f.prune {
+        super::prune::prune_after_forget(rt, args, f.json)?;
     }
     Ok(0)
 }

@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod forget;
 pub mod output;
 pub mod password;
+pub mod prune;
 
 use std::path::PathBuf;
 

@@ -55,6 +55,8 @@ pub enum Purpose {
     Snapshot,
     /// The master secret inside a `keys/*` object.
     KeyWrap,
+    /// A `deletions/*` object.
+    Deletion,
 }
 
 impl Purpose {
@@ -65,6 +67,7 @@ impl Purpose {
             Purpose::Index => b"cairn:v1:index",
             Purpose::Snapshot => b"cairn:v1:snapshot",
             Purpose::KeyWrap => b"cairn:v1:key",
+            Purpose::Deletion => b"cairn:v1:deletion",
         }
     }
 }

@@ -217,6 +217,7 @@ fn object_kind_name(kind: FileType) -> &'static str {
         FileType::Pack => "pack",
         FileType::Index => "index",
         FileType::Snapshot => "snapshot",
+        FileType::Deletion => "deletion",
     }
 }
 

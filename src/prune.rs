@@ -1,0 +1,478 @@
+//! Removing data no snapshot needs, without locks and without breaking a backup that
+//! another host runs at the same time: deletion happens in two phases separated by a
+//! grace period (see `docs/FORMAT.md`, section 15).
+//!
+//! A prune run:
+//! 1. reads every snapshot, tree and index object (any damage aborts: what is used must
+//!    be known exactly);
+//! 2. takes back into the index any blob a snapshot uses that an earlier prune had taken
+//!    out (a backup that started before that prune may have deduplicated against it);
+//! 3. deletes the packs earlier prunes condemned at least `grace` ago, unless something
+//!    came to use them meanwhile;
+//! 4. condemns packs nothing uses, repacks packs that are mostly unused (copying the used
+//!    blobs verbatim into new packs) and rewrites the index without unused entries,
+//!    recording all it took out in a `deletions/` object first.
+//!
+//! After step 4 the index lists only blobs some snapshot uses, so a tree that is indexed
+//! is whole: everything below it is indexed too. Every step writes before it deletes, so
+//! a prune interrupted anywhere leaves a readable repository and can simply run again.
+
+use crate::backend::{FileType, Handle};
+use crate::crypto::Purpose;
+use crate::error::{Error, Result};
+use crate::format::compress;
+use crate::format::index::{BlobKind, IndexFile, IndexPack, PackedBlob};
+use crate::format::tree::Tree;
+use crate::hash::{BlobId, Id, IndexId, PackId};
+use crate::index::{BlobLocation, MasterIndex};
+use crate::pack::{PackBuilder, SealedBlob, open_blob};
+use crate::repo::Repository;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+use tokio::runtime::Handle as Runtime;
+
+/// Packs listed per rewritten index object.
+const PACKS_PER_INDEX: usize = 1000;
+
+/// Largest `deletions/` object accepted.
+const MAX_DELETION_LEN: usize = 256 * 1024 * 1024;
+
+/// How to prune.
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    /// Repack a pack when at least this share of its bytes is unused (0..=1).
+    pub repack_threshold: f64,
+    /// Bytes of packs repacked in one run at most.
+    pub max_repack_bytes: Option<u64>,
+    /// Time between condemning a pack and deleting it; must exceed the longest backup.
+    pub grace: Duration,
+    /// Compute and report only.
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            repack_threshold: 0.2,
+            max_repack_bytes: None,
+            grace: Duration::from_secs(24 * 3600),
+            dry_run: false,
+        }
+    }
+}
+
+/// What a prune did (or, dry, would do).
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    /// Snapshots read.
+    pub snapshots: u64,
+    /// Distinct blobs in use.
+    pub used_blobs: u64,
+    /// Packs indexed before the run.
+    pub packs: u64,
+    /// Packs condemned now (deleted by a run after the grace period).
+    pub condemned_packs: u64,
+    /// Bytes in them.
+    pub condemned_bytes: u64,
+    /// Packs repacked.
+    pub repacked_packs: u64,
+    /// Bytes of used blobs copied while repacking.
+    pub repacked_bytes: u64,
+    /// Packs deleted now (condemned by an earlier run).
+    pub deleted_packs: u64,
+    /// Bytes freed now.
+    pub deleted_bytes: u64,
+    /// Blobs taken back into the index because a snapshot uses them.
+    pub revived_blobs: u64,
+    /// Condemned packs still waiting for their grace period to end.
+    pub waiting_packs: u64,
+}
+
+/// A `deletions/<id>` object.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeletionFile {
+    /// Layout version, 1.
+    pub version: u32,
+    /// RFC 3339 time it was written; deletion waits for `created + grace`.
+    pub created: String,
+    /// Packs to delete, with the index entries they had.
+    pub packs: Vec<IndexPack>,
+    /// Index entries taken out of packs that stay (their bytes are garbage now).
+    pub dropped: Vec<IndexPack>,
+}
+
+impl Repository {
+    /// Load one `deletions/` object.
+    pub async fn load_deletion(&self, id: Id) -> Result<DeletionFile> {
+        let plain = self
+            .load_object(FileType::Deletion, id, Purpose::Deletion, MAX_DELETION_LEN)
+            .await?;
+        let file: DeletionFile = serde_json::from_slice(&plain).map_err(|e| Error::Corrupt {
+            object: format!("deletions/{}", id.to_hex()),
+            reason: format!("not a deletion record: {e}"),
+        })?;
+        if file.version != 1 {
+            return Err(Error::Corrupt {
+                object: format!("deletions/{}", id.to_hex()),
+                reason: format!("unknown version {}", file.version),
+            });
+        }
+        Ok(file)
+    }
+}
+
+/// Every blob the snapshots use (trees and file contents). Any unreadable snapshot or
+/// tree is an error: without it, what is used is unknown.
+fn used_blobs(
+    repo: &Repository,
+    rt: &Runtime,
+    snapshots: &[crate::hash::SnapshotId],
+    index: &MasterIndex,
+    report: &mut PruneReport,
+) -> Result<HashSet<BlobId>> {
+    let mut used = HashSet::new();
+    let mut stack = Vec::new();
+    for &id in snapshots {
+        let snap = rt.block_on(repo.load_snapshot(id)).map_err(|e| {
+            Error::InvalidInput(format!(
+                "snapshot {} cannot be read ({e}); prune stops, because what it uses cannot be known: run `cairn check`",
+                id.short()
+            ))
+        })?;
+        report.snapshots += 1;
+        stack.push(snap.tree);
+    }
+    while let Some(tree_id) = stack.pop() {
+        if !used.insert(tree_id) {
+            continue;
+        }
+        let plain = rt.block_on(repo.read_blob(index, &tree_id)).map_err(|e| {
+            Error::InvalidInput(format!(
+                "tree {} cannot be read ({e}); prune stops: run `cairn check`",
+                tree_id.short()
+            ))
+        })?;
+        let tree = Tree::from_plain(&plain)
+            .map_err(|e| Error::corrupt_format(format!("tree {}", tree_id.short()), e))?;
+        for node in tree.nodes {
+            if let Some(sub) = node.subtree {
+                stack.push(sub);
+            }
+            used.extend(node.content);
+        }
+    }
+    Ok(used)
+}
+
+fn location(pack: PackId, b: &PackedBlob) -> BlobLocation {
+    BlobLocation {
+        pack,
+        kind: b.kind,
+        offset: b.offset,
+        length: b.length,
+        raw_length: b.raw_length,
+        compressed: b.compressed,
+    }
+}
+
+/// Run a prune.
+pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<PruneReport> {
+    let mut report = PruneReport::default();
+    let backend = repo.backend().clone();
+    // Snapshots first: a snapshot committed meanwhile has its index objects written
+    // before it, so they are among those listed next. One committed later is protected
+    // by the grace period.
+    let snapshots = rt.block_on(repo.snapshot_ids())?;
+
+    // Everything the index says, object by object.
+    let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
+    for info in rt.block_on(backend.list(FileType::Index))? {
+        let Some(id) = Id::from_object_name(&info.name).map(IndexId) else {
+            continue;
+        };
+        let file = rt
+            .block_on(repo.load_index_file(id))
+            .map_err(|e| Error::InvalidInput(format!("{e}; prune stops: run `cairn check`")))?;
+        files.push((id, file));
+    }
+    let mut index = MasterIndex::default();
+    for (_, f) in &files {
+        for p in &f.packs {
+            index.add_pack(p);
+        }
+    }
+    // What earlier prunes took out.
+    let mut deletions: Vec<(Id, DeletionFile)> = Vec::new();
+    for info in rt.block_on(backend.list(FileType::Deletion))? {
+        let Some(id) = Id::from_object_name(&info.name) else {
+            continue;
+        };
+        deletions.push((id, rt.block_on(repo.load_deletion(id))?));
+    }
+    // Trees taken out earlier may be needed to read a snapshot that still uses them.
+    let mut full_index = MasterIndex::default();
+    for (_, f) in &files {
+        for p in &f.packs {
+            full_index.add_pack(p);
+        }
+    }
+    for (_, d) in &deletions {
+        for p in d.packs.iter().chain(&d.dropped) {
+            full_index.add_pack(p);
+        }
+    }
+    let used = used_blobs(repo, rt, &snapshots, &full_index, &mut report)?;
+    report.used_blobs = used.len() as u64;
+
+    // 2. Take back what a snapshot uses but the index lacks.
+    let listed: HashMap<String, u64> = rt
+        .block_on(backend.list(FileType::Pack))?
+        .into_iter()
+        .map(|i| (i.name, i.size))
+        .collect();
+    let mut revive: BTreeMap<PackId, Vec<PackedBlob>> = BTreeMap::new();
+    let mut revived: HashSet<BlobId> = HashSet::new();
+    for (_, d) in &deletions {
+        for p in d.packs.iter().chain(&d.dropped) {
+            if !listed.contains_key(&p.id.to_hex()) {
+                continue;
+            }
+            for b in &p.blobs {
+                if used.contains(&b.id) && !index.contains(&b.id) && revived.insert(b.id) {
+                    revive.entry(p.id).or_default().push(b.clone());
+                }
+            }
+        }
+    }
+    let missing: Vec<&BlobId> = used
+        .iter()
+        .filter(|b| !index.contains(b) && !revived.contains(b))
+        .collect();
+    if let Some(b) = missing.first() {
+        return Err(Error::InvalidInput(format!(
+            "{} blob(s) that snapshots use are stored nowhere (first: {}); prune stops: run `cairn check`",
+            missing.len(),
+            b.short()
+        )));
+    }
+    report.revived_blobs = revived.len() as u64;
+    if !revive.is_empty() && !opts.dry_run {
+        let packs: Vec<IndexPack> = revive
+            .iter()
+            .map(|(id, blobs)| IndexPack {
+                id: *id,
+                blobs: blobs.clone(),
+            })
+            .collect();
+        let file = rt.block_on(repo.save_index(packs.clone()))?;
+        for p in &packs {
+            index.add_pack(p);
+        }
+        files.push((
+            file,
+            IndexFile {
+                version: crate::format::index::INDEX_VERSION,
+                packs,
+            },
+        ));
+    }
+    let indexed_packs: HashSet<PackId> = files
+        .iter()
+        .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
+        .collect();
+
+    // 3. Delete what earlier prunes condemned, once the grace period is over.
+    let now = time::OffsetDateTime::now_utc();
+    for (id, d) in &deletions {
+        let created =
+            time::OffsetDateTime::parse(&d.created, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| Error::Corrupt {
+                    object: format!("deletions/{}", id.to_hex()),
+                    reason: format!("bad time: {e}"),
+                })?;
+        let due = created + opts.grace;
+        let waiting: Vec<&IndexPack> = d
+            .packs
+            .iter()
+            .filter(|p| listed.contains_key(&p.id.to_hex()) && !indexed_packs.contains(&p.id))
+            .collect();
+        if now < due {
+            report.waiting_packs += waiting.len() as u64;
+            continue;
+        }
+        for p in waiting {
+            let bytes = listed.get(&p.id.to_hex()).copied().unwrap_or(0);
+            report.deleted_packs += 1;
+            report.deleted_bytes += bytes;
+            if !opts.dry_run {
+                rt.block_on(backend.delete(&Handle::new(FileType::Pack, p.id.to_hex())))?;
+            }
+        }
+        if !opts.dry_run {
+            rt.block_on(backend.delete(&Handle::new(FileType::Deletion, id.to_hex())))?;
+        }
+    }
+
+    // 4. Condemn, repack, and rewrite the index without unused entries.
+    // The canonical location of each used blob is the first the index gives; every
+    // other copy counts as unused.
+    let mut keep_packs: Vec<IndexPack> = Vec::new();
+    let mut condemned: Vec<IndexPack> = Vec::new();
+    let mut dropped: Vec<IndexPack> = Vec::new();
+    let mut to_repack: Vec<(IndexPack, Vec<PackedBlob>)> = Vec::new();
+    let mut repack_budget = opts.max_repack_bytes.unwrap_or(u64::MAX);
+    let mut seen_packs = HashSet::new();
+    for (_, f) in &files {
+        for p in &f.packs {
+            if !seen_packs.insert(p.id) {
+                continue;
+            }
+            report.packs += 1;
+            // All entries for this pack across index objects.
+            let entries: Vec<PackedBlob> = files
+                .iter()
+                .flat_map(|(_, f)| f.packs.iter().filter(|q| q.id == p.id))
+                .flat_map(|q| q.blobs.iter().cloned())
+                .collect();
+            let (used_here, unused_here): (Vec<PackedBlob>, Vec<PackedBlob>) =
+                entries.into_iter().partition(|b| {
+                    used.contains(&b.id)
+                        && index
+                            .get(&b.id)
+                            .is_some_and(|l| l.pack == p.id && l.offset == b.offset)
+                });
+            let used_bytes: u64 = used_here.iter().map(|b| u64::from(b.length)).sum();
+            let unused_bytes: u64 = unused_here.iter().map(|b| u64::from(b.length)).sum();
+            let pack_bytes = listed
+                .get(&p.id.to_hex())
+                .copied()
+                .unwrap_or(used_bytes + unused_bytes);
+            if used_here.is_empty() {
+                report.condemned_packs += 1;
+                report.condemned_bytes += pack_bytes;
+                condemned.push(IndexPack {
+                    id: p.id,
+                    blobs: unused_here,
+                });
+            } else if unused_here.is_empty() {
+                keep_packs.push(IndexPack {
+                    id: p.id,
+                    blobs: used_here,
+                });
+            } else {
+                let share = unused_bytes as f64 / (used_bytes + unused_bytes).max(1) as f64;
+                if share >= opts.repack_threshold && pack_bytes <= repack_budget {
+                    repack_budget -= pack_bytes;
+                    to_repack.push((
+                        IndexPack {
+                            id: p.id,
+                            blobs: unused_here,
+                        },
+                        used_here,
+                    ));
+                } else {
+                    dropped.push(IndexPack {
+                        id: p.id,
+                        blobs: unused_here,
+                    });
+                    keep_packs.push(IndexPack {
+                        id: p.id,
+                        blobs: used_here,
+                    });
+                }
+            }
+        }
+    }
+    if opts.dry_run {
+        for (old, used_here) in &to_repack {
+            report.repacked_packs += 1;
+            report.repacked_bytes += used_here.iter().map(|b| u64::from(b.length)).sum::<u64>();
+            report.condemned_packs += 1;
+            report.condemned_bytes += listed.get(&old.id.to_hex()).copied().unwrap_or(0);
+        }
+        return Ok(report);
+    }
+    // Repack: copy the used blobs verbatim (verified) into new packs.
+    let target = repo.config().pack_size as usize;
+    let mut data = PackBuilder::default();
+    let mut trees = PackBuilder::default();
+    let mut new_packs: Vec<IndexPack> = Vec::new();
+    let flush = |b: PackBuilder, out: &mut Vec<IndexPack>| -> Result<()> {
+        if b.is_empty() {
+            return Ok(());
+        }
+        let pack = b.finish(repo.keys())?;
+        rt.block_on(backend.put(&Handle::new(FileType::Pack, pack.id.to_hex()), pack.bytes))?;
+        out.push(pack.index);
+        Ok(())
+    };
+    for (old, used_here) in &to_repack {
+        let handle = Handle::new(FileType::Pack, old.id.to_hex());
+        for b in used_here {
+            let sealed = rt.block_on(backend.get_range(&handle, b.offset, u64::from(b.length)))?;
+            open_blob(repo.keys(), &b.id, &location(old.id, b), &sealed).map_err(|why| {
+                Error::Corrupt {
+                    object: format!("blob {} in {}", b.id.short(), handle.path()),
+                    reason: format!("{why}; prune stops before repacking it: run `cairn check`"),
+                }
+            })?;
+            report.repacked_bytes += u64::from(b.length);
+            let builder = match b.kind {
+                BlobKind::Data => &mut data,
+                BlobKind::Tree => &mut trees,
+            };
+            builder.add(SealedBlob {
+                id: b.id,
+                kind: b.kind,
+                raw_length: b.raw_length,
+                compressed: b.compressed,
+                bytes: sealed,
+            });
+            if builder.len() >= target || builder.blob_count() >= crate::packer::MAX_BLOBS_PER_PACK
+            {
+                flush(std::mem::take(builder), &mut new_packs)?;
+            }
+        }
+        report.repacked_packs += 1;
+        report.condemned_packs += 1;
+        report.condemned_bytes += listed.get(&old.id.to_hex()).copied().unwrap_or(0);
+    }
+    flush(data, &mut new_packs)?;
+    flush(trees, &mut new_packs)?;
+    if !new_packs.is_empty() {
+        rt.block_on(repo.save_index(new_packs.clone()))?;
+    }
+    for (old, used_here) in to_repack {
+        let mut blobs = old.blobs;
+        blobs.extend(used_here);
+        condemned.push(IndexPack { id: old.id, blobs });
+    }
+    if condemned.is_empty() && dropped.is_empty() {
+        return Ok(report);
+    }
+    // Record what is taken out before taking it out.
+    let record = DeletionFile {
+        version: 1,
+        created: crate::host::now_rfc3339(),
+        packs: condemned,
+        dropped,
+    };
+    let plain = serde_json::to_vec(&record).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    let sealed = repo.keys().seal(Purpose::Deletion, &compress(&plain))?;
+    let id = Id::of_stored(&sealed);
+    rt.block_on(backend.put(
+        &Handle::new(FileType::Deletion, id.to_hex()),
+        bytes::Bytes::from(sealed),
+    ))?;
+    // The new index: what is kept, plus the repacked packs; then the old objects go.
+    let mut all = keep_packs;
+    all.extend(new_packs);
+    for chunk in all.chunks(PACKS_PER_INDEX) {
+        rt.block_on(repo.save_index(chunk.to_vec()))?;
+    }
+    for (old, _) in &files {
+        rt.block_on(backend.delete(&Handle::new(FileType::Index, old.0.to_hex())))?;
+    }
+    Ok(report)
+}

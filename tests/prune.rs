@@ -1,0 +1,188 @@
+//! `prune` on a real S3 server: it shrinks the bucket and everything left restores; it
+//! can be killed anywhere and run again; and a backup running at the same time is not
+//! broken by it.
+
+mod support;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use support::{Env, Kind, assert_same_tree, pseudo_random, restored};
+
+fn bucket_bytes(env: &Env) -> u64 {
+    fn walk(p: &Path) -> u64 {
+        std::fs::read_dir(p)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| match e.metadata() {
+                        Ok(m) if m.is_dir() => walk(&e.path()),
+                        Ok(m) => m.len(),
+                        Err(_) => 0,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    walk(&env.objects_dir().join("data"))
+}
+
+fn check_ok(env: &Env, read_data: bool) {
+    let args: &[&str] = if read_data {
+        &["check", "--read-data"]
+    } else {
+        &["check"]
+    };
+    let out = env.run(args);
+    assert!(
+        out.status.success(),
+        "check failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn restore_each(env: &Env, src_of: impl Fn(&str) -> Option<std::path::PathBuf>) {
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
+    for s in list.as_array().expect("array") {
+        let id = s["id"].as_str().expect("id");
+        let target = env.path(&format!("r-{}", &id[..8]));
+        env.ok(&["restore", id, "--target", target.to_str().expect("utf8")]);
+        if let Some(src) = src_of(id) {
+            assert_same_tree(&src, &restored(&target, &src));
+        }
+    }
+}
+
+#[test]
+fn prune_shrinks_the_bucket_and_what_is_left_restores() {
+    let env = Env::init_on(Kind::S3);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("keep.bin"), pseudo_random(2 << 20, 1)).expect("write");
+    for i in 0..4u64 {
+        std::fs::write(src.join("churn.bin"), pseudo_random(3 << 20, 10 + i)).expect("write");
+        env.ok(&["backup", src.to_str().expect("utf8")]);
+    }
+    let before = bucket_bytes(&env);
+    env.ok(&["forget", "--keep-last", "1"]);
+    // Dry run changes nothing.
+    env.ok(&["prune", "--dry-run", "--grace", "0s"]);
+    assert_eq!(bucket_bytes(&env), before);
+    // First run condemns (nothing deleted yet), second deletes.
+    let out = env.ok(&["prune", "--grace", "0s"]);
+    assert!(out.contains("condemned"), "{out}");
+    check_ok(&env, true);
+    env.ok(&["prune", "--grace", "0s"]);
+    let after = bucket_bytes(&env);
+    // Three of the four 3 MiB churn files are gone.
+    assert!(after * 10 < before * 7, "{before} -> {after} bytes");
+    check_ok(&env, true);
+    let target = env.path("latest");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf8"),
+    ]);
+    assert_same_tree(&src, &restored(&target, &src));
+    // A default grace period keeps condemned packs for a day.
+    std::fs::write(src.join("churn.bin"), pseudo_random(1 << 20, 99)).expect("write");
+    env.ok(&["backup", src.to_str().expect("utf8")]);
+    env.ok(&["forget", "--keep-last", "1"]);
+    env.ok(&["prune"]);
+    let out = env.ok(&["prune", "--json"]);
+    let r: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(r["waiting_packs"].as_u64() > Some(0), "{r}");
+    assert_eq!(r["deleted_packs"], 0, "{r}");
+}
+
+#[test]
+fn a_prune_killed_anywhere_leaves_a_sound_repository_and_runs_again() {
+    let env = Env::init_on(Kind::S3);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("base.bin"), pseudo_random(1 << 20, 2)).expect("write");
+    let points: usize = std::env::var("CAIRN_TORTURE_POINTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    for i in 0..points {
+        // New garbage each round: a snapshot that is forgotten at once, and a small
+        // file that changes (so packs become partly unused and get repacked).
+        std::fs::write(
+            src.join("churn.bin"),
+            pseudo_random(600_000, 100 + i as u64),
+        )
+        .expect("write");
+        std::fs::write(src.join("small.txt"), format!("round {i}")).expect("write");
+        env.ok(&["backup", src.to_str().expect("utf8")]);
+        env.ok(&["forget", "--keep-last", "1"]);
+        let mut child = env
+            .cmd(&["prune", "--grace", "0s", "--max-unused", "1%"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prune");
+        // Kill at a different moment each round.
+        std::thread::sleep(Duration::from_millis(150 + 90 * i as u64));
+        let _ = child.kill();
+        let _ = child.wait();
+        check_ok(&env, false);
+    }
+    env.ok(&["prune", "--grace", "0s"]);
+    env.ok(&["prune", "--grace", "0s"]);
+    check_ok(&env, true);
+    let src2 = src.clone();
+    restore_each(&env, move |_| Some(src2.clone()));
+}
+
+#[test]
+fn a_backup_running_during_prune_restores_afterwards() {
+    let env = Env::init_on(Kind::S3);
+    let old = env.path("old");
+    let new = env.path("new");
+    std::fs::create_dir_all(&old).expect("mkdir");
+    std::fs::create_dir_all(&new).expect("mkdir");
+    std::fs::write(old.join("shared.bin"), pseudo_random(4 << 20, 7)).expect("write");
+    std::fs::write(old.join("gone.bin"), pseudo_random(2 << 20, 8)).expect("write");
+    env.ok(&["backup", old.to_str().expect("utf8")]);
+    // The new tree shares data with the snapshot about to be forgotten.
+    std::fs::write(new.join("shared.bin"), pseudo_random(4 << 20, 7)).expect("write");
+    std::fs::write(new.join("own.bin"), pseudo_random(12 << 20, 9)).expect("write");
+    env.ok(&["forget", "--keep-last", "0", "--keep-tag", "none"]);
+    let backup = env
+        .cmd(&["backup", new.to_str().expect("utf8")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("backup");
+    let prune = env.cmd(&["prune"]).output().expect("prune");
+    assert!(
+        prune.status.success(),
+        "{}",
+        String::from_utf8_lossy(&prune.stderr)
+    );
+    let b = backup.wait_with_output().expect("wait");
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let target = env.path("during");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf8"),
+    ]);
+    assert_same_tree(&new, &restored(&target, &new));
+    // Later prunes (the grace period over) keep what the new snapshot uses.
+    env.ok(&["prune", "--grace", "0s"]);
+    env.ok(&["prune", "--grace", "0s"]);
+    check_ok(&env, true);
+    let target = env.path("after");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf8"),
+    ]);
+    assert_same_tree(&new, &restored(&target, &new));
+}
