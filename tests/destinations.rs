@@ -551,7 +551,7 @@ fn each_destination_applies_its_own_retention() {
     std::fs::write(
         &config,
         format!(
-            "state_dir = \"{state}\"\npassword_file = \"{pw}\"\n\n[[source]]\npaths = [\"{src}\"]\n\n[[destination]]\nname = \"lan\"\nrepo = \"{lan_repo}\"\n[destination.retention]\nkeep_last = 2\n\n[[destination]]\nname = \"far\"\nrepo = \"{far_repo}\"\n\n[schedule]\nquiet_period = \"200ms\"\nmin_interval = \"0s\"\nretention_interval = \"0s\"\n",
+            "state_dir = \"{state}\"\npassword_file = \"{pw}\"\n\n[[source]]\npaths = [\"{src}\"]\n\n[[destination]]\nname = \"lan\"\nrepo = \"{lan_repo}\"\n[destination.retention]\nkeep_last = 2\nprune = true\n\n[[destination]]\nname = \"far\"\nrepo = \"{far_repo}\"\n\n[schedule]\nquiet_period = \"200ms\"\nmin_interval = \"0s\"\nretention_interval = \"0s\"\n",
             state = env.path("state").display(),
             pw = env.password_file.display(),
             src = src.display(),
@@ -582,6 +582,8 @@ fn each_destination_applies_its_own_retention() {
     };
     assert_eq!(count(&lan_repo), 2, "{}", d_log(&env));
     assert_eq!(count(&far_repo), 5);
+    assert!(d_log(&env).contains("prune: "), "{}", d_log(&env));
+    assert!(!d_log(&env).contains("prune failed"), "{}", d_log(&env));
     restore_from(&env, &lan_repo, &src, "from-lan");
 }
 

@@ -108,6 +108,8 @@ pub struct DestinationConfig {
     pub upload_concurrency: usize,
     /// Snapshots to keep (restic's `forget` rules), applied to this host's snapshots.
     pub retention: Option<crate::retention::Policy>,
+    /// Also prune after removing snapshots (needs delete permission on the bucket).
+    pub prune: bool,
 }
 
 /// When snapshots are taken.
@@ -235,6 +237,8 @@ struct RawRetention {
     keep_within_yearly: Option<Spanned<String>>,
     #[serde(default)]
     keep_tags: Vec<String>,
+    #[serde(default)]
+    prune: bool,
 }
 
 #[derive(Deserialize)]
@@ -327,6 +331,7 @@ const RETENTION_KEYS: &[(&str, Shape)] = &[
     ("keep_within_monthly", Shape::Value),
     ("keep_within_yearly", Shape::Value),
     ("keep_tags", Shape::Value),
+    ("prune", Shape::Value),
 ];
 const SCHEDULE_KEYS: &[(&str, Shape)] = &[
     ("quiet_period", Shape::Value),
@@ -857,6 +862,7 @@ fn resolve(
             backend,
             upload_concurrency,
             retention,
+            prune: d.retention.as_ref().is_some_and(|r| r.get_ref().prune),
         });
     }
 

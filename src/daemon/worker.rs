@@ -391,7 +391,25 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
             memory.retention_at = Some(Instant::now());
             match apply_retention(&s.repo, env.as_ref(), policy) {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(destination = %name, "retention: removed {n} snapshot(s)"),
+                Ok(n) => {
+                    tracing::info!(destination = %name, "retention: removed {n} snapshot(s)");
+                    if dest.config.prune {
+                        match crate::prune::prune(
+                            &s.repo,
+                            &env.rt,
+                            &crate::prune::PruneOptions::default(),
+                        ) {
+                            Ok(r) => tracing::info!(
+                                destination = %name,
+                                "prune: {} pack(s) condemned, {} deleted ({} bytes freed)",
+                                r.condemned_packs,
+                                r.deleted_packs,
+                                r.deleted_bytes
+                            ),
+                            Err(e) => tracing::warn!(destination = %name, "prune failed: {e}"),
+                        }
+                    }
+                }
                 Err(e) => tracing::warn!(destination = %name, "retention not applied: {e}"),
             }
         }
