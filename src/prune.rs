@@ -87,6 +87,10 @@ pub struct PruneReport {
     pub revived_blobs: u64,
     /// Condemned packs still waiting for their grace period to end.
     pub waiting_packs: u64,
+    /// Condemned packs whose S3 Object Lock has not expired yet: never deleted before.
+    pub locked_packs: u64,
+    /// When the first of those locks expires (RFC 3339).
+    pub next_unlock: Option<String>,
 }
 
 /// A `deletions/<id>` object.
@@ -301,15 +305,29 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
             report.waiting_packs += waiting.len() as u64;
             continue;
         }
+        let mut still_locked = false;
         for p in waiting {
+            let handle = Handle::new(FileType::Pack, p.id.to_hex());
+            // Never try to delete what S3 Object Lock protects: say when it can go.
+            if let Some(until) = rt.block_on(backend.locked_until(&handle))? {
+                still_locked = true;
+                report.locked_packs += 1;
+                let at = time::OffsetDateTime::from(until)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                if report.next_unlock.as_ref().is_none_or(|n| at < *n) {
+                    report.next_unlock = Some(at);
+                }
+                continue;
+            }
             let bytes = listed.get(&p.id.to_hex()).copied().unwrap_or(0);
             report.deleted_packs += 1;
             report.deleted_bytes += bytes;
             if !opts.dry_run {
-                rt.block_on(backend.delete(&Handle::new(FileType::Pack, p.id.to_hex())))?;
+                rt.block_on(backend.delete(&handle))?;
             }
         }
-        if !opts.dry_run {
+        if !opts.dry_run && !still_locked {
             rt.block_on(backend.delete(&Handle::new(FileType::Deletion, id.to_hex())))?;
         }
     }
@@ -475,4 +493,40 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
         rt.block_on(backend.delete(&Handle::new(FileType::Index, old.0.to_hex())))?;
     }
     Ok(report)
+}
+
+/// Push the S3 Object Lock of every object the repository still needs (config, keys,
+/// snapshots, index, deletion records, and every pack not condemned) out to the full
+/// period from now, so that history stays protected as long as it is kept. Returns how
+/// many objects were extended (0 on a backend without locks).
+pub fn extend_locks(repo: &Repository, rt: &Runtime) -> Result<u64> {
+    let backend = repo.backend().clone();
+    if !rt.block_on(backend.extend_lock(&Handle::config()))? {
+        return Ok(0);
+    }
+    let mut n = 1;
+    let mut condemned: HashSet<String> = HashSet::new();
+    for info in rt.block_on(backend.list(FileType::Deletion))? {
+        if let Some(id) = Id::from_object_name(&info.name)
+            && let Ok(d) = rt.block_on(repo.load_deletion(id))
+        {
+            condemned.extend(d.packs.iter().map(|p| p.id.to_hex()));
+        }
+    }
+    for kind in [
+        FileType::Key,
+        FileType::Snapshot,
+        FileType::Index,
+        FileType::Deletion,
+        FileType::Pack,
+    ] {
+        for info in rt.block_on(backend.list(kind))? {
+            if kind == FileType::Pack && condemned.contains(&info.name) {
+                continue;
+            }
+            rt.block_on(backend.extend_lock(&Handle::new(kind, info.name)))?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }

@@ -72,4 +72,14 @@ impl<B: Backend> Backend for LimitBackend<B> {
     ) -> Result<usize, BackendError> {
         self.inner.cleanup_stale_uploads(older_than).await
     }
+    async fn locked_until(
+        &self,
+        handle: &Handle,
+    ) -> Result<Option<std::time::SystemTime>, BackendError> {
+        limited!(self, self.inner.locked_until(handle))
+    }
+
+    async fn extend_lock(&self, handle: &Handle) -> Result<bool, BackendError> {
+        limited!(self, self.inner.extend_lock(handle))
+    }
 }

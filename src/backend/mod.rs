@@ -16,7 +16,7 @@ pub mod retry;
 pub mod s3;
 pub mod throttle;
 
-pub use options::{BackendOptions, Location, parse_location};
+pub use options::{BackendOptions, Location, ObjectLock, parse_location};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -203,6 +203,23 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ) -> Result<usize, BackendError> {
         let _ = older_than;
         Ok(0)
+    }
+
+    /// Until when the object is protected by an S3 Object Lock (`None`: not locked, or a
+    /// backend without locks). Deleting code asks first and never tries before then.
+    async fn locked_until(
+        &self,
+        handle: &Handle,
+    ) -> Result<Option<std::time::SystemTime>, BackendError> {
+        let _ = handle;
+        Ok(None)
+    }
+
+    /// Push the object's lock out to `period` from now, if this backend locks objects;
+    /// returns whether it did.
+    async fn extend_lock(&self, handle: &Handle) -> Result<bool, BackendError> {
+        let _ = handle;
+        Ok(false)
     }
 }
 

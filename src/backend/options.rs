@@ -155,6 +155,39 @@ pub struct BackendOptions {
     pub upload_limit: Option<u64>,
     /// AWS shared-config profile to take credentials and region from.
     pub profile: Option<String>,
+    /// S3 Object Lock retention given to every uploaded object.
+    pub object_lock: Option<ObjectLock>,
+}
+
+/// S3 Object Lock retention for uploaded objects (the bucket must have Object Lock on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// Governance (a privileged credential may lift it) or compliance (nobody may).
+    pub compliance: bool,
+    /// How long each object is protected from deletion and overwrite.
+    pub period: Duration,
+}
+
+impl ObjectLock {
+    /// Parse `governance:30d` or `compliance:1y` (a humantime duration after the colon).
+    pub fn parse(v: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("object lock {v:?}: write MODE:DURATION, e.g. governance:30d or compliance:90d")
+        };
+        let (mode, dur) = v.split_once(':').ok_or_else(bad)?;
+        let compliance = match mode.trim() {
+            "governance" => false,
+            "compliance" => true,
+            _ => return Err(bad()),
+        };
+        let period = humantime::parse_duration(dur.trim()).map_err(|_| bad())?;
+        if period < Duration::from_secs(24 * 3600) {
+            return Err(format!(
+                "object lock {v:?}: S3 retention is counted in days; give at least 1d"
+            ));
+        }
+        Ok(ObjectLock { compliance, period })
+    }
 }
 
 impl Default for BackendOptions {
@@ -176,6 +209,7 @@ impl Default for BackendOptions {
             part_concurrency: 4,
             upload_limit: None,
             profile: None,
+            object_lock: None,
         }
     }
 }
@@ -252,12 +286,18 @@ impl BackendOptions {
                 "s3.part-size" => self.part_size = parse_size(key, value)?.max(5 * 1024 * 1024),
                 "s3.part-concurrency" => self.part_concurrency = parse_count(key, value)? as usize,
                 "s3.profile" => self.profile = Some(value.to_string()),
+                "s3.object-lock" => {
+                    let lock = ObjectLock::parse(value)?;
+                    self.object_lock = Some(lock);
+                    // S3 requires a checksum on every write that carries a lock.
+                    self.checksum = ChecksumMode::WhenSupported;
+                }
                 "upload-limit" => {
                     self.upload_limit = Some(parse_size(key, value)?).filter(|n| *n > 0)
                 }
                 _ => {
                     return Err(format!(
-                        "unknown option {key:?}: known are s3.region, s3.path-style, s3.storage-class, s3.ca-bundle, s3.checksum, s3.connections, s3.timeout, s3.retries, s3.retry-delay, s3.multipart-threshold, s3.part-size, s3.part-concurrency, s3.profile, upload-limit"
+                        "unknown option {key:?}: known are s3.region, s3.path-style, s3.storage-class, s3.ca-bundle, s3.checksum, s3.connections, s3.timeout, s3.retries, s3.retry-delay, s3.multipart-threshold, s3.part-size, s3.part-concurrency, s3.profile, s3.object-lock, upload-limit"
                     ));
                 }
             }

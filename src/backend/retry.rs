@@ -128,6 +128,23 @@ impl<B: Backend> Backend for RetryBackend<B> {
     ) -> Result<usize, BackendError> {
         self.inner.cleanup_stale_uploads(older_than).await
     }
+
+    async fn locked_until(
+        &self,
+        handle: &Handle,
+    ) -> Result<Option<std::time::SystemTime>, BackendError> {
+        self.retry(&format!("read the lock of {handle}"), || {
+            self.inner.locked_until(handle)
+        })
+        .await
+    }
+
+    async fn extend_lock(&self, handle: &Handle) -> Result<bool, BackendError> {
+        self.retry(&format!("extend the lock of {handle}"), || {
+            self.inner.extend_lock(handle)
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

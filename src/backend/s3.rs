@@ -34,6 +34,7 @@ pub struct S3Backend {
     multipart_threshold: u64,
     part_size: u64,
     part_concurrency: usize,
+    object_lock: Option<super::options::ObjectLock>,
 }
 
 /// Why the S3 client could not be set up.
@@ -128,6 +129,7 @@ impl S3Backend {
             location,
             endpoint_display,
             storage_class: opts.storage_class.as_deref().map(StorageClass::from),
+            object_lock: opts.object_lock,
             multipart_threshold: opts.multipart_threshold,
             part_size: opts.part_size,
             part_concurrency: opts.part_concurrency.max(1),
@@ -353,14 +355,34 @@ impl S3Backend {
         }
     }
 
+    /// Lock mode and retain-until date for a write made now, if locking is on.
+    fn lock_now(
+        &self,
+    ) -> Option<(
+        aws_sdk_s3::types::ObjectLockMode,
+        aws_sdk_s3::primitives::DateTime,
+    )> {
+        let lock = self.object_lock?;
+        let mode = if lock.compliance {
+            aws_sdk_s3::types::ObjectLockMode::Compliance
+        } else {
+            aws_sdk_s3::types::ObjectLockMode::Governance
+        };
+        let until = std::time::SystemTime::now() + lock.period;
+        Some((mode, aws_sdk_s3::primitives::DateTime::from(until)))
+    }
+
     async fn put_single(&self, h: &Handle, data: Bytes) -> Result<(), BackendError> {
         let key = self.key(h);
+        let lock = self.lock_now();
         self.client
             .put_object()
             .bucket(&self.location.bucket)
             .key(&key)
             .content_length(data.len() as i64)
             .set_storage_class(self.storage_class.clone())
+            .set_object_lock_mode(lock.as_ref().map(|l| l.0.clone()))
+            .set_object_lock_retain_until_date(lock.map(|l| l.1))
             .body(ByteStream::from(data))
             .send()
             .await
@@ -370,12 +392,15 @@ impl S3Backend {
 
     async fn put_multipart(&self, h: &Handle, data: Bytes) -> Result<(), BackendError> {
         let key = self.key(h);
+        let lock = self.lock_now();
         let created = self
             .client
             .create_multipart_upload()
             .bucket(&self.location.bucket)
             .key(&key)
             .set_storage_class(self.storage_class.clone())
+            .set_object_lock_mode(lock.as_ref().map(|l| l.0.clone()))
+            .set_object_lock_retain_until_date(lock.map(|l| l.1))
             .send()
             .await
             .map_err(|e| self.map_err("start multipart upload of", h.path(), e))?;
@@ -625,11 +650,46 @@ impl Backend for S3Backend {
     }
 
     async fn delete(&self, handle: &Handle) -> Result<(), BackendError> {
+        // On an Object Lock bucket (always versioned) a plain delete only hides the
+        // object behind a delete marker. Packs are deleted version and all, to free the
+        // space, which S3 refuses while the lock lasts (prune never asks before then).
+        // Metadata objects that a lock still holds (an index object a prune rewrote) are
+        // hidden instead: readers no longer see them, and the locked version stays, as
+        // the lock promises, until it expires.
+        let version = if self.object_lock.is_some() {
+            match self
+                .client
+                .head_object()
+                .bucket(&self.location.bucket)
+                .key(self.key(handle))
+                .send()
+                .await
+            {
+                Ok(h) => {
+                    let locked = h
+                        .object_lock_retain_until_date()
+                        .and_then(|d| std::time::SystemTime::try_from(*d).ok())
+                        .is_some_and(|t| t > std::time::SystemTime::now());
+                    if locked && handle.kind != FileType::Pack {
+                        None
+                    } else {
+                        h.version_id().map(str::to_string)
+                    }
+                }
+                Err(e) => match self.map_err("stat", handle.path(), e) {
+                    BackendError::NotFound { .. } => return Ok(()),
+                    other => return Err(other),
+                },
+            }
+        } else {
+            None
+        };
         match self
             .client
             .delete_object()
             .bucket(&self.location.bucket)
             .key(self.key(handle))
+            .set_version_id(version)
             .send()
             .await
         {
@@ -643,5 +703,48 @@ impl Backend for S3Backend {
 
     async fn cleanup_stale_uploads(&self, older_than: Duration) -> Result<usize, BackendError> {
         self.abort_stale_uploads(older_than).await
+    }
+
+    async fn locked_until(
+        &self,
+        handle: &Handle,
+    ) -> Result<Option<std::time::SystemTime>, BackendError> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.location.bucket)
+            .key(self.key(handle))
+            .send()
+            .await
+            .map_err(|e| self.map_err("stat", handle.path(), e))?;
+        let until = out
+            .object_lock_retain_until_date()
+            .and_then(|d| std::time::SystemTime::try_from(*d).ok())
+            .filter(|t| *t > std::time::SystemTime::now());
+        Ok(until)
+    }
+
+    async fn extend_lock(&self, handle: &Handle) -> Result<bool, BackendError> {
+        let Some((mode, until)) = self.lock_now() else {
+            return Ok(false);
+        };
+        let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
+            .mode(match mode {
+                aws_sdk_s3::types::ObjectLockMode::Compliance => {
+                    aws_sdk_s3::types::ObjectLockRetentionMode::Compliance
+                }
+                _ => aws_sdk_s3::types::ObjectLockRetentionMode::Governance,
+            })
+            .retain_until_date(until)
+            .build();
+        self.client
+            .put_object_retention()
+            .bucket(&self.location.bucket)
+            .key(self.key(handle))
+            .retention(retention)
+            .send()
+            .await
+            .map_err(|e| self.map_err("extend the lock of", handle.path(), e))?;
+        Ok(true)
     }
 }

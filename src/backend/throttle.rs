@@ -81,6 +81,16 @@ impl<B: Backend> Backend for ThrottleBackend<B> {
     async fn cleanup_stale_uploads(&self, older_than: Duration) -> Result<usize, BackendError> {
         self.inner.cleanup_stale_uploads(older_than).await
     }
+    async fn locked_until(
+        &self,
+        handle: &Handle,
+    ) -> Result<Option<std::time::SystemTime>, BackendError> {
+        self.inner.locked_until(handle).await
+    }
+
+    async fn extend_lock(&self, handle: &Handle) -> Result<bool, BackendError> {
+        self.inner.extend_lock(handle).await
+    }
 }
 
 #[cfg(test)]

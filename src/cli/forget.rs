@@ -301,17 +301,28 @@ pub fn cmd_forget(rt: &Runtime, args: &RepoArgs, f: &ForgetArgs) -> Result<i32> 
         }
         return Ok(0);
     }
+    let mut locked = 0;
     for e in &remove {
-        rt.block_on(
-            repo.backend()
-                .delete(&Handle::new(FileType::Snapshot, e.id.to_hex())),
-        )
-        .with_context(|| format!("removing snapshot {}", e.id.short()))?;
+        let h = Handle::new(FileType::Snapshot, e.id.to_hex());
+        if let Some(until) = rt.block_on(repo.backend().locked_until(&h))? {
+            locked += 1;
+            eprintln!(
+                "snapshot {} is protected by S3 Object Lock until {}: it stays until then",
+                e.id.short(),
+                time::OffsetDateTime::from(until)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            );
+            continue;
+        }
+        rt.block_on(repo.backend().delete(&h))
+            .with_context(|| format!("removing snapshot {}", e.id.short()))?;
     }
+    let removed = remove.len() - locked;
     if !f.json {
         println!(
             "removed {} snapshot(s){}",
-            remove.len(),
+            removed,
             if f.prune {
                 ""
             } else {

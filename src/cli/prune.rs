@@ -75,6 +75,12 @@ pub fn cmd_prune(rt: &Runtime, args: &RepoArgs, p: &PruneArgs) -> Result<i32> {
     }
     let report = prune(&repo, rt.handle(), &opts)?;
     print_report(&report, p.json, p.dry_run)?;
+    if !p.dry_run {
+        let n = cairn::prune::extend_locks(&repo, rt.handle())?;
+        if n > 0 && !p.json {
+            println!("extended the Object Lock of {n} object(s) still needed");
+        }
+    }
     Ok(0)
 }
 
@@ -102,6 +108,13 @@ fn print_report(r: &PruneReport, json: bool, dry: bool) -> Result<()> {
         "{} pack(s) {}condemned ({} bytes; {} of them repacked, {} bytes of used blobs copied): deleted by a prune after the grace period",
         r.condemned_packs, would, r.condemned_bytes, r.repacked_packs, r.repacked_bytes
     );
+    if r.locked_packs > 0 {
+        println!(
+            "{} condemned pack(s) wait for their S3 Object Lock to expire (the first at {}); a prune after that deletes them",
+            r.locked_packs,
+            r.next_unlock.as_deref().unwrap_or("?")
+        );
+    }
     if r.waiting_packs > 0 {
         println!(
             "{} pack(s) condemned earlier still wait for their grace period",

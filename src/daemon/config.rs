@@ -215,6 +215,7 @@ struct RawDestination {
     secret_access_key_file: Option<Spanned<String>>,
     upload_limit: Option<Spanned<String>>,
     upload_concurrency: Option<Spanned<u32>>,
+    object_lock: Option<Spanned<String>>,
     #[serde(default)]
     options: BTreeMap<String, Spanned<OptionValue>>,
     retention: Option<Spanned<RawRetention>>,
@@ -314,6 +315,7 @@ const DESTINATION_KEYS: &[(&str, Shape)] = &[
     ("secret_access_key_file", Shape::Value),
     ("upload_limit", Shape::Value),
     ("upload_concurrency", Shape::Value),
+    ("object_lock", Shape::Value),
     ("options", Shape::Free),
     ("retention", Shape::Table(RETENTION_KEYS)),
 ];
@@ -798,6 +800,16 @@ fn resolve(
         }
         if let Some(p) = &d.aws_profile {
             backend.profile = Some(p.get_ref().clone());
+        }
+        if let Some(lock) = &d.object_lock {
+            if let Err(e) = backend.apply(&[format!("s3.object-lock={}", lock.get_ref())]) {
+                cx.problem::<()>(lock.span(), format!("destination {name:?}: {e}"));
+            } else if !d.repo.get_ref().starts_with("s3:") {
+                cx.problem::<()>(
+                    lock.span(),
+                    format!("destination {name:?}: object_lock needs an S3 repository (s3:...)"),
+                );
+            }
         }
         if let Some(limit) = &d.upload_limit {
             match crate::backend::options::parse_size("upload_limit", limit.get_ref()) {

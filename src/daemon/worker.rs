@@ -348,6 +348,8 @@ struct Memory {
     journal_full_said: bool,
     /// When the retention rules were last applied.
     retention_at: Option<Instant>,
+    /// When the Object Lock of everything still needed was last extended.
+    locks_extended_at: Option<Instant>,
 }
 
 /// The worker loop; returns on shutdown.
@@ -411,6 +413,20 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
                     }
                 }
                 Err(e) => tracing::warn!(destination = %name, "retention not applied: {e}"),
+            }
+        }
+        if result.is_ok()
+            && let (Some(lock), Some(s)) = (dest.config.backend.object_lock, session.as_ref())
+            && memory
+                .locks_extended_at
+                .is_none_or(|t| t.elapsed() >= lock.period / 3)
+        {
+            match crate::prune::extend_locks(&s.repo, &env.rt) {
+                Ok(n) => {
+                    memory.locks_extended_at = Some(Instant::now());
+                    tracing::info!(destination = %name, "extended the Object Lock of {n} object(s)");
+                }
+                Err(e) => tracing::warn!(destination = %name, "could not extend Object Locks: {e}"),
             }
         }
         let error = match result {
