@@ -206,6 +206,22 @@ fn locked_objects_survive_deletion_attempts_and_prune_waits_for_them() {
         "the locked pack stays"
     );
 
+    // Needed objects get their lock pushed out again (prune does it, as the daemon does).
+    let until = |key: &str| {
+        rt.block_on(client.head_object().bucket("lockbucket").key(key).send())
+            .expect("head")
+            .object_lock_retain_until_date()
+            .copied()
+            .expect("retention")
+    };
+    let before = until(&packs[0]);
+    std::thread::sleep(Duration::from_millis(1100));
+    env.ok(&["prune", "--grace", "0s"]);
+    assert!(
+        until(&packs[0]) > before,
+        "the lock of a needed pack was extended"
+    );
+
     let out = env.run(&["check", "--read-data"]);
     assert!(
         out.status.success(),
