@@ -370,6 +370,14 @@ fn run(
     // A packer failure explains a walker failure (the walker sees only a closed channel).
     sealed?;
     let packed = packed??;
+    // What this run stored is known without reading the index back: a failed refresh
+    // later (a destination going down) must not make the next run store it again.
+    for (id, packs) in &packed.indexes {
+        for p in packs {
+            ctx.index.add_pack(p);
+        }
+        ctx.loaded.insert(*id);
+    }
     let (root, mut summary, warnings, trees_seen, multi_link_files) = walk?;
     let root = root?;
     opts.control.check()?;

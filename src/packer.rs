@@ -34,6 +34,9 @@ pub struct PackerStats {
     pub packs: u64,
     /// Bytes uploaded in packs.
     pub bytes: u64,
+    /// Index objects written, with what they list (so a caller's index can be updated
+    /// without reading them back).
+    pub indexes: Vec<(crate::hash::IndexId, Vec<IndexPack>)>,
 }
 
 /// How long a stopping backup waits for uploads already under way before abandoning them.
@@ -119,7 +122,9 @@ pub fn run_packer(
             }
             collect_finished(rt, &mut uploads, &mut done)?;
             if done.len() >= INDEX_FLUSH_PACKS {
-                rt.block_on(repo.save_index(std::mem::take(&mut done)))?;
+                let packs = std::mem::take(&mut done);
+                let id = rt.block_on(repo.save_index(packs.clone()))?;
+                stats.indexes.push((id, packs));
             }
         }
         control.check()?;
@@ -132,7 +137,9 @@ pub fn run_packer(
             done.push(join(rt, h)?);
         }
         if !done.is_empty() {
-            rt.block_on(repo.save_index(std::mem::take(&mut done)))?;
+            let packs = std::mem::take(&mut done);
+            let id = rt.block_on(repo.save_index(packs.clone()))?;
+            stats.indexes.push((id, packs));
         }
         Ok(())
     })();

@@ -187,6 +187,7 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
     // Snapshots first: a snapshot committed meanwhile has its index objects written
     // before it, so they are among those listed next. One committed later is protected
     // by the grace period.
+    let now = time::OffsetDateTime::now_utc();
     let snapshots = rt.block_on(repo.snapshot_ids())?;
 
     // Everything the index says, object by object.
@@ -286,8 +287,9 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
         .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
         .collect();
 
-    // 3. Delete what earlier prunes condemned, once the grace period is over.
-    let now = time::OffsetDateTime::now_utc();
+    // 3. Delete what earlier prunes condemned, once the grace period is over, measured
+    // from before this run listed the snapshots, plus a twenty-fourth of the grace for
+    // the time that prune took to rewrite the index and for clocks that disagree.
     for (id, d) in &deletions {
         let created =
             time::OffsetDateTime::parse(&d.created, &time::format_description::well_known::Rfc3339)
@@ -295,7 +297,7 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
                     object: format!("deletions/{}", id.to_hex()),
                     reason: format!("bad time: {e}"),
                 })?;
-        let due = created + opts.grace;
+        let due = created + opts.grace + opts.grace / 24;
         let waiting: Vec<&IndexPack> = d
             .packs
             .iter()
@@ -341,6 +343,15 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
     let mut to_repack: Vec<(IndexPack, Vec<PackedBlob>)> = Vec::new();
     let mut repack_budget = opts.max_repack_bytes.unwrap_or(u64::MAX);
     let mut seen_packs = HashSet::new();
+    let mut by_pack: HashMap<PackId, Vec<PackedBlob>> = HashMap::new();
+    for (_, f) in &files {
+        for p in &f.packs {
+            by_pack
+                .entry(p.id)
+                .or_default()
+                .extend(p.blobs.iter().cloned());
+        }
+    }
     for (_, f) in &files {
         for p in &f.packs {
             if !seen_packs.insert(p.id) {
@@ -348,10 +359,14 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
             }
             report.packs += 1;
             // All entries for this pack across index objects.
-            let entries: Vec<PackedBlob> = files
+            let mut seen_entries = HashSet::new();
+            let entries: Vec<PackedBlob> = by_pack
+                .get(&p.id)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
                 .iter()
-                .flat_map(|(_, f)| f.packs.iter().filter(|q| q.id == p.id))
-                .flat_map(|q| q.blobs.iter().cloned())
+                .filter(|b| seen_entries.insert((b.id, b.offset)))
+                .cloned()
                 .collect();
             let (used_here, unused_here): (Vec<PackedBlob>, Vec<PackedBlob>) =
                 entries.into_iter().partition(|b| {
@@ -379,7 +394,8 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
                     blobs: used_here,
                 });
             } else {
-                let share = unused_bytes as f64 / (used_bytes + unused_bytes).max(1) as f64;
+                // Bytes earlier prunes dropped from the index count as unused too.
+                let share = pack_bytes.saturating_sub(used_bytes) as f64 / pack_bytes.max(1) as f64;
                 if share >= opts.repack_threshold && pack_bytes <= repack_budget {
                     repack_budget -= pack_bytes;
                     to_repack.push((
@@ -484,8 +500,8 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
         bytes::Bytes::from(sealed),
     ))?;
     // The new index: what is kept, plus the repacked packs; then the old objects go.
-    let mut all = keep_packs;
-    all.extend(new_packs);
+    // (The repacked packs have an index object of their own already.)
+    let all = keep_packs;
     for chunk in all.chunks(PACKS_PER_INDEX) {
         rt.block_on(repo.save_index(chunk.to_vec()))?;
     }
@@ -524,8 +540,12 @@ pub fn extend_locks(repo: &Repository, rt: &Runtime) -> Result<u64> {
             if kind == FileType::Pack && condemned.contains(&info.name) {
                 continue;
             }
-            rt.block_on(backend.extend_lock(&Handle::new(kind, info.name)))?;
-            n += 1;
+            match rt.block_on(backend.extend_lock(&Handle::new(kind, info.name))) {
+                Ok(_) => n += 1,
+                // Deleted since the listing (a prune elsewhere): nothing to protect.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(n)

@@ -120,7 +120,7 @@ pub struct Policy {
     pub within_monthly: CalendarDuration,
     /// One per year within ...
     pub within_yearly: CalendarDuration,
-    /// Keep snapshots having every tag of any of these lists.
+    /// Keep snapshots having every tag of any of these lists (an empty list: no tags).
     pub tags: Vec<Vec<String>>,
 }
 
@@ -215,7 +215,13 @@ pub fn apply(group: &[Candidate], policy: &Policy, now: OffsetDateTime) -> Vec<V
         let cur = &group[i];
         let reasons = &mut out[i];
         for list in &policy.tags {
-            if !list.is_empty() && list.iter().all(|t| cur.tags.contains(t)) {
+            // As in restic, an empty list (`--keep-tag ''`) means "has no tags".
+            let matches = if list.is_empty() {
+                cur.tags.is_empty()
+            } else {
+                list.iter().all(|t| cur.tags.contains(t))
+            };
+            if matches {
                 reasons.push(format!("has tags [{}]", list.join(", ")));
             }
         }

@@ -435,7 +435,8 @@ fn snapshots_taken_while_the_only_destination_is_down_are_journaled_and_replayed
     // The journal holds what is new, not the 2 MiB the bucket already has.
     assert!(
         dest(&s, "only")["journal_bytes"].as_u64() < Some(1 << 20),
-        "{s}"
+        "{s}\n{}",
+        d.log()
     );
 
     // A restart while still down keeps the journal.

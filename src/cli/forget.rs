@@ -129,9 +129,14 @@ impl ForgetArgs {
         let s = &e.snapshot;
         (self.hosts.is_empty() || self.hosts.contains(&s.hostname))
             && (self.tags.is_empty()
-                || tag_lists(&self.tags)
-                    .iter()
-                    .any(|l| l.iter().all(|t| s.tags.contains(t))))
+                || tag_lists(&self.tags).iter().any(|l| {
+                    // `--tag ''` selects snapshots without tags, as in restic.
+                    if l.is_empty() {
+                        s.tags.is_empty()
+                    } else {
+                        l.iter().all(|t| s.tags.contains(t))
+                    }
+                }))
             && (self.paths.is_empty() || self.paths.iter().all(|p| s.paths.contains(p)))
     }
 

@@ -24,6 +24,7 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct Journal {
     dir: PathBuf,
+    incomplete: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a journal holds.
@@ -53,6 +54,7 @@ impl Journal {
     pub fn new(state_dir: &Path, name: &str, repo_id: &Id) -> Self {
         Journal {
             dir: state_dir.join("journal").join(name).join(repo_id.to_hex()),
+            incomplete: Arc::default(),
         }
     }
 
@@ -63,7 +65,10 @@ impl Journal {
         let mut total = JournalSize::default();
         if let Ok(rd) = std::fs::read_dir(&root) {
             for e in rd.flatten() {
-                let j = Journal { dir: e.path() };
+                let j = Journal {
+                    dir: e.path(),
+                    incomplete: Arc::default(),
+                };
                 let s = j.size();
                 total.snapshots += s.snapshots;
                 total.bytes += s.bytes;
@@ -115,6 +120,10 @@ impl Journal {
             }
         }
         let journaled = self.repository(dest);
+        // What the destination holds now, replayed objects included: a prune elsewhere
+        // may have removed data the journal relied on while the destination was away.
+        let index = dest.load_index().await?;
+        let mut whole: std::collections::HashSet<crate::hash::BlobId> = Default::default();
         let mut snaps = Vec::new();
         for id in journaled.snapshot_ids().await? {
             match journaled.load_snapshot(id).await {
@@ -126,14 +135,64 @@ impl Journal {
             }
         }
         snaps.sort();
+        let mut replayed = 0;
         for (_, id) in &snaps {
             control.check()?;
+            let snap = journaled.load_snapshot(*id).await?;
+            if !complete(dest, &index, &snap.tree, &mut whole).await {
+                tracing::warn!(
+                    "journaled snapshot {} is left out: data it relies on is no longer in the destination (pruned meanwhile)",
+                    id.short()
+                );
+                self.incomplete
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
             copy_one(&local, target.as_ref(), FileType::Snapshot, &id.to_hex()).await?;
+            replayed += 1;
         }
         std::fs::remove_dir_all(&self.dir)
             .map_err(|e| crate::error::Error::io("remove the replayed journal", &self.dir, e))?;
-        Ok(Some(snaps.len() as u64))
+        Ok(Some(replayed))
     }
+
+    /// Whether the last replay left a snapshot out (its base must not be built on).
+    pub fn left_some_out(&self) -> bool {
+        self.incomplete.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Whether every tree and data blob below `tree` is in `index` (trees read through it).
+async fn complete(
+    repo: &Repository,
+    index: &crate::index::MasterIndex,
+    tree: &crate::hash::BlobId,
+    whole: &mut std::collections::HashSet<crate::hash::BlobId>,
+) -> bool {
+    let mut stack = vec![*tree];
+    let mut seen = Vec::new();
+    while let Some(t) = stack.pop() {
+        if whole.contains(&t) {
+            continue;
+        }
+        let Ok(plain) = repo.read_blob(index, &t).await else {
+            return false;
+        };
+        let Ok(tree) = crate::format::tree::Tree::from_plain(&plain) else {
+            return false;
+        };
+        for n in tree.nodes {
+            if n.content.iter().any(|b| !index.contains(b)) {
+                return false;
+            }
+            if let Some(sub) = n.subtree {
+                stack.push(sub);
+            }
+        }
+        seen.push(t);
+    }
+    whole.extend(seen);
+    true
 }
 
 async fn copy_one(from: &dyn Backend, to: &dyn Backend, kind: FileType, name: &str) -> Result<()> {

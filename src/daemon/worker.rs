@@ -572,6 +572,19 @@ fn run_once(
         }
         Err(e) => return (made, Err(e)),
     }
+    if journal.left_some_out() {
+        // The parents may be snapshots that were left out: start from what the
+        // destination really holds, comparing everything.
+        memory.parents = None;
+        for p in &mut memory.parent_snaps {
+            *p = None;
+        }
+        for w in work.iter_mut() {
+            w.full = true;
+        }
+        let cache = MetadataCache::new(&env.cache_dir, &s.repo.config().id);
+        s.ctx = BackupContext::new(Some(cache));
+    }
     if let Err(e) = rt.block_on(s.ctx.refresh(&s.repo)) {
         return (made, Err(e));
     }
@@ -650,9 +663,11 @@ fn run_once(
         });
         *w = SourceWork::default();
         made.push((report.id, report.unchanged));
-        // The next source dedups against what this one stored.
+        // The next source dedups against what other writers stored meanwhile (what
+        // this one stored is in the index already); if the destination just went
+        // down, the next source's own run finds out.
         if let Err(e) = rt.block_on(s.ctx.refresh(&s.repo)) {
-            return (made, Err(e));
+            tracing::debug!(destination = %dest.config.name, "index refresh after a snapshot: {e}");
         }
     }
     (made, first_error.map_or(Ok(()), Err))
