@@ -110,6 +110,7 @@ pub struct BackupContext {
     index: MasterIndex,
     loaded: HashSet<IndexId>,
     cache: Option<MetadataCache>,
+    rewritten: bool,
 }
 
 impl BackupContext {
@@ -119,6 +120,7 @@ impl BackupContext {
             index: MasterIndex::default(),
             loaded: HashSet::new(),
             cache,
+            rewritten: false,
         }
     }
 
@@ -143,6 +145,7 @@ impl BackupContext {
             tracing::info!("the repository's index was rewritten; reloading it");
             self.index = MasterIndex::default();
             self.loaded.clear();
+            self.rewritten = true;
         }
         let mut new: Vec<IndexId> = listed.difference(&self.loaded).copied().collect();
         new.sort();
@@ -157,6 +160,13 @@ impl BackupContext {
             c.retain_index(&listed);
         }
         Ok(())
+    }
+
+    /// Whether the index was rewritten (by a prune or repair) since the last call: a
+    /// caller that carries entries over from a parent without reading them should
+    /// compare everything once, since data the parent used may be gone.
+    pub fn take_rewritten(&mut self) -> bool {
+        std::mem::take(&mut self.rewritten)
     }
 
     /// Add packs stored elsewhere that will reach this repository before any snapshot

@@ -135,5 +135,7 @@ pub fn prune_after_forget(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<(
     };
     let repo = open(rt, args)?;
     let report = prune(&repo, rt.handle(), &p.options()?)?;
-    print_report(&report, json, false)
+    print_report(&report, json, false)?;
+    cairn::prune::extend_locks(&repo, rt.handle())?;
+    Ok(())
 }

@@ -588,7 +588,9 @@ fn run_once(
     if let Err(e) = rt.block_on(s.ctx.refresh(&s.repo)) {
         return (made, Err(e));
     }
-    let degraded = env.degraded.load(Ordering::Relaxed);
+    // After a prune or repair elsewhere, compare everything once: entries carried over
+    // from the parent might name data that is gone.
+    let degraded = env.degraded.load(Ordering::Relaxed) || s.ctx.take_rewritten();
     let parents = memory
         .parents
         .get_or_insert_with(|| vec![None; env.sources.len()]);
