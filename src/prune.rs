@@ -311,7 +311,13 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
         for p in waiting {
             let handle = Handle::new(FileType::Pack, p.id.to_hex());
             // Never try to delete what S3 Object Lock protects: say when it can go.
-            if let Some(until) = rt.block_on(backend.locked_until(&handle))? {
+            let lock = match rt.block_on(backend.locked_until(&handle)) {
+                Ok(l) => l,
+                // Gone already (another prune got there first): nothing to delete.
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(until) = lock {
                 still_locked = true;
                 report.locked_packs += 1;
                 let at = time::OffsetDateTime::from(until)
@@ -527,6 +533,17 @@ pub fn extend_locks(repo: &Repository, rt: &Runtime) -> Result<u64> {
             && let Ok(d) = rt.block_on(repo.load_deletion(id))
         {
             condemned.extend(d.packs.iter().map(|p| p.id.to_hex()));
+        }
+    }
+    // A condemned pack that an index object lists again (revived, or a prune that was
+    // interrupted) is still needed.
+    for info in rt.block_on(backend.list(FileType::Index))? {
+        if let Some(id) = Id::from_object_name(&info.name)
+            && let Ok(f) = rt.block_on(repo.load_index_file(IndexId(id)))
+        {
+            for p in &f.packs {
+                condemned.remove(&p.id.to_hex());
+            }
         }
     }
     for kind in [
