@@ -603,27 +603,18 @@ fn run_once(
             return (made, Err(Error::Cancelled));
         }
         let src = &env.sources[i];
-        let mut opts = BackupOptions::new(
-            src.paths.clone(),
-            env.hostname.clone(),
-            env.username.clone(),
-            crate::host::now_rfc3339(),
-        );
-        opts.excludes = src.excludes.clone();
-        opts.tags = src.tags.clone();
-        opts.one_file_system = src.one_file_system;
-        opts.workers = env.cpu_threads;
-        opts.max_uploads = dest.config.upload_concurrency;
-        opts.parent = parents[i];
-        opts.parent_snapshot = parent_content(&memory.parent_snaps[i], parents[i]);
         let full = w.full || degraded || parents[i].is_none();
-        opts.changed = (!full).then(|| {
-            let mut c = w.changes.clone();
-            c.merge(&memory.sticky[i]);
-            c
-        });
-        opts.control = dest.control.clone();
-        opts.skip_if_unchanged = true;
+        let mut opts = source_options(
+            dest,
+            env,
+            i,
+            w,
+            &memory.sticky[i],
+            &memory.parent_snaps[i],
+            parents[i],
+            full,
+        );
+        opts.max_uploads = dest.config.upload_concurrency;
         opts.trim_cache = env.sources.len() == 1;
         let report = match backup_with(&s.repo, rt, &opts, &mut s.ctx) {
             Ok(r) => r,
@@ -726,6 +717,42 @@ fn apply_retention(
     Ok(removed)
 }
 
+/// Backup options for source `i`, building on `parent`: a comparison of everything
+/// when `full`, else of the changed and sticky paths only.
+#[allow(clippy::too_many_arguments)]
+fn source_options(
+    dest: &Destination,
+    env: &WorkerEnv,
+    i: usize,
+    work: &SourceWork,
+    sticky: &ChangedPaths,
+    remembered: &Option<(SnapshotId, crate::format::snapshot::Snapshot)>,
+    parent: Option<SnapshotId>,
+    full: bool,
+) -> BackupOptions {
+    let src = &env.sources[i];
+    let mut opts = BackupOptions::new(
+        src.paths.clone(),
+        env.hostname.clone(),
+        env.username.clone(),
+        crate::host::now_rfc3339(),
+    );
+    opts.excludes = src.excludes.clone();
+    opts.tags = src.tags.clone();
+    opts.one_file_system = src.one_file_system;
+    opts.workers = env.cpu_threads;
+    opts.parent = parent;
+    opts.parent_snapshot = parent_content(remembered, parent);
+    opts.changed = (!full).then(|| {
+        let mut c = work.changes.clone();
+        c.merge(sticky);
+        c
+    });
+    opts.control = dest.control.clone();
+    opts.skip_if_unchanged = true;
+    opts
+}
+
 /// The remembered content of the parent, only if it is the parent's.
 fn parent_content(
     remembered: &Option<(SnapshotId, crate::format::snapshot::Snapshot)>,
@@ -789,31 +816,21 @@ fn journal_once(
             continue;
         }
         dest.control.check()?;
-        let src = &env.sources[i];
-        let mut opts = BackupOptions::new(
-            src.paths.clone(),
-            env.hostname.clone(),
-            env.username.clone(),
-            crate::host::now_rfc3339(),
+        let mut opts = source_options(
+            dest,
+            env,
+            i,
+            w,
+            &memory.sticky[i],
+            &memory.parent_snaps[i],
+            parents[i],
+            w.full,
         );
-        opts.excludes = src.excludes.clone();
-        opts.tags = src.tags.clone();
-        opts.one_file_system = src.one_file_system;
-        opts.workers = env.cpu_threads;
-        opts.max_uploads = 2;
-        opts.parent = parents[i];
-        opts.parent_snapshot = parent_content(&memory.parent_snaps[i], parents[i]);
         if opts.parent_snapshot.is_none() {
             // The parent's content must come from memory: the destination is down.
             continue;
         }
-        opts.changed = (!w.full).then(|| {
-            let mut c = w.changes.clone();
-            c.merge(&memory.sticky[i]);
-            c
-        });
-        opts.control = dest.control.clone();
-        opts.skip_if_unchanged = true;
+        opts.max_uploads = 2;
         opts.trim_cache = false;
         opts.max_upload_bytes = Some(env.journal_limit.saturating_sub(journal.size().bytes));
         let report = backup_with(&jrepo, rt, &opts, &mut s.ctx)?;
