@@ -141,11 +141,8 @@ pub fn check(repo: &Repository, rt: &Runtime, read_data: ReadData) -> Result<Che
     // Blobs a prune took out of the index but has not deleted yet stay readable (a
     // snapshot made during that prune may use them; the next prune takes them back):
     // they count as stored, after every indexed copy.
-    for info in rt.block_on(repo.backend().list(FileType::Deletion))? {
-        let Some(id) = Id::from_object_name(&info.name) else {
-            continue;
-        };
-        match rt.block_on(repo.load_deletion(id)) {
+    for (id, d) in rt.block_on(repo.load_deletions())? {
+        match d {
             Ok(d) => {
                 for p in d.packs.iter().chain(&d.dropped) {
                     if listed.contains_key(&p.id.to_hex()) {
@@ -154,7 +151,7 @@ pub fn check(repo: &Repository, rt: &Runtime, read_data: ReadData) -> Result<Che
                 }
             }
             Err(e) => report.problems.push(Problem {
-                object: format!("deletions/{}", info.name),
+                object: format!("deletions/{}", id.to_hex()),
                 message: e.to_string(),
             }),
         }

@@ -94,11 +94,8 @@ impl Repository {
         // (a snapshot made by a backup that overlapped the prune may use them; the next
         // prune takes them back). They come last, so indexed copies win. Backups load
         // their index elsewhere and never deduplicate against these.
-        for info in self.backend().list(FileType::Deletion).await? {
-            let Some(id) = Id::from_object_name(&info.name) else {
-                continue;
-            };
-            if let Ok(d) = self.load_deletion(id).await {
+        for (_, d) in self.load_deletions().await? {
+            if let Ok(d) = d {
                 for p in d.packs.iter().chain(&d.dropped) {
                     index.add_pack(p);
                 }

@@ -107,6 +107,18 @@ pub struct DeletionFile {
 }
 
 impl Repository {
+    /// Every `deletions/` object, each loaded or with the reason it could not be; the
+    /// caller decides whether a damaged one matters.
+    pub async fn load_deletions(&self) -> Result<Vec<(Id, Result<DeletionFile>)>> {
+        let mut out = Vec::new();
+        for info in self.backend().list(FileType::Deletion).await? {
+            if let Some(id) = Id::from_object_name(&info.name) {
+                out.push((id, self.load_deletion(id).await));
+            }
+        }
+        Ok(out)
+    }
+
     /// Load one `deletions/` object.
     pub async fn load_deletion(&self, id: Id) -> Result<DeletionFile> {
         let plain = self
@@ -209,11 +221,8 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
     }
     // What earlier prunes took out.
     let mut deletions: Vec<(Id, DeletionFile)> = Vec::new();
-    for info in rt.block_on(backend.list(FileType::Deletion))? {
-        let Some(id) = Id::from_object_name(&info.name) else {
-            continue;
-        };
-        deletions.push((id, rt.block_on(repo.load_deletion(id))?));
+    for (id, d) in rt.block_on(repo.load_deletions())? {
+        deletions.push((id, d?));
     }
     // Trees taken out earlier may be needed to read a snapshot that still uses them.
     let mut full_index = MasterIndex::default();
@@ -528,10 +537,8 @@ pub fn extend_locks(repo: &Repository, rt: &Runtime) -> Result<u64> {
     }
     let mut n = 1;
     let mut condemned: HashSet<String> = HashSet::new();
-    for info in rt.block_on(backend.list(FileType::Deletion))? {
-        if let Some(id) = Id::from_object_name(&info.name)
-            && let Ok(d) = rt.block_on(repo.load_deletion(id))
-        {
+    for (_, d) in rt.block_on(repo.load_deletions())? {
+        if let Ok(d) = d {
             condemned.extend(d.packs.iter().map(|p| p.id.to_hex()));
         }
     }
