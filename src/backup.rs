@@ -751,6 +751,7 @@ impl Walker<'_> {
                 if let Some(p) = unchanged {
                     node.content = p.content.clone();
                     self.summary.files_unmodified += 1;
+                    Progress::add(&self.control.progress.bytes_done, meta.size());
                 } else {
                     let Some((content, read_meta)) = self.file_content(path, meta)? else {
                         return Ok(None);
@@ -833,6 +834,7 @@ impl Walker<'_> {
         if !before.is_file() || before.ino() != lmeta.ino() || before.dev() != lmeta.dev() {
             return Ok(Err(Skip::Retry("was replaced while being read".into())));
         }
+        self.control.progress.set_current(&path.to_string_lossy());
         let mut stream = ChunkStream::new(&file, self.chunker.clone());
         let mut content = Vec::new();
         loop {
@@ -840,6 +842,7 @@ impl Walker<'_> {
                 Ok(Some(chunk)) => {
                     self.control.check()?;
                     Progress::add(&self.control.progress.bytes_read, chunk.len() as u64);
+                    Progress::add(&self.control.progress.bytes_done, chunk.len() as u64);
                     content.push(self.store_blob(BlobKind::Data, chunk)?);
                 }
                 Ok(None) => break,

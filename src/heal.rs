@@ -85,6 +85,14 @@ impl<'a> BlobReader<'a> {
         Err(err)
     }
 
+    /// The plaintext length of a blob, from the first index (primary, then copies) that
+    /// knows it: what `restore --verify` re-reads a file in.
+    pub fn raw_length(&self, id: &BlobId) -> Option<u32> {
+        std::iter::once(&self.primary)
+            .chain(&self.fallbacks)
+            .find_map(|c| c.index.get(id).map(|l| l.raw_length))
+    }
+
     /// Every blob read from a stand-in so far.
     pub fn healed(&self) -> Vec<Healed> {
         self.healed.lock().map(|h| h.clone()).unwrap_or_default()

@@ -60,6 +60,11 @@ impl MasterIndex {
         self.blobs.contains_key(id)
     }
 
+    /// Every indexed blob and its (first) location, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&BlobId, &BlobLocation)> {
+        self.blobs.iter()
+    }
+
     /// Number of distinct blobs.
     pub fn len(&self) -> usize {
         self.blobs.len()

@@ -8,6 +8,19 @@ use crate::repo::Repository;
 use std::path::{Path, PathBuf};
 use tokio::runtime::Handle as Runtime;
 
+/// Read and decode the tree blob `id` found at snapshot path `at` (named in errors).
+pub fn read_tree(
+    repo: &Repository,
+    rt: &Runtime,
+    index: &MasterIndex,
+    id: &BlobId,
+    at: &Path,
+) -> Result<Tree> {
+    let plain = rt.block_on(repo.read_blob(index, id))?;
+    Tree::from_plain(&plain)
+        .map_err(|e| Error::corrupt_format(format!("tree {} of {}", id.short(), at.display()), e))
+}
+
 /// Call `visit` with the snapshot path and node of every entry at or below `under`
 /// (`/` for everything). Must be called from a thread not driving the runtime.
 pub fn walk(
@@ -21,9 +34,7 @@ pub fn walk(
     let mut stack: Vec<(PathBuf, BlobId)> = vec![(PathBuf::from("/"), *root)];
     let mut found = under == Path::new("/");
     while let Some((dir, id)) = stack.pop() {
-        let plain = rt.block_on(repo.read_blob(index, &id))?;
-        let tree = Tree::from_plain(&plain)
-            .map_err(|e| Error::corrupt_format(format!("tree of {}", dir.display()), e))?;
+        let tree = read_tree(repo, rt, index, &id, &dir)?;
         let mut subdirs = Vec::new();
         for node in &tree.nodes {
             let path = dir.join(node.name.to_os());
@@ -50,6 +61,36 @@ pub fn walk(
     Ok(())
 }
 
+/// The entry at exactly `path` (not `/`) and the id of the tree that lists it, reading
+/// only the trees on the way; `None` if the snapshot holds no such entry.
+pub fn lookup(
+    repo: &Repository,
+    rt: &Runtime,
+    index: &MasterIndex,
+    root: &BlobId,
+    path: &Path,
+) -> Result<Option<(Node, BlobId)>> {
+    let mut tree_id = *root;
+    let mut here = PathBuf::from("/");
+    let parts: Vec<_> = path.components().skip(1).collect();
+    for (i, part) in parts.iter().enumerate() {
+        let tree = read_tree(repo, rt, index, &tree_id, &here)?;
+        let name = part.as_os_str();
+        let Some(node) = tree.nodes.iter().find(|n| n.name.to_os() == name) else {
+            return Ok(None);
+        };
+        here.push(name);
+        if i + 1 == parts.len() {
+            return Ok(Some((node.clone(), tree_id)));
+        }
+        match (node.kind, node.subtree) {
+            (NodeKind::Dir, Some(sub)) => tree_id = sub,
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
 /// Whether the snapshot holds an entry at exactly `path`, reading only the trees on the
 /// way to it.
 pub fn walk_one(
@@ -65,9 +106,7 @@ pub fn walk_one(
     let parts: Vec<_> = path.components().skip(1).collect();
     *found = parts.is_empty();
     for (i, part) in parts.iter().enumerate() {
-        let plain = rt.block_on(repo.read_blob(index, &tree_id))?;
-        let tree = Tree::from_plain(&plain)
-            .map_err(|e| Error::corrupt_format(format!("tree of {}", here.display()), e))?;
+        let tree = read_tree(repo, rt, index, &tree_id, &here)?;
         let name = part.as_os_str();
         let Some(node) = tree.nodes.iter().find(|n| n.name.to_os() == name) else {
             return Ok(());

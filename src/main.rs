@@ -4,9 +4,10 @@
 mod cli;
 
 use cairn::daemon::config;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use cli::RepoArgs;
 use cli::commands as cmd;
+use cli::progress::Output;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -22,6 +23,12 @@ struct Cli {
     /// More log output (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Machine-readable output: JSON lines (`status` lines while working, then results).
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress display and no chatter: results, warnings and errors only.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,16 +77,9 @@ enum Command {
         /// Do not cross into other file systems below the given paths.
         #[arg(short = 'x', long)]
         one_file_system: bool,
-        /// Print the summary as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// List snapshots.
-    Snapshots {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Snapshots,
     /// List the entries of a snapshot.
     Ls {
         /// Snapshot id, unique prefix, or `latest`.
@@ -90,13 +90,18 @@ enum Command {
         #[arg(short, long)]
         long: bool,
     },
-    /// Restore a snapshot into a directory.
+    /// Restore a snapshot, or one file or directory of it, into a directory or to stdout.
     Restore {
-        /// Snapshot id, unique prefix, or `latest`.
+        /// Snapshot id, unique prefix, or `latest`; `SNAPSHOT:PATH` restores only PATH,
+        /// placed directly in the target (a file to stdout with `--target -`, a directory
+        /// as a tar archive).
         snapshot: String,
-        /// Directory to restore into.
+        /// Directory to restore into, or `-` for stdout (with SNAPSHOT:PATH).
         #[arg(short, long)]
         target: PathBuf,
+        /// Read every restored file back and compare it with the snapshot.
+        #[arg(long)]
+        verify: bool,
         /// Restore only this snapshot path and what it contains (repeatable).
         #[arg(short, long = "include")]
         include: Vec<PathBuf>,
@@ -138,9 +143,6 @@ enum Command {
         /// Daemon configuration for --destination.
         #[arg(long, default_value = config::DEFAULT_CONFIG)]
         config: PathBuf,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Remove snapshots by id or by a retention policy (restic's --keep-* options).
     Forget(Box<cli::forget::ForgetArgs>),
@@ -162,6 +164,43 @@ enum Command {
         #[command(subcommand)]
         action: ConfigCommand,
     },
+    /// Show what changed between two snapshots: added (+), removed (-), modified (M),
+    /// type changed (T) and, with --metadata, metadata-only (U) paths.
+    Diff {
+        /// The older snapshot (id, prefix or `latest`).
+        first: String,
+        /// The newer snapshot.
+        second: String,
+        /// Also list entries whose only change is metadata (mode, owner, times).
+        #[arg(long)]
+        metadata: bool,
+    },
+    /// Find which snapshots hold entries matching a glob: by name (`*.jpg`), or by path
+    /// when the pattern has a `/` (`/home/*/notes.txt`).
+    Find {
+        /// Glob patterns (any may match).
+        #[arg(required = true)]
+        patterns: Vec<String>,
+        /// Only these snapshots (repeatable; default: all).
+        #[arg(short, long = "snapshot")]
+        snapshots: Vec<String>,
+        /// Only snapshots of this host.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// Repository size, deduplication and compression ratios, and what each snapshot
+    /// added.
+    Stats,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (cairn.1 and one per subcommand) into a directory.
+    Man {
+        /// Directory to write into (created if missing).
+        dir: PathBuf,
+    },
     /// Show what the running daemon is doing, per destination.
     Status {
         /// Daemon configuration (names the control socket).
@@ -170,9 +209,6 @@ enum Command {
         /// Control socket, instead of the configuration's.
         #[arg(long)]
         socket: Option<PathBuf>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -189,11 +225,7 @@ enum ConfigCommand {
 #[derive(Subcommand)]
 enum KeyCommand {
     /// List keys; `*` marks the one in use.
-    List {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Add a key for another passphrase.
     Add {
         /// File holding the new passphrase.
@@ -214,6 +246,16 @@ enum KeyCommand {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
+    let out = Output::new(cli.json, cli.quiet);
+    let json = cli.json;
+    if let Command::Completions { shell } = cli.command {
+        let mut cmd = Cli::command();
+        clap_complete::generate(shell, &mut cmd, "cairn", &mut std::io::stdout());
+        return Ok(0);
+    }
+    if let Command::Man { dir } = &cli.command {
+        return cli::docs::write_man_pages(Cli::command(), dir);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(2)
@@ -230,12 +272,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             pack_size,
             from_repo.as_deref(),
             from_password_file.as_deref(),
+            out,
         ),
         Command::Backup {
             now: true,
             config,
             socket,
-            json,
             ..
         } => cli::daemon::cmd_backup_now(&config, socket.as_deref(), json),
         Command::Backup {
@@ -245,7 +287,6 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             time,
             excludes,
             one_file_system,
-            json,
             ..
         } => cmd::cmd_backup(
             &rt,
@@ -257,18 +298,19 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 time,
                 excludes,
                 one_file_system,
-                json,
             },
+            out,
         ),
-        Command::Snapshots { json } => cmd::cmd_snapshots(&rt, r, json),
+        Command::Snapshots => cmd::cmd_snapshots(&rt, r, json),
         Command::Ls {
             snapshot,
             path,
             long,
-        } => cmd::cmd_ls(&rt, r, &snapshot, path.as_deref(), long),
+        } => cmd::cmd_ls(&rt, r, &snapshot, path.as_deref(), long, json),
         Command::Restore {
             snapshot,
             target,
+            verify,
             include,
             overwrite,
             fallback_repos,
@@ -277,22 +319,25 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         } => cmd::cmd_restore(
             &rt,
             r,
-            &snapshot,
-            &target,
-            &include,
-            overwrite,
+            &cmd::RestoreArgs {
+                snapshot,
+                target,
+                includes: include,
+                overwrite,
+                verify,
+            },
             &cmd::Copies {
                 fallback_repos,
                 destination,
                 config,
             },
+            out,
         ),
         Command::Check {
             read_data,
             read_data_subset,
             fallback_repos,
             repair,
-            json,
             destination,
             config,
         } => cmd::cmd_check(
@@ -306,12 +351,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 config,
             },
             repair,
-            json,
+            out,
         ),
-        Command::Forget(f) => cli::forget::cmd_forget(&rt, r, &f),
-        Command::Prune(p) => cli::prune::cmd_prune(&rt, r, &p),
+        Command::Forget(mut f) => {
+            f.json = json;
+            cli::forget::cmd_forget(&rt, r, &f)
+        }
+        Command::Prune(mut p) => {
+            p.json = json;
+            cli::prune::cmd_prune(&rt, r, &p)
+        }
         Command::Key { action } => match action {
-            KeyCommand::List { json } => cmd::cmd_key_list(&rt, r, json),
+            KeyCommand::List => cmd::cmd_key_list(&rt, r, json),
             KeyCommand::Add { new_password_file } => {
                 cmd::cmd_key_add(&rt, r, new_password_file.as_deref())
             }
@@ -320,6 +371,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 cmd::cmd_key_passwd(&rt, r, new_password_file.as_deref())
             }
         },
+        Command::Diff {
+            first,
+            second,
+            metadata,
+        } => cli::explore::cmd_diff(&rt, r, &first, &second, metadata, json),
+        Command::Find {
+            patterns,
+            snapshots,
+            host,
+        } => cli::explore::cmd_find(&rt, r, &patterns, &snapshots, host.as_deref(), json),
+        Command::Stats => cli::explore::cmd_stats(&rt, r, json),
+        Command::Completions { .. } | Command::Man { .. } => Ok(0),
         Command::Daemon { config } => {
             drop(rt);
             cli::daemon::cmd_daemon(&config, r.password_file.as_deref())
@@ -327,11 +390,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Config {
             action: ConfigCommand::Check { config },
         } => cli::daemon::cmd_config_check(&config, r.password_file.as_deref()),
-        Command::Status {
-            config,
-            socket,
-            json,
-        } => cli::daemon::cmd_status(&config, socket.as_deref(), json),
+        Command::Status { config, socket } => {
+            cli::daemon::cmd_status(&config, socket.as_deref(), json)
+        }
     }
 }
 

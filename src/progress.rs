@@ -3,8 +3,8 @@
 //! never waits on an observer.
 
 use crate::error::{Error, Result};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What a backup is doing right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +49,17 @@ pub struct Progress {
     pub bytes_uploaded: AtomicU64,
     /// Uploads that failed (each is retried by the backend first).
     pub uploads_failed: AtomicU64,
+    /// Bytes of entries done (read, written or verified, or found unchanged): the bar's
+    /// position, measured against `bytes_total`.
+    pub bytes_done: AtomicU64,
+    /// Files expected in all, when known (0 = unknown): a display's denominator.
+    pub files_total: AtomicU64,
+    /// Bytes expected in all, when known (0 = unknown).
+    pub bytes_total: AtomicU64,
+    /// Set once `files_total`/`bytes_total` are final (a concurrent scan has finished).
+    pub totals_final: AtomicBool,
+    /// The entry being worked on, for a display; updated once per file, not per chunk.
+    current: Mutex<String>,
 }
 
 impl Progress {
@@ -65,6 +76,24 @@ impl Progress {
     /// Enter a phase.
     pub fn set_phase(&self, p: Phase) {
         self.phase.store(p as u8, Ordering::Relaxed);
+    }
+
+    /// Name the entry now being worked on.
+    pub fn set_current(&self, what: &str) {
+        if let Ok(mut c) = self.current.lock() {
+            c.clear();
+            c.push_str(what);
+        }
+    }
+
+    /// The entry now being worked on (empty before the first).
+    pub fn current(&self) -> String {
+        self.current.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Read a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
     }
 
     /// Add to a counter.

@@ -18,6 +18,7 @@ use crate::fsmeta;
 use crate::hash::BlobId;
 use crate::heal::{BlobReader, Copy, Healed};
 use crate::index::MasterIndex;
+use crate::progress::Progress;
 use crate::repo::Repository;
 use crossbeam_channel::{Sender, bounded};
 use std::collections::HashMap;
@@ -25,7 +26,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle as Runtime;
 
 /// Where and what to restore.
@@ -37,6 +38,8 @@ pub struct RestoreOptions {
     pub includes: Vec<PathBuf>,
     /// Allow a non-empty target and replace entries in it.
     pub overwrite: bool,
+    /// Live counters for a progress display (files and bytes written, current file).
+    pub progress: Arc<Progress>,
 }
 
 /// What a restore did.
@@ -86,6 +89,7 @@ pub fn restore_with(
         rt,
         chown: fsmeta::can_chown(),
         report: Mutex::new(RestoreReport::default()),
+        progress: &opts.progress,
     };
     let (tx, rx) = bounded::<(Node, PathBuf)>(FILE_WRITERS * 4);
     let walked = std::thread::scope(|s| {
@@ -185,6 +189,7 @@ struct Shared<'a> {
     rt: &'a Runtime,
     chown: bool,
     report: Mutex<RestoreReport>,
+    progress: &'a Progress,
 }
 
 struct Restorer<'a, 's> {
@@ -359,8 +364,10 @@ impl Shared<'_> {
             .open(dest)
             .map_err(|e| Error::io("create file", dest, e))?;
         let mut written: u64 = 0;
+        self.progress.set_current(&dest.to_string_lossy());
         for id in &node.content {
             let plain = self.rt.block_on(self.reader.read(id))?;
+            Progress::add(&self.progress.bytes_done, plain.len() as u64);
             if node.sparse && plain.iter().all(|b| *b == 0) {
                 f.seek(SeekFrom::Current(plain.len() as i64))
                     .map_err(|e| Error::io("seek in", dest, e))?;
@@ -375,6 +382,7 @@ impl Shared<'_> {
                 .map_err(|e| Error::io("extend", dest, e))?;
         }
         drop(f);
+        Progress::add(&self.progress.files, 1);
         self.count(|r| {
             r.files += 1;
             r.bytes += written;

@@ -1,5 +1,6 @@
 //! One function per subcommand. Each returns the process exit code.
 
+use super::progress::{Output, Reporter, bytes};
 use super::{RepoArgs, hostname, now_rfc3339, output, password, username};
 use anyhow::{Context, Result, anyhow, bail};
 use cairn::backend::Backend;
@@ -10,6 +11,8 @@ use cairn::repo::{InitOptions, Repository, init, read_config};
 use cairn::restore::RestoreOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 use tokio::runtime::Runtime;
 
 /// Exit code for "snapshot made, but some files could not be stored".
@@ -48,6 +51,7 @@ pub fn cmd_init(
     pack_size_mib: Option<u32>,
     from_repo: Option<&str>,
     from_password_file: Option<&Path>,
+    out: Output,
 ) -> Result<i32> {
     let backend = backend(rt, args)?;
     let has_source = args.password_file.is_some()
@@ -78,6 +82,15 @@ pub fn cmd_init(
         None => None,
     };
     let repo = rt.block_on(init(backend, &pass, &opts))?;
+    if out.json() {
+        let v = serde_json::json!({
+            "message_type": "initialized",
+            "id": repo.config().id.to_hex(),
+            "repository": repo.backend().location(),
+        });
+        println!("{v}");
+        return Ok(0);
+    }
     println!(
         "created cairn repository {} at {}",
         repo.config().id.short(),
@@ -101,7 +114,6 @@ pub struct BackupArgs {
     pub time: Option<String>,
     pub excludes: Vec<String>,
     pub one_file_system: bool,
-    pub json: bool,
 }
 
 /// Normalise a user-given RFC 3339 time.
@@ -114,24 +126,45 @@ fn parse_time(t: &str) -> Result<String> {
 }
 
 /// `cairn backup`.
-pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs) -> Result<i32> {
+pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs, out: Output) -> Result<i32> {
+    let started = Instant::now();
     let time = match &b.time {
         Some(t) => parse_time(t)?,
         None => now_rfc3339(),
     };
     let repo = open(rt, args)?;
+    let excludes = cairn::exclude::Excludes::new(&b.excludes).map_err(anyhow::Error::msg)?;
     let mut opts = BackupOptions::new(b.paths, b.host.unwrap_or_else(hostname), username(), time);
     opts.excludes = b.excludes;
     opts.tags = b.tags;
     opts.one_file_system = b.one_file_system;
-    let report = backup(&repo, rt.handle(), &opts)?;
+    let progress = opts.control.progress.clone();
+    let reporter = Reporter::start("backup", progress.clone(), out);
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        if out.shows_progress() {
+            let (paths, progress, done) = (&opts.paths, &progress, &done);
+            s.spawn(move || {
+                cairn::scan::count_totals(paths, &excludes, opts.one_file_system, progress, &|| {
+                    done.load(Ordering::Relaxed)
+                })
+            });
+        }
+        let r = backup(&repo, rt.handle(), &opts);
+        done.store(true, Ordering::Relaxed);
+        r
+    });
+    reporter.finish();
+    let report = result?;
     let sum = report.snapshot.summary.clone().unwrap_or_default();
-    if b.json {
+    let seconds = started.elapsed().as_secs_f64();
+    if out.json() {
         // The summary's fields, then the id and the skipped paths themselves in place of
         // their count.
         let mut v = serde_json::to_value(&sum)?;
         v["message_type"] = "summary".into();
         v["snapshot_id"] = report.id.to_hex().into();
+        v["total_duration"] = ((seconds * 1000.0).round() / 1000.0).into();
         v["warnings"] = report
             .warnings
             .iter()
@@ -140,16 +173,21 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs) -> Result<i32> {
         println!("{v}");
     } else {
         eprintln!(
-            "Files: {} new, {} changed, {} unmodified; {} dirs",
+            "Files:   {} new, {} changed, {} unmodified ({} directories)",
             sum.files_new, sum.files_changed, sum.files_unmodified, sum.dirs_processed
         );
         eprintln!(
-            "Added {} blobs ({} bytes, {} stored); read {} of {} bytes",
+            "Added:   {} ({} stored after compression and encryption) in {} blobs",
+            bytes(sum.data_added),
+            bytes(sum.data_added_packed),
             sum.data_blobs + sum.tree_blobs,
-            sum.data_added,
-            sum.data_added_packed,
-            sum.data_read,
-            sum.total_bytes_processed
+        );
+        eprintln!(
+            "Total:   {} files, {}; read {} in {:.1} s",
+            sum.total_files_processed,
+            bytes(sum.total_bytes_processed),
+            bytes(sum.data_read),
+            seconds
         );
         println!("snapshot {} saved", report.id.to_hex());
     }
@@ -157,7 +195,7 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs) -> Result<i32> {
         return Ok(0);
     }
     eprintln!(
-        "warning: {} path(s) could not be stored:",
+        "warning: {} path(s) could not be stored (the snapshot has everything else):",
         report.warnings.len()
     );
     for w in &report.warnings {
@@ -189,6 +227,7 @@ pub fn cmd_ls(
     snapshot: &str,
     path: Option<&Path>,
     long: bool,
+    json: bool,
 ) -> Result<i32> {
     let repo = open(rt, args)?;
     let entry = rt.block_on(repo.find_snapshot(snapshot))?;
@@ -208,7 +247,9 @@ pub fn cmd_ls(
         &entry.snapshot.tree,
         &under,
         &mut |p, n| {
-            let line = if long {
+            let line = if json {
+                output::node_json(p, n).to_string()
+            } else if long {
                 output::long_line(p, n)
             } else {
                 p.display().to_string()
@@ -225,18 +266,46 @@ pub fn cmd_ls(
     Ok(0)
 }
 
+/// Arguments of `cairn restore`.
+pub struct RestoreArgs {
+    /// `SNAPSHOT` or `SNAPSHOT:PATH`.
+    pub snapshot: String,
+    /// Directory, or `-` for stdout.
+    pub target: PathBuf,
+    /// `--include` paths.
+    pub includes: Vec<PathBuf>,
+    /// `--overwrite`.
+    pub overwrite: bool,
+    /// `--verify`.
+    pub verify: bool,
+}
+
 /// `cairn restore`.
 pub fn cmd_restore(
     rt: &Runtime,
     args: &RepoArgs,
-    snapshot: &str,
-    target: &Path,
-    includes: &[PathBuf],
-    overwrite: bool,
+    ra: &RestoreArgs,
     sources: &Copies,
+    out: Output,
 ) -> Result<i32> {
+    let (spec, sub) = match ra.snapshot.split_once(':') {
+        Some((s, p)) => (s, Some(clean_absolute(Path::new(p))?)),
+        None => (ra.snapshot.as_str(), None),
+    };
+    let to_stdout = ra.target == Path::new("-");
+    if sub.is_some() && !ra.includes.is_empty() {
+        bail!("give either SNAPSHOT:PATH or --include, not both");
+    }
+    if to_stdout && sub.is_none() {
+        bail!(
+            "--target - writes one file (or a tar archive of one directory) to stdout: name it as SNAPSHOT:PATH, e.g. `cairn restore latest:/etc/hosts --target -`"
+        );
+    }
+    if to_stdout && ra.verify {
+        bail!("--verify re-reads restored files; it cannot with --target -");
+    }
     let (repo, copies) = open_with_copies(rt, args, sources)?;
-    let entry = rt.block_on(repo.find_snapshot(snapshot))?;
+    let entry = rt.block_on(repo.find_snapshot(spec))?;
     let index = rt.block_on(repo.load_index())?;
     let reader = cairn::heal::BlobReader::new(
         cairn::heal::Copy {
@@ -248,25 +317,135 @@ pub fn cmd_restore(
             .map(|(repo, index)| cairn::heal::Copy { repo, index })
             .collect(),
     )?;
-    let includes = includes
+    // What to restore: the whole tree (maybe narrowed by --include), or the one entry
+    // SNAPSHOT:PATH names, placed directly in the target.
+    let mut root = entry.snapshot.tree;
+    let mut includes = ra
+        .includes
         .iter()
         .map(|p| clean_absolute(p))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(path) = &sub
+        && path != Path::new("/")
+    {
+        let Some((node, parent)) = cairn::ls::lookup(&repo, rt.handle(), &index, &root, path)?
+        else {
+            bail!(
+                "{} is not in snapshot {}: list it with `cairn ls {} {}`",
+                path.display(),
+                entry.id.short(),
+                entry.id.short(),
+                path.parent().unwrap_or(Path::new("/")).display()
+            );
+        };
+        if to_stdout {
+            return dump(&reader, rt, &node, path);
+        }
+        match (node.kind, node.subtree) {
+            (cairn::format::tree::NodeKind::Dir, Some(t)) => root = t,
+            _ => {
+                root = parent;
+                includes = vec![Path::new("/").join(node.name.to_os())];
+            }
+        }
+    } else if to_stdout {
+        bail!("--target - needs a file or directory below /, not the whole snapshot");
+    }
+    let progress = Arc::new(cairn::progress::Progress::default());
+    if includes.is_empty()
+        && sub.is_none()
+        && let Some(sum) = &entry.snapshot.summary
+    {
+        progress
+            .files_total
+            .store(sum.total_files_processed, Ordering::Relaxed);
+        progress
+            .bytes_total
+            .store(sum.total_bytes_processed, Ordering::Relaxed);
+    }
     let opts = RestoreOptions {
-        target: target.to_path_buf(),
-        includes,
-        overwrite,
+        target: ra.target.clone(),
+        includes: includes.clone(),
+        overwrite: ra.overwrite,
+        progress: progress.clone(),
     };
+    if out.chatty() {
+        eprintln!(
+            "restoring snapshot {}{} to {}",
+            entry.id.short(),
+            sub.as_ref()
+                .map(|p| format!(":{}", p.display()))
+                .unwrap_or_default(),
+            ra.target.display()
+        );
+    }
+    let started = Instant::now();
+    let reporter = Reporter::start("restore", progress.clone(), out);
+    let result = cairn::restore::restore_with(&reader, rt.handle(), &root, &opts);
+    reporter.finish();
+    let report = result?;
+    let seconds = started.elapsed().as_secs_f64();
+    let verified = if ra.verify {
+        let vp = Arc::new(cairn::progress::Progress::default());
+        vp.bytes_total.store(report.bytes, Ordering::Relaxed);
+        vp.files_total.store(report.files, Ordering::Relaxed);
+        let reporter = Reporter::start("verify", vp.clone(), out);
+        let v =
+            cairn::verify::verify_restored(&reader, rt.handle(), &root, &includes, &ra.target, &vp);
+        reporter.finish();
+        Some(v?)
+    } else {
+        None
+    };
+    let failed =
+        !report.errors.is_empty() || verified.as_ref().is_some_and(|v| !v.problems.is_empty());
+    if out.json() {
+        let mut v = serde_json::json!({
+            "message_type": "summary",
+            "snapshot_id": entry.id.to_hex(),
+            "files_restored": report.files,
+            "bytes_restored": report.bytes,
+            "dirs_restored": report.dirs,
+            "others_restored": report.others,
+            "total_duration": (seconds * 1000.0).round() / 1000.0,
+            "errors": report.errors.iter().map(|(p, e)| serde_json::json!({"path": p.to_string_lossy(), "error": e})).collect::<Vec<_>>(),
+            "healed": report.healed,
+        });
+        if let Some(vr) = &verified {
+            v["verify"] = serde_json::to_value(vr)?;
+        }
+        println!("{v}");
+        return Ok(if failed { 1 } else { 0 });
+    }
+    if !out.chatty() && !failed {
+        return Ok(0);
+    }
     eprintln!(
-        "restoring snapshot {} to {}",
-        entry.id.short(),
-        target.display()
+        "restored {} files ({}), {} directories, {} other entries in {:.1} s",
+        report.files,
+        bytes(report.bytes),
+        report.dirs,
+        report.others,
+        seconds
     );
-    let report = cairn::restore::restore_with(&reader, rt.handle(), &entry.snapshot.tree, &opts)?;
-    eprintln!(
-        "restored {} files ({} bytes), {} directories, {} other entries",
-        report.files, report.bytes, report.dirs, report.others
-    );
+    if let Some(v) = &verified {
+        if v.problems.is_empty() {
+            eprintln!(
+                "verified: {} files ({}) read back match the snapshot",
+                v.files,
+                bytes(v.bytes)
+            );
+        } else {
+            eprintln!(
+                "error: {} of {} restored files differ from the snapshot (restore them again; check the target disk):",
+                v.problems.len(),
+                v.files
+            );
+            for (p, why) in v.problems.iter().take(50) {
+                eprintln!("  {}: {why}", p.display());
+            }
+        }
+    }
     if !report.healed.is_empty() {
         eprintln!(
             "warning: {} is damaged: {} blob(s) were read from another copy instead:",
@@ -279,18 +458,46 @@ pub fn cmd_restore(
         if report.healed.len() > 20 {
             eprintln!("  ... and {} more", report.healed.len() - 20);
         }
+        eprintln!("  repair it with: cairn check --repair --fallback-repo REPO");
     }
-    if report.errors.is_empty() {
-        return Ok(0);
+    if !report.errors.is_empty() {
+        eprintln!(
+            "error: {} entries could not be restored:",
+            report.errors.len()
+        );
+        for (p, e) in &report.errors {
+            eprintln!("  {}: {e}", p.display());
+        }
     }
-    eprintln!(
-        "error: {} entries could not be restored:",
-        report.errors.len()
-    );
-    for (p, e) in &report.errors {
-        eprintln!("  {}: {e}", p.display());
+    Ok(if failed { 1 } else { 0 })
+}
+
+/// `restore SNAPSHOT:PATH --target -`: a file's bytes, or a directory as tar, to stdout.
+fn dump(
+    reader: &cairn::heal::BlobReader<'_>,
+    rt: &Runtime,
+    node: &cairn::format::tree::Node,
+    path: &Path,
+) -> Result<i32> {
+    use cairn::format::tree::NodeKind;
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    match node.kind {
+        NodeKind::File => {
+            cairn::dump::dump_file(reader, rt.handle(), node, &mut out)?;
+        }
+        NodeKind::Dir => {
+            let name = path.file_name().map(PathBuf::from).unwrap_or_default();
+            cairn::dump::dump_tar(reader, rt.handle(), node, &name, &mut out)?;
+        }
+        _ => bail!(
+            "{} is not a file or directory: restore it into a directory with --target DIR",
+            path.display()
+        ),
     }
-    Ok(1)
+    out.flush()?;
+    Ok(0)
 }
 
 /// `cairn key list`.
@@ -405,8 +612,9 @@ pub fn cmd_check(
     subset: Option<&str>,
     sources: &Copies,
     repair: bool,
-    json: bool,
+    out: Output,
 ) -> Result<i32> {
+    let json = out.json();
     use cairn::check::{ReadData, check};
     let mode = match (read_data, subset) {
         (true, _) => ReadData::All,
@@ -430,7 +638,7 @@ pub fn cmd_check(
     }
     let (repo, copies) = open_with_copies(rt, args, sources)?;
     let location = repo.backend().location();
-    if !json {
+    if out.chatty() {
         eprintln!("checking {location}...");
     }
     let mut report = check(&repo, rt.handle(), mode)?;

@@ -71,8 +71,8 @@ pub struct ForgetArgs {
     /// Only say what would be removed.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
-    /// Print JSON.
-    #[arg(long)]
+    /// Set from the global `--json`.
+    #[arg(skip)]
     pub json: bool,
     /// Also remove the data no snapshot needs any more.
     #[arg(long)]

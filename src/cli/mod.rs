@@ -3,9 +3,12 @@
 
 pub mod commands;
 pub mod daemon;
+pub mod docs;
+pub mod explore;
 pub mod forget;
 pub mod output;
 pub mod password;
+pub mod progress;
 pub mod prune;
 
 use std::path::PathBuf;

@@ -119,3 +119,21 @@ pub fn long_line(path: &Path, n: &Node) -> String {
     }
     line
 }
+
+/// One entry as a JSON line for `ls --json`.
+pub fn node_json(path: &Path, n: &Node) -> Value {
+    let mut v = json!({
+        "path": path.to_string_lossy(),
+        "name": n.name.lossy(),
+        "type": format!("{:?}", n.kind).to_lowercase(),
+        "mode": n.mode,
+        "uid": n.uid,
+        "gid": n.gid,
+        "size": n.size,
+        "mtime": n.mtime,
+    });
+    if let Some(t) = &n.link_target {
+        v["link_target"] = t.lossy().into();
+    }
+    v
+}

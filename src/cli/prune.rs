@@ -23,8 +23,8 @@ pub struct PruneArgs {
     /// Only say what would be done.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
-    /// Print the report as JSON.
-    #[arg(long)]
+    /// Set from the global `--json`.
+    #[arg(skip)]
     pub json: bool,
 }
 

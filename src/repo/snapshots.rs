@@ -69,14 +69,19 @@ impl Repository {
         Ok(out)
     }
 
-    /// Resolve `latest`, a full id or a unique prefix.
+    /// Resolve `latest`, `latest~N` (the Nth before the latest), a full id or a unique
+    /// prefix.
     pub async fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
-        if spec == "latest" {
-            return self
-                .list_snapshots()
-                .await?
-                .pop()
-                .ok_or_else(|| Error::SnapshotNotFound(spec.to_string()));
+        if let Some(back) = latest_offset(spec)? {
+            let mut all = self.list_snapshots().await?;
+            let n = all.len();
+            return if back < n {
+                Ok(all.swap_remove(n - 1 - back))
+            } else {
+                Err(Error::SnapshotNotFound(format!(
+                    "{spec} (the repository holds {n} snapshot(s))"
+                )))
+            };
         }
         let wanted = spec.to_lowercase();
         if wanted.is_empty() || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -105,5 +110,37 @@ impl Repository {
                     .join(", "),
             }),
         }
+    }
+}
+
+/// `latest` → 0, `latest~N` → N; anything else is not a relative spec.
+fn latest_offset(spec: &str) -> Result<Option<usize>> {
+    let Some(rest) = spec.strip_prefix("latest") else {
+        return Ok(None);
+    };
+    if rest.is_empty() {
+        return Ok(Some(0));
+    }
+    rest.strip_prefix('~')
+        .and_then(|n| n.parse::<usize>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "{spec:?} is not a snapshot: write `latest`, `latest~1` (the one before), an id or an id prefix"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use super::latest_offset;
+
+    #[test]
+    fn relative_specs() {
+        assert_eq!(latest_offset("latest").ok().flatten(), Some(0));
+        assert_eq!(latest_offset("latest~2").ok().flatten(), Some(2));
+        assert_eq!(latest_offset("abc123").ok().flatten(), None);
+        assert!(latest_offset("latest~x").is_err());
+        assert!(latest_offset("latest2").is_err());
     }
 }

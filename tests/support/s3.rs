@@ -24,6 +24,11 @@ pub struct S3Server {
 impl S3Server {
     /// Start a server with the given buckets already created.
     pub fn start(buckets: &[&str]) -> Self {
+        Self::start_with_keys(buckets, ACCESS_KEY, SECRET_KEY)
+    }
+
+    /// Start a server that accepts only this key pair.
+    pub fn start_with_keys(buckets: &[&str], access: &str, secret: &str) -> Self {
         let root = tempfile::tempdir().expect("server root");
         for b in buckets {
             std::fs::create_dir(root.path().join(b)).expect("bucket dir");
@@ -31,7 +36,8 @@ impl S3Server {
         let dir = root.path().to_path_buf();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (port_tx, port_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || serve(dir, port_tx, stop_rx));
+        let keys = (access.to_string(), secret.to_string());
+        let thread = std::thread::spawn(move || serve(dir, keys, port_tx, stop_rx));
         let port = port_rx.recv().expect("server did not start");
         S3Server {
             port,
@@ -63,7 +69,12 @@ impl Drop for S3Server {
     }
 }
 
-fn serve(dir: PathBuf, port_tx: std::sync::mpsc::Sender<u16>, mut stop: oneshot::Receiver<()>) {
+fn serve(
+    dir: PathBuf,
+    (access, secret): (String, String),
+    port_tx: std::sync::mpsc::Sender<u16>,
+    mut stop: oneshot::Receiver<()>,
+) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -72,7 +83,7 @@ fn serve(dir: PathBuf, port_tx: std::sync::mpsc::Sender<u16>, mut stop: oneshot:
     rt.block_on(async move {
         let fs = s3s_fs::FileSystem::new(&dir).expect("s3s-fs");
         let mut b = S3ServiceBuilder::new(fs);
-        b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        b.set_auth(SimpleAuth::from_single(access, secret));
         let service = b.build();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
