@@ -18,6 +18,7 @@ use crate::hash::{BlobId, Id, IndexId, PackId, SnapshotId};
 use crate::heal::Copy;
 use crate::index::MasterIndex;
 use crate::pack::{PackBuilder, SealedBlob, open_blob};
+use crate::progress::Progress;
 use crate::repo::Repository;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -114,6 +115,17 @@ async fn load_indexes(
 
 /// Check `repo`.
 pub fn check(repo: &Repository, rt: &Runtime, read_data: ReadData) -> Result<CheckReport> {
+    check_with(repo, rt, read_data, &Progress::default())
+}
+
+/// Check `repo`, counting packs (as `files`) and, when every pack is read, pack bytes
+/// into `progress` for a display.
+pub fn check_with(
+    repo: &Repository,
+    rt: &Runtime,
+    read_data: ReadData,
+    progress: &Progress,
+) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     // Snapshots first: one committed meanwhile has its index objects written before it,
     // so they are among those loaded next.
@@ -159,9 +171,29 @@ pub fn check(repo: &Repository, rt: &Runtime, read_data: ReadData) -> Result<Che
 
     // Packs: present, and their headers agree with the index.
     let mut sample = Sampler::new(read_data);
+    progress
+        .files_total
+        .store(by_pack.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    if matches!(read_data, ReadData::All) {
+        let total = by_pack
+            .keys()
+            .filter_map(|p| listed.get(&p.to_hex()))
+            .sum::<u64>();
+        progress
+            .bytes_total
+            .store(total, std::sync::atomic::Ordering::Relaxed);
+    }
     for (pack, blobs) in &by_pack {
         let handle = Handle::new(FileType::Pack, pack.to_hex());
         let object = handle.path();
+        Progress::add(&progress.files, 1);
+        progress.set_current(&object);
+        if matches!(read_data, ReadData::All) {
+            Progress::add(
+                &progress.bytes_done,
+                listed.get(&pack.to_hex()).copied().unwrap_or(0),
+            );
+        }
         let size = match listed.get(&pack.to_hex()).copied() {
             Some(size) => size,
             None => match rt.block_on(repo.backend().stat(&handle)) {

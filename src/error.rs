@@ -22,7 +22,9 @@ pub enum Error {
         location: String,
     },
     /// `config` exists but is not a cairn config.
-    #[error("{location} is not a cairn repository: its `config` object is not cairn's")]
+    #[error(
+        "{location} is not a cairn repository: its `config` object is not cairn's; point --repo at a cairn repository, or at an empty location for `cairn init`"
+    )]
     NotARepository {
         /// Repository location.
         location: String,
@@ -47,7 +49,7 @@ pub enum Error {
     },
     /// No key accepted the passphrase.
     #[error(
-        "wrong passphrase for the repository at {location}: none of its {keys} key(s) opens with it"
+        "wrong passphrase for the repository at {location}: none of its {keys} key(s) opens with it; check the first line of the passphrase file (--password-file, CAIRN_PASSWORD_FILE) or CAIRN_PASSWORD"
     )]
     WrongPassphrase {
         /// Repository location.
@@ -74,7 +76,9 @@ pub enum Error {
         reason: String,
     },
     /// A blob referenced by a tree or snapshot is not in any index.
-    #[error("blob {blob} is missing from the repository index (referenced by {referrer})")]
+    #[error(
+        "blob {blob} is missing from the repository index (referenced by {referrer}): run `cairn check` to see what is affected, and `cairn check --repair --fallback-repo REPO` to copy it back from another copy"
+    )]
     MissingBlob {
         /// The blob.
         blob: String,

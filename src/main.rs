@@ -359,6 +359,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Prune(mut p) => {
             p.json = json;
+            p.quiet = cli.quiet;
             cli::prune::cmd_prune(&rt, r, &p)
         }
         Command::Key { action } => match action {

@@ -49,6 +49,9 @@ pub struct PruneOptions {
     pub grace: Duration,
     /// Compute and report only.
     pub dry_run: bool,
+    /// Live counters for a display: the step in `current`, repacked packs as `files`
+    /// and their bytes as `bytes_done` of `bytes_total`.
+    pub progress: std::sync::Arc<crate::progress::Progress>,
 }
 
 impl Default for PruneOptions {
@@ -58,6 +61,7 @@ impl Default for PruneOptions {
             max_repack_bytes: None,
             grace: Duration::from_secs(24 * 3600),
             dry_run: false,
+            progress: Default::default(),
         }
     }
 }
@@ -201,6 +205,8 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
     // by the grace period.
     let now = time::OffsetDateTime::now_utc();
     let snapshots = rt.block_on(repo.snapshot_ids())?;
+    let progress = &opts.progress;
+    progress.set_current("reading the index");
 
     // Everything the index says, object by object.
     let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
@@ -443,6 +449,17 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
         return Ok(report);
     }
     // Repack: copy the used blobs verbatim (verified) into new packs.
+    progress.set_current("repacking");
+    progress
+        .files_total
+        .store(to_repack.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    progress.bytes_total.store(
+        to_repack
+            .iter()
+            .flat_map(|(_, used)| used.iter().map(|b| u64::from(b.length)))
+            .sum(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let target = repo.config().pack_size as usize;
     let mut data = PackBuilder::default();
     let mut trees = PackBuilder::default();
@@ -458,7 +475,9 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
     };
     for (old, used_here) in &to_repack {
         let handle = Handle::new(FileType::Pack, old.id.to_hex());
+        crate::progress::Progress::add(&progress.files, 1);
         for b in used_here {
+            crate::progress::Progress::add(&progress.bytes_done, u64::from(b.length));
             let sealed = rt.block_on(backend.get_range(&handle, b.offset, u64::from(b.length)))?;
             open_blob(repo.keys(), &b.id, &location(old.id, b), &sealed).map_err(|why| {
                 Error::Corrupt {

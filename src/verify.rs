@@ -132,3 +132,100 @@ fn verify_file(
     Progress::add(&progress.files, 1);
     Ok(offset)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::local::LocalBackend;
+    use crate::backup::{BackupOptions, backup};
+    use crate::crypto::KdfParams;
+    use crate::heal::Copy;
+    use crate::repo::{InitOptions, init};
+    use crate::restore::{RestoreOptions, restore_with};
+    use std::sync::Arc;
+
+    /// A restored tree verifies clean; then a flipped byte, a truncation and an appended
+    /// byte in three restored files are each named, and nothing else is.
+    #[test]
+    fn verify_names_every_file_that_differs_from_the_snapshot() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(src.join("sub")).expect("mkdir");
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(src.join("big"), &big).expect("write");
+        for name in ["a", "b", "sub/c", "sub/untouched"] {
+            std::fs::write(src.join(name), format!("content of {name}")).expect("write");
+        }
+        let mut o = InitOptions::new("2026-01-01T00:00:00Z".into(), "h".into(), "u".into());
+        o.kdf = KdfParams {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let repo = rt
+            .block_on(init(
+                Arc::new(LocalBackend::new(tmp.path().join("repo"))),
+                b"pw",
+                &o,
+            ))
+            .expect("init");
+        let opts = BackupOptions::new(
+            vec![src.clone()],
+            "h".into(),
+            "u".into(),
+            "2026-01-01T00:00:00Z".into(),
+        );
+        let report = backup(&repo, rt.handle(), &opts).expect("backup");
+        let index = rt.block_on(repo.load_index()).expect("index");
+        let reader = BlobReader::new(
+            Copy {
+                repo: &repo,
+                index: &index,
+            },
+            Vec::new(),
+        )
+        .expect("reader");
+        let target = tmp.path().join("target");
+        let root = report.snapshot.tree;
+        let ro = RestoreOptions {
+            target: target.clone(),
+            includes: Vec::new(),
+            overwrite: false,
+            progress: Arc::default(),
+        };
+        restore_with(&reader, rt.handle(), &root, &ro).expect("restore");
+        let p = Progress::default();
+        let clean = verify_restored(&reader, rt.handle(), &root, &[], &target, &p).expect("verify");
+        assert!(clean.problems.is_empty(), "{:?}", clean.problems);
+        assert_eq!(clean.files, 5);
+        assert_eq!(clean.bytes, Progress::get(&p.bytes_done));
+
+        let at = |name: &str| target.join(src.strip_prefix("/").expect("abs")).join(name);
+        let mut bytes = std::fs::read(at("big")).expect("read");
+        bytes[2_000_000] ^= 1;
+        std::fs::write(at("big"), bytes).expect("write");
+        std::fs::write(at("a"), "content of").expect("truncate");
+        std::fs::write(at("sub/c"), "content of sub/c!").expect("append");
+        let bad = verify_restored(&reader, rt.handle(), &root, &[], &target, &p).expect("verify");
+        let mut named: Vec<_> = bad
+            .problems
+            .iter()
+            .map(|(path, why)| (path.file_name().unwrap_or_default().to_owned(), why.clone()))
+            .collect();
+        named.sort();
+        assert_eq!(named.len(), 3, "{named:?}");
+        assert!(
+            named[0].0 == "a" && named[0].1.contains("ends early"),
+            "{named:?}"
+        );
+        assert!(
+            named[1].0 == "big" && named[1].1.contains("differs"),
+            "{named:?}"
+        );
+        assert!(
+            named[2].0 == "c" && named[2].1.contains("longer"),
+            "{named:?}"
+        );
+    }
+}

@@ -139,7 +139,7 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs, out: Output) -> 
     opts.tags = b.tags;
     opts.one_file_system = b.one_file_system;
     let progress = opts.control.progress.clone();
-    let reporter = Reporter::start("backup", progress.clone(), out);
+    let reporter = Reporter::start("backup", "files", progress.clone(), out);
     let done = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
         if out.shows_progress() {
@@ -380,7 +380,7 @@ pub fn cmd_restore(
         );
     }
     let started = Instant::now();
-    let reporter = Reporter::start("restore", progress.clone(), out);
+    let reporter = Reporter::start("restore", "files", progress.clone(), out);
     let result = cairn::restore::restore_with(&reader, rt.handle(), &root, &opts);
     reporter.finish();
     let report = result?;
@@ -389,7 +389,7 @@ pub fn cmd_restore(
         let vp = Arc::new(cairn::progress::Progress::default());
         vp.bytes_total.store(report.bytes, Ordering::Relaxed);
         vp.files_total.store(report.files, Ordering::Relaxed);
-        let reporter = Reporter::start("verify", vp.clone(), out);
+        let reporter = Reporter::start("verify", "files", vp.clone(), out);
         let v =
             cairn::verify::verify_restored(&reader, rt.handle(), &root, &includes, &ra.target, &vp);
         reporter.finish();
@@ -468,6 +468,9 @@ pub fn cmd_restore(
         for (p, e) in &report.errors {
             eprintln!("  {}: {e}", p.display());
         }
+        eprintln!(
+            "`cairn check --read-data` names all damage; `--fallback-repo REPO` reads what is damaged here from another copy on the same keys"
+        );
     }
     Ok(if failed { 1 } else { 0 })
 }
@@ -641,7 +644,11 @@ pub fn cmd_check(
     if out.chatty() {
         eprintln!("checking {location}...");
     }
-    let mut report = check(&repo, rt.handle(), mode)?;
+    let progress = Arc::new(cairn::progress::Progress::default());
+    let reporter = Reporter::start("check", "packs", progress.clone(), out);
+    let first = cairn::check::check_with(&repo, rt.handle(), mode, &progress);
+    reporter.finish();
+    let mut report = first?;
     let mut repaired = None;
     if repair && !report.is_healthy() {
         let refs: Vec<cairn::heal::Copy<'_>> = copies

@@ -58,14 +58,20 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// Start showing `progress` of the command `action` ("backup", "restore", ...).
-    pub fn start(action: &'static str, progress: Arc<Progress>, out: Output) -> Self {
+    /// Start showing `progress` of the command `action` ("backup", "restore", ...), whose
+    /// `files` counter counts `unit` ("files", "packs").
+    pub fn start(
+        action: &'static str,
+        unit: &'static str,
+        progress: Arc<Progress>,
+        out: Output,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = if out.shows_progress() {
             let stop = stop.clone();
             Some(std::thread::spawn(move || match out {
-                Output::Json => json_loop(action, &progress, &stop),
-                Output::Human { .. } => bar_loop(action, &progress, &stop),
+                Output::Json => json_loop(action, unit, &progress, &stop),
+                Output::Human { .. } => bar_loop(action, unit, &progress, &stop),
             }))
         } else {
             None
@@ -104,7 +110,7 @@ fn wait(stop: &AtomicBool, d: Duration) -> bool {
     stop.load(Ordering::Relaxed)
 }
 
-fn bar_loop(action: &'static str, p: &Progress, stop: &AtomicBool) {
+fn bar_loop(action: &'static str, unit: &str, p: &Progress, stop: &AtomicBool) {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
     let counting = ProgressStyle::with_template(
         "{spinner} {prefix} [{elapsed_precise}] {bytes} {binary_bytes_per_sec} {msg}",
@@ -132,9 +138,9 @@ fn bar_loop(action: &'static str, p: &Progress, stop: &AtomicBool) {
         let files = Progress::get(&p.files);
         let files_total = Progress::get(&p.files_total);
         let of = if files_total > 0 {
-            format!("{files}/{files_total} files")
+            format!("{files}/{files_total} {unit}")
         } else {
-            format!("{files} files")
+            format!("{files} {unit}")
         };
         bar.set_message(format!("{of} {}", short_path(&p.current(), 50)));
         if stopping {
@@ -154,7 +160,7 @@ fn short_path(p: &str, max: usize) -> String {
     format!("…{tail}")
 }
 
-fn json_loop(action: &'static str, p: &Progress, stop: &AtomicBool) {
+fn json_loop(action: &'static str, unit: &str, p: &Progress, stop: &AtomicBool) {
     let start = Instant::now();
     loop {
         let stopping = wait(stop, Duration::from_secs(1));
@@ -165,7 +171,7 @@ fn json_loop(action: &'static str, p: &Progress, stop: &AtomicBool) {
             "message_type": "status",
             "action": action,
             "seconds_elapsed": (elapsed * 10.0).round() / 10.0,
-            "files_done": Progress::get(&p.files),
+            format!("{unit}_done"): Progress::get(&p.files),
             "bytes_done": done,
             "current": p.current(),
         });
@@ -173,7 +179,7 @@ fn json_loop(action: &'static str, p: &Progress, stop: &AtomicBool) {
             line["phase"] = p.phase().name().into();
         }
         if total > 0 {
-            line["total_files"] = Progress::get(&p.files_total).into();
+            line[format!("total_{unit}")] = Progress::get(&p.files_total).into();
             line["total_bytes"] = total.into();
             line["percent_done"] = (done.min(total) as f64 / total as f64).into();
             if done > 0 && done < total {

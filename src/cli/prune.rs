@@ -26,6 +26,9 @@ pub struct PruneArgs {
     /// Set from the global `--json`.
     #[arg(skip)]
     pub json: bool,
+    /// Set from the global `--quiet`.
+    #[arg(skip)]
+    pub quiet: bool,
 }
 
 impl PruneArgs {
@@ -62,6 +65,7 @@ impl PruneArgs {
             max_repack_bytes: max_repack,
             grace,
             dry_run: self.dry_run,
+            progress: Default::default(),
         })
     }
 }
@@ -70,10 +74,14 @@ impl PruneArgs {
 pub fn cmd_prune(rt: &Runtime, args: &RepoArgs, p: &PruneArgs) -> Result<i32> {
     let opts = p.options()?;
     let repo = open(rt, args)?;
-    if !p.json {
+    if !p.json && !p.quiet {
         eprintln!("pruning {}...", repo.backend().location());
     }
-    let report = prune(&repo, rt.handle(), &opts)?;
+    let out = super::progress::Output::new(p.json, p.quiet);
+    let reporter = super::progress::Reporter::start("prune", "packs", opts.progress.clone(), out);
+    let result = prune(&repo, rt.handle(), &opts);
+    reporter.finish();
+    let report = result?;
     print_report(&report, p.json, p.dry_run)?;
     if !p.dry_run {
         let n = cairn::prune::extend_locks(&repo, rt.handle())?;
@@ -132,6 +140,7 @@ pub fn prune_after_forget(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<(
         grace: "24h".into(),
         dry_run: false,
         json,
+        quiet: true,
     };
     let repo = open(rt, args)?;
     let report = prune(&repo, rt.handle(), &p.options()?)?;

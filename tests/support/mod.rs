@@ -171,14 +171,24 @@ impl Env {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self.run(&refs);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let v = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        // JSON lines: `status` lines while it runs, then the summary.
+        let lines = json_lines(&stdout).unwrap_or_else(|e| {
             panic!(
-                "backup output is not JSON ({e}): {stdout}\nstderr: {}",
+                "backup output is not JSON lines ({e}): {stdout}\nstderr: {}",
                 String::from_utf8_lossy(&out.stderr)
             )
         });
+        let v = lines.last().cloned().unwrap_or_default();
         (out.status.code(), v)
     }
+}
+
+/// Parse output as JSON lines (every non-empty line one JSON value).
+pub fn json_lines(text: &str) -> Result<Vec<serde_json::Value>, String> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("{e} in line {l:?}")))
+        .collect()
 }
 
 /// Exit code, stdout and stderr of an output, for assertions.
