@@ -834,6 +834,11 @@ impl Walker<'_> {
         if !before.is_file() || before.ino() != lmeta.ino() || before.dev() != lmeta.dev() {
             return Ok(Err(Skip::Retry("was replaced while being read".into())));
         }
+        let before = match wait_until_still(&file, before) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(Err(Skip::Retry("is being written right now".into()))),
+            Err(e) => return Ok(Err(Skip::Fail(format!("cannot stat: {e}")))),
+        };
         self.control.progress.set_current(&path.to_string_lossy());
         let mut stream = ChunkStream::new(&file, self.chunker.clone());
         let mut content = Vec::new();
@@ -863,6 +868,35 @@ impl Walker<'_> {
         }
         Ok(Ok((content, after)))
     }
+}
+
+/// How long a file must have been left alone before it is read. File times come from a
+/// coarse clock (one tick is 1 to 10 ms), so a write within the tick of the previous one
+/// leaves mtime and ctime unchanged, and a read it overlapped would look clean. Once the
+/// file's last change is older than a tick, any write during the read moves its times and
+/// the before/after comparison catches it (git's "racy file" problem, solved the same way).
+const STILL_FOR: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Wait (a few times at most) until the open file's last change is older than
+/// [`STILL_FOR`]; `None` if it keeps changing.
+fn wait_until_still(file: &File, mut meta: Metadata) -> io::Result<Option<Metadata>> {
+    for _ in 0..4 {
+        // ctime, not mtime: every write moves both, but only mtime can be set by hand
+        // (an archive's dates, a clock in the future), and ctime cannot.
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                u64::try_from(meta.ctime()).unwrap_or(0),
+                u32::try_from(meta.ctime_nsec()).unwrap_or(0),
+            );
+        match std::time::SystemTime::now().duration_since(changed) {
+            Ok(age) if age < STILL_FOR => std::thread::sleep(STILL_FOR - age),
+            // Old enough, or changed "in the future" after the clock was set back: the
+            // wait cannot help, read it.
+            _ => return Ok(Some(meta)),
+        }
+        meta = file.metadata()?;
+    }
+    Ok(None)
 }
 
 enum Skip {

@@ -34,6 +34,7 @@ pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod scan;
+pub mod secret;
 pub mod stats;
 pub mod verify;
 

@@ -192,12 +192,16 @@ fn locked_objects_survive_deletion_attempts_and_prune_waits_for_them() {
     rt.block_on(repo.save_index(vec![pack.index]))
         .expect("index");
     let out = env.ok(&["prune", "--grace", "0s", "--json"]);
-    let r: serde_json::Value =
-        serde_json::from_str(out.lines().next().unwrap_or("{}")).expect("json");
+    let r = support::json_lines(&out)
+        .expect("json")
+        .pop()
+        .expect("summary");
     assert!(r["condemned_packs"].as_u64() >= Some(1), "{r}");
     let out = env.ok(&["prune", "--grace", "0s", "--json"]);
-    let r: serde_json::Value =
-        serde_json::from_str(out.lines().next().unwrap_or("{}")).expect("json");
+    let r = support::json_lines(&out)
+        .expect("json")
+        .pop()
+        .expect("summary");
     assert_eq!(r["deleted_packs"], 0, "{r}");
     assert!(r["locked_packs"].as_u64() >= Some(1), "{r}");
     assert!(r["next_unlock"].is_string(), "{r}");

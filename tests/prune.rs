@@ -92,7 +92,10 @@ fn prune_shrinks_the_bucket_and_what_is_left_restores() {
     env.ok(&["forget", "--keep-last", "1"]);
     env.ok(&["prune"]);
     let out = env.ok(&["prune", "--json"]);
-    let r: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let r = support::json_lines(&out)
+        .expect("json")
+        .pop()
+        .expect("summary");
     assert!(r["waiting_packs"].as_u64() > Some(0), "{r}");
     assert_eq!(r["deleted_packs"], 0, "{r}");
 }

@@ -3,46 +3,16 @@
 
 use anyhow::{Context, Result, bail};
 use std::io::IsTerminal;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use zeroize::Zeroizing;
 
 /// A passphrase held in memory that is wiped on drop.
 pub type Passphrase = Zeroizing<Vec<u8>>;
 
-/// Read a passphrase file: the first line, without its line ending.
+/// Read a passphrase file: the first line, without its line ending; refused if group or
+/// others may read it.
 pub fn read_file(path: &Path) -> Result<Passphrase> {
-    let bytes = Zeroizing::new(std::fs::read(path).with_context(|| {
-        format!(
-            "cannot read password file {}: check that it exists and is readable by this user",
-            path.display()
-        )
-    })?);
-    if let Ok(m) = std::fs::metadata(path)
-        && m.permissions().mode() & 0o077 != 0
-    {
-        eprintln!(
-            "warning: password file {} is readable by other users: run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        );
-    }
-    let line_end = bytes
-        .iter()
-        .position(|b| *b == b'\n')
-        .unwrap_or(bytes.len());
-    let mut line = bytes[..line_end].to_vec();
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    let line = Zeroizing::new(line);
-    if line.is_empty() {
-        bail!(
-            "password file {} is empty: put the passphrase on its first line",
-            path.display()
-        );
-    }
-    Ok(line)
+    Ok(cairn::secret::read_secret_file(path, "password file")?)
 }
 
 /// The repository passphrase from the first source that is set.

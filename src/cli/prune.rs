@@ -94,7 +94,9 @@ pub fn cmd_prune(rt: &Runtime, args: &RepoArgs, p: &PruneArgs) -> Result<i32> {
 
 fn print_report(r: &PruneReport, json: bool, dry: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string(r)?);
+        let mut v = serde_json::to_value(r)?;
+        v["message_type"] = "summary".into();
+        println!("{v}");
         return Ok(());
     }
     let would = if dry { "would be " } else { "" };

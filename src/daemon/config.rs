@@ -984,25 +984,10 @@ fn resolve(
 
 /// First line of a secret file, refusing files others can read.
 fn read_secret_line(path: &Path) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "{} is readable by other users (mode {mode:o}): run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let line = text.lines().next().unwrap_or("").trim().to_string();
-    if line.is_empty() {
-        return Err(format!(
-            "{} is empty: put the secret on its first line",
-            path.display()
-        ));
-    }
-    Ok(line)
+    let line = crate::secret::read_secret_file(path, "secret file").map_err(|e| e.to_string())?;
+    String::from_utf8(line.to_vec())
+        .map(|s| s.trim().to_string())
+        .map_err(|_| format!("{} is not UTF-8 text", path.display()))
 }
 
 #[cfg(test)]

@@ -968,18 +968,18 @@ fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Res
 /// The passphrase from its configured source.
 pub fn read_passphrase(source: &PasswordSource) -> Result<Zeroizing<Vec<u8>>> {
     match source {
-        PasswordSource::File(p) => read_secret_file(p, "password_file"),
+        PasswordSource::File(p) => crate::secret::read_secret_file(p, "password_file"),
         PasswordSource::Credential(name) => {
             let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
                 Error::InvalidInput(format!(
                     "password_credential = {name:?} but no systemd credentials are available (CREDENTIALS_DIRECTORY is unset): add `LoadCredential={name}:/etc/cairn/passphrase` to the unit, or use password_file"
                 ))
             })?;
-            read_secret_file(&Path::new(&dir).join(name), "systemd credential")
+            crate::secret::read_secret_file(&Path::new(&dir).join(name), "systemd credential")
         }
         PasswordSource::Environment => {
             if let Some(f) = std::env::var_os("CAIRN_PASSWORD_FILE").filter(|v| !v.is_empty()) {
-                return read_secret_file(Path::new(&f), "CAIRN_PASSWORD_FILE");
+                return crate::secret::read_secret_file(Path::new(&f), "CAIRN_PASSWORD_FILE");
             }
             if let Some(p) = std::env::var_os("CAIRN_PASSWORD").filter(|v| !v.is_empty()) {
                 use std::os::unix::ffi::OsStringExt;
@@ -990,39 +990,4 @@ pub fn read_passphrase(source: &PasswordSource) -> Result<Zeroizing<Vec<u8>>> {
             ))
         }
     }
-}
-
-/// First line of a secret file, refused if group or others may read it.
-fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| {
-        Error::InvalidInput(format!(
-            "{what} {}: {e}: create it with the passphrase on its first line, mode 600",
-            path.display()
-        ))
-    })?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(Error::InvalidInput(format!(
-            "{what} {} may be read by other users (mode {mode:03o}): run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        )));
-    }
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| Error::io("read", path, e))?);
-    let end = bytes
-        .iter()
-        .position(|b| *b == b'\n')
-        .unwrap_or(bytes.len());
-    let mut line = Zeroizing::new(bytes[..end].to_vec());
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    if line.is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "{what} {} is empty: put the passphrase on its first line",
-            path.display()
-        )));
-    }
-    Ok(line)
 }
