@@ -37,6 +37,14 @@ pub enum ReadData {
     All,
     /// This share of the packs (0 < f <= 1), chosen at random.
     Subset(f64),
+    /// The next `count` packs in id order after `after` (wrapping around): a scrub
+    /// reads the whole repository slice by slice, continuing where the last one ended.
+    Rotating {
+        /// The last pack the previous slice read.
+        after: Option<PackId>,
+        /// Packs to read in this slice.
+        count: usize,
+    },
 }
 
 /// One thing wrong.
@@ -83,6 +91,9 @@ pub struct CheckReport {
     /// Blobs referenced but in no index, for repair.
     #[serde(skip)]
     pub missing: HashSet<BlobId>,
+    /// With [`ReadData::Rotating`]: the last pack of this slice, where the next begins.
+    #[serde(skip)]
+    pub last_pack_read: Option<PackId>,
 }
 
 impl CheckReport {
@@ -171,6 +182,18 @@ pub fn check_with(
 
     // Packs: present, and their headers agree with the index.
     let mut sample = Sampler::new(read_data);
+    let mut chosen = HashSet::new();
+    if let ReadData::Rotating { after, count } = read_data {
+        let keys: Vec<PackId> = by_pack.keys().copied().collect();
+        let start = after.map_or(0, |a| keys.partition_point(|k| *k <= a));
+        let n = count.min(keys.len());
+        for i in 0..n {
+            chosen.insert(keys[(start + i) % keys.len()]);
+        }
+        if n > 0 {
+            report.last_pack_read = Some(keys[(start + n - 1) % keys.len()]);
+        }
+    }
     progress
         .files_total
         .store(by_pack.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -247,7 +270,7 @@ pub fn check_with(
                 message: format!("its header cannot be read: {e}"),
             }),
         }
-        if sample.take() {
+        if sample.take() || chosen.contains(pack) {
             verify_pack(repo, rt, *pack, size, blobs, &mut report)?;
         }
     }
@@ -293,7 +316,7 @@ impl Sampler {
 
     fn take(&mut self) -> bool {
         match self.mode {
-            ReadData::None => false,
+            ReadData::None | ReadData::Rotating { .. } => false,
             ReadData::All => true,
             ReadData::Subset(f) => {
                 // xorshift64*

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::fault_proxy::Schedule;
-use support::{Env, Kind, pseudo_random};
+use support::{Env, Kind, describe, pseudo_random};
 
 /// A running `cairn daemon`; killed on drop if the test did not stop it.
 struct Daemon {
@@ -751,4 +751,73 @@ fn one_broken_source_does_not_hold_back_the_others() {
             >= 2,
         "{listed}"
     );
+}
+
+/// The daemon reads its destination back slice by slice: over one scrub period every
+/// pack is verified, and a flipped byte in a stored pack is reported by name in
+/// `cairn status` (which then exits 1).
+#[test]
+fn scrubbing_reads_every_pack_back_and_names_a_damaged_one() {
+    let env = Env::with(Kind::S3);
+    env.ok(&["init", "--pack-size", "1"]);
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    for i in 0..6u64 {
+        std::fs::write(src.join(format!("f{i}")), pseudo_random(1_500_000, i + 40)).expect("write");
+    }
+    let config = write_config(&env, &src, "scrub_period = \"4s\"\nscrub_interval = \"1s\"");
+    let mut d = Daemon::start(&env, &config);
+    d.wait_for("the first snapshot", Duration::from_secs(60), |s| {
+        last_id(s).is_some()
+    });
+    let data = env.objects_dir().join("data");
+    let mut packs = Vec::new();
+    for dir in std::fs::read_dir(&data).expect("data") {
+        for f in std::fs::read_dir(dir.expect("dir").path()).expect("ls") {
+            let p = f.expect("pack").path();
+            if p.is_file() {
+                packs.push(p);
+            }
+        }
+    }
+    assert!(packs.len() >= 3, "{} packs", packs.len());
+    let n = packs.len() as u64;
+    let scrub = |s: &serde_json::Value| s["destinations"][0]["scrub"].clone();
+    d.wait_for("a whole scrub cycle", Duration::from_secs(60), |s| {
+        scrub(s)["packs_read_total"].as_u64() >= Some(n) && scrub(s)["problems"] == 0
+    });
+    let text = d.cli(&["status"]);
+    assert!(text.status.success(), "{}", describe(&text));
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("no problems"),
+        "{}",
+        describe(&text)
+    );
+
+    let victim = &packs[packs.len() / 2];
+    let mut bytes = std::fs::read(victim).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(victim, bytes).expect("write");
+    let name = victim
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let s = d.wait_for(
+        "the scrub to find the damage",
+        Duration::from_secs(60),
+        |s| scrub(s)["problems"].as_u64() > Some(0),
+    );
+    let messages = scrub(&s)["problem_messages"].to_string();
+    assert!(messages.contains(&name), "{messages}");
+    let text = d.cli(&["status"]);
+    assert_eq!(text.status.code(), Some(1), "{}", describe(&text));
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("PROBLEM"),
+        "{}",
+        describe(&text)
+    );
+    assert!(d.log().contains("scrub found"), "{}", d.log());
+    d.terminate();
 }

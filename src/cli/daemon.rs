@@ -151,7 +151,9 @@ pub fn cmd_status(config: &Path, sock: Option<&Path>, json: bool) -> Result<i32>
 
 /// Healthy: no destination is failing.
 fn healthy(s: &DaemonStatus) -> bool {
-    s.destinations.iter().all(|d| d.last_error.is_none())
+    s.destinations
+        .iter()
+        .all(|d| d.last_error.is_none() && d.scrub.as_ref().is_none_or(|sc| sc.problems == 0))
 }
 
 /// `cairn backup --now`.

@@ -126,6 +126,11 @@ pub struct Schedule {
     pub rescan_interval: Duration,
     /// Shortest time between two applications of a destination's retention rules.
     pub retention_interval: Duration,
+    /// Every destination is read back in full once per this period, a slice at a time
+    /// (0: no scrubbing).
+    pub scrub_period: Duration,
+    /// Time between two scrub slices.
+    pub scrub_interval: Duration,
 }
 
 impl Default for Schedule {
@@ -136,6 +141,8 @@ impl Default for Schedule {
             max_delay: Duration::from_secs(300),
             rescan_interval: Duration::from_secs(3600),
             retention_interval: Duration::from_secs(3600),
+            scrub_period: Duration::from_secs(30 * 86_400),
+            scrub_interval: Duration::from_secs(86_400),
         }
     }
 }
@@ -268,6 +275,8 @@ struct RawSchedule {
     max_delay: Option<Spanned<String>>,
     rescan_interval: Option<Spanned<String>>,
     retention_interval: Option<Spanned<String>>,
+    scrub_period: Option<Spanned<String>>,
+    scrub_interval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -341,6 +350,8 @@ const SCHEDULE_KEYS: &[(&str, Shape)] = &[
     ("max_delay", Shape::Value),
     ("rescan_interval", Shape::Value),
     ("retention_interval", Shape::Value),
+    ("scrub_period", Shape::Value),
+    ("scrub_interval", Shape::Value),
 ];
 const LIMITS_KEYS: &[(&str, Shape)] = &[
     ("cpu_threads", Shape::Value),
@@ -901,7 +912,26 @@ fn resolve(
             &raw.schedule.retention_interval,
             defaults.retention_interval,
         ),
+        scrub_period: cx.duration(
+            "scrub_period",
+            &raw.schedule.scrub_period,
+            defaults.scrub_period,
+        ),
+        scrub_interval: cx.duration(
+            "scrub_interval",
+            &raw.schedule.scrub_interval,
+            defaults.scrub_interval,
+        ),
     };
+    if !schedule.scrub_period.is_zero()
+        && schedule.scrub_interval > schedule.scrub_period
+        && let Some(v) = &raw.schedule.scrub_interval
+    {
+        cx.problem::<()>(
+            v.span(),
+            "`schedule.scrub_interval` is longer than `scrub_period`: make it shorter (each interval reads one slice of the period)".into(),
+        );
+    }
     if schedule.max_delay < schedule.quiet_period
         && let Some(v) = &raw.schedule.max_delay
     {

@@ -39,7 +39,7 @@ pub struct BackupResult {
 }
 
 /// What the daemon answers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Response {
     /// Answer to [`Request::Status`].

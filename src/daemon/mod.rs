@@ -16,6 +16,7 @@ pub mod journal;
 pub mod keyring;
 pub mod metrics;
 pub mod schedule;
+pub mod scrub;
 pub mod status;
 pub mod systemd;
 pub mod watch;
@@ -314,13 +315,21 @@ impl Instance {
         env_degraded.store(degraded.load(Ordering::Relaxed), Ordering::Relaxed);
         let watcher = Arc::new(std::sync::Mutex::new(watcher));
         let mut workers = Vec::new();
-        for d in &destinations {
-            let (d, env) = (d.clone(), env.clone());
+        for dest in &destinations {
+            let (d, worker_env) = (dest.clone(), env.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("cairn-{}", d.config.name))
-                .spawn(move || worker::run(d, env))
+                .spawn(move || worker::run(d, worker_env))
                 .map_err(|e| Error::io("start a destination worker", "/", e))?;
             workers.push(handle);
+            if !env.schedule.scrub_period.is_zero() {
+                let (d, env) = (dest.clone(), env.clone());
+                // Read-only and bounded to one slice; not joined at shutdown.
+                std::thread::Builder::new()
+                    .name(format!("cairn-scrub-{}", d.config.name))
+                    .spawn(move || scrub::run(d, env))
+                    .map_err(|e| Error::io("start a scrub thread", "/", e))?;
+            }
         }
         let mut tasks = Vec::new();
 

@@ -84,6 +84,7 @@ mod tests {
             max_delay: Duration::from_secs(60),
             rescan_interval: Duration::from_secs(3600),
             retention_interval: Duration::from_secs(3600),
+            ..Schedule::default()
         }
     }
 

@@ -17,7 +17,7 @@ pub struct LastSnapshot {
 }
 
 /// One destination as `cairn status` shows it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DestinationStatus {
     /// Configured name.
     pub name: String,
@@ -63,10 +63,35 @@ pub struct DestinationStatus {
     pub journal_snapshots: u64,
     /// Disk space of that journal.
     pub journal_bytes: u64,
+    /// The rotating read-back of this destination, once a slice has run.
+    #[serde(default)]
+    pub scrub: Option<ScrubStatus>,
+}
+
+/// What scrubbing found: each slice reads some packs back and verifies every blob in
+/// them; over `scrub_period` every pack is read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScrubStatus {
+    /// When the last slice finished (Unix seconds).
+    pub last_run_unix: u64,
+    /// Packs the last slice read.
+    pub last_packs_read: u64,
+    /// Packs read since the daemon started.
+    pub packs_read_total: u64,
+    /// Bytes read since the daemon started.
+    pub bytes_read_total: u64,
+    /// Share of the repository read in the current cycle (0..1).
+    pub cycle_done: f64,
+    /// Problems the last slice found, confirmed by a second look (0 = healthy).
+    pub problems: u64,
+    /// The first of them, with the objects named.
+    pub problem_messages: Vec<String>,
+    /// The last slice's own error (the repository could not be read at all), if any.
+    pub error: Option<String>,
 }
 
 /// The whole daemon.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonStatus {
     /// idle, scanning or uploading: the busiest of the destinations.
     pub state: String,
@@ -149,6 +174,27 @@ impl DaemonStatus {
                     d.consecutive_failures
                 );
             }
+            if let Some(sc) = &d.scrub {
+                let ago = now_unix.saturating_sub(sc.last_run_unix);
+                let verdict = match (&sc.error, sc.problems) {
+                    (Some(e), _) => format!("could not run: {e}"),
+                    (None, 0) => "no problems".to_string(),
+                    (None, n) => format!(
+                        "{n} PROBLEM(S): run `cairn check --read-data --destination {}`",
+                        d.name
+                    ),
+                };
+                let _ = writeln!(
+                    out,
+                    "  scrub:          {} ago, {} pack(s) read back, {verdict}; {:.0}% of this cycle done",
+                    humantime::format_duration(std::time::Duration::from_secs(ago)),
+                    sc.last_packs_read,
+                    sc.cycle_done * 100.0
+                );
+                for m in &sc.problem_messages {
+                    let _ = writeln!(out, "                  {m}");
+                }
+            }
         }
         out
     }
@@ -169,6 +215,40 @@ impl DaemonStatus {
                 .map(|d| (format!("{{destination=\"{}\"}}", label(&d.name)), f(d)))
                 .collect()
         };
+        let scrub = |f: &dyn Fn(&ScrubStatus) -> String| -> Vec<(String, String)> {
+            self.destinations
+                .iter()
+                .filter_map(|d| {
+                    d.scrub
+                        .as_ref()
+                        .map(|s| (format!("{{destination=\"{}\"}}", label(&d.name)), f(s)))
+                })
+                .collect()
+        };
+        family(
+            "cairn_scrub_problems",
+            "gauge",
+            "Problems the last scrub slice found (0 = every pack read back was intact).",
+            scrub(&|s| s.problems.to_string()),
+        );
+        family(
+            "cairn_scrub_packs_read_total",
+            "counter",
+            "Packs read back and verified by scrubbing.",
+            scrub(&|s| s.packs_read_total.to_string()),
+        );
+        family(
+            "cairn_scrub_last_run_timestamp_seconds",
+            "gauge",
+            "When the last scrub slice finished.",
+            scrub(&|s| s.last_run_unix.to_string()),
+        );
+        family(
+            "cairn_scrub_cycle_done_ratio",
+            "gauge",
+            "Share of the repository read back in the current scrub cycle.",
+            scrub(&|s| format!("{:.4}", s.cycle_done)),
+        );
         family(
             "cairn_files_processed_total",
             "counter",

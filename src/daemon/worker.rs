@@ -83,6 +83,7 @@ pub struct Destination {
     queue: Mutex<Queue>,
     wake: Condvar,
     record: Mutex<Record>,
+    scrub: Mutex<Option<super::status::ScrubStatus>>,
     /// Stop flag (shared by all destinations) and this destination's counters.
     pub control: RunControl,
 }
@@ -116,6 +117,7 @@ impl Destination {
             queue: Mutex::new(queue),
             wake: Condvar::new(),
             record: Mutex::new(Record::default()),
+            scrub: Mutex::new(None),
             control,
         }
     }
@@ -235,7 +237,18 @@ impl Destination {
             lag_bytes: 0,
             journal_snapshots: 0,
             journal_bytes: 0,
+            scrub: lock(&self.scrub).clone(),
         }
+    }
+
+    /// Publish the outcome of a scrub slice.
+    pub fn set_scrub(&self, s: super::status::ScrubStatus) {
+        *lock(&self.scrub) = Some(s);
+    }
+
+    /// The scrub outcome published last.
+    pub fn scrub_status(&self) -> Option<super::status::ScrubStatus> {
+        lock(&self.scrub).clone()
     }
 
     /// Block until there is work to run now; `None` on shutdown.
