@@ -365,11 +365,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Key { action } => match action {
             KeyCommand::List => cmd::cmd_key_list(&rt, r, json),
             KeyCommand::Add { new_password_file } => {
-                cmd::cmd_key_add(&rt, r, new_password_file.as_deref())
+                cmd::cmd_key_add(&rt, r, new_password_file.as_deref(), json)
             }
-            KeyCommand::Remove { id } => cmd::cmd_key_remove(&rt, r, &id),
+            KeyCommand::Remove { id } => cmd::cmd_key_remove(&rt, r, &id, json),
             KeyCommand::Passwd { new_password_file } => {
-                cmd::cmd_key_passwd(&rt, r, new_password_file.as_deref())
+                cmd::cmd_key_passwd(&rt, r, new_password_file.as_deref(), json)
             }
         },
         Command::Diff {

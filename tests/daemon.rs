@@ -501,7 +501,7 @@ fn configuration_mistakes_are_named_with_their_line_and_fix() {
         "{err}"
     );
     assert!(
-        err.contains("create it with the passphrase on its first line"),
+        err.contains("create it with the secret on its first line"),
         "{err}"
     );
     std::fs::rename(&moved, &env.password_file).expect("mv back");

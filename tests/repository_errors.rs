@@ -46,6 +46,8 @@ fn wrong_passphrase_exits_12_and_writes_nothing() {
     let before = repo_files(&env);
     let wrong = env.path("wrong");
     fs::write(&wrong, "not it\n").expect("write");
+    fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
     let out = env
         .cmd(&["backup", src.to_str().expect("utf8")])
         .env("CAIRN_PASSWORD_FILE", &wrong)
@@ -74,6 +76,8 @@ fn password_sources_are_taken_in_order() {
     // --password-file wins over CAIRN_PASSWORD_FILE.
     let wrong = env.path("wrong");
     fs::write(&wrong, "nope").expect("write");
+    fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
     let out = env.run(&[
         "snapshots",
         "--password-file",
@@ -149,6 +153,8 @@ fn keys_can_be_added_changed_and_removed_without_touching_data() {
 
     let second = env.path("second");
     fs::write(&second, "second passphrase\n").expect("write");
+    fs::set_permissions(&second, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
     env.ok(&[
         "key",
         "add",
@@ -195,6 +201,8 @@ fn keys_can_be_added_changed_and_removed_without_touching_data() {
     // passwd replaces the key in use; data stays readable.
     let third = env.path("third");
     fs::write(&third, "third passphrase\n").expect("write");
+    fs::set_permissions(&third, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
     let out = with_second(&[
         "key",
         "passwd",
@@ -262,6 +270,8 @@ fn a_hostile_key_object_does_not_lock_out_the_good_ones() {
     // With a wrong passphrase, the damaged key is named rather than hidden.
     let wrong = env.path("wrong");
     fs::write(&wrong, "nope").expect("write");
+    fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
     let out = env
         .cmd(&["snapshots"])
         .env("CAIRN_PASSWORD_FILE", &wrong)

@@ -535,33 +535,55 @@ pub fn cmd_key_list(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// The one result line of a key command, as text or JSON.
+fn key_done(json: bool, action: &str, id: &str, text: &str) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"message_type": "summary", "action": action, "key_id": id})
+        );
+    } else {
+        println!("{text} {id}");
+    }
+}
+
 /// `cairn key add`.
-pub fn cmd_key_add(rt: &Runtime, args: &RepoArgs, new_file: Option<&Path>) -> Result<i32> {
+pub fn cmd_key_add(
+    rt: &Runtime,
+    args: &RepoArgs,
+    new_file: Option<&Path>,
+    json: bool,
+) -> Result<i32> {
     let repo = open(rt, args)?;
     let new = password::resolve_new(new_file)?;
     let id = rt.block_on(repo.add_key(&new, KdfParams::DEFAULT, &who()))?;
-    println!("saved new key {}", id.to_hex());
+    key_done(json, "added", &id.to_hex(), "saved new key");
     Ok(0)
 }
 
 /// `cairn key remove`.
-pub fn cmd_key_remove(rt: &Runtime, args: &RepoArgs, id: &str) -> Result<i32> {
+pub fn cmd_key_remove(rt: &Runtime, args: &RepoArgs, id: &str, json: bool) -> Result<i32> {
     let repo = open(rt, args)?;
     let key = rt.block_on(repo.find_key(id))?;
     rt.block_on(repo.remove_key(key))?;
-    println!("removed key {}", key.to_hex());
+    key_done(json, "removed", &key.to_hex(), "removed key");
     Ok(0)
 }
 
 /// `cairn key passwd`.
-pub fn cmd_key_passwd(rt: &Runtime, args: &RepoArgs, new_file: Option<&Path>) -> Result<i32> {
+pub fn cmd_key_passwd(
+    rt: &Runtime,
+    args: &RepoArgs,
+    new_file: Option<&Path>,
+    json: bool,
+) -> Result<i32> {
     let mut repo = open(rt, args)?;
     let new = password::resolve_new(new_file)?;
     if new.is_empty() {
         bail!("the new passphrase is empty");
     }
     let id = rt.block_on(repo.change_passphrase(&new, KdfParams::DEFAULT, &who()))?;
-    println!("changed passphrase; new key {}", id.to_hex());
+    key_done(json, "changed", &id.to_hex(), "changed passphrase; new key");
     Ok(0)
 }
 

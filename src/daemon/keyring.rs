@@ -181,9 +181,11 @@ mod tests {
         assert!(t.elapsed() >= Duration::from_millis(200));
         // While a holds the claim, b waits; a stop ends the wait with nothing.
         let r2 = ring.clone();
+        // Timed from here, not from inside the thread, which a loaded machine may start
+        // late.
+        let started = Instant::now();
         let waiter = std::thread::spawn(move || {
             let stop = AtomicBool::new(false);
-            let started = Instant::now();
             let plan = r2.plan("b", base(), Duration::from_millis(10), &stop);
             (plan.is_none(), started.elapsed())
         });
