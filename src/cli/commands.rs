@@ -696,6 +696,7 @@ pub fn cmd_check(
     }
     if json {
         let mut v = serde_json::to_value(&report)?;
+        v["message_type"] = "summary".into();
         v["healthy"] = report.is_healthy().into();
         if let Some(r) = &repaired {
             v["repair"] = serde_json::to_value(r)?;
