@@ -117,6 +117,29 @@ impl PackBuilder {
     }
 }
 
+/// Where the sealed header of a pack of `size` bytes lies, given the pack's last 4 bytes
+/// (`trailer`): `(offset, length)`. Pure, so that the framing rules of `docs/FORMAT.md`
+/// section 9 are checked (and fuzzed) apart from any storage; the error says which rule a
+/// hostile or truncated pack broke.
+pub fn header_range(size: u64, trailer: &[u8]) -> Result<(u64, u32), String> {
+    let le: [u8; 4] = trailer
+        .try_into()
+        .map_err(|_| format!("trailer is {} bytes, not 4", trailer.len()))?;
+    if size < 4 {
+        return Err(format!("only {size} bytes long"));
+    }
+    let header_len = u32::from_le_bytes(le);
+    if header_len > MAX_HEADER_LEN
+        || u64::from(header_len) + 4 > size
+        || (header_len as usize) < OVERHEAD
+    {
+        return Err(format!(
+            "header length {header_len} is impossible in a pack of {size} bytes"
+        ));
+    }
+    Ok((size - 4 - u64::from(header_len), header_len))
+}
+
 /// Decrypt, decompress and verify one sealed blob.
 pub fn open_blob(
     keys: &Keys,
@@ -182,16 +205,7 @@ impl Repository {
             return Err(corrupt(format!("only {size} bytes long")));
         }
         let len_bytes = self.backend().get_range(&handle, size - 4, 4).await?;
-        let mut le = [0u8; 4];
-        le.copy_from_slice(&len_bytes);
-        let header_len = u32::from_le_bytes(le);
-        if header_len > MAX_HEADER_LEN
-            || u64::from(header_len) + 4 > size
-            || (header_len as usize) < OVERHEAD
-        {
-            return Err(corrupt(format!("header length {header_len} is impossible")));
-        }
-        let header_off = size - 4 - u64::from(header_len);
+        let (header_off, header_len) = header_range(size, &len_bytes).map_err(corrupt)?;
         let sealed = self
             .backend()
             .get_range(&handle, header_off, u64::from(header_len))
