@@ -140,6 +140,27 @@ pub fn header_range(size: u64, trailer: &[u8]) -> Result<(u64, u32), String> {
     Ok((size - 4 - u64::from(header_len), header_len))
 }
 
+/// Refuse an index entry no writer can have produced, before fetching anything: a sealed
+/// blob is at most [`MAX_BLOB_LEN`] plus the sealing overhead (compression is kept only
+/// when it shrinks), and its byte range must end before 2^64. Index entries come from
+/// storage, so without this a hostile one could make a reader request gigabytes.
+pub fn check_location(loc: &BlobLocation) -> Result<(), String> {
+    let max_sealed = MAX_BLOB_LEN + OVERHEAD as u32;
+    if loc.length > max_sealed {
+        return Err(format!(
+            "sealed length {} exceeds the largest possible blob ({max_sealed} bytes)",
+            loc.length
+        ));
+    }
+    if loc.offset.checked_add(u64::from(loc.length)).is_none() {
+        return Err(format!(
+            "offset {} and length {} end past 2^64",
+            loc.offset, loc.length
+        ));
+    }
+    Ok(())
+}
+
 /// Decrypt, decompress and verify one sealed blob.
 pub fn open_blob(
     keys: &Keys,
@@ -182,6 +203,10 @@ impl Repository {
             referrer: "a tree".into(),
         })?;
         let handle = Handle::new(FileType::Pack, loc.pack.to_hex());
+        check_location(loc).map_err(|reason| Error::Corrupt {
+            object: format!("index entry of blob {} in {}", id.short(), handle.path()),
+            reason,
+        })?;
         let sealed = self
             .backend()
             .get_range(&handle, loc.offset, u64::from(loc.length))
@@ -263,5 +288,33 @@ mod tests {
         let mut flipped = sa.bytes.clone();
         flipped[30] ^= 0x40;
         assert!(open_blob(&keys, &ia, &loc(&sa), &flipped).is_err());
+    }
+
+    #[test]
+    fn impossible_index_entries_are_refused_before_fetching() {
+        let loc = |offset: u64, length: u32| BlobLocation {
+            pack: PackId::default(),
+            kind: BlobKind::Data,
+            offset,
+            length,
+            raw_length: 10,
+            compressed: false,
+        };
+        assert!(check_location(&loc(0, 1000)).is_ok());
+        let far = check_location(&loc(u64::MAX - 10, 100)).expect_err("accepted");
+        assert!(far.contains("end past 2^64"), "{far}");
+        let huge = check_location(&loc(0, u32::MAX)).expect_err("accepted");
+        assert!(huge.contains("exceeds the largest possible blob"), "{huge}");
+    }
+
+    #[test]
+    fn header_lengths_a_pack_cannot_hold_are_refused() {
+        let e = header_range(100, &u32::MAX.to_le_bytes()).expect_err("2^32 accepted");
+        assert!(e.contains("header length 4294967295 is impossible"), "{e}");
+        assert!(header_range(100, &96u32.to_le_bytes()).is_ok());
+        assert!(header_range(100, &97u32.to_le_bytes()).is_err());
+        assert!(header_range(100, &39u32.to_le_bytes()).is_err());
+        assert!(header_range(3, &[0, 0, 0]).is_err());
+        assert_eq!(header_range(100, &50u32.to_le_bytes()), Ok((46, 50)));
     }
 }
