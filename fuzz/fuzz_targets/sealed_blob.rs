@@ -1,6 +1,7 @@
 //! Opening a blob read from a pack: AEAD framing, the declared-size limit, bounded zstd
 //! decompression and the id check. The first byte chooses whether the payload is
-//! compressed, the next four give `raw_length`; the rest is opened twice with fixed keys:
+//! compressed, the next four give `raw_length`; the rest is opened twice with the keys of
+//! the test vectors:
 //! once as stored bytes (truncation and tag checks), and once after the target seals it,
 //! because the fuzzer cannot forge a tag and would otherwise never reach decompression.
 #![no_main]
@@ -19,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     let compressed = data[0] & 1 == 1;
     let raw_length = u32::from_le_bytes([data[1], data[2], data[3], data[4]]);
     let payload = &data[5..];
-    let keys = Keys::derive(MasterSecret::from_bytes([0u8; 32]));
+    let keys = Keys::derive(MasterSecret::from_bytes(std::array::from_fn(|i| i as u8)));
     let id = keys.blob_id(payload);
     let loc = |length: usize| BlobLocation {
         pack: PackId::default(),
