@@ -507,7 +507,17 @@ fn absurd_lengths_and_counts_end_in_errors() {
         describe(&out)
     );
     h.assert_contained(&target);
-    h.fails_with(&["check"], &["is referenced but in no index"]);
+    let out = h.fails_with(&["check"], &["is referenced but in no index", "/million"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("... and"),
+        "one file with a million bad ids is listed once: {}",
+        describe(&out)
+    );
+    assert!(
+        h.last_peak_mib() < 200,
+        "check peaked at {} MiB",
+        h.last_peak_mib()
+    );
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "a million ids took {:?}",
