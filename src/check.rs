@@ -72,7 +72,7 @@ pub struct Affected {
 pub struct CheckReport {
     /// Every problem found.
     pub problems: Vec<Problem>,
-    /// Entries whose blobs are damaged or missing.
+    /// Entries whose blobs are damaged or missing, each once (with the first such blob).
     pub affected: Vec<Affected>,
     /// Snapshots checked.
     pub snapshots: u64,
@@ -429,13 +429,18 @@ impl TreeWalk<'_> {
         }
     }
 
-    fn affected(&mut self, snap: SnapshotId, path: &Path, blob: &BlobId) {
+    /// Record a referenced blob that no index lists, once per blob.
+    fn note_missing(&mut self, blob: &BlobId) {
         if self.index.get(blob).is_none() && self.report.missing.insert(*blob) {
             self.report.problems.push(Problem {
                 object: format!("blob {}", blob.short()),
                 message: "is referenced but in no index".into(),
             });
         }
+    }
+
+    fn affected(&mut self, snap: SnapshotId, path: &Path, blob: &BlobId) {
+        self.note_missing(blob);
         self.report.affected.push(Affected {
             snapshot: snap.short(),
             path: path.to_string_lossy().into_owned(),
@@ -490,10 +495,20 @@ impl TreeWalk<'_> {
                     }
                 },
                 NodeKind::File => {
+                    // Listed once, with its first bad blob: a hostile content list of a
+                    // million missing ids is one affected file, not a million entries.
+                    // Every missing blob is still recorded once for repair.
+                    let mut listed = false;
                     for b in &node.content {
-                        if !self.usable(b) {
+                        if self.usable(b) {
+                            continue;
+                        }
+                        damaged = true;
+                        if listed {
+                            self.note_missing(b);
+                        } else {
                             self.affected(snap, &child, b);
-                            damaged = true;
+                            listed = true;
                         }
                     }
                 }

@@ -117,6 +117,50 @@ impl PackBuilder {
     }
 }
 
+/// Where the sealed header of a pack of `size` bytes lies, given the pack's last 4 bytes
+/// (`trailer`): `(offset, length)`. Pure, so that the framing rules of `docs/FORMAT.md`
+/// section 9 are checked (and fuzzed) apart from any storage; the error says which rule a
+/// hostile or truncated pack broke.
+pub fn header_range(size: u64, trailer: &[u8]) -> Result<(u64, u32), String> {
+    let le: [u8; 4] = trailer
+        .try_into()
+        .map_err(|_| format!("trailer is {} bytes, not 4", trailer.len()))?;
+    if size < 4 {
+        return Err(format!("only {size} bytes long"));
+    }
+    let header_len = u32::from_le_bytes(le);
+    if header_len > MAX_HEADER_LEN
+        || u64::from(header_len) + 4 > size
+        || (header_len as usize) < OVERHEAD
+    {
+        return Err(format!(
+            "header length {header_len} is impossible in a pack of {size} bytes"
+        ));
+    }
+    Ok((size - 4 - u64::from(header_len), header_len))
+}
+
+/// Refuse an index entry no writer can have produced, before fetching anything: a sealed
+/// blob is at most [`MAX_BLOB_LEN`] plus the sealing overhead (compression is kept only
+/// when it shrinks), and its byte range must end before 2^64. Index entries come from
+/// storage, so without this a hostile one could make a reader request gigabytes.
+pub fn check_location(loc: &BlobLocation) -> Result<(), String> {
+    let max_sealed = MAX_BLOB_LEN + OVERHEAD as u32;
+    if loc.length > max_sealed {
+        return Err(format!(
+            "sealed length {} exceeds the largest possible blob ({max_sealed} bytes)",
+            loc.length
+        ));
+    }
+    if loc.offset.checked_add(u64::from(loc.length)).is_none() {
+        return Err(format!(
+            "offset {} and length {} end past 2^64",
+            loc.offset, loc.length
+        ));
+    }
+    Ok(())
+}
+
 /// Decrypt, decompress and verify one sealed blob.
 pub fn open_blob(
     keys: &Keys,
@@ -159,6 +203,10 @@ impl Repository {
             referrer: "a tree".into(),
         })?;
         let handle = Handle::new(FileType::Pack, loc.pack.to_hex());
+        check_location(loc).map_err(|reason| Error::Corrupt {
+            object: format!("index entry of blob {} in {}", id.short(), handle.path()),
+            reason,
+        })?;
         let sealed = self
             .backend()
             .get_range(&handle, loc.offset, u64::from(loc.length))
@@ -182,16 +230,7 @@ impl Repository {
             return Err(corrupt(format!("only {size} bytes long")));
         }
         let len_bytes = self.backend().get_range(&handle, size - 4, 4).await?;
-        let mut le = [0u8; 4];
-        le.copy_from_slice(&len_bytes);
-        let header_len = u32::from_le_bytes(le);
-        if header_len > MAX_HEADER_LEN
-            || u64::from(header_len) + 4 > size
-            || (header_len as usize) < OVERHEAD
-        {
-            return Err(corrupt(format!("header length {header_len} is impossible")));
-        }
-        let header_off = size - 4 - u64::from(header_len);
+        let (header_off, header_len) = header_range(size, &len_bytes).map_err(corrupt)?;
         let sealed = self
             .backend()
             .get_range(&handle, header_off, u64::from(header_len))
@@ -249,5 +288,33 @@ mod tests {
         let mut flipped = sa.bytes.clone();
         flipped[30] ^= 0x40;
         assert!(open_blob(&keys, &ia, &loc(&sa), &flipped).is_err());
+    }
+
+    #[test]
+    fn impossible_index_entries_are_refused_before_fetching() {
+        let loc = |offset: u64, length: u32| BlobLocation {
+            pack: PackId::default(),
+            kind: BlobKind::Data,
+            offset,
+            length,
+            raw_length: 10,
+            compressed: false,
+        };
+        assert!(check_location(&loc(0, 1000)).is_ok());
+        let far = check_location(&loc(u64::MAX - 10, 100)).expect_err("accepted");
+        assert!(far.contains("end past 2^64"), "{far}");
+        let huge = check_location(&loc(0, u32::MAX)).expect_err("accepted");
+        assert!(huge.contains("exceeds the largest possible blob"), "{huge}");
+    }
+
+    #[test]
+    fn header_lengths_a_pack_cannot_hold_are_refused() {
+        let e = header_range(100, &u32::MAX.to_le_bytes()).expect_err("2^32 accepted");
+        assert!(e.contains("header length 4294967295 is impossible"), "{e}");
+        assert!(header_range(100, &96u32.to_le_bytes()).is_ok());
+        assert!(header_range(100, &97u32.to_le_bytes()).is_err());
+        assert!(header_range(100, &39u32.to_le_bytes()).is_err());
+        assert!(header_range(3, &[0, 0, 0]).is_err());
+        assert_eq!(header_range(100, &50u32.to_le_bytes()), Ok((46, 50)));
     }
 }

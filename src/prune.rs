@@ -21,22 +21,21 @@ use crate::backend::{FileType, Handle};
 use crate::crypto::Purpose;
 use crate::error::{Error, Result};
 use crate::format::compress;
+pub use crate::format::deletion::DeletionFile;
+use crate::format::deletion::MAX_DELETION_LEN;
 use crate::format::index::{BlobKind, IndexFile, IndexPack, PackedBlob};
 use crate::format::tree::Tree;
 use crate::hash::{BlobId, Id, IndexId, PackId};
 use crate::index::{BlobLocation, MasterIndex};
 use crate::pack::{PackBuilder, SealedBlob, open_blob};
 use crate::repo::Repository;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use tokio::runtime::Handle as Runtime;
 
 /// Packs listed per rewritten index object.
 const PACKS_PER_INDEX: usize = 1000;
-
-/// Largest `deletions/` object accepted.
-const MAX_DELETION_LEN: usize = 256 * 1024 * 1024;
 
 /// How to prune.
 #[derive(Clone, Debug)]
@@ -97,19 +96,6 @@ pub struct PruneReport {
     pub next_unlock: Option<String>,
 }
 
-/// A `deletions/<id>` object.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DeletionFile {
-    /// Layout version, 1.
-    pub version: u32,
-    /// RFC 3339 time it was written; deletion waits for `created + grace`.
-    pub created: String,
-    /// Packs to delete, with the index entries they had.
-    pub packs: Vec<IndexPack>,
-    /// Index entries taken out of packs that stay (their bytes are garbage now).
-    pub dropped: Vec<IndexPack>,
-}
-
 impl Repository {
     /// Every `deletions/` object, each loaded or with the reason it could not be; the
     /// caller decides whether a damaged one matters.
@@ -128,17 +114,8 @@ impl Repository {
         let plain = self
             .load_object(FileType::Deletion, id, Purpose::Deletion, MAX_DELETION_LEN)
             .await?;
-        let file: DeletionFile = serde_json::from_slice(&plain).map_err(|e| Error::Corrupt {
-            object: format!("deletions/{}", id.to_hex()),
-            reason: format!("not a deletion record: {e}"),
-        })?;
-        if file.version != 1 {
-            return Err(Error::Corrupt {
-                object: format!("deletions/{}", id.to_hex()),
-                reason: format!("unknown version {}", file.version),
-            });
-        }
-        Ok(file)
+        DeletionFile::from_plain(&plain)
+            .map_err(|e| Error::corrupt_format(format!("deletions/{}", id.to_hex()), e))
     }
 }
 
@@ -526,8 +503,9 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
         packs: condemned,
         dropped,
     };
-    let plain = serde_json::to_vec(&record).map_err(|e| Error::InvalidInput(e.to_string()))?;
-    let sealed = repo.keys().seal(Purpose::Deletion, &compress(&plain))?;
+    let sealed = repo
+        .keys()
+        .seal(Purpose::Deletion, &compress(&record.to_plain()))?;
     let id = Id::of_stored(&sealed);
     rt.block_on(backend.put(
         &Handle::new(FileType::Deletion, id.to_hex()),

@@ -289,7 +289,20 @@ impl S3Backend {
             .bucket(&self.location.bucket)
             .key(self.key(handle));
         if let Some((offset, length)) = range {
-            req = req.range(format!("bytes={}-{}", offset, offset + length - 1));
+            // Offsets come from index entries, which a hostile bucket controls: a range
+            // past 2^64 is refused here rather than overflowing into a nonsense request.
+            let last = offset
+                .checked_add(length - 1)
+                .ok_or_else(|| BackendError::Io {
+                    op: "read",
+                    object: handle.path(),
+                    location: self.location.display(),
+                    source: io::Error::other(format!(
+                        "range of {length} bytes at offset {offset} ends past 2^64"
+                    )),
+                    retryable: false,
+                })?;
+            req = req.range(format!("bytes={offset}-{last}"));
         }
         let out = req
             .send()

@@ -6,6 +6,7 @@
 //! decodes.
 
 pub mod config;
+pub mod deletion;
 pub mod index;
 pub mod key;
 pub mod name;
@@ -64,29 +65,113 @@ pub(crate) fn compress(data: &[u8]) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("zstd compression of {} bytes failed: {e}", data.len()))
 }
 
-/// Decompress at most `limit` bytes: a hostile object cannot make us allocate more.
-pub(crate) fn decompress(
-    what: &'static str,
-    data: &[u8],
-    limit: usize,
-) -> Result<Vec<u8>, FormatError> {
-    let size =
-        zstd::zstd_safe::get_frame_content_size(data).map_err(|_| FormatError::Decompress {
-            what,
-            reason: "not a zstd frame".into(),
-        })?;
-    let size = match size {
-        Some(s) if s <= limit as u64 => s as usize,
-        Some(s) => {
-            return Err(FormatError::Decompress {
-                what,
-                reason: format!("declares {s} bytes, more than the {limit}-byte limit"),
-            });
-        }
-        None => limit,
-    };
-    zstd::bulk::decompress(data, size).map_err(|e| FormatError::Decompress {
-        what,
-        reason: e.to_string(),
-    })
+/// Memory reserved up front for a frame's declared content size; more is allocated only
+/// as output is actually produced, so a tiny hostile object that declares (or, without a
+/// declared size, is allowed) a large size cannot make a reader reserve that much.
+const INITIAL_RESERVE: usize = 1024 * 1024;
+
+/// Decompress a zstd payload into at most `limit` bytes. A frame that declares a larger
+/// content size is refused before any output is produced; otherwise output grows with
+/// what the data really decompresses to and stops one byte past `limit`, so neither a
+/// lying header nor a decompression bomb can make a reader allocate more than `limit`.
+pub fn decompress(what: &'static str, data: &[u8], limit: usize) -> Result<Vec<u8>, FormatError> {
+    use std::io::Read;
+    let fail = |reason: String| FormatError::Decompress { what, reason };
+    let declared = zstd::zstd_safe::get_frame_content_size(data)
+        .map_err(|_| fail("not a zstd frame".into()))?;
+    if let Some(s) = declared
+        && s > limit as u64
+    {
+        return Err(fail(format!(
+            "declares {s} bytes, more than the {limit}-byte limit"
+        )));
+    }
+    let reserve = declared.map_or(0, |s| s as usize).min(INITIAL_RESERVE);
+    let mut out = Vec::with_capacity(reserve);
+    let mut decoder =
+        zstd::stream::read::Decoder::with_buffer(data).map_err(|e| fail(e.to_string()))?;
+    // The decoder's window is memory too. A frame that records its size (as cairn writes
+    // them) needs a window no larger than that size; one that does not may use zstd's
+    // usual windows, up to 8 MiB at the standard levels. So: the limit, but at least 8 MiB
+    // and at most zstd's own default cap of 128 MiB.
+    let window_log = (usize::BITS - limit.saturating_sub(1).leading_zeros()).clamp(23, 27);
+    decoder
+        .window_log_max(window_log)
+        .map_err(|e| fail(e.to_string()))?;
+    decoder
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| fail(e.to_string()))?;
+    if out.len() > limit {
+        return Err(fail(format!(
+            "decompresses to more than the {limit}-byte limit"
+        )));
+    }
+    if let Some(s) = declared
+        && s != out.len() as u64
+    {
+        return Err(fail(format!("declares {s} bytes but holds {}", out.len())));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame that records no content size (as a streaming writer makes it).
+    fn unsized_frame(plain: &[u8]) -> Vec<u8> {
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL).expect("encoder");
+        e.include_contentsize(false).expect("param");
+        std::io::Write::write_all(&mut e, plain).expect("write");
+        e.finish().expect("finish")
+    }
+
+    #[test]
+    fn round_trip_within_the_limit() {
+        let plain = vec![7u8; 5000];
+        assert_eq!(decompress("t", &compress(&plain), 5000).expect("ok"), plain);
+        assert_eq!(
+            decompress("t", &unsized_frame(&plain), 5000).expect("ok"),
+            plain
+        );
+    }
+
+    #[test]
+    fn bomb_without_declared_size_stops_at_the_limit() {
+        // 64 MiB of zeros in a few KiB: refused after limit + 1 bytes of output.
+        let bomb = unsized_frame(&vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+        let err = decompress("snapshot", &bomb, 1 << 20).expect_err("bomb accepted");
+        assert!(
+            err.to_string()
+                .contains("decompresses to more than the 1048576-byte limit"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn declared_size_over_the_limit_is_refused_before_decompressing() {
+        let err = decompress("index", &compress(&[1u8; 4096]), 4095).expect_err("accepted");
+        assert!(err.to_string().contains("declares 4096 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_tiny_object_cannot_reserve_its_whole_limit() {
+        // An unsized frame of 10 bytes with a 1 GiB limit: the output buffer grows with
+        // the output, it is not reserved at the limit.
+        let plain = decompress("index", &unsized_frame(b"0123456789"), 1 << 30).expect("ok");
+        assert_eq!(plain, b"0123456789");
+        assert!(plain.capacity() < 1 << 20, "{}", plain.capacity());
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors() {
+        assert!(decompress("t", b"not zstd at all", 100).is_err());
+        let frame = compress(&[3u8; 1000]);
+        assert!(decompress("t", &frame[..frame.len() - 3], 1000).is_err());
+        let mut trailing = frame.clone();
+        trailing.extend_from_slice(b"junk");
+        assert!(decompress("t", &trailing, 1000).is_err());
+    }
 }
