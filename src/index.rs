@@ -74,6 +74,12 @@ impl MasterIndex {
     pub fn pack_count(&self) -> usize {
         self.packs
     }
+
+    /// Every indexed blob and its location, in no particular order (restore uses it to
+    /// find which tree blobs share a pack, so it can fetch neighbours in one request).
+    pub fn iter(&self) -> impl Iterator<Item = (&BlobId, &BlobLocation)> {
+        self.blobs.iter()
+    }
 }
 
 impl Repository {

@@ -73,6 +73,11 @@ enum Command {
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
+        /// Keep no local metadata cache (by default trees and index objects are kept in
+        /// $CAIRN_CACHE_DIR, else $XDG_CACHE_HOME/cairn or ~/.cache/cairn, so the next
+        /// backup compares against its parent without downloading it).
+        #[arg(long)]
+        no_cache: bool,
     },
     /// List snapshots.
     Snapshots {
@@ -246,6 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             excludes,
             one_file_system,
             json,
+            no_cache,
             ..
         } => cmd::cmd_backup(
             &rt,
@@ -258,6 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 excludes,
                 one_file_system,
                 json,
+                no_cache,
             },
         ),
         Command::Snapshots { json } => cmd::cmd_snapshots(&rt, r, json),

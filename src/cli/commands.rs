@@ -3,7 +3,8 @@
 use super::{RepoArgs, hostname, now_rfc3339, output, password, username};
 use anyhow::{Context, Result, anyhow, bail};
 use cairn::backend::Backend;
-use cairn::backup::{BackupOptions, backup, clean_absolute};
+use cairn::backup::{BackupContext, BackupOptions, backup_with, clean_absolute};
+use cairn::cache::MetadataCache;
 use cairn::crypto::KdfParams;
 use cairn::format::config::DEFAULT_PACK_SIZE;
 use cairn::repo::{InitOptions, Repository, init, read_config};
@@ -102,6 +103,20 @@ pub struct BackupArgs {
     pub excludes: Vec<String>,
     pub one_file_system: bool,
     pub json: bool,
+    pub no_cache: bool,
+}
+
+/// Where the CLI keeps its metadata cache: `$CAIRN_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/cairn`, else `~/.cache/cairn`; none when no home is known.
+fn cache_root() -> Option<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("CAIRN_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("cairn")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache").join("cairn")))
 }
 
 /// Normalise a user-given RFC 3339 time.
@@ -124,7 +139,14 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs) -> Result<i32> {
     opts.excludes = b.excludes;
     opts.tags = b.tags;
     opts.one_file_system = b.one_file_system;
-    let report = backup(&repo, rt.handle(), &opts)?;
+    // The cache only saves downloads: every entry is verified on use, and a cache that
+    // cannot be written is the same as none.
+    let cache = cache_root()
+        .filter(|_| !b.no_cache)
+        .map(|root| MetadataCache::new(&root, &repo.config().id));
+    let mut ctx = BackupContext::new(cache);
+    rt.block_on(ctx.refresh(&repo))?;
+    let report = backup_with(&repo, rt.handle(), &opts, &mut ctx)?;
     let sum = report.snapshot.summary.clone().unwrap_or_default();
     if b.json {
         // The summary's fields, then the id and the skipped paths themselves in place of
