@@ -20,6 +20,7 @@ use crate::hash::BlobId;
 use crate::heal::{BlobReader, Copy, Healed};
 use crate::index::MasterIndex;
 use crate::repo::Repository;
+use crossbeam_channel::{Sender, bounded};
 use packs::Batch;
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -90,20 +91,42 @@ pub fn restore_with(
         report: Mutex::new(RestoreReport::default()),
     };
     let trees = TreeLoader::new(reader);
-    let mut r = Restorer {
-        shared: &shared,
-        trees: &trees,
-        opts,
-        links: HashMap::new(),
-        dirs: Vec::new(),
-        batch: Batch::default(),
-    };
-    let walked = r
-        .load_tree(root, Path::new("/"))
-        .map(|tree| r.restore_tree(&tree, Path::new("/"), &opts.target));
-    r.batch.run(&shared);
-    let Restorer { dirs, .. } = r;
-    let walked = walked.map(|()| dirs);
+    // One batch is written while the walk fills the next: the walk (tree reads, file
+    // creation) overlaps the content reads, and memory holds at most two batches.
+    let walked = std::thread::scope(|s| {
+        let (batches, queue) = bounded::<Batch>(0);
+        let shared = &shared;
+        s.spawn(move || {
+            for mut b in queue.iter() {
+                b.run(shared);
+            }
+        });
+        let mut r = Restorer {
+            shared,
+            trees: &trees,
+            opts,
+            links: HashMap::new(),
+            dirs: Vec::new(),
+            batch: Batch::default(),
+            batches,
+        };
+        let walked = r
+            .load_tree(root, Path::new("/"))
+            .map(|tree| r.restore_tree(&tree, Path::new("/"), &opts.target));
+        let Restorer {
+            dirs,
+            batch,
+            batches,
+            ..
+        } = r;
+        let sent = batches.send(batch);
+        // Closing the queue lets the runner finish; the scope waits for it.
+        drop(batches);
+        match sent {
+            Ok(()) => walked.map(|()| dirs),
+            Err(_) => Err(Error::InvalidInput("the restore writer stopped".into())),
+        }
+    });
     let dirs = walked?;
     for (dest, node) in dirs.iter().rev() {
         if let Err(e) = fsmeta::apply_metadata(dest, node, shared.chown) {
@@ -183,6 +206,8 @@ struct Restorer<'a, 's> {
     dirs: Vec<(PathBuf, Node)>,
     /// Regular files created and waiting for their contents.
     batch: Batch,
+    /// Full batches go to the thread that writes them.
+    batches: Sender<Batch>,
     trees: &'s TreeLoader<'a>,
 }
 
@@ -322,7 +347,9 @@ impl Restorer<'_, '_> {
         self.batch
             .add(self.shared, node.clone(), dest.to_path_buf());
         if self.batch.is_full() {
-            self.batch.run(self.shared);
+            self.batches
+                .send(std::mem::take(&mut self.batch))
+                .map_err(|_| Error::InvalidInput("the restore writer stopped".into()))?;
         }
         Ok(())
     }

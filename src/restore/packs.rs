@@ -6,7 +6,8 @@
 //! is written.
 //!
 //! Memory is bounded: a batch holds at most [`MAX_BATCH_FILES`] files and
-//! [`MAX_BATCH_BLOBS`] blob uses (about 100 bytes each) before the walk stops to run it,
+//! [`MAX_BATCH_BLOBS`] blob uses (about 100 bytes each) before it is handed over to be
+//! written (at most one is written while the next is filled),
 //! and each fetcher holds one range of at most [`MAX_RANGE`] bytes plus one blob's
 //! plaintext. A blob the primary repository cannot serve (missing from the index, a
 //! failed read, a damaged blob) is read again through the [`BlobReader`], which heals
@@ -29,15 +30,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// Ranged reads in flight: restores are bound by request latency more than bandwidth,
 /// and decryption runs on the same threads, so this also spreads it over the cores.
-pub const FETCHERS: usize = 8;
+pub const FETCHERS: usize = 6;
 /// Largest merged read; a single larger blob is read on its own.
-pub const MAX_RANGE: u64 = 8 * 1024 * 1024;
+pub const MAX_RANGE: u64 = 4 * 1024 * 1024;
 /// Bytes of unneeded blobs a merged read may skip over: cheaper than another request.
 const MAX_GAP: u64 = 256 * 1024;
-/// Files registered before the walk pauses to write them.
-pub const MAX_BATCH_FILES: usize = 32 * 1024;
-/// Blob uses registered before the walk pauses to write them.
-pub const MAX_BATCH_BLOBS: usize = 256 * 1024;
+/// Files registered before a batch is handed to the writer.
+pub const MAX_BATCH_FILES: usize = 8 * 1024;
+/// Blob uses registered before a batch is handed to the writer.
+pub const MAX_BATCH_BLOBS: usize = 64 * 1024;
 
 /// One regular file being filled.
 struct FileJob {
