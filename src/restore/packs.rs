@@ -171,7 +171,11 @@ impl Batch {
             blobs.sort_by_key(|w| w.loc.offset);
             let mut cur: Option<Range> = None;
             for w in blobs {
-                let (start, end) = (w.loc.offset, w.loc.offset + u64::from(w.loc.length));
+                // Saturating: locations come from storage and must not overflow.
+                let (start, end) = (
+                    w.loc.offset,
+                    w.loc.offset.saturating_add(u64::from(w.loc.length)),
+                );
                 if let Some(r) = &mut cur
                     && start >= r.end
                     && start - r.end <= MAX_GAP
@@ -211,8 +215,8 @@ fn fetch_range(sh: &Shared<'_>, files: &[FileJob], r: Range<'_>) {
         .block_on(repo.backend().get_range(&handle, r.start, r.end - r.start));
     for w in r.blobs {
         let from_range = bytes.as_ref().ok().and_then(|b| {
-            let at = usize::try_from(w.loc.offset - r.start).ok()?;
-            let sealed = b.get(at..at + w.loc.length as usize)?;
+            let at = usize::try_from(w.loc.offset.checked_sub(r.start)?).ok()?;
+            let sealed = b.get(at..at.checked_add(w.loc.length as usize)?)?;
             open_blob(repo.keys(), &w.id, &w.loc, sealed).ok()
         });
         // Anything wrong with the range or the blob: the healing reader tries again,

@@ -88,16 +88,19 @@ impl<'a> TreeLoader<'a> {
             .binary_search_by_key(&loc.offset, |(_, l)| l.offset)
             .ok()?;
         let mut first = pos;
-        while first > 0 && loc.offset - trees[first - 1].1.offset <= READ_BEHIND {
+        while first > 0 && loc.offset.saturating_sub(trees[first - 1].1.offset) <= READ_BEHIND {
             first -= 1;
         }
-        let end_of = |l: &BlobLocation| l.offset + u64::from(l.length);
+        // Saturating: locations come from storage and must not overflow.
+        let end_of = |l: &BlobLocation| l.offset.saturating_add(u64::from(l.length));
         let mut last = pos;
-        while last + 1 < trees.len() && end_of(&trees[last + 1].1) - end_of(loc) <= READ_AHEAD {
+        while last + 1 < trees.len()
+            && end_of(&trees[last + 1].1).saturating_sub(end_of(loc)) <= READ_AHEAD
+        {
             last += 1;
         }
         let start = trees[first].1.offset;
-        let end = end_of(&trees[last].1);
+        let end = end_of(&trees[last].1).max(end_of(loc));
         let handle = Handle::new(FileType::Pack, loc.pack.to_hex());
         let primary = self.reader.primary();
         let bytes = rt
@@ -109,8 +112,10 @@ impl<'a> TreeLoader<'a> {
             )
             .ok()?;
         let slice = |l: &BlobLocation| -> Option<Vec<u8>> {
-            let at = usize::try_from(l.offset - start).ok()?;
-            bytes.get(at..at + l.length as usize).map(<[u8]>::to_vec)
+            let at = usize::try_from(l.offset.checked_sub(start)?).ok()?;
+            bytes
+                .get(at..at.checked_add(l.length as usize)?)
+                .map(<[u8]>::to_vec)
         };
         if let Ok(mut c) = self.cache.lock() {
             if c.bytes + (end - start) as usize > MAX_CACHED {
