@@ -60,11 +60,6 @@ impl MasterIndex {
         self.blobs.contains_key(id)
     }
 
-    /// Every indexed blob and its (first) location, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&BlobId, &BlobLocation)> {
-        self.blobs.iter()
-    }
-
     /// Number of distinct blobs.
     pub fn len(&self) -> usize {
         self.blobs.len()
@@ -78,6 +73,12 @@ impl MasterIndex {
     /// Number of pack entries read.
     pub fn pack_count(&self) -> usize {
         self.packs
+    }
+
+    /// Every indexed blob and its location, in no particular order (restore uses it to
+    /// find which tree blobs share a pack, so it can fetch neighbours in one request).
+    pub fn iter(&self) -> impl Iterator<Item = (&BlobId, &BlobLocation)> {
+        self.blobs.iter()
     }
 }
 

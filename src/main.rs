@@ -77,6 +77,11 @@ enum Command {
         /// Do not cross into other file systems below the given paths.
         #[arg(short = 'x', long)]
         one_file_system: bool,
+        /// Keep no local metadata cache (by default trees and index objects are kept in
+        /// $CAIRN_CACHE_DIR, else $XDG_CACHE_HOME/cairn or ~/.cache/cairn, so the next
+        /// backup compares against its parent without downloading it).
+        #[arg(long)]
+        no_cache: bool,
     },
     /// List snapshots.
     Snapshots,
@@ -287,6 +292,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             time,
             excludes,
             one_file_system,
+            no_cache,
             ..
         } => cmd::cmd_backup(
             &rt,
@@ -298,6 +304,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 time,
                 excludes,
                 one_file_system,
+                no_cache,
             },
             out,
         ),

@@ -4,7 +4,8 @@ use super::progress::{Output, Reporter, bytes};
 use super::{RepoArgs, hostname, now_rfc3339, output, password, username};
 use anyhow::{Context, Result, anyhow, bail};
 use cairn::backend::Backend;
-use cairn::backup::{BackupOptions, backup, clean_absolute};
+use cairn::backup::{BackupContext, BackupOptions, backup_with, clean_absolute};
+use cairn::cache::MetadataCache;
 use cairn::crypto::KdfParams;
 use cairn::format::config::DEFAULT_PACK_SIZE;
 use cairn::repo::{InitOptions, Repository, init, read_config};
@@ -114,6 +115,20 @@ pub struct BackupArgs {
     pub time: Option<String>,
     pub excludes: Vec<String>,
     pub one_file_system: bool,
+    pub no_cache: bool,
+}
+
+/// Where the CLI keeps its metadata cache: `$CAIRN_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/cairn`, else `~/.cache/cairn`; none when no home is known.
+fn cache_root() -> Option<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("CAIRN_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("cairn")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache").join("cairn")))
 }
 
 /// Normalise a user-given RFC 3339 time.
@@ -138,6 +153,13 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs, out: Output) -> 
     opts.excludes = b.excludes;
     opts.tags = b.tags;
     opts.one_file_system = b.one_file_system;
+    // The cache only saves downloads: every entry is verified on use, and a cache that
+    // cannot be written is the same as none.
+    let cache = cache_root()
+        .filter(|_| !b.no_cache)
+        .map(|root| MetadataCache::new(&root, &repo.config().id));
+    let mut ctx = BackupContext::new(cache);
+    rt.block_on(ctx.refresh(&repo))?;
     let progress = opts.control.progress.clone();
     let reporter = Reporter::start("backup", "files", progress.clone(), out);
     let done = AtomicBool::new(false);
@@ -150,7 +172,7 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs, out: Output) -> 
                 })
             });
         }
-        let r = backup(&repo, rt.handle(), &opts);
+        let r = backup_with(&repo, rt.handle(), &opts, &mut ctx);
         done.store(true, Ordering::Relaxed);
         r
     });

@@ -2,15 +2,16 @@
 //!
 //! Trees are validated on load ([`Tree::from_plain`]), so no entry name can climb out of
 //! the target; existing entries are never followed through symlinks. One thread walks the
-//! trees and creates directories, links and special files; a pool of [`FILE_WRITERS`]
-//! threads writes regular files, each blob by blob with ranged reads (memory holds one
-//! blob per writer), zero chunks of sparse files as holes. Directory metadata is applied
-//! last, deepest first, once nothing more is created inside. A damaged object fails only
-//! the entries that need it; each is reported by path and the run ends with an error count.
+//! trees (read ahead several at a time by [`trees::TreeLoader`]) and creates directories,
+//! links, special files and empty regular files; the contents of regular files are then
+//! read pack by pack, in merged ranged reads with several in flight, and written at their
+//! offsets ([`packs::Batch`]), zero chunks of sparse files as holes. Directory metadata is
+//! applied last, deepest first, once nothing more is created inside. A damaged object
+//! fails only the entries that need it; each is reported by path and the run ends with an
+//! error count.
 
-/// Files written at once: restores of many small files are bound by request latency,
-/// not bandwidth, so several requests in flight pay off even on two cores.
-pub const FILE_WRITERS: usize = 8;
+mod packs;
+mod trees;
 
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind, Tree};
@@ -21,6 +22,7 @@ use crate::index::MasterIndex;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crossbeam_channel::{Sender, bounded};
+use packs::Batch;
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -28,6 +30,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle as Runtime;
+use trees::TreeLoader;
 
 /// Where and what to restore.
 #[derive(Clone, Debug)]
@@ -91,34 +94,42 @@ pub fn restore_with(
         report: Mutex::new(RestoreReport::default()),
         progress: &opts.progress,
     };
-    let (tx, rx) = bounded::<(Node, PathBuf)>(FILE_WRITERS * 4);
+    let trees = TreeLoader::new(reader);
+    // One batch is written while the walk fills the next: the walk (tree reads, file
+    // creation) overlaps the content reads, and memory holds at most two batches.
     let walked = std::thread::scope(|s| {
-        for _ in 0..FILE_WRITERS {
-            let rx = rx.clone();
-            let shared = &shared;
-            s.spawn(move || {
-                for (node, dest) in rx.iter() {
-                    if let Err(e) = shared.write_file(&node, &dest) {
-                        shared.fail(&dest, e);
-                    }
-                }
-            });
-        }
-        drop(rx);
+        let (batches, queue) = bounded::<Batch>(0);
+        let shared = &shared;
+        s.spawn(move || {
+            for mut b in queue.iter() {
+                b.run(shared);
+            }
+        });
         let mut r = Restorer {
-            shared: &shared,
+            shared,
+            trees: &trees,
             opts,
             links: HashMap::new(),
             dirs: Vec::new(),
-            files: tx,
+            batch: Batch::default(),
+            batches,
         };
         let walked = r
             .load_tree(root, Path::new("/"))
             .map(|tree| r.restore_tree(&tree, Path::new("/"), &opts.target));
-        // Closing the queue lets the writers finish; the scope waits for them.
-        let Restorer { dirs, files, .. } = r;
-        drop(files);
-        walked.map(|()| dirs)
+        let Restorer {
+            dirs,
+            batch,
+            batches,
+            ..
+        } = r;
+        let sent = batches.send(batch);
+        // Closing the queue lets the runner finish; the scope waits for it.
+        drop(batches);
+        match sent {
+            Ok(()) => walked.map(|()| dirs),
+            Err(_) => Err(Error::InvalidInput("the restore writer stopped".into())),
+        }
     });
     let dirs = walked?;
     for (dest, node) in dirs.iter().rev() {
@@ -198,7 +209,11 @@ struct Restorer<'a, 's> {
     links: HashMap<(u64, u64), PathBuf>,
     /// Directories created, in creation order, for metadata at the end.
     dirs: Vec<(PathBuf, Node)>,
-    files: Sender<(Node, PathBuf)>,
+    /// Regular files created and waiting for their contents.
+    batch: Batch,
+    /// Full batches go to the thread that writes them.
+    batches: Sender<Batch>,
+    trees: &'s TreeLoader<'a>,
 }
 
 enum Selection {
@@ -225,8 +240,7 @@ impl Restorer<'_, '_> {
     }
 
     fn load_tree(&self, id: &BlobId, snap_path: &Path) -> Result<Tree> {
-        let sh = self.shared;
-        let plain = sh.rt.block_on(sh.reader.read(id))?;
+        let plain = self.trees.load(self.shared.rt, id)?;
         Tree::from_plain(&plain).map_err(|e| {
             Error::corrupt_format(format!("tree {} of {}", id.short(), snap_path.display()), e)
         })
@@ -322,8 +336,8 @@ impl Restorer<'_, '_> {
         Ok(())
     }
 
-    /// Hard-linked files are written here, in walk order, so the first link exists before
-    /// the others point at it; every other file goes to the writer pool.
+    /// Create the file now, so hard links to it can follow at once in walk order, and
+    /// queue its contents; the batch runs whenever it is full, and at the end.
     fn restore_file(&mut self, node: &Node, dest: &Path) -> Result<()> {
         if node.links > 1 && node.inode != 0 {
             let key = (node.device, node.inode);
@@ -333,12 +347,28 @@ impl Restorer<'_, '_> {
                 return Ok(());
             }
             self.links.insert(key, dest.to_path_buf());
-            return self.shared.write_file(node, dest);
         }
-        self.files
-            .send((node.clone(), dest.to_path_buf()))
-            .map_err(|_| Error::InvalidInput("the file writers stopped".into()))
+        create_file(dest)?;
+        self.batch
+            .add(self.shared, node.clone(), dest.to_path_buf());
+        if self.batch.is_full() {
+            self.batches
+                .send(std::mem::take(&mut self.batch))
+                .map_err(|_| Error::InvalidInput("the restore writer stopped".into()))?;
+        }
+        Ok(())
     }
+}
+
+/// A new, empty regular file, never through a symlink.
+fn create_file(dest: &Path) -> Result<fs::File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dest)
+        .map_err(|e| Error::io("create file", dest, e))
 }
 
 impl Shared<'_> {
@@ -354,15 +384,14 @@ impl Shared<'_> {
         }
     }
 
-    /// Create and fill one regular file, then set its metadata.
+    /// Fill one created, empty regular file blob by blob through the healing reader,
+    /// then set its metadata: for files with blobs the primary index does not know.
     fn write_file(&self, node: &Node, dest: &Path) -> Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
-            .create_new(true)
-            .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(dest)
-            .map_err(|e| Error::io("create file", dest, e))?;
+            .map_err(|e| Error::io("open", dest, e))?;
         let mut written: u64 = 0;
         self.progress.set_current(&dest.to_string_lossy());
         for id in &node.content {

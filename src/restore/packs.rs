@@ -1,0 +1,310 @@
+//! File contents by pack: the walk registers each regular file it creates here, with the
+//! blobs that fill it; [`Batch::run`] then reads every needed blob pack by pack, merging
+//! blobs that lie close together into one ranged read, with [`FETCHERS`] reads in flight,
+//! decrypts and verifies each blob once however many files use it, and writes it at its
+//! offset in every file that needs it. A file's metadata is applied once its last blob
+//! is written.
+//!
+//! Memory is bounded: a batch holds at most [`MAX_BATCH_FILES`] files and
+//! [`MAX_BATCH_BLOBS`] blob uses (about 100 bytes each) before it is handed over to be
+//! written (at most one is written while the next is filled),
+//! and each fetcher holds one range of at most [`MAX_RANGE`] bytes plus one blob's
+//! plaintext. A blob the primary repository cannot serve (missing from the index, a
+//! failed read, a damaged blob) is read again through the [`BlobReader`], which heals
+//! from copies and records it, exactly as a blob-by-blob restore would.
+
+use super::Shared;
+use crate::backend::{FileType, Handle};
+use crate::error::{Error, Result};
+use crate::format::tree::Node;
+use crate::fsmeta;
+use crate::hash::{BlobId, PackId};
+use crate::index::BlobLocation;
+use crate::pack::open_blob;
+use crossbeam_channel::bounded;
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// Ranged reads in flight: restores are bound by request latency more than bandwidth,
+/// and decryption runs on the same threads, so this also spreads it over the cores.
+pub const FETCHERS: usize = 6;
+/// Largest merged read; a single larger blob is read on its own.
+pub const MAX_RANGE: u64 = 4 * 1024 * 1024;
+/// Bytes of unneeded blobs a merged read may skip over: cheaper than another request.
+const MAX_GAP: u64 = 256 * 1024;
+/// Files registered before a batch is handed to the writer.
+pub const MAX_BATCH_FILES: usize = 8 * 1024;
+/// Blob uses registered before a batch is handed to the writer.
+pub const MAX_BATCH_BLOBS: usize = 64 * 1024;
+
+/// One regular file being filled.
+struct FileJob {
+    dest: PathBuf,
+    /// The node, without its content list (kept for metadata).
+    node: Node,
+    /// Blob uses not yet written.
+    remaining: AtomicUsize,
+    /// Bytes written or skipped as holes.
+    written: AtomicU64,
+    /// A blob failed: the error is reported once, and no metadata is applied.
+    failed: AtomicBool,
+}
+
+/// One use of a blob: file and offset.
+#[derive(Clone, Copy)]
+struct Use {
+    file: usize,
+    offset: u64,
+}
+
+/// A blob in a pack and where it goes.
+struct Wanted {
+    id: BlobId,
+    loc: BlobLocation,
+    uses: Vec<Use>,
+}
+
+/// Files waiting for their contents.
+#[derive(Default)]
+pub struct Batch {
+    files: Vec<FileJob>,
+    /// Per pack, blob id to its uses.
+    packs: HashMap<PackId, HashMap<BlobId, Wanted>>,
+    /// Files with a blob the primary index does not know: written blob by blob through
+    /// the healing reader, since the place of every later blob depends on its length.
+    unindexed: Vec<(Node, PathBuf)>,
+    uses: usize,
+}
+
+impl Batch {
+    /// Whether the batch should run before more files are added.
+    pub fn is_full(&self) -> bool {
+        self.files.len() + self.unindexed.len() >= MAX_BATCH_FILES || self.uses >= MAX_BATCH_BLOBS
+    }
+
+    /// Register a created, empty file to be filled with `node.content`.
+    pub fn add(&mut self, sh: &Shared<'_>, mut node: Node, dest: PathBuf) {
+        let index = sh.reader.primary().index;
+        let Some(locs) = node
+            .content
+            .iter()
+            .map(|id| index.get(id).copied())
+            .collect::<Option<Vec<BlobLocation>>>()
+        else {
+            self.unindexed.push((node, dest));
+            return;
+        };
+        let content = std::mem::take(&mut node.content);
+        let file = self.files.len();
+        let mut offset = 0u64;
+        for (id, loc) in content.iter().zip(locs) {
+            self.packs
+                .entry(loc.pack)
+                .or_default()
+                .entry(*id)
+                .or_insert_with(|| Wanted {
+                    id: *id,
+                    loc,
+                    uses: Vec::new(),
+                })
+                .uses
+                .push(Use { file, offset });
+            offset += u64::from(loc.raw_length);
+        }
+        self.uses += content.len();
+        self.files.push(FileJob {
+            dest,
+            node,
+            remaining: AtomicUsize::new(content.len()),
+            written: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+        });
+        if content.is_empty() {
+            sh.finish_file(&self.files[file]);
+        }
+    }
+
+    /// Read every registered blob and write it; leaves the batch empty.
+    pub fn run(&mut self, sh: &Shared<'_>) {
+        let batch = std::mem::take(self);
+        let ranges = batch.ranges();
+        let files = &batch.files;
+        let (tx, rx) = bounded::<Range>(FETCHERS);
+        std::thread::scope(|s| {
+            for _ in 0..FETCHERS {
+                let rx = rx.clone();
+                s.spawn(move || {
+                    for range in rx.iter() {
+                        fetch_range(sh, files, range);
+                    }
+                });
+            }
+            drop(rx);
+            let unindexed = &batch.unindexed;
+            s.spawn(move || {
+                for (node, dest) in unindexed {
+                    if let Err(e) = sh.write_file(node, dest) {
+                        sh.fail(dest, e);
+                    }
+                }
+            });
+            for r in ranges {
+                if tx.send(r).is_err() {
+                    break;
+                }
+            }
+            // Closing the queue lets the fetchers finish; the scope waits for them.
+            drop(tx);
+        });
+    }
+
+    /// The reads to make: per pack, wanted blobs by offset, merged while close together.
+    fn ranges(&self) -> Vec<Range<'_>> {
+        let mut out = Vec::new();
+        let mut packs: Vec<_> = self.packs.iter().collect();
+        packs.sort_by_key(|(id, _)| **id);
+        for (pack, wanted) in packs {
+            let mut blobs: Vec<&Wanted> = wanted.values().collect();
+            blobs.sort_by_key(|w| w.loc.offset);
+            let mut cur: Option<Range> = None;
+            for w in blobs {
+                // Saturating: locations come from storage and must not overflow.
+                let (start, end) = (
+                    w.loc.offset,
+                    w.loc.offset.saturating_add(u64::from(w.loc.length)),
+                );
+                if let Some(r) = &mut cur
+                    && start >= r.end
+                    && start - r.end <= MAX_GAP
+                    && end - r.start <= MAX_RANGE
+                {
+                    r.end = end;
+                    r.blobs.push(w);
+                    continue;
+                }
+                out.extend(cur.take());
+                cur = Some(Range {
+                    pack: *pack,
+                    start,
+                    end,
+                    blobs: vec![w],
+                });
+            }
+            out.extend(cur);
+        }
+        out
+    }
+}
+
+/// One ranged read and the blobs it covers.
+struct Range<'b> {
+    pack: PackId,
+    start: u64,
+    end: u64,
+    blobs: Vec<&'b Wanted>,
+}
+
+fn fetch_range(sh: &Shared<'_>, files: &[FileJob], r: Range<'_>) {
+    let repo = sh.reader.primary().repo;
+    let handle = Handle::new(FileType::Pack, r.pack.to_hex());
+    let bytes = sh
+        .rt
+        .block_on(repo.backend().get_range(&handle, r.start, r.end - r.start));
+    for w in r.blobs {
+        let from_range = bytes.as_ref().ok().and_then(|b| {
+            let at = usize::try_from(w.loc.offset.checked_sub(r.start)?).ok()?;
+            let sealed = b.get(at..at.checked_add(w.loc.length as usize)?)?;
+            open_blob(repo.keys(), &w.id, &w.loc, sealed).ok()
+        });
+        // Anything wrong with the range or the blob: the healing reader tries again,
+        // from copies too, and records what it had to heal.
+        let plain = match from_range {
+            Some(p) => Ok(p),
+            None => sh.rt.block_on(sh.reader.read(&w.id)),
+        };
+        for u in &w.uses {
+            let job = &files[u.file];
+            match &plain {
+                Ok(p) => {
+                    crate::progress::Progress::add(&sh.progress.bytes_done, p.len() as u64);
+                    if let Err(e) = write_at(job, p, u.offset) {
+                        sh.fail_file(job, e);
+                    }
+                }
+                Err(e) => sh.fail_file(job, e),
+            }
+            if job.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                sh.finish_file(job);
+            }
+        }
+    }
+}
+
+/// Write one blob's plaintext at its place; zero blobs of sparse files stay holes.
+fn write_at(job: &FileJob, plain: &[u8], offset: u64) -> Result<()> {
+    if job.failed.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    job.written.fetch_add(plain.len() as u64, Ordering::AcqRel);
+    if job.node.sparse && plain.iter().all(|b| *b == 0) {
+        return Ok(());
+    }
+    let f = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&job.dest)
+        .map_err(|e| Error::io("open", &job.dest, e))?;
+    f.write_all_at(plain, offset)
+        .map_err(|e| Error::io("write", &job.dest, e))
+}
+
+impl Shared<'_> {
+    /// Report a file's first error; later ones add nothing.
+    fn fail_file(&self, job: &FileJob, e: impl std::fmt::Display) {
+        if !job.failed.swap(true, Ordering::AcqRel) {
+            self.fail(&job.dest, e);
+        }
+    }
+
+    /// Every blob of the file is written: check its size, then set its metadata.
+    fn finish_file(&self, job: &FileJob) {
+        if job.failed.load(Ordering::Acquire) {
+            return;
+        }
+        let written = job.written.load(Ordering::Acquire);
+        let done = (|| -> Result<()> {
+            if job.node.sparse {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(&job.dest)
+                    .map_err(|e| Error::io("open", &job.dest, e))?;
+                f.set_len(written)
+                    .map_err(|e| Error::io("extend", &job.dest, e))?;
+            }
+            crate::progress::Progress::add(&self.progress.files, 1);
+            self.progress.set_current(&job.dest.to_string_lossy());
+            self.count(|r| {
+                r.files += 1;
+                r.bytes += written;
+            });
+            if written != job.node.size {
+                return Err(Error::Corrupt {
+                    object: format!("content list of {}", job.dest.display()),
+                    reason: format!(
+                        "restored {written} bytes but the snapshot records {}",
+                        job.node.size
+                    ),
+                });
+            }
+            fsmeta::apply_metadata(&job.dest, &job.node, self.chown)
+                .map_err(|e| Error::io("set metadata of", &job.dest, e))
+        })();
+        if let Err(e) = done {
+            self.fail(&job.dest, e);
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Tree blobs for the restore walk, read ahead: a backup stores a directory's tree right
+//! after the trees below it, so the trees a depth-first walk asks for next lie just
+//! before the one it asks for now, in the same tree pack. On a miss, one ranged read
+//! fetches the tree and its neighbours (up to [`READ_BEHIND`] bytes before it and
+//! [`READ_AHEAD`] after), and keeps the neighbours, still sealed, for later requests, up
+//! to [`MAX_CACHED`] bytes. Every tree is opened and verified when it is taken; anything
+//! wrong is read again through the [`BlobReader`], which heals from copies.
+
+use crate::backend::{FileType, Handle};
+use crate::error::Result;
+use crate::format::index::BlobKind;
+use crate::hash::{BlobId, PackId};
+use crate::heal::BlobReader;
+use crate::index::BlobLocation;
+use crate::pack::open_blob;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::runtime::Handle as Runtime;
+
+/// Bytes read before the requested tree on a miss.
+const READ_BEHIND: u64 = 4 * 1024 * 1024;
+/// Bytes read after it.
+const READ_AHEAD: u64 = 1024 * 1024;
+/// Sealed trees kept for later; past this the cache starts over.
+const MAX_CACHED: usize = 64 * 1024 * 1024;
+
+/// Loads trees, reading ahead.
+pub struct TreeLoader<'a> {
+    reader: &'a BlobReader<'a>,
+    /// Per pack, its tree blobs by offset.
+    packs: HashMap<PackId, Vec<(BlobId, BlobLocation)>>,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    sealed: HashMap<BlobId, Vec<u8>>,
+    bytes: usize,
+}
+
+impl<'a> TreeLoader<'a> {
+    /// A loader for the trees of the reader's primary repository.
+    pub fn new(reader: &'a BlobReader<'a>) -> Self {
+        let mut packs: HashMap<PackId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
+        for (id, loc) in reader.primary().index.iter() {
+            if loc.kind == BlobKind::Tree {
+                packs.entry(loc.pack).or_default().push((*id, *loc));
+            }
+        }
+        for v in packs.values_mut() {
+            v.sort_by_key(|(_, l)| l.offset);
+        }
+        TreeLoader {
+            reader,
+            packs,
+            cache: Mutex::new(Cache::default()),
+        }
+    }
+
+    /// The plaintext of tree `id`, verified.
+    pub fn load(&self, rt: &Runtime, id: &BlobId) -> Result<Vec<u8>> {
+        let primary = self.reader.primary();
+        if let Some(loc) = primary.index.get(id) {
+            let sealed = match self.take(id) {
+                Some(s) => Some(s),
+                None => self.fetch(rt, id, loc),
+            };
+            if let Some(plain) =
+                sealed.and_then(|s| open_blob(primary.repo.keys(), id, loc, &s).ok())
+            {
+                return Ok(plain);
+            }
+        }
+        rt.block_on(self.reader.read(id))
+    }
+
+    fn take(&self, id: &BlobId) -> Option<Vec<u8>> {
+        let mut c = self.cache.lock().ok()?;
+        let s = c.sealed.remove(id)?;
+        c.bytes -= s.len();
+        Some(s)
+    }
+
+    /// Read the tree and its neighbours in one request; cache the neighbours.
+    fn fetch(&self, rt: &Runtime, id: &BlobId, loc: &BlobLocation) -> Option<Vec<u8>> {
+        let trees = self.packs.get(&loc.pack)?;
+        let pos = trees
+            .binary_search_by_key(&loc.offset, |(_, l)| l.offset)
+            .ok()?;
+        let mut first = pos;
+        while first > 0 && loc.offset.saturating_sub(trees[first - 1].1.offset) <= READ_BEHIND {
+            first -= 1;
+        }
+        // Saturating: locations come from storage and must not overflow.
+        let end_of = |l: &BlobLocation| l.offset.saturating_add(u64::from(l.length));
+        let mut last = pos;
+        while last + 1 < trees.len()
+            && end_of(&trees[last + 1].1).saturating_sub(end_of(loc)) <= READ_AHEAD
+        {
+            last += 1;
+        }
+        let start = trees[first].1.offset;
+        let end = end_of(&trees[last].1).max(end_of(loc));
+        let handle = Handle::new(FileType::Pack, loc.pack.to_hex());
+        let primary = self.reader.primary();
+        let bytes = rt
+            .block_on(
+                primary
+                    .repo
+                    .backend()
+                    .get_range(&handle, start, end - start),
+            )
+            .ok()?;
+        let slice = |l: &BlobLocation| -> Option<Vec<u8>> {
+            let at = usize::try_from(l.offset.checked_sub(start)?).ok()?;
+            bytes
+                .get(at..at.checked_add(l.length as usize)?)
+                .map(<[u8]>::to_vec)
+        };
+        if let Ok(mut c) = self.cache.lock() {
+            if c.bytes + (end - start) as usize > MAX_CACHED {
+                *c = Cache::default();
+            }
+            for (other, l) in &trees[first..=last] {
+                if other != id
+                    && !c.sealed.contains_key(other)
+                    && let Some(s) = slice(l)
+                {
+                    c.bytes += s.len();
+                    c.sealed.insert(*other, s);
+                }
+            }
+        }
+        slice(loc)
+    }
+}
