@@ -90,35 +90,3 @@ pub fn lookup(
     }
     Ok(None)
 }
-
-/// Whether the snapshot holds an entry at exactly `path`, reading only the trees on the
-/// way to it.
-pub fn walk_one(
-    repo: &Repository,
-    rt: &Runtime,
-    index: &MasterIndex,
-    root: &BlobId,
-    path: &Path,
-    found: &mut bool,
-) -> Result<()> {
-    let mut tree_id = *root;
-    let mut here = PathBuf::from("/");
-    let parts: Vec<_> = path.components().skip(1).collect();
-    *found = parts.is_empty();
-    for (i, part) in parts.iter().enumerate() {
-        let tree = read_tree(repo, rt, index, &tree_id, &here)?;
-        let name = part.as_os_str();
-        let Some(node) = tree.nodes.iter().find(|n| n.name.to_os() == name) else {
-            return Ok(());
-        };
-        here.push(name);
-        if i + 1 == parts.len() {
-            *found = true;
-        } else if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
-            tree_id = sub;
-        } else {
-            return Ok(());
-        }
-    }
-    Ok(())
-}

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use support::fault_proxy::Schedule;
-use support::{Env, Kind, describe, json_lines, pseudo_random, restored};
+use support::{Env, Kind, describe, json_lines, pseudo_random, restored, snapshot_ids};
 
 fn seeds() -> Vec<u64> {
     std::env::var("CAIRN_TORTURE_SEEDS")
@@ -66,16 +66,6 @@ fn manifest(root: &Path) -> BTreeMap<PathBuf, blake3::Hash> {
         }
     }
     out
-}
-
-fn snapshot_ids(env: &Env) -> Vec<String> {
-    let v: serde_json::Value =
-        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|s| s["id"].as_str().expect("id").to_string())
-        .collect()
 }
 
 fn check_passes(env: &Env, read_data: bool, context: &str) {

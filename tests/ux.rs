@@ -8,17 +8,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
-use support::{Env, Kind, describe, json_lines, pseudo_random, restored};
-
-fn snapshot_ids(env: &Env) -> Vec<String> {
-    let v: serde_json::Value =
-        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
-    v.as_array()
-        .expect("array")
-        .iter()
-        .map(|s| s["id"].as_str().expect("id").to_string())
-        .collect()
-}
+use support::{Env, Kind, describe, json_lines, pseudo_random, restored, snapshot_ids};
 
 /// A tree with a spread of entry kinds, then a second state with one change of each kind.
 fn two_states(src: &Path, env: &Env) -> (String, String) {

@@ -162,8 +162,8 @@ fn check_includes(
     includes: &[PathBuf],
 ) -> Result<()> {
     for inc in includes {
-        let mut found = false;
-        crate::ls::walk_one(repo, rt, index, root, inc, &mut found)?;
+        let found =
+            inc == Path::new("/") || crate::ls::lookup(repo, rt, index, root, inc)?.is_some();
         if !found {
             return Err(Error::InvalidInput(format!(
                 "--include {} is not in the snapshot: list it with `cairn ls SNAPSHOT`",

@@ -183,6 +183,17 @@ impl Env {
     }
 }
 
+/// Ids of the repository's snapshots, oldest first.
+pub fn snapshot_ids(env: &Env) -> Vec<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
 /// Parse output as JSON lines (every non-empty line one JSON value).
 pub fn json_lines(text: &str) -> Result<Vec<serde_json::Value>, String> {
     text.lines()
