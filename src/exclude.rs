@@ -14,8 +14,14 @@ pub struct Excludes {
 }
 
 impl Excludes {
-    /// Compile patterns; the error names the bad pattern.
+    /// Compile exclude patterns; the error names the bad pattern.
     pub fn new(patterns: &[String]) -> Result<Self, String> {
+        Self::compile(patterns, "exclude pattern")
+    }
+
+    /// Compile patterns with this meaning for another use (`find`); `role` names them in
+    /// errors ("find pattern").
+    pub fn compile(patterns: &[String], role: &str) -> Result<Self, String> {
         let mut by_name = GlobSetBuilder::new();
         let mut by_path = GlobSetBuilder::new();
         for p in patterns {
@@ -34,10 +40,10 @@ impl Excludes {
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()
-                .map_err(|e| format!("exclude pattern {p:?} is invalid: {e}"))?;
+                .map_err(|e| format!("{role} {p:?} is invalid: {e}"))?;
             set.add(glob);
         }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| format!("exclude patterns: {e}"));
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| format!("{role}s: {e}"));
         Ok(Excludes {
             by_name: build(by_name)?,
             by_path: build(by_path)?,

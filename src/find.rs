@@ -3,62 +3,26 @@
 //! at the same place in an earlier snapshot is not read again.
 
 use crate::error::{Error, Result};
+use crate::exclude::Excludes;
 use crate::format::tree::{Node, NodeKind};
 use crate::hash::BlobId;
 use crate::index::MasterIndex;
 use crate::ls::read_tree;
 use crate::repo::Repository;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tokio::runtime::Handle as Runtime;
 
-/// Compiled `find` patterns.
-pub struct Patterns {
-    by_name: GlobSet,
-    by_path: GlobSet,
+/// Compile `find` patterns: excludes' rules (a pattern without `/` matches names, one
+/// with `/` whole paths; `*`, `?`, `[..]`, `**`), so the two never disagree.
+pub fn patterns(patterns: &[String]) -> Result<Excludes> {
+    Excludes::compile(patterns, "find pattern")
+        .map_err(|e| Error::InvalidInput(format!("{e}: write a glob with *, ?, [abc] or **")))
 }
 
-impl Patterns {
-    /// Compile glob patterns (`*`, `?`, `[..]`, `**`); the error names a bad one.
-    pub fn new(patterns: &[String]) -> Result<Self> {
-        let mut by_name = GlobSetBuilder::new();
-        let mut by_path = GlobSetBuilder::new();
-        for p in patterns {
-            let (set, pat) = if p.contains('/') {
-                let pat = if p.starts_with('/') || p.starts_with("**") {
-                    p.clone()
-                } else {
-                    format!("**/{p}")
-                };
-                (&mut by_path, pat)
-            } else {
-                (&mut by_name, p.clone())
-            };
-            let glob = GlobBuilder::new(&pat)
-                .literal_separator(true)
-                .build()
-                .map_err(|e| {
-                    Error::InvalidInput(format!(
-                        "pattern {p:?} is not a valid glob ({e}): use *, ?, [abc] or **"
-                    ))
-                })?;
-            set.add(glob);
-        }
-        let build = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| Error::InvalidInput(format!("find patterns: {e}")))
-        };
-        Ok(Patterns {
-            by_name: build(by_name)?,
-            by_path: build(by_path)?,
-        })
-    }
-
-    /// Whether the entry at `path` matches.
-    pub fn matches(&self, path: &Path) -> bool {
-        path.file_name().is_some_and(|n| self.by_name.is_match(n)) || self.by_path.is_match(path)
-    }
+/// Whether the entry at `path` matches.
+fn matches(p: &Excludes, path: &Path) -> bool {
+    p.matches(path, path.file_name().unwrap_or_default())
 }
 
 /// One match: the snapshot path and its entry (without content lists).
@@ -75,7 +39,7 @@ pub struct Finder<'a> {
     repo: &'a Repository,
     rt: &'a Runtime,
     index: &'a MasterIndex,
-    patterns: &'a Patterns,
+    patterns: &'a Excludes,
     memo: HashMap<(PathBuf, BlobId), Vec<Found>>,
 }
 
@@ -85,7 +49,7 @@ impl<'a> Finder<'a> {
         repo: &'a Repository,
         rt: &'a Runtime,
         index: &'a MasterIndex,
-        patterns: &'a Patterns,
+        patterns: &'a Excludes,
     ) -> Self {
         Finder {
             repo,
@@ -110,7 +74,7 @@ impl<'a> Finder<'a> {
         let mut out = Vec::new();
         for node in &tree.nodes {
             let path = at.join(node.name.to_os());
-            if self.patterns.matches(&path) {
+            if matches(self.patterns, &path) {
                 let mut n = node.clone();
                 n.content.clear();
                 out.push(Found {
@@ -133,11 +97,11 @@ mod tests {
 
     #[test]
     fn names_and_paths() {
-        let p = Patterns::new(&["*.txt".into(), "docs/*.md".into()]).expect("compile");
-        assert!(p.matches(Path::new("/home/a/notes.txt")));
-        assert!(!p.matches(Path::new("/home/a/notes.txt.bak")));
-        assert!(p.matches(Path::new("/srv/docs/readme.md")));
-        assert!(!p.matches(Path::new("/srv/docs/sub/readme.md")));
-        assert!(Patterns::new(&["a[".into()]).is_err());
+        let p = patterns(&["*.txt".into(), "docs/*.md".into()]).expect("compile");
+        assert!(matches(&p, Path::new("/home/a/notes.txt")));
+        assert!(!matches(&p, Path::new("/home/a/notes.txt.bak")));
+        assert!(matches(&p, Path::new("/srv/docs/readme.md")));
+        assert!(!matches(&p, Path::new("/srv/docs/sub/readme.md")));
+        assert!(patterns(&["a[".into()]).is_err());
     }
 }

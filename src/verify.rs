@@ -10,6 +10,7 @@ use crate::hash::BlobId;
 use crate::heal::BlobReader;
 use crate::ls::read_tree;
 use crate::progress::Progress;
+use crate::restore::{Selection, select};
 use crossbeam_channel::bounded;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -71,11 +72,10 @@ pub fn verify_restored(
             let tree = read_tree(core.repo, rt, core.index, &id, &dir)?;
             for node in &tree.nodes {
                 let snap = dir.join(node.name.to_os());
-                let wanted = includes.is_empty() || includes.iter().any(|i| snap.starts_with(i));
-                let ancestor = includes.iter().any(|i| i.starts_with(&snap));
+                let sel = select(includes, &snap);
                 match (node.kind, node.subtree) {
-                    (NodeKind::Dir, Some(sub)) if wanted || ancestor => stack.push((snap, sub)),
-                    (NodeKind::File, _) if wanted => {
+                    (NodeKind::Dir, Some(sub)) if sel != Selection::Skip => stack.push((snap, sub)),
+                    (NodeKind::File, _) if sel == Selection::All => {
                         let rel = snap.strip_prefix("/").unwrap_or(&snap);
                         if tx.send((node.clone(), target.join(rel))).is_err() {
                             return Err(Error::InvalidInput("the verify readers stopped".into()));

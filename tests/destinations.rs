@@ -95,6 +95,23 @@ impl Daemon {
     }
 }
 
+/// The daemon configuration of these tests: one source, the given `[[destination]]`
+/// tables, and `[schedule]` lines.
+fn write_config(env: &Env, src: &Path, destinations: &str, schedule: &str) -> PathBuf {
+    let config = env.path("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{state}\"\npassword_file = \"{pw}\"\n\n[[source]]\npaths = [\"{src}\"]\n\n{destinations}\n\n[schedule]\n{schedule}",
+            state = env.path("state").display(),
+            pw = env.password_file.display(),
+            src = src.display(),
+        ),
+    )
+    .expect("config");
+    config
+}
+
 fn dest<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     s["destinations"]
         .as_array()
@@ -146,17 +163,14 @@ fn a_destination_that_is_down_holds_nobody_back_and_catches_up_without_reuploadi
     let far_repo = format!("s3:{}/offsite/host1", proxy.endpoint());
     let opts =
         r#"options = { "s3.retry-delay" = "20ms", "s3.retries" = "3", "s3.timeout" = "3s" }"#;
-    let config = env.path("cairn.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = \"{state}\"\npassword_file = \"{pw}\"\n\n[[source]]\npaths = [\"{src}\"]\n\n[[destination]]\nname = \"lan\"\nrepo = \"{lan_repo}\"\n{opts}\n\n[[destination]]\nname = \"far\"\nrepo = \"{far_repo}\"\n{opts}\n\n[schedule]\nquiet_period = \"300ms\"\nmin_interval = \"0s\"\n",
-            state = env.path("state").display(),
-            pw = env.password_file.display(),
-            src = src.display(),
+    let config = write_config(
+        &env,
+        &src,
+        &format!(
+            "[[destination]]\nname = \"lan\"\nrepo = \"{lan_repo}\"\n{opts}\n\n[[destination]]\nname = \"far\"\nrepo = \"{far_repo}\"\n{opts}"
         ),
-    )
-    .expect("config");
+        "quiet_period = \"300ms\"\nmin_interval = \"0s\"\n",
+    );
     let mut d = Daemon::start(&config, &env.path("daemon.log"));
     let s = d.wait_for("both destinations", Duration::from_secs(60), |s| {
         settled(dest(s, "lan")) && settled(dest(s, "far"))
@@ -396,17 +410,14 @@ fn snapshots_taken_while_the_only_destination_is_down_are_journaled_and_replayed
     let server = S3Server::start(&["backups"]);
     let proxy = FaultProxy::start(server.port, Schedule::clean());
     let repo = format!("s3:{}/backups/host1", proxy.endpoint());
-    let config = env.path("cairn.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = \"{state}\"\npassword_file = \"{pw}\"\n\n[[source]]\npaths = [\"{src}\"]\n\n[[destination]]\nname = \"only\"\nrepo = \"{repo}\"\noptions = {{ \"s3.retry-delay\" = \"20ms\", \"s3.retries\" = \"2\", \"s3.timeout\" = \"2s\" }}\n\n[schedule]\nquiet_period = \"300ms\"\nmin_interval = \"0s\"\n",
-            state = env.path("state").display(),
-            pw = env.password_file.display(),
-            src = src.display(),
+    let config = write_config(
+        &env,
+        &src,
+        &format!(
+            "[[destination]]\nname = \"only\"\nrepo = \"{repo}\"\noptions = {{ \"s3.retry-delay\" = \"20ms\", \"s3.retries\" = \"2\", \"s3.timeout\" = \"2s\" }}"
         ),
-    )
-    .expect("config");
+        "quiet_period = \"300ms\"\nmin_interval = \"0s\"\n",
+    );
     let mut d = Daemon::start(&config, &env.path("daemon.log"));
     d.wait_for("the first snapshot", Duration::from_secs(60), |s| {
         settled(dest(s, "only"))
@@ -547,17 +558,14 @@ fn each_destination_applies_its_own_retention() {
     let far = S3Server::start(&["offsite"]);
     let lan_repo = format!("s3:{}/backups/h", lan.endpoint());
     let far_repo = format!("s3:{}/offsite/h", far.endpoint());
-    let config = env.path("cairn.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = \"{state}\"\npassword_file = \"{pw}\"\n\n[[source]]\npaths = [\"{src}\"]\n\n[[destination]]\nname = \"lan\"\nrepo = \"{lan_repo}\"\n[destination.retention]\nkeep_last = 2\nprune = true\n\n[[destination]]\nname = \"far\"\nrepo = \"{far_repo}\"\n\n[schedule]\nquiet_period = \"200ms\"\nmin_interval = \"0s\"\nretention_interval = \"0s\"\n",
-            state = env.path("state").display(),
-            pw = env.password_file.display(),
-            src = src.display(),
+    let config = write_config(
+        &env,
+        &src,
+        &format!(
+            "[[destination]]\nname = \"lan\"\nrepo = \"{lan_repo}\"\n[destination.retention]\nkeep_last = 2\nprune = true\n\n[[destination]]\nname = \"far\"\nrepo = \"{far_repo}\""
         ),
-    )
-    .expect("config");
+        "quiet_period = \"200ms\"\nmin_interval = \"0s\"\nretention_interval = \"0s\"\n",
+    );
     let mut d = Daemon::start(&config, &env.path("daemon.log"));
     d.wait_for("first snapshots", Duration::from_secs(60), |s| {
         settled(dest(s, "lan")) && settled(dest(s, "far"))
@@ -611,17 +619,14 @@ fn catching_up_through_s3_faults_commits_nothing_corrupt() {
     let far = S3Server::start(&["offsite"]);
     let proxy = FaultProxy::start(far.port, Schedule::clean());
     let far_repo = format!("s3:{}/offsite/host1", proxy.endpoint());
-    let config = env.path("cairn.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = \"{state}\"\npassword_file = \"{pw}\"\n\n[[source]]\npaths = [\"{src}\"]\n\n[[destination]]\nname = \"far\"\nrepo = \"{far_repo}\"\noptions = {{ \"s3.retry-delay\" = \"20ms\", \"s3.retries\" = \"4\", \"s3.timeout\" = \"3s\" }}\n\n[schedule]\nquiet_period = \"300ms\"\nmin_interval = \"0s\"\n",
-            state = env.path("state").display(),
-            pw = env.password_file.display(),
-            src = src.display(),
+    let config = write_config(
+        &env,
+        &src,
+        &format!(
+            "[[destination]]\nname = \"far\"\nrepo = \"{far_repo}\"\noptions = {{ \"s3.retry-delay\" = \"20ms\", \"s3.retries\" = \"4\", \"s3.timeout\" = \"3s\" }}"
         ),
-    )
-    .expect("config");
+        "quiet_period = \"300ms\"\nmin_interval = \"0s\"\n",
+    );
     let mut d = Daemon::start(&config, &env.path("daemon.log"));
     d.wait_for("the first snapshot", Duration::from_secs(60), |s| {
         settled(dest(s, "far"))

@@ -7,7 +7,7 @@ use super::progress::bytes;
 use anyhow::Result;
 use cairn::backend::FileType;
 use cairn::diff::{DiffEntry, diff};
-use cairn::find::{Finder, Patterns};
+use cairn::find::{Finder, patterns as compile_patterns};
 use serde_json::json;
 use std::io::Write;
 use tokio::runtime::Runtime;
@@ -90,7 +90,7 @@ pub fn cmd_find(
     host: Option<&str>,
     json: bool,
 ) -> Result<i32> {
-    let pats = Patterns::new(patterns)?;
+    let pats = compile_patterns(patterns)?;
     let repo = open(rt, args)?;
     let mut list = if only.is_empty() {
         rt.block_on(repo.list_snapshots())?

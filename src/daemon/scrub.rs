@@ -6,7 +6,7 @@
 //! counts only when a second look confirms it (a prune elsewhere may have moved a pack
 //! between the index read and the pack read).
 
-use super::worker::{Destination, WorkerEnv, now_unix, read_passphrase};
+use super::worker::{Destination, WorkerEnv, connect, now_unix};
 use crate::check::{CheckReport, ReadData, check_with};
 use crate::error::{Error, Result};
 use crate::hash::{Id, PackId};
@@ -141,14 +141,7 @@ fn slice(
     state: &mut ScrubState,
 ) -> Result<(CheckReport, Vec<String>, u64)> {
     let rt = &env.rt;
-    let source = dest.config.password.as_ref().unwrap_or(&env.password);
-    let pass = read_passphrase(source)?;
-    let backend = rt
-        .block_on(crate::backend::open(
-            &dest.config.repo,
-            &dest.config.backend,
-        ))
-        .map_err(|e| Error::InvalidInput(format!("destination {}: {e}", dest.config.name)))?;
+    let (backend, pass) = connect(dest, env)?;
     let config = rt.block_on(read_config(backend.as_ref()))?;
     let repo = rt.block_on(Repository::open_with_config(backend, config, &pass))?;
     let total = rt

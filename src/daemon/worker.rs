@@ -876,18 +876,29 @@ pub fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Open (or on first use create) the repository; the first time, find each source's
-/// latest snapshot.
-fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Result<Session> {
-    let rt = &env.rt;
+/// A destination's storage stack and its passphrase.
+pub type Connection = (Arc<dyn crate::backend::Backend>, Zeroizing<Vec<u8>>);
+
+/// A destination's storage stack and passphrase, for whoever opens its repository (the
+/// worker, the scrubber).
+pub fn connect(dest: &Destination, env: &WorkerEnv) -> Result<Connection> {
     let source = dest.config.password.as_ref().unwrap_or(&env.password);
     let pass = read_passphrase(source)?;
-    let backend = rt
+    let backend = env
+        .rt
         .block_on(crate::backend::open(
             &dest.config.repo,
             &dest.config.backend,
         ))
         .map_err(|e| Error::InvalidInput(format!("destination {}: {e}", dest.config.name)))?;
+    Ok((backend, pass))
+}
+
+/// Open (or on first use create) the repository; the first time, find each source's
+/// latest snapshot.
+fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Result<Session> {
+    let rt = &env.rt;
+    let (backend, pass) = connect(dest, env)?;
     let name = &dest.config.name;
     let repo = match rt.block_on(read_config(backend.as_ref())) {
         Ok(config) => match rt.block_on(Repository::open_with_config(backend, config, &pass)) {

@@ -216,7 +216,9 @@ struct Restorer<'a, 's> {
     trees: &'s TreeLoader<'a>,
 }
 
-enum Selection {
+/// Whether a restore with these `--include` paths takes the entry at `snap_path`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selection {
     /// Inside an included path: restore everything below.
     All,
     /// An ancestor of an included path: create it, descend selectively.
@@ -225,18 +227,21 @@ enum Selection {
     Skip,
 }
 
+/// The one rule for what a restore with `includes` (empty: everything) takes; `--verify`
+/// reads back by the same rule, so it checks exactly what was restored.
+pub fn select(includes: &[PathBuf], snap_path: &Path) -> Selection {
+    if includes.is_empty() || includes.iter().any(|i| snap_path.starts_with(i)) {
+        Selection::All
+    } else if includes.iter().any(|i| i.starts_with(snap_path)) {
+        Selection::Ancestor
+    } else {
+        Selection::Skip
+    }
+}
+
 impl Restorer<'_, '_> {
     fn select(&self, snap_path: &Path) -> Selection {
-        if self.opts.includes.is_empty() {
-            return Selection::All;
-        }
-        if self.opts.includes.iter().any(|i| snap_path.starts_with(i)) {
-            Selection::All
-        } else if self.opts.includes.iter().any(|i| i.starts_with(snap_path)) {
-            Selection::Ancestor
-        } else {
-            Selection::Skip
-        }
+        select(&self.opts.includes, snap_path)
     }
 
     fn load_tree(&self, id: &BlobId, snap_path: &Path) -> Result<Tree> {
