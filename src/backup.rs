@@ -2,9 +2,12 @@
 //!
 //! The walker (one thread) compares each file's size, mtime, ctime and inode with the
 //! parent snapshot and reuses the stored content list when nothing changed, without
-//! reading the file. Changed files are streamed through the chunker; blobs not already in
-//! the index go through a bounded channel to sealing workers and on to the packer
-//! ([`crate::packer`]). Every queue is bounded, so memory does not grow with file size.
+//! reading the file. Changed files go to a few reader threads, which stream them through
+//! the chunker and hash the chunks, so that a cold disk has several reads in flight and
+//! chunking uses every core; the walker finishes a directory's tree once its files are
+//! read. Blobs not already in the index go through a bounded channel to sealing workers
+//! and on to the packer ([`crate::packer`]). Every queue is bounded, so memory does not
+//! grow with file size.
 //! The snapshot is written only after every pack and index object is durable, so a crash
 //! at any point leaves the repository as it was plus unreferenced packs.
 
@@ -25,13 +28,15 @@ use crate::pack::{SealedBlob, seal_blob};
 use crate::packer::run_packer;
 use crate::progress::{Phase, Progress, RunControl};
 use crate::repo::Repository;
-use crossbeam_channel::{Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::runtime::Handle as Runtime;
 
@@ -57,6 +62,8 @@ pub struct BackupOptions {
     pub parent_snapshot: Option<Snapshot>,
     /// Sealing worker threads.
     pub workers: usize,
+    /// Files read (chunked and hashed) at once.
+    pub readers: usize,
     /// Pack uploads in flight at once.
     pub max_uploads: usize,
     /// Do not descend into directories on another file system than their source path
@@ -77,6 +84,11 @@ pub struct BackupOptions {
     pub trim_cache: bool,
 }
 
+/// Files read at once by default: enough to keep a cold disk's queue busy while the
+/// other readers chunk, without a buffer per reader costing much memory (each holds two
+/// chunk windows, 8 MiB with the default chunk sizes).
+pub const DEFAULT_READERS: usize = 3;
+
 impl BackupOptions {
     /// Options with the defaults a one-off command line backup uses.
     pub fn new(paths: Vec<PathBuf>, hostname: String, username: String, time: String) -> Self {
@@ -92,6 +104,7 @@ impl BackupOptions {
             workers: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            readers: DEFAULT_READERS,
             max_uploads: 4,
             one_file_system: false,
             changed: None,
@@ -301,8 +314,19 @@ fn run(
     let full_walk = changed.is_none();
 
     let workers = opts.workers.max(1);
+    let readers = opts.readers.max(1);
     let (plain_tx, plain_rx) = bounded::<(BlobId, BlobKind, Vec<u8>)>(workers * 2);
     let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(workers * 2);
+    let (read_tx, read_rx) = bounded::<ReadJob>(readers * 4);
+    let sink = BlobSink {
+        repo,
+        index,
+        queued: Mutex::new(HashSet::new()),
+        data_blobs: AtomicU64::new(0),
+        tree_blobs: AtomicU64::new(0),
+        data_added: AtomicU64::new(0),
+        data_read: AtomicU64::new(0),
+    };
 
     let (walk, packed, sealed) = std::thread::scope(|s| {
         // A worker that fails stops with its error; the backup then fails, because the
@@ -324,6 +348,20 @@ fn run(
             .collect();
         drop(plain_rx);
         drop(sealed_tx);
+        let sink = &sink;
+        for _ in 0..readers {
+            let rx = read_rx.clone();
+            let tx = plain_tx.clone();
+            s.spawn(move || {
+                let mut reader = FileReader::new(sink, tx, &opts.control);
+                for job in rx.iter() {
+                    let result = reader.read(&job.path, &job.meta);
+                    // The walker stops waiting only when it is failing anyway.
+                    let _ = job.reply.send(result);
+                }
+            });
+        }
+        drop(read_rx);
         let packer = s.spawn(|| {
             run_packer(
                 repo,
@@ -342,6 +380,9 @@ fn run(
                     repo,
                     rt,
                     index,
+                    sink,
+                    readers: read_tx,
+                    reader: FileReader::new(sink, plain_tx, &opts.control),
                     cache,
                     changed,
                     one_file_system: opts.one_file_system,
@@ -349,10 +390,7 @@ fn run(
                     trees_seen: full_walk.then(HashSet::new),
                     multi_link: Vec::new(),
                     control: &opts.control,
-                    chunker: repo.chunker(),
                     excludes: &excludes,
-                    tx: plain_tx,
-                    queued: HashSet::new(),
                     hardlinks: HashMap::new(),
                     summary: Summary::default(),
                     warnings: Vec::new(),
@@ -360,7 +398,14 @@ fn run(
                 let parent_tree = parent.as_ref().and_then(|(_, p)| w.load_tree(&p.tree));
                 let root = w.walk_virtual(Path::new("/"), &roots, parent_tree.as_ref());
                 opts.control.progress.set_phase(Phase::Uploading);
-                (root, w.summary, w.warnings, w.trees_seen, w.multi_link)
+                let mut summary = w.summary;
+                summary.data_blobs = sink.data_blobs.load(Ordering::Relaxed);
+                summary.tree_blobs = sink.tree_blobs.load(Ordering::Relaxed);
+                summary.data_added = sink.data_added.load(Ordering::Relaxed);
+                summary.data_read = sink.data_read.load(Ordering::Relaxed);
+                // Dropping the walker closes the readers' queue (and the walker's end of
+                // the blob channel) so that the pipeline behind it can drain.
+                (root, summary, w.warnings, w.trees_seen, w.multi_link)
             });
         let walk = walker
             .map_err(|e| Error::io("start walker thread", "/", e))
@@ -467,10 +512,94 @@ fn prepare_roots(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     snapshot_paths(paths)
 }
 
+/// What decides whether a blob is new, shared by the walker (trees) and the readers
+/// (file data): each blob is queued once, however many files or threads produce it.
+/// The senders belong to the threads, so the sealers see the channel close when the
+/// last of them is done.
+struct BlobSink<'a> {
+    repo: &'a Repository,
+    index: &'a MasterIndex,
+    queued: Mutex<HashSet<BlobId>>,
+    data_blobs: AtomicU64,
+    tree_blobs: AtomicU64,
+    data_added: AtomicU64,
+    data_read: AtomicU64,
+}
+
+impl BlobSink<'_> {
+    /// Queue a blob on `tx` unless it is stored or queued already.
+    fn store(&self, tx: &BlobSender, id: BlobId, kind: BlobKind, plain: Vec<u8>) -> Result<()> {
+        if self.index.contains(&id) {
+            return Ok(());
+        }
+        let fresh = self
+            .queued
+            .lock()
+            .map_err(|_| Error::InvalidInput("a backup thread panicked".into()))?
+            .insert(id);
+        if fresh {
+            match kind {
+                BlobKind::Data => &self.data_blobs,
+                BlobKind::Tree => &self.tree_blobs,
+            }
+            .fetch_add(1, Ordering::Relaxed);
+            self.data_added
+                .fetch_add(plain.len() as u64, Ordering::Relaxed);
+            tx.send((id, kind, plain)).map_err(|_| pipeline_closed())?;
+        }
+        Ok(())
+    }
+}
+
+/// The sealers' queue: blob id, kind and plaintext.
+type BlobSender = Sender<(BlobId, BlobKind, Vec<u8>)>;
+
+/// A file for a reader thread, and where its result goes.
+struct ReadJob {
+    path: PathBuf,
+    meta: Metadata,
+    reply: Sender<Result<FileRead>>,
+}
+
+/// What reading a file came to.
+enum FileRead {
+    /// Its content blobs, and its metadata as it was while read.
+    Stored(Vec<BlobId>, Metadata),
+    /// Not stored, and why (a warning).
+    Skipped(String),
+}
+
+/// An entry of a directory being walked: a finished node, or a file a reader has yet to
+/// finish.
+enum Slot {
+    Ready(Node),
+    Pending {
+        node: Node,
+        path: PathBuf,
+        had_parent: bool,
+        reply: Receiver<Result<FileRead>>,
+    },
+}
+
+/// Reads files consistently into stored blobs; one per reader thread (and one for the
+/// walker's own reads), each keeping its chunk buffer from file to file.
+struct FileReader<'a> {
+    sink: &'a BlobSink<'a>,
+    tx: BlobSender,
+    control: &'a RunControl,
+    chunker: Chunker,
+    buf: Vec<u8>,
+}
+
 struct Walker<'a> {
     repo: &'a Repository,
     rt: &'a Runtime,
     index: &'a MasterIndex,
+    sink: &'a BlobSink<'a>,
+    /// The reader threads' queue.
+    readers: Sender<ReadJob>,
+    /// For files the walker reads itself (hard links, whose content it remembers).
+    reader: FileReader<'a>,
     cache: Option<&'a MetadataCache>,
     changed: Option<&'a ChangedPaths>,
     one_file_system: bool,
@@ -481,10 +610,7 @@ struct Walker<'a> {
     /// Files with several hard links seen.
     multi_link: Vec<PathBuf>,
     control: &'a RunControl,
-    chunker: Chunker,
     excludes: &'a Excludes,
-    tx: Sender<(BlobId, BlobKind, Vec<u8>)>,
-    queued: HashSet<BlobId>,
     hardlinks: HashMap<(u64, u64), (Metadata, Vec<BlobId>)>,
     summary: Summary,
     warnings: Vec<Warning>,
@@ -542,16 +668,7 @@ impl Walker<'_> {
                 seen.insert(id);
             }
         }
-        if !self.index.contains(&id) && self.queued.insert(id) {
-            match kind {
-                BlobKind::Data => self.summary.data_blobs += 1,
-                BlobKind::Tree => self.summary.tree_blobs += 1,
-            }
-            self.summary.data_added += plain.len() as u64;
-            self.tx
-                .send((id, kind, plain))
-                .map_err(|_| pipeline_closed())?;
-        }
+        self.sink.store(&self.reader.tx, id, kind, plain)?;
         Ok(id)
     }
 
@@ -618,7 +735,10 @@ impl Walker<'_> {
                     }
                 };
                 self.dev = meta.dev();
-                self.node_for(&path, ByteName::from_os(name), &meta, prev)?
+                match self.node_for(&path, ByteName::from_os(name), &meta, prev)? {
+                    Some(slot) => self.resolve(slot)?,
+                    None => None,
+                }
             } else {
                 // An intermediate component is stored as the directory it leads to, even
                 // when it is a symlink (read_dir below follows it too).
@@ -660,16 +780,25 @@ impl Walker<'_> {
             Err(e) => self.warn(dir, format!("cannot list directory: {e}")),
         }
         entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let mut tree = Tree::default();
+        // Entries in order; files still being read are resolved from the front once too
+        // many are outstanding, so a huge directory does not hold a result slot per file.
+        let mut slots: Vec<Option<Slot>> = Vec::with_capacity(entries.len());
+        let mut nodes: Vec<Option<Node>> = Vec::with_capacity(entries.len());
+        let mut pending = std::collections::VecDeque::new();
         for (name, path) in entries {
             self.control.check()?;
+            while pending.len() >= MAX_PENDING_PER_DIR {
+                let Some(at) = pending.pop_front() else { break };
+                self.resolve_at(&mut slots, &mut nodes, at)?;
+            }
             if let Some(changed) = self.changed
                 && !changed.touches(&path)
                 && let Some(prev) = find(parent, name.as_bytes())
                 && self.still_stored(prev)
             {
                 // Nothing was reported here since the parent snapshot: carry it over.
-                tree.nodes.push(prev.clone());
+                slots.push(None);
+                nodes.push(Some(prev.clone()));
                 continue;
             }
             if self.excludes.matches(&path, &name) {
@@ -683,21 +812,97 @@ impl Walker<'_> {
                 }
             };
             let prev = find(parent, name.as_bytes());
-            if let Some(node) = self.node_for(&path, ByteName::from_os(&name), &meta, prev)? {
-                tree.nodes.push(node);
+            match self.node_for(&path, ByteName::from_os(&name), &meta, prev)? {
+                Some(Slot::Ready(node)) => {
+                    slots.push(None);
+                    nodes.push(Some(node));
+                }
+                Some(slot) => {
+                    pending.push_back(slots.len());
+                    slots.push(Some(slot));
+                    nodes.push(None);
+                }
+                None => {}
             }
         }
+        for at in pending {
+            self.resolve_at(&mut slots, &mut nodes, at)?;
+        }
+        let tree = Tree {
+            nodes: nodes.into_iter().flatten().collect(),
+        };
         self.store_blob(BlobKind::Tree, tree.to_plain())
     }
 
-    /// The node for one entry; `None` when it was skipped with a warning.
+    /// Wait for the entry at `at` and put its node (or nothing, if it was skipped) in
+    /// place.
+    fn resolve_at(
+        &mut self,
+        slots: &mut [Option<Slot>],
+        nodes: &mut [Option<Node>],
+        at: usize,
+    ) -> Result<()> {
+        if let Some(slot) = slots[at].take() {
+            nodes[at] = self.resolve(slot)?;
+        }
+        Ok(())
+    }
+
+    /// The node of an entry, once its file (if any) is read; `None` when it was skipped
+    /// with a warning.
+    fn resolve(&mut self, slot: Slot) -> Result<Option<Node>> {
+        match slot {
+            Slot::Ready(node) => Ok(Some(node)),
+            Slot::Pending {
+                node,
+                path,
+                had_parent,
+                reply,
+            } => {
+                let read = reply.recv().map_err(|_| pipeline_closed())??;
+                Ok(self.file_node(node, &path, had_parent, read))
+            }
+        }
+    }
+
+    /// A file's node from what reading it gave: its metadata as it was when read (which
+    /// may differ from the earlier lstat if it changed in between) and its content.
+    fn file_node(
+        &mut self,
+        mut node: Node,
+        path: &Path,
+        had_parent: bool,
+        read: FileRead,
+    ) -> Option<Node> {
+        match read {
+            FileRead::Skipped(why) => {
+                self.warn(path, why);
+                None
+            }
+            FileRead::Stored(content, read_meta) => {
+                let xattrs = std::mem::take(&mut node.xattrs);
+                let mut node = fsmeta::node_from_metadata(node.name, NodeKind::File, &read_meta);
+                node.xattrs = xattrs;
+                node.content = content;
+                if had_parent {
+                    self.summary.files_changed += 1;
+                } else {
+                    self.summary.files_new += 1;
+                }
+                Some(node)
+            }
+        }
+    }
+
+    /// The entry's node, or its file handed to a reader; `None` when it was skipped with
+    /// a warning.
     fn node_for(
         &mut self,
         path: &Path,
         name: ByteName,
         meta: &Metadata,
         prev: Option<&Node>,
-    ) -> Result<Option<Node>> {
+    ) -> Result<Option<Slot>> {
         let Some(kind) = fsmeta::kind_of(meta) else {
             self.warn(path, "unsupported file type");
             return Ok(None);
@@ -752,61 +957,81 @@ impl Walker<'_> {
                     node.content = p.content.clone();
                     self.summary.files_unmodified += 1;
                     Progress::add(&self.control.progress.bytes_done, meta.size());
+                } else if meta.nlink() > 1 {
+                    // Read here, so the next link to the same file reuses the content.
+                    let read = self.linked_file_content(path, meta)?;
+                    return Ok(self
+                        .file_node(node, path, prev.is_some(), read)
+                        .map(Slot::Ready));
                 } else {
-                    let Some((content, read_meta)) = self.file_content(path, meta)? else {
-                        return Ok(None);
+                    let (reply_tx, reply) = bounded(1);
+                    let job = ReadJob {
+                        path: path.to_path_buf(),
+                        meta: meta.clone(),
+                        reply: reply_tx,
                     };
-                    // Describe the file as it was when read, which may differ from the
-                    // earlier lstat if it changed in between.
-                    let xattrs = std::mem::take(&mut node.xattrs);
-                    node = fsmeta::node_from_metadata(node.name, kind, &read_meta);
-                    node.xattrs = xattrs;
-                    node.content = content;
-                    if prev.is_some() {
-                        self.summary.files_changed += 1;
-                    } else {
-                        self.summary.files_new += 1;
-                    }
+                    self.readers.send(job).map_err(|_| pipeline_closed())?;
+                    return Ok(Some(Slot::Pending {
+                        node,
+                        path: path.to_path_buf(),
+                        had_parent: prev.is_some(),
+                        reply,
+                    }));
                 }
             }
             _ => {}
         }
-        Ok(Some(node))
+        Ok(Some(Slot::Ready(node)))
     }
 
-    /// Content blobs of a file, read and stored; `None` (with a warning) when the file
-    /// could not be read consistently.
-    fn file_content(
-        &mut self,
-        path: &Path,
-        meta: &Metadata,
-    ) -> Result<Option<(Vec<BlobId>, Metadata)>> {
+    /// Content of a file with several links, read once per backup: a later link to the
+    /// same unchanged file reuses what the first read stored.
+    fn linked_file_content(&mut self, path: &Path, meta: &Metadata) -> Result<FileRead> {
         let key = (meta.dev(), meta.ino());
-        if meta.nlink() > 1
-            && let Some((m, content)) = self.hardlinks.get(&key)
+        if let Some((m, content)) = self.hardlinks.get(&key)
             && same_file(m, meta)
         {
-            return Ok(Some((content.clone(), m.clone())));
+            return Ok(FileRead::Stored(content.clone(), m.clone()));
         }
+        let read = self.reader.read(path, meta)?;
+        if let FileRead::Stored(content, after) = &read {
+            self.hardlinks.insert(key, (after.clone(), content.clone()));
+        }
+        Ok(read)
+    }
+}
+
+/// Files a directory may have with readers still on them before the walker waits for
+/// the first: bounds the walker's bookkeeping, not the readers' parallelism.
+const MAX_PENDING_PER_DIR: usize = 256;
+
+impl<'a> FileReader<'a> {
+    fn new(sink: &'a BlobSink<'a>, tx: BlobSender, control: &'a RunControl) -> Self {
+        FileReader {
+            sink,
+            tx,
+            control,
+            chunker: sink.repo.chunker(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Read a file into stored blobs, trying again when it changed while being read.
+    /// The error is a repository failure or a stop; a file that cannot be read
+    /// consistently is [`FileRead::Skipped`].
+    fn read(&mut self, path: &Path, meta: &Metadata) -> Result<FileRead> {
         const ATTEMPTS: usize = 3;
         let mut last = String::new();
         for _ in 0..ATTEMPTS {
             match self.read_once(path, meta)? {
-                Ok((content, after)) => {
-                    if meta.nlink() > 1 {
-                        self.hardlinks.insert(key, (after.clone(), content.clone()));
-                    }
-                    return Ok(Some((content, after)));
-                }
+                Ok((content, after)) => return Ok(FileRead::Stored(content, after)),
                 Err(Skip::Retry(why)) => last = why,
-                Err(Skip::Fail(why)) => {
-                    self.warn(path, why);
-                    return Ok(None);
-                }
+                Err(Skip::Fail(why)) => return Ok(FileRead::Skipped(why)),
             }
         }
-        self.warn(path, format!("not stored: {last} ({ATTEMPTS} attempts)"));
-        Ok(None)
+        Ok(FileRead::Skipped(format!(
+            "not stored: {last} ({ATTEMPTS} attempts)"
+        )))
     }
 
     /// One attempt at reading a file. The outer `Result` carries repository failures, the
@@ -840,25 +1065,16 @@ impl Walker<'_> {
             Err(e) => return Ok(Err(Skip::Fail(format!("cannot stat: {e}")))),
         };
         self.control.progress.set_current(&path.to_string_lossy());
-        let mut stream = ChunkStream::new(&file, self.chunker.clone());
-        let mut content = Vec::new();
-        loop {
-            match stream.next_chunk() {
-                Ok(Some(chunk)) => {
-                    self.control.check()?;
-                    Progress::add(&self.control.progress.bytes_read, chunk.len() as u64);
-                    Progress::add(&self.control.progress.bytes_done, chunk.len() as u64);
-                    content.push(self.store_blob(BlobKind::Data, chunk)?);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    self.summary.data_read += stream.bytes_read();
-                    return Ok(Err(Skip::Fail(format!("read error: {e}"))));
-                }
-            }
-        }
+        let buf = std::mem::take(&mut self.buf);
+        let mut stream = ChunkStream::with_buffer(&file, self.chunker.clone(), buf);
+        let chunked = self.chunk_all(&mut stream);
         let read = stream.bytes_read();
-        self.summary.data_read += read;
+        self.buf = stream.into_buffer();
+        self.sink.data_read.fetch_add(read, Ordering::Relaxed);
+        let content = match chunked? {
+            Ok(content) => content,
+            Err(e) => return Ok(Err(Skip::Fail(format!("read error: {e}")))),
+        };
         let after = match File::metadata(&file) {
             Ok(m) => m,
             Err(e) => return Ok(Err(Skip::Fail(format!("cannot stat: {e}")))),
@@ -867,6 +1083,26 @@ impl Walker<'_> {
             return Ok(Err(Skip::Retry("changed while being read".into())));
         }
         Ok(Ok((content, after)))
+    }
+
+    /// Every chunk of the stream, stored; the inner error is the file's read error.
+    fn chunk_all(&self, stream: &mut ChunkStream<&File>) -> Result<io::Result<Vec<BlobId>>> {
+        let mut content = Vec::new();
+        loop {
+            match stream.next_chunk() {
+                Ok(Some(chunk)) => {
+                    self.control.check()?;
+                    let len = chunk.len() as u64;
+                    Progress::add(&self.control.progress.bytes_read, len);
+                    Progress::add(&self.control.progress.bytes_done, len);
+                    let id = self.sink.repo.keys().blob_id(&chunk);
+                    self.sink.store(&self.tx, id, BlobKind::Data, chunk)?;
+                    content.push(id);
+                }
+                Ok(None) => return Ok(Ok(content)),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
     }
 }
 

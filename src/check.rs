@@ -575,7 +575,7 @@ pub fn repair(
         if builder.is_empty() {
             return Ok(());
         }
-        let pack = builder.finish(repo.keys())?;
+        let pack = builder.finish(repo.keys(), repo.config().version)?;
         rt.block_on(
             repo.backend()
                 .put(&Handle::new(FileType::Pack, pack.id.to_hex()), pack.bytes),

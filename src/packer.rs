@@ -69,7 +69,7 @@ pub fn run_packer(
                   uploads: &mut Vec<JoinHandle<Result<IndexPack>>>,
                   stats: &mut PackerStats|
      -> Result<()> {
-        let pack = builder.finish(repo.keys())?;
+        let pack = builder.finish(repo.keys(), repo.config().version)?;
         let len = pack.bytes.len() as u64;
         if let Some(max) = max_bytes
             && stats.bytes + len > max

@@ -445,7 +445,7 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
         if b.is_empty() {
             return Ok(());
         }
-        let pack = b.finish(repo.keys())?;
+        let pack = b.finish(repo.keys(), repo.config().version)?;
         rt.block_on(backend.put(&Handle::new(FileType::Pack, pack.id.to_hex()), pack.bytes))?;
         out.push(pack.index);
         Ok(())

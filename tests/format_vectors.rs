@@ -402,11 +402,12 @@ fn v1_config_mac_and_stored_config() {
 #[test]
 fn unsupported_version_is_refused_before_any_key_is_read() {
     let stored = block("config-object");
-    let v2 = stored.replacen("\"version\": 1,", "\"version\": 2,", 1);
+    // Version 3 does not exist yet; this build reads versions 1 and 2.
+    let v2 = stored.replacen("\"version\": 1,", "\"version\": 3,", 1);
     assert_ne!(v2, stored);
     assert!(matches!(
         ConfigFile::probe(v2.as_bytes()),
-        Ok(ConfigProbe::Unsupported(2))
+        Ok(ConfigProbe::Unsupported(3))
     ));
 
     // A location holding nothing but that config: refusing it must not need any key.
@@ -416,8 +417,9 @@ fn unsupported_version_is_refused_before_any_key_is_read() {
     std::fs::write(dir.path().join("config"), v2.as_bytes()).expect("write");
     match rt.block_on(read_config(&backend)) {
         Err(Error::UnsupportedVersion {
-            found: 2,
-            supported: 1,
+            found: 3,
+            oldest: 1,
+            supported: 2,
             ..
         }) => {}
         other => panic!("expected an unsupported-version error, got {other:?}"),
@@ -896,4 +898,90 @@ fn tree_names_follow_section_12() {
     let blob = format!(r#","subtree":"{}""#, "00".repeat(32));
     tree_of(&[one_node(r#""d""#, "dir", &blob)]).expect("dir with subtree");
     tree_of(&[one_node(r#""l""#, "symlink", r#","link_target":"x""#)]).expect("symlink");
+}
+
+// ---------------------------------------------------------------------------------------
+// Versions 1 and 2 side by side (section 16)
+
+/// This build writes version 2 for a new repository, with zstd-compressed pack headers,
+/// and keeps writing plain headers into a version 1 repository, so an older build can
+/// still read it. Both read back whole: pack headers (which `check` compares with the
+/// index), and every byte of data.
+#[test]
+fn each_version_is_written_in_its_own_header_layout_and_reads_back() {
+    use cairn::backend::{FileType, Handle};
+    use cairn::repo::{InitOptions, init};
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("d")).expect("mkdir");
+    std::fs::write(src.join("d/text"), "compressible text ".repeat(50_000)).expect("write");
+    std::fs::write(src.join("noise"), xorshift_input(300_000)).expect("write");
+    for version in [1u32, 2] {
+        let mut o = InitOptions::new("2026-01-01T00:00:00Z".into(), "h".into(), "u".into());
+        o.kdf = KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        o.version = version;
+        let root = dir.path().join(format!("repo-v{version}"));
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(&root));
+        rt.block_on(init(backend.clone(), b"pw", &o)).expect("init");
+        let repo = rt
+            .block_on(Repository::open(backend.clone(), b"pw"))
+            .expect("open");
+        assert_eq!(repo.config().version, version);
+        let opts = cairn::backup::BackupOptions::new(
+            vec![src.clone()],
+            "h".into(),
+            "u".into(),
+            "2026-01-01T00:00:00Z".into(),
+        );
+        let report = cairn::backup::backup(&repo, rt.handle(), &opts).expect("backup");
+
+        let packs = rt.block_on(backend.list(FileType::Pack)).expect("list");
+        assert!(packs.len() >= 2, "a data pack and a tree pack");
+        for info in &packs {
+            let handle = Handle::new(FileType::Pack, info.name.clone());
+            let bytes = rt.block_on(backend.get(&handle)).expect("pack");
+            let trailer = &bytes[bytes.len() - 4..];
+            let (off, len) =
+                cairn::pack::header_range(bytes.len() as u64, trailer).expect("framing");
+            let sealed = &bytes[off as usize..(off + u64::from(len)) as usize];
+            let opened = repo
+                .keys()
+                .open(Purpose::PackHeader, sealed)
+                .expect("header opens");
+            match version {
+                1 => assert_eq!(opened.first(), Some(&b'['), "v1 header is plain JSON"),
+                _ => assert!(
+                    opened.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]),
+                    "v2 header is a zstd frame"
+                ),
+            }
+        }
+        let check =
+            cairn::check::check(&repo, rt.handle(), cairn::check::ReadData::All).expect("check");
+        assert!(check.is_healthy(), "v{version}: {:?}", check.problems);
+
+        let index = rt.block_on(repo.load_index()).expect("index");
+        let target = dir.path().join(format!("restore-v{version}"));
+        let ropts = cairn::restore::RestoreOptions {
+            target: target.clone(),
+            includes: Vec::new(),
+            overwrite: false,
+            progress: Default::default(),
+        };
+        cairn::restore::restore(&repo, rt.handle(), &index, &report.snapshot.tree, &ropts)
+            .expect("restore");
+        let back = target.join(src.strip_prefix("/").expect("absolute"));
+        for f in ["d/text", "noise"] {
+            assert_eq!(
+                std::fs::read(back.join(f)).expect("restored"),
+                std::fs::read(src.join(f)).expect("source"),
+                "v{version}: {f}"
+            );
+        }
+    }
 }

@@ -82,7 +82,9 @@ impl Hostile {
         for b in blobs {
             pack.add(b);
         }
-        let done = pack.finish(self.repo.keys()).expect("finish");
+        let done = pack
+            .finish(self.repo.keys(), self.repo.config().version)
+            .expect("finish");
         self.rt
             .block_on(
                 self.repo

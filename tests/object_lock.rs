@@ -186,7 +186,9 @@ fn locked_objects_survive_deletion_attempts_and_prune_waits_for_them() {
     .expect("seal");
     let mut builder = cairn::pack::PackBuilder::default();
     builder.add(sealed);
-    let pack = builder.finish(repo.keys()).expect("pack");
+    let pack = builder
+        .finish(repo.keys(), repo.config().version)
+        .expect("pack");
     let orphan = cairn::backend::Handle::new(cairn::backend::FileType::Pack, pack.id.to_hex());
     rt.block_on(backend.put(&orphan, pack.bytes)).expect("put");
     rt.block_on(repo.save_index(vec![pack.index]))

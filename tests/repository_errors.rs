@@ -120,7 +120,7 @@ fn unsupported_version_and_foreign_config_are_refused_before_any_passphrase() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
-        err.contains("version 7") && err.contains("version 1"),
+        err.contains("version 7") && err.contains("versions 1 to 2"),
         "{err}"
     );
 
@@ -279,4 +279,29 @@ fn a_hostile_key_object_does_not_lock_out_the_good_ones() {
         .expect("run");
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(stderr(&out).contains(&name), "{}", describe(&out));
+}
+
+/// `--repo backups` (relative, as a user types it) works from the folder it names: init,
+/// backup and restore, with the repository created beside the command's working directory.
+#[test]
+fn a_relative_local_repository_path_works() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).expect("mkdir");
+    fs::write(src.join("d/f"), "relative").expect("write");
+    let run = |args: &[&str]| {
+        let out = env
+            .cmd(args)
+            .env("CAIRN_REPOSITORY", "backups")
+            .current_dir(env.dir.path())
+            .output()
+            .expect("run cairn");
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+    };
+    run(&["init"]);
+    assert!(env.path("backups/config").is_file(), "no config beside cwd");
+    run(&["backup", src.to_str().expect("utf8")]);
+    run(&["restore", "latest", "--target", "out"]);
+    let back = support::restored(&env.path("out"), &src);
+    assert_eq!(fs::read(back.join("d/f")).expect("read"), b"relative");
 }

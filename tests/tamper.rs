@@ -154,7 +154,7 @@ async fn plant(repo: &Repository, tree: &Tree, payload: &[u8]) -> String {
     pack.add(seal_blob(keys, keys.blob_id(payload), BlobKind::Data, payload).expect("seal"));
     let plain = tree.to_plain();
     pack.add(seal_blob(keys, keys.blob_id(&plain), BlobKind::Tree, &plain).expect("seal"));
-    let done = pack.finish(keys).expect("finish");
+    let done = pack.finish(keys, repo.config().version).expect("finish");
     repo.backend()
         .put(&Handle::new(FileType::Pack, done.id.to_hex()), done.bytes)
         .await

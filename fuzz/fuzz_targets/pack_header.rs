@@ -1,12 +1,12 @@
 //! A pack's trailing header: the framing rules (`LE32` length at the end, bounds) on the
 //! whole input taken as a pack, opening the sealed header with the keys of the test
-//! vectors in `docs/FORMAT.md` (so the seed pack of V5 opens), and the header
-//! JSON itself (which the fuzzer cannot reach through the AEAD tag): the first 8 bytes
-//! give the length of the blob area, the rest is the decrypted header.
+//! vectors in `docs/FORMAT.md` (so the seed pack of V5 opens), and the header itself,
+//! JSON or zstd-compressed JSON (which the fuzzer cannot reach through the AEAD tag): the
+//! first 8 bytes give the length of the blob area, the rest is the decrypted header.
 #![no_main]
 
 use cairn::crypto::{Keys, MasterSecret, Purpose};
-use cairn::format::pack::parse_header;
+use cairn::format::pack::decode_header;
 use cairn::pack::header_range;
 use libfuzzer_sys::fuzz_target;
 
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
             let keys = Keys::derive(MasterSecret::from_bytes(std::array::from_fn(|i| i as u8)));
             let sealed = &data[off as usize..off as usize + len as usize];
             if let Ok(plain) = keys.open(Purpose::PackHeader, sealed) {
-                let _ = parse_header(&plain, off);
+                let _ = decode_header(&plain, off);
             }
         }
     }
@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         let mut le = [0u8; 8];
         le.copy_from_slice(&data[..8]);
         let blobs_len = u64::from_le_bytes(le);
-        if let Ok(entries) = parse_header(&data[8..], blobs_len) {
+        if let Ok(entries) = decode_header(&data[8..], blobs_len) {
             let mut at = 0u64;
             for e in &entries {
                 assert_eq!(e.offset, at, "offsets are the running sums");

@@ -23,8 +23,12 @@ pub struct LocalBackend {
 
 impl LocalBackend {
     /// A backend for the repository at `root` (which need not exist yet).
+    /// A relative `root` is made absolute against the current directory now, so that
+    /// walking up its parents (to make new folders durable) never reaches an empty path.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalBackend { root: root.into() }
+        let root = root.into();
+        let root = std::path::absolute(&root).unwrap_or(root);
+        LocalBackend { root }
     }
 
     /// The repository folder.

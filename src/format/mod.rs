@@ -59,9 +59,30 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
 /// zstd level used for blobs and metadata objects: level 3 is zstd's default trade-off.
 pub const ZSTD_LEVEL: i32 = 3;
 
+thread_local! {
+    /// One zstd context per thread, reused for every blob and object it compresses. A new
+    /// context per call allocates and zeroes its match tables each time, which cost more
+    /// than the compression itself on a backup of many small files.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// zstd-compress `data` at [`ZSTD_LEVEL`] with this thread's reused context. The frame
+/// records its content size (readers bound their output by it).
+pub(crate) fn try_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let c = match &mut *slot {
+            Some(c) => c,
+            None => slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+        };
+        c.compress(data)
+    })
+}
+
 /// Compress metadata (index, snapshot) before sealing.
 pub(crate) fn compress(data: &[u8]) -> Vec<u8> {
-    zstd::bulk::compress(data, ZSTD_LEVEL)
+    try_compress(data)
         .unwrap_or_else(|e| panic!("zstd compression of {} bytes failed: {e}", data.len()))
 }
 
@@ -69,6 +90,38 @@ pub(crate) fn compress(data: &[u8]) -> Vec<u8> {
 /// as output is actually produced, so a tiny hostile object that declares (or, without a
 /// declared size, is allowed) a large size cannot make a reader reserve that much.
 const INITIAL_RESERVE: usize = 1024 * 1024;
+
+/// Frames that declare at most this many bytes (every blob cairn writes with the default
+/// chunk sizes, and most metadata) are decompressed in one call into a buffer of exactly
+/// that size, with this thread's reused context: a new streaming decoder per blob cost a
+/// tenth of a restore's CPU time.
+const BULK_LIMIT: usize = 16 * 1024 * 1024;
+
+thread_local! {
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// One frame that declares `size` bytes; zstd refuses output beyond the buffer, so the
+/// declared size bounds the memory, and a frame holding fewer bytes than it declares is
+/// refused.
+fn decompress_bulk(data: &[u8], size: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let d = match &mut *slot {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        let mut out = Vec::with_capacity(size);
+        let n = d.decompress_to_buffer(data, &mut out)?;
+        if n != size {
+            return Err(std::io::Error::other(format!(
+                "declares {size} bytes but holds {n}"
+            )));
+        }
+        Ok(out)
+    })
+}
 
 /// Decompress a zstd payload into at most `limit` bytes. A frame that declares a larger
 /// content size is refused before any output is produced; otherwise output grows with
@@ -85,6 +138,11 @@ pub fn decompress(what: &'static str, data: &[u8], limit: usize) -> Result<Vec<u
         return Err(fail(format!(
             "declares {s} bytes, more than the {limit}-byte limit"
         )));
+    }
+    if let Some(size) = declared
+        && size <= BULK_LIMIT as u64
+    {
+        return decompress_bulk(data, size as usize).map_err(|e| fail(e.to_string()));
     }
     let reserve = declared.map_or(0, |s| s as usize).min(INITIAL_RESERVE);
     let mut out = Vec::with_capacity(reserve);

@@ -29,6 +29,10 @@ pub struct InitOptions {
     /// The master secret to build on instead of a fresh one: set by
     /// [`InitOptions::sharing_keys_with`].
     pub secret: Option<MasterSecret>,
+    /// Format version to write: [`FORMAT_VERSION`] unless a copy must match an older
+    /// sibling (a copy's packs move between the two verbatim) or a test builds an old
+    /// repository.
+    pub version: u32,
 }
 
 impl InitOptions {
@@ -42,6 +46,7 @@ impl InitOptions {
             hostname,
             username,
             secret: None,
+            version: FORMAT_VERSION,
         }
     }
 
@@ -53,6 +58,7 @@ impl InitOptions {
         self.secret = Some(sibling.keys().secret().clone());
         self.chunker = sibling.config().chunker;
         self.pack_size = sibling.config().pack_size;
+        self.version = sibling.config().version;
         self
     }
 }
@@ -97,7 +103,7 @@ pub async fn init(
     random_bytes(&mut repo_id)?;
     let body = ConfigBody {
         format: MAGIC.to_string(),
-        version: FORMAT_VERSION,
+        version: opts.version,
         id: Id(repo_id),
         chunker: opts.chunker,
         pack_size: opts.pack_size,

@@ -18,7 +18,9 @@ use crate::backend::{Backend, FileType, Handle};
 use crate::chunker::Chunker;
 use crate::crypto::{Keys, Purpose, unwrap_secret};
 use crate::error::{Error, Result};
-use crate::format::config::{ConfigBody, ConfigFile, ConfigProbe, FORMAT_VERSION};
+use crate::format::config::{
+    ConfigBody, ConfigFile, ConfigProbe, FORMAT_VERSION, OLDEST_FORMAT_VERSION,
+};
 use crate::format::key::KeyFile;
 use crate::format::{FormatError, compress, decompress};
 use crate::hash::{Id, KeyId};
@@ -235,6 +237,7 @@ pub async fn read_config(backend: &dyn Backend) -> Result<ConfigFile> {
         ConfigProbe::Unsupported(found) => Err(Error::UnsupportedVersion {
             location,
             found,
+            oldest: OLDEST_FORMAT_VERSION,
             supported: FORMAT_VERSION,
         }),
         ConfigProbe::Supported(c) => Ok(c),

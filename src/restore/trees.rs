@@ -2,9 +2,11 @@
 //! after the trees below it, so the trees a depth-first walk asks for next lie just
 //! before the one it asks for now, in the same tree pack. On a miss, one ranged read
 //! fetches the tree and its neighbours (up to [`READ_BEHIND`] bytes before it and
-//! [`READ_AHEAD`] after), and keeps the neighbours, still sealed, for later requests, up
-//! to [`MAX_CACHED`] bytes. Every tree is opened and verified when it is taken; anything
-//! wrong is read again through the [`BlobReader`], which heals from copies.
+//! [`READ_AHEAD`] after), and keeps them, still sealed, for later requests, up to
+//! [`MAX_CACHED`] bytes. A tree stays cached after use: identical directories (empty
+//! ones above all) share one tree, which the walk asks for again and again. Every tree
+//! is opened and verified each time it is taken; anything wrong is read again through the
+//! [`BlobReader`], which heals from copies.
 
 use crate::backend::{FileType, Handle};
 use crate::error::Result;
@@ -22,7 +24,7 @@ const READ_BEHIND: u64 = 4 * 1024 * 1024;
 /// Bytes read after it.
 const READ_AHEAD: u64 = 1024 * 1024;
 /// Sealed trees kept for later; past this the cache starts over.
-const MAX_CACHED: usize = 64 * 1024 * 1024;
+const MAX_CACHED: usize = 32 * 1024 * 1024;
 
 /// Loads trees, reading ahead.
 pub struct TreeLoader<'a> {
@@ -63,7 +65,7 @@ impl<'a> TreeLoader<'a> {
         if let Some(loc) = primary.index.get(id) {
             let sealed = match self.take(id) {
                 Some(s) => Some(s),
-                None => self.fetch(rt, id, loc),
+                None => self.fetch(rt, loc),
             };
             if let Some(plain) =
                 sealed.and_then(|s| open_blob(primary.repo.keys(), id, loc, &s).ok())
@@ -75,14 +77,12 @@ impl<'a> TreeLoader<'a> {
     }
 
     fn take(&self, id: &BlobId) -> Option<Vec<u8>> {
-        let mut c = self.cache.lock().ok()?;
-        let s = c.sealed.remove(id)?;
-        c.bytes -= s.len();
-        Some(s)
+        let c = self.cache.lock().ok()?;
+        c.sealed.get(id).cloned()
     }
 
     /// Read the tree and its neighbours in one request; cache the neighbours.
-    fn fetch(&self, rt: &Runtime, id: &BlobId, loc: &BlobLocation) -> Option<Vec<u8>> {
+    fn fetch(&self, rt: &Runtime, loc: &BlobLocation) -> Option<Vec<u8>> {
         let trees = self.packs.get(&loc.pack)?;
         let pos = trees
             .binary_search_by_key(&loc.offset, |(_, l)| l.offset)
@@ -122,8 +122,7 @@ impl<'a> TreeLoader<'a> {
                 *c = Cache::default();
             }
             for (other, l) in &trees[first..=last] {
-                if other != id
-                    && !c.sealed.contains_key(other)
+                if !c.sealed.contains_key(other)
                     && let Some(s) = slice(l)
                 {
                     c.bytes += s.len();
