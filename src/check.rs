@@ -595,7 +595,7 @@ pub fn repair(
             )) else {
                 continue;
             };
-            if open_blob(c.repo.keys(), id, loc, &sealed).is_ok() {
+            if open_blob(c.repo.keys(), id, &loc, &sealed).is_ok() {
                 found = Some(SealedBlob {
                     id: *id,
                     kind: loc.kind,

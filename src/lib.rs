@@ -37,5 +37,6 @@ pub mod scan;
 pub mod secret;
 pub mod stats;
 pub mod verify;
+pub mod warm;
 
 pub use error::{Error, Result};

@@ -205,7 +205,7 @@ impl Repository {
             referrer: "a tree".into(),
         })?;
         let handle = Handle::new(FileType::Pack, loc.pack.to_hex());
-        check_location(loc).map_err(|reason| Error::Corrupt {
+        check_location(&loc).map_err(|reason| Error::Corrupt {
             object: format!("index entry of blob {} in {}", id.short(), handle.path()),
             reason,
         })?;
@@ -213,7 +213,7 @@ impl Repository {
             .backend()
             .get_range(&handle, loc.offset, u64::from(loc.length))
             .await?;
-        open_blob(self.keys(), id, loc, &sealed).map_err(|reason| Error::Corrupt {
+        open_blob(self.keys(), id, &loc, &sealed).map_err(|reason| Error::Corrupt {
             object: format!("blob {} in {}", id.short(), handle.path()),
             reason,
         })

@@ -91,7 +91,7 @@ impl Batch {
         let Some(locs) = node
             .content
             .iter()
-            .map(|id| index.get(id).copied())
+            .map(|id| index.get(id))
             .collect::<Option<Vec<BlobLocation>>>()
         else {
             self.unindexed.push((node, dest));

@@ -46,7 +46,7 @@ impl<'a> TreeLoader<'a> {
         let mut packs: HashMap<PackId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
         for (id, loc) in reader.primary().index.iter() {
             if loc.kind == BlobKind::Tree {
-                packs.entry(loc.pack).or_default().push((*id, *loc));
+                packs.entry(loc.pack).or_default().push((id, loc));
             }
         }
         for v in packs.values_mut() {
@@ -65,10 +65,10 @@ impl<'a> TreeLoader<'a> {
         if let Some(loc) = primary.index.get(id) {
             let sealed = match self.take(id) {
                 Some(s) => Some(s),
-                None => self.fetch(rt, loc),
+                None => self.fetch(rt, &loc),
             };
             if let Some(plain) =
-                sealed.and_then(|s| open_blob(primary.repo.keys(), id, loc, &s).ok())
+                sealed.and_then(|s| open_blob(primary.repo.keys(), id, &loc, &s).ok())
             {
                 return Ok(plain);
             }

@@ -1,0 +1,153 @@
+//! Metadata read-ahead for a full backup walk. The walker looks at one entry at a time,
+//! so on a cold cache every directory listing and inode costs it a disk round trip. A
+//! few threads listing and lstat-ing the same tree ahead of it keep several of those
+//! reads in flight; the walker then finds them in the kernel's caches. Nothing they read
+//! is used: the walker still reads every entry itself, so a tree changing meanwhile
+//! changes nothing about what is stored.
+
+use crate::exclude::Excludes;
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Threads reading ahead: enough to keep a disk's queue busy, few enough to leave the
+/// cores to the walker.
+pub const WARM_THREADS: usize = 4;
+
+/// Directories queued at most; past this a thread descends into what it finds itself,
+/// so the queue (one path per directory) stays small in a tree of millions.
+const MAX_QUEUED: usize = 4096;
+
+/// What every reading thread shares.
+struct Shared<'a> {
+    tx: Sender<(PathBuf, u64)>,
+    rx: Receiver<(PathBuf, u64)>,
+    /// Directories queued or being read.
+    pending: AtomicUsize,
+    /// Directories listed.
+    read: AtomicUsize,
+    excludes: &'a Excludes,
+    one_file_system: bool,
+    done: &'a AtomicBool,
+}
+
+/// List and lstat everything under `roots` (honouring `excludes`, and staying on each
+/// root's file system when `one_file_system` is set) with [`WARM_THREADS`] threads;
+/// returns the number of directories listed when all is read or as soon as `done` is
+/// set. Errors are ignored: the walker meets and reports them itself.
+pub fn warm_metadata(
+    roots: &[PathBuf],
+    excludes: &Excludes,
+    one_file_system: bool,
+    done: &AtomicBool,
+) -> usize {
+    let (tx, rx) = unbounded();
+    let shared = Shared {
+        tx,
+        rx,
+        pending: AtomicUsize::new(0),
+        read: AtomicUsize::new(0),
+        excludes,
+        one_file_system,
+        done,
+    };
+    for root in roots {
+        if let Ok(m) = fs::symlink_metadata(root)
+            && m.is_dir()
+        {
+            shared.pending.fetch_add(1, Ordering::AcqRel);
+            let _ = shared.tx.send((root.clone(), m.dev()));
+        }
+    }
+    std::thread::scope(|s| {
+        for _ in 0..WARM_THREADS {
+            s.spawn(|| shared.run());
+        }
+    });
+    shared.read.load(Ordering::Acquire)
+}
+
+impl Shared<'_> {
+    fn run(&self) {
+        while !self.done.load(Ordering::Acquire) {
+            match self.rx.recv_timeout(Duration::from_millis(5)) {
+                Ok((dir, dev)) => {
+                    self.read_dir(&dir, dev);
+                    self.pending.fetch_sub(1, Ordering::AcqRel);
+                }
+                Err(_) if self.pending.load(Ordering::Acquire) == 0 => return,
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Lstat the entries of `dir`; queue its subdirectories, or read them here when the
+    /// queue is long.
+    fn read_dir(&self, dir: &Path, dev: u64) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        self.read.fetch_add(1, Ordering::AcqRel);
+        for e in entries.flatten() {
+            if self.done.load(Ordering::Acquire) {
+                return;
+            }
+            let path = e.path();
+            if self.excludes.matches(&path, &e.file_name()) {
+                continue;
+            }
+            let Ok(m) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if !m.is_dir() || (self.one_file_system && m.dev() != dev) {
+                continue;
+            }
+            if self.rx.len() < MAX_QUEUED {
+                self.pending.fetch_add(1, Ordering::AcqRel);
+                if self.tx.send((path, dev)).is_err() {
+                    self.pending.fetch_sub(1, Ordering::AcqRel);
+                }
+            } else {
+                self.read_dir(&path, dev);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// It reads a whole tree and returns (no thread waits forever), skips what is
+    /// excluded, and stops at once when told to.
+    #[test]
+    fn reads_a_tree_and_returns_or_stops_when_told() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for d in ["a/b/c", "a/skip/deep", "d"] {
+            fs::create_dir_all(tmp.path().join(d)).expect("mkdir");
+        }
+        fs::write(tmp.path().join("a/b/c/f"), b"x").expect("write");
+        let ex = Excludes::new(&["skip".to_string()]).expect("excludes");
+        let done = AtomicBool::new(false);
+        // The root, a, a/b, a/b/c and d; not a/skip or below it.
+        assert_eq!(
+            warm_metadata(&[tmp.path().to_path_buf()], &ex, true, &done),
+            5
+        );
+        done.store(true, Ordering::Release);
+        let started = std::time::Instant::now();
+        assert_eq!(
+            warm_metadata(&[tmp.path().to_path_buf()], &ex, false, &done),
+            0
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let missing = [tmp.path().join("missing")];
+        assert_eq!(
+            warm_metadata(&missing, &ex, false, &AtomicBool::new(false)),
+            0
+        );
+    }
+}
