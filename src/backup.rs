@@ -36,7 +36,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::runtime::Handle as Runtime;
 
@@ -320,7 +320,7 @@ fn run(
     let (plain_tx, plain_rx) = bounded::<(BlobId, BlobKind, Vec<u8>)>(workers * 2);
     let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(workers * 2);
     let (read_tx, read_rx) = bounded::<ReadJob>(readers * 4);
-    let warm_done = std::sync::atomic::AtomicBool::new(false);
+    let warm_done = AtomicBool::new(false);
     let sink = BlobSink {
         repo,
         index,
@@ -329,6 +329,7 @@ fn run(
         tree_blobs: AtomicU64::new(0),
         data_added: AtomicU64::new(0),
         data_read: AtomicU64::new(0),
+        abandoned: AtomicBool::new(false),
     };
 
     let (walk, packed, sealed) = std::thread::scope(|s| {
@@ -352,26 +353,33 @@ fn run(
         drop(plain_rx);
         drop(sealed_tx);
         let sink = &sink;
-        for _ in 0..readers {
-            let rx = read_rx.clone();
-            let tx = plain_tx.clone();
-            s.spawn(move || {
-                let mut reader = FileReader::new(sink, tx, &opts.control);
-                for job in rx.iter() {
-                    let result = reader.read(&job.path, &job.meta);
-                    // The walker stops waiting only when it is failing anyway.
-                    let _ = job.reply.send(result);
-                }
-            });
-        }
+        let reader_threads: Vec<_> = (0..readers)
+            .map(|_| {
+                let rx = read_rx.clone();
+                let tx = plain_tx.clone();
+                s.spawn(move || {
+                    let mut reader = FileReader::new(sink, tx, &opts.control);
+                    for job in rx.iter() {
+                        // Files queued before the walker failed are not worth reading.
+                        let result = if sink.abandoned.load(Ordering::Acquire) {
+                            Err(pipeline_closed())
+                        } else {
+                            reader.read(&job.path, &job.meta)
+                        };
+                        // The walker stops waiting only when it is failing anyway.
+                        let _ = job.reply.send(result);
+                    }
+                })
+            })
+            .collect();
         drop(read_rx);
         // A full walk looks at every entry: read the tree's metadata ahead of it.
-        if full_walk {
+        let warm = full_walk.then(|| {
             let (roots, excludes, warm_done) = (&roots, &excludes, &warm_done);
             s.spawn(move || {
                 crate::warm::warm_metadata(roots, excludes, opts.one_file_system, warm_done)
-            });
-        }
+            })
+        });
         let packer = s.spawn(|| {
             run_packer(
                 repo,
@@ -407,6 +415,9 @@ fn run(
                 };
                 let parent_tree = parent.as_ref().and_then(|(_, p)| w.load_tree(&p.tree));
                 let root = w.walk_virtual(Path::new("/"), &roots, parent_tree.as_ref());
+                if root.is_err() {
+                    sink.abandoned.store(true, Ordering::Release);
+                }
                 opts.control.progress.set_phase(Phase::Uploading);
                 let mut summary = w.summary;
                 summary.data_blobs = sink.data_blobs.load(Ordering::Relaxed);
@@ -424,6 +435,17 @@ fn run(
                     .map_err(|_| Error::InvalidInput("the walker thread panicked".into()))
             });
         warm_done.store(true, Ordering::Release);
+        // Joined here, so that a panic in one of them is this backup's error rather
+        // than the scope's (the daemon would die of it).
+        let read: Result<()> = reader_threads.into_iter().try_for_each(|h| {
+            h.join()
+                .map_err(|_| Error::InvalidInput("a file reader thread panicked".into()))
+        });
+        if let Some(h) = warm
+            && h.join().is_err()
+        {
+            tracing::warn!("the metadata read-ahead thread panicked; the backup goes on");
+        }
         let packed = packer
             .join()
             .map_err(|_| Error::InvalidInput("the packer thread panicked".into()));
@@ -431,7 +453,7 @@ fn run(
             h.join()
                 .map_err(|_| Error::InvalidInput("a sealing thread panicked".into()))?
         });
-        (walk, packed, sealed)
+        (walk, packed, sealed.and(read))
     });
     // A packer failure explains a walker failure (the walker sees only a closed channel).
     sealed?;
@@ -535,6 +557,8 @@ struct BlobSink<'a> {
     tree_blobs: AtomicU64,
     data_added: AtomicU64,
     data_read: AtomicU64,
+    /// The walker failed: readers drop the files still queued instead of storing them.
+    abandoned: AtomicBool,
 }
 
 impl BlobSink<'_> {
@@ -1103,6 +1127,9 @@ impl<'a> FileReader<'a> {
             match stream.next_chunk() {
                 Ok(Some(chunk)) => {
                     self.control.check()?;
+                    if self.sink.abandoned.load(Ordering::Acquire) {
+                        return Err(pipeline_closed());
+                    }
                     let len = chunk.len() as u64;
                     Progress::add(&self.control.progress.bytes_read, len);
                     Progress::add(&self.control.progress.bytes_done, len);

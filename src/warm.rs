@@ -17,8 +17,10 @@ use std::time::Duration;
 /// cores to the walker.
 pub const WARM_THREADS: usize = 4;
 
-/// Directories queued at most; past this a thread descends into what it finds itself,
-/// so the queue (one path per directory) stays small in a tree of millions.
+/// Directories queued at most; past this, what is found is left for the walker to read
+/// cold, so the queue (one path per directory) stays small in a tree of millions and no
+/// thread ever descends recursively (a deep hostile tree cannot exhaust its stack or
+/// descriptors).
 const MAX_QUEUED: usize = 4096;
 
 /// What every reading thread shares.
@@ -84,8 +86,7 @@ impl Shared<'_> {
         }
     }
 
-    /// Lstat the entries of `dir`; queue its subdirectories, or read them here when the
-    /// queue is long.
+    /// Lstat the entries of `dir` and queue its subdirectories while the queue has room.
     fn read_dir(&self, dir: &Path, dev: u64) {
         let Ok(entries) = fs::read_dir(dir) else {
             return;
@@ -110,8 +111,6 @@ impl Shared<'_> {
                 if self.tx.send((path, dev)).is_err() {
                     self.pending.fetch_sub(1, Ordering::AcqRel);
                 }
-            } else {
-                self.read_dir(&path, dev);
             }
         }
     }

@@ -924,9 +924,18 @@ fn each_version_is_written_in_its_own_header_layout_and_reads_back() {
             iterations: 1,
             parallelism: 1,
         };
-        o.version = version;
         let root = dir.path().join(format!("repo-v{version}"));
         let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(&root));
+        // A version this build cannot write is refused before anything is stored.
+        for impossible in [0, 3] {
+            o.version = impossible;
+            let err = rt
+                .block_on(init(backend.clone(), b"pw", &o))
+                .expect_err("unwritable version");
+            assert!(err.to_string().contains("versions 1 to 2"), "{err}");
+            assert!(!root.exists(), "nothing written for version {impossible}");
+        }
+        o.version = version;
         rt.block_on(init(backend.clone(), b"pw", &o)).expect("init");
         let repo = rt
             .block_on(Repository::open(backend.clone(), b"pw"))

@@ -18,6 +18,8 @@ struct Template {
     secret: MasterSecret,
     chunker: ChunkerParams,
     pack_size: u32,
+    /// Format version: copies on one set of keys keep one layout.
+    version: u32,
 }
 
 #[derive(Default)]
@@ -90,6 +92,7 @@ impl KeyRing {
             secret: repo.keys().secret().clone(),
             chunker: repo.config().chunker,
             pack_size: repo.config().pack_size,
+            version: repo.config().version,
         });
         drop(s);
         self.changed.notify_all();
@@ -130,6 +133,7 @@ impl KeyRing {
                 o.secret = Some(t.secret.clone());
                 o.chunker = t.chunker;
                 o.pack_size = t.pack_size;
+                o.version = t.version;
                 return Some(Plan::Share(o));
             }
             let now = Instant::now();

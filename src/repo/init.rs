@@ -6,7 +6,9 @@ use crate::backend::{Backend, FileType, Handle};
 use crate::chunker::ChunkerParams;
 use crate::crypto::{KdfParams, Keys, MasterSecret, random_bytes};
 use crate::error::{Error, Result};
-use crate::format::config::{ConfigBody, ConfigFile, DEFAULT_PACK_SIZE, FORMAT_VERSION, MAGIC};
+use crate::format::config::{
+    ConfigBody, ConfigFile, DEFAULT_PACK_SIZE, FORMAT_VERSION, MAGIC, OLDEST_FORMAT_VERSION,
+};
 use crate::hash::Id;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -77,6 +79,12 @@ pub async fn init(
         ));
     }
     opts.chunker.validate().map_err(Error::InvalidInput)?;
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&opts.version) {
+        return Err(Error::InvalidInput(format!(
+            "format version {} cannot be written: this cairn writes versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}",
+            opts.version
+        )));
+    }
     if !(1024 * 1024..=1024 * 1024 * 1024).contains(&opts.pack_size) {
         return Err(Error::InvalidInput(format!(
             "pack size {} is outside 1 MiB..1 GiB",
