@@ -360,12 +360,7 @@ fn run(
                 s.spawn(move || {
                     let mut reader = FileReader::new(sink, tx, &opts.control);
                     for job in rx.iter() {
-                        // Files queued before the walker failed are not worth reading.
-                        let result = if sink.abandoned.load(Ordering::Acquire) {
-                            Err(pipeline_closed())
-                        } else {
-                            reader.read(&job.path, &job.meta)
-                        };
+                        let result = reader.read(&job.path, &job.meta);
                         // The walker stops waiting only when it is failing anyway.
                         let _ = job.reply.send(result);
                     }
@@ -604,10 +599,11 @@ enum FileRead {
     Skipped(String),
 }
 
-/// An entry of a directory being walked: a finished node, or a file a reader has yet to
-/// finish.
+/// An entry of a directory being walked: a finished node, a file a reader has yet to
+/// finish, or a file that was not stored (its warning already given).
 enum Slot {
     Ready(Node),
+    Skipped,
     Pending {
         node: Node,
         path: PathBuf,
@@ -817,14 +813,14 @@ impl Walker<'_> {
         entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         // Entries in order; files still being read are resolved from the front once too
         // many are outstanding, so a huge directory does not hold a result slot per file.
-        let mut slots: Vec<Option<Slot>> = Vec::with_capacity(entries.len());
-        let mut nodes: Vec<Option<Node>> = Vec::with_capacity(entries.len());
+        let mut slots: Vec<Slot> = Vec::with_capacity(entries.len());
         let mut pending = std::collections::VecDeque::new();
         for (name, path) in entries {
             self.control.check()?;
             while pending.len() >= MAX_PENDING_PER_DIR {
                 let Some(at) = pending.pop_front() else { break };
-                self.resolve_at(&mut slots, &mut nodes, at)?;
+                let slot = std::mem::replace(&mut slots[at], Slot::Skipped);
+                slots[at] = self.resolve(slot)?.map_or(Slot::Skipped, Slot::Ready);
             }
             if let Some(changed) = self.changed
                 && !changed.touches(&path)
@@ -832,8 +828,7 @@ impl Walker<'_> {
                 && self.still_stored(prev)
             {
                 // Nothing was reported here since the parent snapshot: carry it over.
-                slots.push(None);
-                nodes.push(Some(prev.clone()));
+                slots.push(Slot::Ready(prev.clone()));
                 continue;
             }
             if self.excludes.matches(&path, &name) {
@@ -847,40 +842,21 @@ impl Walker<'_> {
                 }
             };
             let prev = find(parent, name.as_bytes());
-            match self.node_for(&path, ByteName::from_os(&name), &meta, prev)? {
-                Some(Slot::Ready(node)) => {
-                    slots.push(None);
-                    nodes.push(Some(node));
-                }
-                Some(slot) => {
+            if let Some(slot) = self.node_for(&path, ByteName::from_os(&name), &meta, prev)? {
+                if matches!(slot, Slot::Pending { .. }) {
                     pending.push_back(slots.len());
-                    slots.push(Some(slot));
-                    nodes.push(None);
                 }
-                None => {}
+                slots.push(slot);
             }
         }
-        for at in pending {
-            self.resolve_at(&mut slots, &mut nodes, at)?;
+        // In order: waits for each file still being read.
+        let mut tree = Tree::default();
+        for slot in slots {
+            if let Some(node) = self.resolve(slot)? {
+                tree.nodes.push(node);
+            }
         }
-        let tree = Tree {
-            nodes: nodes.into_iter().flatten().collect(),
-        };
         self.store_blob(BlobKind::Tree, tree.to_plain())
-    }
-
-    /// Wait for the entry at `at` and put its node (or nothing, if it was skipped) in
-    /// place.
-    fn resolve_at(
-        &mut self,
-        slots: &mut [Option<Slot>],
-        nodes: &mut [Option<Node>],
-        at: usize,
-    ) -> Result<()> {
-        if let Some(slot) = slots[at].take() {
-            nodes[at] = self.resolve(slot)?;
-        }
-        Ok(())
     }
 
     /// The node of an entry, once its file (if any) is read; `None` when it was skipped
@@ -888,6 +864,7 @@ impl Walker<'_> {
     fn resolve(&mut self, slot: Slot) -> Result<Option<Node>> {
         match slot {
             Slot::Ready(node) => Ok(Some(node)),
+            Slot::Skipped => Ok(None),
             Slot::Pending {
                 node,
                 path,
@@ -1056,6 +1033,10 @@ impl<'a> FileReader<'a> {
     /// consistently is [`FileRead::Skipped`].
     fn read(&mut self, path: &Path, meta: &Metadata) -> Result<FileRead> {
         const ATTEMPTS: usize = 3;
+        // Files queued before the walker failed are not worth reading.
+        if self.sink.abandoned.load(Ordering::Acquire) {
+            return Err(pipeline_closed());
+        }
         let mut last = String::new();
         for _ in 0..ATTEMPTS {
             match self.read_once(path, meta)? {

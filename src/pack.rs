@@ -104,13 +104,14 @@ impl PackBuilder {
     /// Seal the header, in the layout of format `version`, and produce the pack.
     pub fn finish(self, keys: &Keys, version: u32) -> Result<FinishedPack> {
         let blobs_len = self.buf.len() as u64;
-        let header = keys.seal(Purpose::PackHeader, &header_stored(&self.entries, version))?;
+        let plain = header_plain(&self.entries);
+        let blobs = parse_header(&plain, blobs_len)
+            .map_err(|e| Error::corrupt_format("new pack header", e))?;
+        let header = keys.seal(Purpose::PackHeader, &header_stored(plain, version))?;
         let mut buf = self.buf;
         buf.extend_from_slice(&header);
         buf.extend_from_slice(&(header.len() as u32).to_le_bytes());
         let id = PackId(Id::of_stored(&buf));
-        let blobs = parse_header(&header_plain(&self.entries), blobs_len)
-            .map_err(|e| Error::corrupt_format("new pack header", e))?;
         Ok(FinishedPack {
             id,
             bytes: Bytes::from(buf),

@@ -37,11 +37,11 @@ pub const MAX_HEADER_PLAIN_LEN: usize = 64 * 1024 * 1024;
 /// The four bytes every zstd frame starts with; a JSON header starts with `[`.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
-/// The header as a pack of format `version` stores it (before sealing): JSON for version
-/// 1, zstd-compressed JSON from version 2 on (a header is mostly hex ids and repeated
-/// field names, about 130 bytes an entry as JSON and 45 compressed).
-pub fn header_stored(entries: &[HeaderEntry], version: u32) -> Vec<u8> {
-    let plain = header_plain(entries);
+/// The header as a pack of format `version` stores it (before sealing), from its JSON
+/// ([`header_plain`]): the JSON itself for version 1, zstd-compressed from version 2 on (a
+/// header is mostly hex ids and repeated field names, about 130 bytes an entry as JSON
+/// and 45 compressed).
+pub fn header_stored(plain: Vec<u8>, version: u32) -> Vec<u8> {
     if version >= 2 {
         super::compress(&plain)
     } else {
@@ -118,8 +118,8 @@ mod tests {
     fn both_header_layouts_decode_to_the_same_entries() {
         let e = entries(500);
         let blobs_len: u64 = e.iter().map(|x| u64::from(x.length)).sum();
-        let v1 = header_stored(&e, 1);
-        let v2 = header_stored(&e, 2);
+        let v1 = header_stored(header_plain(&e), 1);
+        let v2 = header_stored(header_plain(&e), 2);
         assert_eq!(v1, header_plain(&e));
         assert!(v2.starts_with(&ZSTD_MAGIC));
         assert!(
