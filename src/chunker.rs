@@ -137,6 +137,10 @@ pub struct ChunkStream<R> {
     bytes_read: u64,
 }
 
+/// Smallest buffer a stream reads into; it doubles from here up to one and a half chunk
+/// windows.
+const MIN_BUFFER: usize = 64 * 1024;
+
 impl<R: Read> ChunkStream<R> {
     /// Wrap a reader, with a new buffer.
     pub fn new(reader: R, chunker: Chunker) -> Self {
@@ -173,13 +177,11 @@ impl<R: Read> ChunkStream<R> {
         if self.eof || self.end - self.start >= max {
             return Ok(());
         }
-        // Two windows: the unread tail moves to the front only once the window no
-        // longer fits behind it, so each byte is moved at most once on average.
-        let cap = 2 * max;
-        if self.buf.len() < cap {
-            // Zeroed once per buffer, however many files it serves.
-            self.buf.resize(cap, 0);
-        }
+        // A window and a half: the unread tail (less than a window) moves to the front
+        // once a window no longer fits behind it, so each byte is moved about twice on
+        // average; two windows moved it once but held a third more memory, and moving
+        // bytes costs far less than reading them from disk.
+        let cap = max + max / 2;
         if self.start + max > cap {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -187,7 +189,14 @@ impl<R: Read> ChunkStream<R> {
         }
         let want = self.start + max;
         while !self.eof && self.end < want {
-            match self.reader.read(&mut self.buf[self.end..cap]) {
+            if self.end == self.buf.len() {
+                // The buffer grows only as far as the data needs (a small file keeps it
+                // small), doubling, and is zeroed once per growth however many files
+                // it serves.
+                let len = (self.buf.len() * 2).max(MIN_BUFFER).min(cap);
+                self.buf.resize(len, 0);
+            }
+            match self.reader.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
                     self.end += n;
@@ -202,15 +211,21 @@ impl<R: Read> ChunkStream<R> {
 
     /// The next chunk, or `None` at the end of the stream.
     pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.next_chunk_ref()?.map(<[u8]>::to_vec))
+    }
+
+    /// The next chunk, borrowed from the stream's buffer (valid until the next call), or
+    /// `None` at the end of the stream. A backup hashes and seals chunks from here, so
+    /// file data is copied once, into its sealed blob.
+    pub fn next_chunk_ref(&mut self) -> io::Result<Option<&[u8]>> {
         self.fill()?;
         if self.start == self.end {
             return Ok(None);
         }
-        let data = &self.buf[self.start..self.end];
-        let n = self.chunker.cut(data);
-        let chunk = data[..n].to_vec();
+        let at = self.start;
+        let n = self.chunker.cut(&self.buf[at..self.end]);
         self.start += n;
-        Ok(Some(chunk))
+        Ok(Some(&self.buf[at..at + n]))
     }
 }
 
@@ -338,6 +353,37 @@ mod tests {
             assert_eq!(chunks, split(&c, &data), "stream of {len} bytes");
             buf = s.into_buffer();
         }
+    }
+
+    /// With the real sizes: a small file grows the buffer only as far as it needs (a
+    /// backup runs many readers, mostly on small files), and a long stream through the
+    /// window-and-a-half buffer cuts exactly where cutting it whole does.
+    #[test]
+    fn the_buffer_grows_only_as_far_as_the_data_needs() {
+        let c = Chunker::new(ChunkerParams::DEFAULT, test_gear(6));
+        let small_file = pseudo_random(10_000, 7);
+        let mut s = ChunkStream::new(&small_file[..], c.clone());
+        while s.next_chunk().expect("read").is_some() {}
+        let buf = s.into_buffer();
+        assert_eq!(
+            buf.len(),
+            MIN_BUFFER,
+            "a 10 kB file needs no more than the minimum"
+        );
+
+        let long = pseudo_random(13 * 1024 * 1024 + 17, 8);
+        let mut s = ChunkStream::with_buffer(&long[..], c.clone(), buf);
+        let mut lens = Vec::new();
+        while let Some(ch) = s.next_chunk_ref().expect("read") {
+            lens.push(ch.len());
+        }
+        assert_eq!(lens, c.cut_all(&long));
+        let max = ChunkerParams::DEFAULT.max_size as usize;
+        assert_eq!(
+            s.into_buffer().len(),
+            max + max / 2,
+            "and a long one no more than the window"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod backup;
+pub mod bufset;
 pub mod cache;
 pub mod changes;
 pub mod check;

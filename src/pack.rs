@@ -12,11 +12,12 @@ use crate::format::index::{BlobKind, IndexPack, PackedBlob};
 use crate::format::pack::{
     HeaderEntry, MAX_HEADER_LEN, decode_header, header_plain, header_stored, parse_header,
 };
-use crate::format::{decompress, try_compress};
+use crate::format::{compress_append, decompress};
 use crate::hash::{BlobId, Id, PackId};
 use crate::index::{BlobLocation, MasterIndex};
 use crate::repo::Repository;
 use bytes::Bytes;
+use std::borrow::Cow;
 
 /// Largest blob plaintext accepted from storage (trees of huge directories included).
 pub const MAX_BLOB_LEN: u32 = 128 * 1024 * 1024;
@@ -36,23 +37,28 @@ pub struct SealedBlob {
     pub bytes: Vec<u8>,
 }
 
-/// Compress when it saves at least 1/32 of the size, then seal.
+/// Compress when it saves at least 1/32 of the size, then seal. The blob is compressed
+/// straight behind its nonce and encrypted where it lies: one buffer per blob, where a
+/// compressed copy, a ciphertext and the sealed message each took one (and each buffer
+/// of a megabyte or more is a fresh mapping the kernel zeroes and faults in).
 pub fn seal_blob(keys: &Keys, id: BlobId, kind: BlobKind, plain: &[u8]) -> Result<SealedBlob> {
     let raw_length = u32::try_from(plain.len())
         .map_err(|_| Error::InvalidInput(format!("blob of {} bytes is too large", plain.len())))?;
-    let compressed = try_compress(plain)
-        .ok()
-        .filter(|c| c.len() + plain.len() / 32 < plain.len());
-    let (payload, is_compressed) = match &compressed {
-        Some(c) => (c.as_slice(), true),
-        None => (plain, false),
-    };
+    let mut buf = Vec::with_capacity(OVERHEAD + plain.len());
+    let start = keys.begin_sealed(&mut buf)?;
+    // Kept only when it saves at least 1/32 of the size.
+    let limit = (plain.len() - plain.len() / 32).saturating_sub(1);
+    let compressed = compress_append(plain, &mut buf, limit);
+    if !compressed {
+        buf.extend_from_slice(plain);
+    }
+    keys.finish_sealed(Purpose::Blob, &mut buf, start)?;
     Ok(SealedBlob {
         id,
         kind,
         raw_length,
-        compressed: is_compressed,
-        bytes: keys.seal(Purpose::Blob, payload)?,
+        compressed,
+        bytes: buf,
     })
 }
 
@@ -171,12 +177,7 @@ pub fn open_blob(
     loc: &BlobLocation,
     sealed: &[u8],
 ) -> Result<Vec<u8>, String> {
-    if loc.raw_length > MAX_BLOB_LEN {
-        return Err(format!(
-            "declared size {} exceeds the limit",
-            loc.raw_length
-        ));
-    }
+    check_raw_length(loc)?;
     let payload = keys
         .open(Purpose::Blob, sealed)
         .map_err(|e| e.to_string())?;
@@ -185,6 +186,45 @@ pub fn open_blob(
     } else {
         payload
     };
+    check_plain(keys, id, loc, &plain)?;
+    Ok(plain)
+}
+
+/// [`open_blob`] where the sealed bytes lie, for a reader that owns them (a restore's
+/// ranged reads): an uncompressed blob's plaintext is a part of `sealed`, so it costs no
+/// allocation or copy; a compressed one is decompressed into a new buffer. The same
+/// checks as [`open_blob`], in the same order.
+pub fn open_blob_in_place<'a>(
+    keys: &Keys,
+    id: &BlobId,
+    loc: &BlobLocation,
+    sealed: &'a mut [u8],
+) -> Result<Cow<'a, [u8]>, String> {
+    check_raw_length(loc)?;
+    let payload = keys
+        .open_in_place(Purpose::Blob, sealed)
+        .map_err(|e| e.to_string())?;
+    let plain = if loc.compressed {
+        Cow::Owned(decompress("blob", payload, loc.raw_length as usize).map_err(|e| e.to_string())?)
+    } else {
+        Cow::Borrowed(&*payload)
+    };
+    check_plain(keys, id, loc, &plain)?;
+    Ok(plain)
+}
+
+fn check_raw_length(loc: &BlobLocation) -> Result<(), String> {
+    if loc.raw_length > MAX_BLOB_LEN {
+        return Err(format!(
+            "declared size {} exceeds the limit",
+            loc.raw_length
+        ));
+    }
+    Ok(())
+}
+
+/// The opened plaintext is as long as the index says, and is the blob it is named for.
+fn check_plain(keys: &Keys, id: &BlobId, loc: &BlobLocation, plain: &[u8]) -> Result<(), String> {
     if plain.len() != loc.raw_length as usize {
         return Err(format!(
             "plaintext is {} bytes, index says {}",
@@ -192,10 +232,10 @@ pub fn open_blob(
             loc.raw_length
         ));
     }
-    if keys.blob_id(&plain) != *id {
+    if keys.blob_id(plain) != *id {
         return Err("content does not match its id".into());
     }
-    Ok(plain)
+    Ok(())
 }
 
 impl Repository {

@@ -11,7 +11,7 @@ mod kdf;
 pub use kdf::{KdfParams, WrappedSecret, unwrap_secret, wrap_secret};
 
 use crate::hash::BlobId;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInOut, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -180,6 +180,50 @@ impl Keys {
         Ok(self.seal_with_nonce(purpose, &nonce, plaintext))
     }
 
+    /// Seal the message a caller writes in place, without a copy: `out` holds
+    /// `nonce || message` from `start` on (`start + NONCE_LEN` is where the message
+    /// begins; the caller reserved the nonce's room, see [`Keys::begin_sealed`]). The
+    /// message is encrypted where it lies and the tag appended, so a blob compressed
+    /// straight into its final buffer is sealed without another allocation.
+    pub fn finish_sealed(
+        &self,
+        purpose: Purpose,
+        out: &mut Vec<u8>,
+        start: usize,
+    ) -> Result<(), CryptoError> {
+        let msg_at = start + NONCE_LEN;
+        if out.len() < msg_at {
+            return Err(CryptoError::Truncated(out.len().saturating_sub(start)));
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&out[start..msg_at]);
+        let tag = self
+            .cipher
+            .encrypt_inout_detached(
+                &XNonce::from(nonce),
+                purpose.aad(),
+                (&mut out[msg_at..]).into(),
+            )
+            .unwrap_or_else(|_| {
+                panic!(
+                    "XChaCha20-Poly1305 refused a {}-byte message",
+                    out.len() - msg_at
+                )
+            });
+        out.extend_from_slice(tag.as_slice());
+        Ok(())
+    }
+
+    /// Append a fresh random nonce to `out`, where [`Keys::finish_sealed`] expects it;
+    /// the message follows it. Returns where the sealed message starts.
+    pub fn begin_sealed(&self, out: &mut Vec<u8>) -> Result<usize, CryptoError> {
+        let start = out.len();
+        let mut nonce = [0u8; NONCE_LEN];
+        random_bytes(&mut nonce)?;
+        out.extend_from_slice(&nonce);
+        Ok(start)
+    }
+
     /// Encrypt with a caller-chosen nonce. Only test vectors may call this: a repeated nonce
     /// under one key breaks confidentiality.
     pub fn seal_with_nonce(
@@ -195,6 +239,28 @@ impl Keys {
     pub fn open(&self, purpose: Purpose, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         open_raw(&self.cipher, purpose, sealed)
     }
+
+    /// [`Keys::open`] where the message lies, for a reader that owns the fetched bytes
+    /// (a restore's ranged reads): returns the plaintext, a part of `sealed`, with no
+    /// allocation or copy. On failure the bytes are left unusable, never half-trusted.
+    pub fn open_in_place<'a>(
+        &self,
+        purpose: Purpose,
+        sealed: &'a mut [u8],
+    ) -> Result<&'a mut [u8], CryptoError> {
+        if sealed.len() < OVERHEAD {
+            return Err(CryptoError::Truncated(sealed.len()));
+        }
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let (msg, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let mut n = [0u8; NONCE_LEN];
+        n.copy_from_slice(nonce);
+        let tag = chacha20poly1305::Tag::try_from(&*tag).map_err(|_| CryptoError::Inauthentic)?;
+        self.cipher
+            .decrypt_inout_detached(&XNonce::from(n), purpose.aad(), (&mut *msg).into(), &tag)
+            .map_err(|_| CryptoError::Inauthentic)?;
+        Ok(msg)
+    }
 }
 
 fn seal_raw(
@@ -203,22 +269,23 @@ fn seal_raw(
     nonce: &[u8; NONCE_LEN],
     plaintext: &[u8],
 ) -> Vec<u8> {
-    let payload = Payload {
-        msg: plaintext,
-        aad: purpose.aad(),
-    };
     let xnonce = XNonce::from(*nonce);
+    // One buffer, encrypted in place: `encrypt` would allocate the ciphertext and this
+    // function then copy it behind the nonce.
+    let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(plaintext);
     // Encryption only fails for messages longer than 2^38 bytes; blobs and objects are
     // bounded far below that by the chunker and pack builder.
-    let ct = cipher.encrypt(&xnonce, payload).unwrap_or_else(|_| {
-        panic!(
-            "XChaCha20-Poly1305 refused a {}-byte message",
-            plaintext.len()
-        )
-    });
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
-    out.extend_from_slice(nonce);
-    out.extend_from_slice(&ct);
+    let tag = cipher
+        .encrypt_inout_detached(&xnonce, purpose.aad(), (&mut out[NONCE_LEN..]).into())
+        .unwrap_or_else(|_| {
+            panic!(
+                "XChaCha20-Poly1305 refused a {}-byte message",
+                plaintext.len()
+            )
+        });
+    out.extend_from_slice(tag.as_slice());
     out
 }
 
@@ -258,6 +325,53 @@ mod tests {
         let sealed = k.seal(Purpose::Blob, b"hello").expect("seal");
         assert_eq!(sealed.len(), 5 + OVERHEAD);
         assert_eq!(k.open(Purpose::Blob, &sealed).expect("open"), b"hello");
+    }
+
+    /// The in-place paths produce and accept exactly what the copying ones do, and
+    /// refuse what they refuse.
+    #[test]
+    fn in_place_sealing_and_opening_match_the_copying_paths() {
+        let k = keys();
+        let msg = b"sealed where it lies".to_vec();
+        let nonce = [9u8; NONCE_LEN];
+        let expected = k.seal_with_nonce(Purpose::Blob, &nonce, &msg);
+
+        let mut out = b"prefix".to_vec();
+        let start = out.len();
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&msg);
+        k.finish_sealed(Purpose::Blob, &mut out, start)
+            .expect("seal");
+        assert_eq!(&out[..start], b"prefix", "what came before is untouched");
+        assert_eq!(&out[start..], &expected[..]);
+
+        let mut fresh = Vec::new();
+        let at = k.begin_sealed(&mut fresh).expect("nonce");
+        fresh.extend_from_slice(&msg);
+        k.finish_sealed(Purpose::Blob, &mut fresh, at)
+            .expect("seal");
+        assert_eq!(k.open(Purpose::Blob, &fresh).expect("open"), msg);
+
+        let mut copy = expected.clone();
+        assert_eq!(
+            k.open_in_place(Purpose::Blob, &mut copy).expect("open"),
+            &msg[..]
+        );
+        for i in 0..expected.len() {
+            let mut bad = expected.clone();
+            bad[i] ^= 1;
+            assert!(
+                k.open_in_place(Purpose::Blob, &mut bad).is_err(),
+                "flip at {i}"
+            );
+        }
+        let mut wrong = expected.clone();
+        assert!(k.open_in_place(Purpose::Index, &mut wrong).is_err());
+        let mut short = expected[..OVERHEAD - 1].to_vec();
+        assert!(matches!(
+            k.open_in_place(Purpose::Blob, &mut short),
+            Err(CryptoError::Truncated(_))
+        ));
     }
 
     #[test]

@@ -80,6 +80,33 @@ pub(crate) fn try_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
     })
 }
 
+/// zstd-compress `data` onto the end of `out`, keeping the frame only if it is at most
+/// `limit` bytes; returns whether it was kept (otherwise `out` is as it was). Writing
+/// into the caller's buffer spares a blob an allocation and a copy; and zstd gives up as
+/// soon as the frame outgrows the room reserved for it, so incompressible data costs
+/// little.
+pub(crate) fn compress_append(data: &[u8], out: &mut Vec<u8>, limit: usize) -> bool {
+    let at = out.len();
+    out.reserve(limit);
+    let written = COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let c = match &mut *slot {
+            Some(c) => c,
+            None => slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+        };
+        let mut cursor = std::io::Cursor::new(&mut *out);
+        cursor.set_position(at as u64);
+        c.compress_to_buffer(data, &mut cursor)
+    });
+    match written {
+        Ok(n) if n <= limit && out.len() == at + n => true,
+        _ => {
+            out.truncate(at);
+            false
+        }
+    }
+}
+
 /// Compress metadata (index, snapshot) before sealing.
 pub(crate) fn compress(data: &[u8]) -> Vec<u8> {
     try_compress(data)

@@ -20,8 +20,9 @@ use crate::format::tree::Node;
 use crate::fsmeta;
 use crate::hash::{BlobId, PackId};
 use crate::index::BlobLocation;
-use crate::pack::open_blob;
+use crate::pack::open_blob_in_place;
 use crossbeam_channel::bounded;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -210,20 +211,22 @@ struct Range<'b> {
 fn fetch_range(sh: &Shared<'_>, files: &[FileJob], r: Range<'_>) {
     let repo = sh.reader.primary().repo;
     let handle = Handle::new(FileType::Pack, r.pack.to_hex());
-    let bytes = sh
+    let mut bytes = sh
         .rt
         .block_on(repo.backend().get_range(&handle, r.start, r.end - r.start));
     for w in r.blobs {
-        let from_range = bytes.as_ref().ok().and_then(|b| {
+        // Opened where it lies in the range: the blobs of a range do not overlap, and
+        // each is read once.
+        let from_range = bytes.as_mut().ok().and_then(|b| {
             let at = usize::try_from(w.loc.offset.checked_sub(r.start)?).ok()?;
-            let sealed = b.get(at..at.checked_add(w.loc.length as usize)?)?;
-            open_blob(repo.keys(), &w.id, &w.loc, sealed).ok()
+            let sealed = b.get_mut(at..at.checked_add(w.loc.length as usize)?)?;
+            open_blob_in_place(repo.keys(), &w.id, &w.loc, sealed).ok()
         });
         // Anything wrong with the range or the blob: the healing reader tries again,
         // from copies too, and records what it had to heal.
         let plain = match from_range {
             Some(p) => Ok(p),
-            None => sh.rt.block_on(sh.reader.read(&w.id)),
+            None => sh.rt.block_on(sh.reader.read(&w.id)).map(Cow::Owned),
         };
         for u in &w.uses {
             let job = &files[u.file];
