@@ -65,7 +65,7 @@ pub struct BackupOptions {
     /// Threads that compress and seal. The reader threads do it as they read, so there
     /// are at least this many of them.
     pub workers: usize,
-    /// Files read (chunked, hashed and sealed) at once.
+    /// Files read (chunked, hashed and sealed) at once; raised to `workers` if below.
     pub readers: usize,
     /// Pack uploads in flight at once; each holds a whole pack (`pack_size`) in memory.
     pub max_uploads: usize,
@@ -90,7 +90,9 @@ pub struct BackupOptions {
 /// Files read at once by default. Reading many small files from a cold disk is bound by
 /// the latency of each read, so more reads in flight help (measured on the benchmark
 /// corpus: 3.7 s to read it with 3 at once, 2.6 s with 6). A reader of small files holds
-/// little memory; only two of them (or one per core, if more) read a large file at once.
+/// little memory; only two of them (or one per core, if more) read a file that was over
+/// 1 MiB when it was opened at once (a file that grows while being read may grow its
+/// reader's own buffer to a full window, which is then dropped).
 pub const DEFAULT_READERS: usize = 8;
 
 impl BackupOptions {
@@ -523,7 +525,7 @@ fn prepare_roots(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// What decides whether a blob is new, shared by the walker (trees) and the readers
 /// (file data): each blob is queued once, however many files or threads produce it.
-/// The senders belong to the threads, so the sealers see the channel close when the
+/// The senders belong to the threads, so the packer sees the channel close when the
 /// last of them is done.
 struct BlobSink<'a> {
     repo: &'a Repository,

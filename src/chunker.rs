@@ -122,7 +122,8 @@ impl Chunker {
     }
 }
 
-/// Reads a stream and yields its chunks. Its buffer holds at most two `max_size` windows;
+/// Reads a stream and yields its chunks. Its buffer holds at most one and a half
+/// `max_size` windows, and only as much of that as the stream needed;
 /// it can be handed from one file to the next ([`ChunkStream::with_buffer`],
 /// [`ChunkStream::into_buffer`]), so a backup of many small files neither allocates nor
 /// zeroes a buffer per file.

@@ -333,6 +333,55 @@ mod tests {
         assert!(open_blob(&keys, &ia, &loc(&sa), &flipped).is_err());
     }
 
+    /// Restore opens blobs where they lie in a fetched range: it must accept exactly
+    /// what the copying opener accepts, compressed or not, and refuse the same damage.
+    #[test]
+    fn opening_in_place_agrees_with_opening_a_copy() {
+        let keys = Keys::derive(MasterSecret::from_bytes([1; 32]));
+        let text = b"restore writes this from the range itself ".repeat(500);
+        let mut noise = vec![0u8; 5_000];
+        crate::crypto::random_bytes(&mut noise).expect("rng");
+        for plain in [text, noise, Vec::new()] {
+            let id = keys.blob_id(&plain);
+            let sealed = seal_blob(&keys, id, BlobKind::Data, &plain).expect("seal");
+            let loc = BlobLocation {
+                pack: PackId::default(),
+                kind: BlobKind::Data,
+                offset: 0,
+                length: sealed.bytes.len() as u32,
+                raw_length: sealed.raw_length,
+                compressed: sealed.compressed,
+            };
+            let mut buf = sealed.bytes.clone();
+            let opened = open_blob_in_place(&keys, &id, &loc, &mut buf).expect("open");
+            assert_eq!(&*opened, &plain[..]);
+            assert_eq!(
+                opened.into_owned(),
+                open_blob(&keys, &id, &loc, &sealed.bytes).expect("open")
+            );
+            for at in [0, sealed.bytes.len() / 2, sealed.bytes.len() - 1] {
+                let mut bad = sealed.bytes.clone();
+                bad[at] ^= 0x40;
+                assert!(
+                    open_blob_in_place(&keys, &id, &loc, &mut bad).is_err(),
+                    "flip at {at}"
+                );
+            }
+            let mut buf = sealed.bytes.clone();
+            let other = keys.blob_id(b"another blob");
+            assert!(
+                open_blob_in_place(&keys, &other, &loc, &mut buf).is_err(),
+                "swap accepted"
+            );
+            let wrong_length = BlobLocation {
+                raw_length: loc.raw_length + 1,
+                ..loc
+            };
+            let mut buf = sealed.bytes.clone();
+            assert!(open_blob_in_place(&keys, &id, &wrong_length, &mut buf).is_err());
+        }
+    }
+
     #[test]
     fn impossible_index_entries_are_refused_before_fetching() {
         let loc = |offset: u64, length: u32| BlobLocation {

@@ -10,7 +10,7 @@ use cairn::crypto::{Keys, MasterSecret, Purpose};
 use cairn::format::index::BlobKind;
 use cairn::hash::PackId;
 use cairn::index::BlobLocation;
-use cairn::pack::{MAX_BLOB_LEN, open_blob};
+use cairn::pack::{MAX_BLOB_LEN, open_blob, open_blob_in_place};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -30,10 +30,18 @@ fuzz_target!(|data: &[u8]| {
         raw_length,
         compressed,
     };
-    let _ = open_blob(&keys, &id, &loc(payload.len()), payload);
+    // The copying and the in-place openers (restore uses the latter) agree on every input.
+    let copied = open_blob(&keys, &id, &loc(payload.len()), payload);
+    let mut buf = payload.to_vec();
+    let in_place = open_blob_in_place(&keys, &id, &loc(payload.len()), &mut buf);
+    assert_eq!(copied.ok(), in_place.ok().map(|p| p.into_owned()));
     let sealed = keys.seal_with_nonce(Purpose::Blob, &[7u8; 24], payload);
-    if let Ok(plain) = open_blob(&keys, &id, &loc(sealed.len()), &sealed) {
+    let copied = open_blob(&keys, &id, &loc(sealed.len()), &sealed);
+    let mut buf = sealed.clone();
+    let in_place = open_blob_in_place(&keys, &id, &loc(sealed.len()), &mut buf);
+    if let Ok(plain) = &copied {
         assert_eq!(plain.len(), raw_length as usize);
         assert!(raw_length <= MAX_BLOB_LEN);
     }
+    assert_eq!(copied.ok(), in_place.ok().map(|p| p.into_owned()));
 });

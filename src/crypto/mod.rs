@@ -180,12 +180,14 @@ impl Keys {
         Ok(self.seal_with_nonce(purpose, &nonce, plaintext))
     }
 
-    /// Seal the message a caller writes in place, without a copy: `out` holds
+    /// Seal the message a caller writes in place, without a copy. Crate-private: it
+    /// encrypts under whatever nonce lies at `start`, which only [`Keys::begin_sealed`]
+    /// may have put there (a repeated nonce breaks confidentiality). `out` holds
     /// `nonce || message` from `start` on (`start + NONCE_LEN` is where the message
     /// begins; the caller reserved the nonce's room, see [`Keys::begin_sealed`]). The
     /// message is encrypted where it lies and the tag appended, so a blob compressed
     /// straight into its final buffer is sealed without another allocation.
-    pub fn finish_sealed(
+    pub(crate) fn finish_sealed(
         &self,
         purpose: Purpose,
         out: &mut Vec<u8>,
@@ -216,7 +218,7 @@ impl Keys {
 
     /// Append a fresh random nonce to `out`, where [`Keys::finish_sealed`] expects it;
     /// the message follows it. Returns where the sealed message starts.
-    pub fn begin_sealed(&self, out: &mut Vec<u8>) -> Result<usize, CryptoError> {
+    pub(crate) fn begin_sealed(&self, out: &mut Vec<u8>) -> Result<usize, CryptoError> {
         let start = out.len();
         let mut nonce = [0u8; NONCE_LEN];
         random_bytes(&mut nonce)?;

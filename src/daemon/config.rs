@@ -166,7 +166,8 @@ pub struct DaemonConfig {
     pub destinations: Vec<DestinationConfig>,
     /// When.
     pub schedule: Schedule,
-    /// Sealing threads per backup.
+    /// Threads per backup that read, compress and seal (at least), and large files read
+    /// at once.
     pub cpu_threads: usize,
     /// Disk space one unreachable destination's journal may use.
     pub journal_limit: u64,

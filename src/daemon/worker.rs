@@ -320,7 +320,8 @@ pub struct WorkerEnv {
     pub hostname: String,
     /// Recorded user name.
     pub username: String,
-    /// Sealing threads per backup.
+    /// Threads per backup that read, compress and seal (at least), and large files read
+    /// at once.
     pub cpu_threads: usize,
     /// Metadata cache root.
     pub cache_dir: PathBuf,

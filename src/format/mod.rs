@@ -82,9 +82,9 @@ pub(crate) fn try_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// zstd-compress `data` onto the end of `out`, keeping the frame only if it is at most
 /// `limit` bytes; returns whether it was kept (otherwise `out` is as it was). Writing
-/// into the caller's buffer spares a blob an allocation and a copy; and zstd gives up as
-/// soon as the frame outgrows the room reserved for it, so incompressible data costs
-/// little.
+/// into the caller's buffer spares a blob an allocation and a copy. zstd may use all of
+/// `out`'s spare capacity (at least `limit`), and gives up only when that runs out;
+/// incompressible data is fast for zstd anyway (several GB/s here).
 pub(crate) fn compress_append(data: &[u8], out: &mut Vec<u8>, limit: usize) -> bool {
     let at = out.len();
     out.reserve(limit);
