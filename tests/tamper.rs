@@ -54,7 +54,9 @@ fn flipped_byte_in_any_object_fails_restore_and_names_it() {
     let repo = PathBuf::from(&env.repo);
     let mut all = Vec::new();
     objects(&repo, &mut all);
-    assert!(all.len() >= 8, "expected several objects, got {all:?}");
+    // config, key, index, snapshot and the packs checked below. How the blobs fall into
+    // packs depends on which reader finishes first, so the pack count is a lower bound.
+    assert!(all.len() >= 7, "expected several objects, got {all:?}");
     let data_packs = all
         .iter()
         .filter(|p| p.starts_with(repo.join("data")))
