@@ -193,26 +193,10 @@ impl Keys {
         out: &mut Vec<u8>,
         start: usize,
     ) -> Result<(), CryptoError> {
-        let msg_at = start + NONCE_LEN;
-        if out.len() < msg_at {
+        if out.len() < start + NONCE_LEN {
             return Err(CryptoError::Truncated(out.len().saturating_sub(start)));
         }
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&out[start..msg_at]);
-        let tag = self
-            .cipher
-            .encrypt_inout_detached(
-                &XNonce::from(nonce),
-                purpose.aad(),
-                (&mut out[msg_at..]).into(),
-            )
-            .unwrap_or_else(|_| {
-                panic!(
-                    "XChaCha20-Poly1305 refused a {}-byte message",
-                    out.len() - msg_at
-                )
-            });
-        out.extend_from_slice(tag.as_slice());
+        seal_in_place(&self.cipher, purpose, out, start);
         Ok(())
     }
 
@@ -271,24 +255,37 @@ fn seal_raw(
     nonce: &[u8; NONCE_LEN],
     plaintext: &[u8],
 ) -> Vec<u8> {
-    let xnonce = XNonce::from(*nonce);
     // One buffer, encrypted in place: `encrypt` would allocate the ciphertext and this
     // function then copy it behind the nonce.
     let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
     out.extend_from_slice(nonce);
     out.extend_from_slice(plaintext);
+    seal_in_place(cipher, purpose, &mut out, 0);
+    out
+}
+
+/// Encrypt `out[start + NONCE_LEN..]` under the nonce at `out[start..]` where it lies,
+/// and append the tag: the one sealing step behind [`seal_raw`] and
+/// [`Keys::finish_sealed`]. The caller checked that the nonce is there.
+fn seal_in_place(cipher: &XChaCha20Poly1305, purpose: Purpose, out: &mut Vec<u8>, start: usize) {
+    let msg_at = start + NONCE_LEN;
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&out[start..msg_at]);
     // Encryption only fails for messages longer than 2^38 bytes; blobs and objects are
     // bounded far below that by the chunker and pack builder.
     let tag = cipher
-        .encrypt_inout_detached(&xnonce, purpose.aad(), (&mut out[NONCE_LEN..]).into())
+        .encrypt_inout_detached(
+            &XNonce::from(nonce),
+            purpose.aad(),
+            (&mut out[msg_at..]).into(),
+        )
         .unwrap_or_else(|_| {
             panic!(
                 "XChaCha20-Poly1305 refused a {}-byte message",
-                plaintext.len()
+                out.len() - msg_at
             )
         });
     out.extend_from_slice(tag.as_slice());
-    out
 }
 
 fn open_raw(

@@ -70,13 +70,20 @@ thread_local! {
 /// zstd-compress `data` at [`ZSTD_LEVEL`] with this thread's reused context. The frame
 /// records its content size (readers bound their output by it).
 pub(crate) fn try_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    with_compressor(|c| c.compress(data))
+}
+
+/// Run `f` with this thread's compressor, made on first use.
+fn with_compressor<T>(
+    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> std::io::Result<T>,
+) -> std::io::Result<T> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let c = match &mut *slot {
             Some(c) => c,
             None => slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
         };
-        c.compress(data)
+        f(c)
     })
 }
 
@@ -88,12 +95,7 @@ pub(crate) fn try_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
 pub(crate) fn compress_append(data: &[u8], out: &mut Vec<u8>, limit: usize) -> bool {
     let at = out.len();
     out.reserve(limit);
-    let written = COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let c = match &mut *slot {
-            Some(c) => c,
-            None => slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
-        };
+    let written = with_compressor(|c| {
         let mut cursor = std::io::Cursor::new(&mut *out);
         cursor.set_position(at as u64);
         c.compress_to_buffer(data, &mut cursor)
