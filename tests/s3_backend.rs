@@ -374,3 +374,44 @@ fn restore_reads_a_tree_shared_by_many_directories_once() {
         "restoring 600 directories took {requests} requests"
     );
 }
+
+#[test]
+fn a_body_longer_than_asked_for_is_refused_as_it_arrives() {
+    let env = Env::with(Kind::S3Proxied);
+    env.ok(&["init"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("large"), pseudo_random(6 << 20, 11)).expect("write");
+    env.ok(&["backup", src.to_str().expect("utf8")]);
+    // Every pack read comes back twice over, chunked, with no declared length: the
+    // client only knows it is too long once more bytes arrive than it asked for.
+    let proxy = env.proxy.as_ref().expect("proxy");
+    proxy.set_schedule(Schedule {
+        overlong: 1000,
+        methods: vec!["GET"],
+        target_contains: Some("/data/"),
+        ..Schedule::clean()
+    });
+    let target = env.path("t");
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf8"),
+    ]);
+    let text = describe(&out);
+    assert!(!out.status.success(), "restore succeeded: {text}");
+    assert!(
+        text.contains("where at most"),
+        "the error does not say the body was longer than asked for: {text}"
+    );
+    assert!(proxy.faults() > 0, "no read was answered twice over");
+    // Whatever was created holds no bytes from the wrong place.
+    if let Ok(got) = fs::read(restored(&target, &src.join("large"))) {
+        assert!(
+            got.is_empty(),
+            "{} bytes written from a refused read",
+            got.len()
+        );
+    }
+}

@@ -23,6 +23,8 @@ use tokio::task::JoinSet;
 
 /// Largest whole object `get` accepts (index objects are the largest read whole).
 const MAX_OBJECT_LEN: u64 = 2 * 1024 * 1024 * 1024;
+/// Most a read reserves before the body arrives; a larger body grows the buffer as it comes.
+const READ_RESERVE: u64 = 64 * 1024 * 1024;
 
 /// An S3 bucket (and prefix) holding one repository.
 #[derive(Debug, Clone)]
@@ -313,16 +315,27 @@ impl S3Backend {
         if declared.is_some_and(|n| n < 0 || n as u64 > limit) {
             return Err(self.oversized("read", handle.path(), declared.unwrap_or(-1), limit));
         }
-        let body = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| self.body_err("read", handle.path(), e))?
-            .into_bytes();
         let wanted = match range {
             Some((_, length)) => Some(length),
             None => declared.map(|n| n.max(0) as u64),
         };
+        // Copied once, frame by frame, into a buffer of the expected size: collecting the
+        // frames first and then flattening them cost two copies into fresh memory, the
+        // largest share of a restore's CPU after decompression. The reservation is capped
+        // so that a length a hostile server declares cannot reserve gigabytes up front.
+        let mut body = Vec::with_capacity(wanted.unwrap_or(0).min(READ_RESERVE) as usize);
+        let mut stream = out.body;
+        while let Some(frame) = stream
+            .try_next()
+            .await
+            .map_err(|e| self.body_err("read", handle.path(), e))?
+        {
+            if (body.len() + frame.len()) as u64 > limit {
+                let got = i64::try_from(body.len() + frame.len()).unwrap_or(i64::MAX);
+                return Err(self.oversized("read", handle.path(), got, limit));
+            }
+            body.extend_from_slice(&frame);
+        }
         if let Some(wanted) = wanted
             && body.len() as u64 != wanted
         {
@@ -334,7 +347,7 @@ impl S3Backend {
                 got: body.len() as u64,
             });
         }
-        Ok(body.to_vec())
+        Ok(body)
     }
 
     fn oversized(&self, op: &'static str, object: String, got: i64, limit: u64) -> BackendError {

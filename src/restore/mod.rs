@@ -111,7 +111,7 @@ pub fn restore_with(
             opts,
             links: HashMap::new(),
             dirs: Vec::new(),
-            batch: Batch::default(),
+            batch: Batch::first(),
             batches,
         };
         let walked = r
@@ -357,8 +357,9 @@ impl Restorer<'_, '_> {
         self.batch
             .add(self.shared, node.clone(), dest.to_path_buf());
         if self.batch.is_full() {
+            let next = self.batch.successor();
             self.batches
-                .send(std::mem::take(&mut self.batch))
+                .send(std::mem::replace(&mut self.batch, next))
                 .map_err(|_| Error::InvalidInput("the restore writer stopped".into()))?;
         }
         Ok(())

@@ -40,6 +40,10 @@ const MAX_GAP: u64 = 256 * 1024;
 pub const MAX_BATCH_FILES: usize = 8 * 1024;
 /// Blob uses registered before a batch is handed to the writer.
 pub const MAX_BATCH_BLOBS: usize = 64 * 1024;
+/// Files in the first batch. Nothing is read until a batch is handed over, and creating
+/// 8,192 cold files took most of a second with the network idle; so the first batch is
+/// small and each later one twice the size of the one before, up to the maximum.
+pub const FIRST_BATCH_FILES: usize = 256;
 
 /// One regular file being filled.
 struct FileJob {
@@ -69,8 +73,9 @@ struct Wanted {
 }
 
 /// Files waiting for their contents.
-#[derive(Default)]
 pub struct Batch {
+    /// Files (and, eight times as many, blob uses) this batch takes before it is full.
+    max_files: usize,
     files: Vec<FileJob>,
     /// Per pack, blob id to its uses.
     packs: HashMap<PackId, HashMap<BlobId, Wanted>>,
@@ -80,10 +85,37 @@ pub struct Batch {
     uses: usize,
 }
 
+impl Default for Batch {
+    fn default() -> Self {
+        Batch::with_max_files(MAX_BATCH_FILES)
+    }
+}
+
 impl Batch {
+    fn with_max_files(max_files: usize) -> Self {
+        Batch {
+            max_files,
+            files: Vec::new(),
+            packs: HashMap::new(),
+            unindexed: Vec::new(),
+            uses: 0,
+        }
+    }
+
+    /// The first batch of a restore: small, so that reading starts early.
+    pub fn first() -> Self {
+        Batch::with_max_files(FIRST_BATCH_FILES)
+    }
+
+    /// The batch to fill after this one: twice the size, up to the maximum.
+    pub fn successor(&self) -> Self {
+        Batch::with_max_files((self.max_files * 2).min(MAX_BATCH_FILES))
+    }
+
     /// Whether the batch should run before more files are added.
     pub fn is_full(&self) -> bool {
-        self.files.len() + self.unindexed.len() >= MAX_BATCH_FILES || self.uses >= MAX_BATCH_BLOBS
+        let max_uses = self.max_files * (MAX_BATCH_BLOBS / MAX_BATCH_FILES);
+        self.files.len() + self.unindexed.len() >= self.max_files || self.uses >= max_uses
     }
 
     /// Register a created, empty file to be filled with `node.content`.
@@ -309,5 +341,28 @@ impl Shared<'_> {
         if let Err(e) = done {
             self.fail(&job.dest, e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_start_small_and_double_up_to_the_maximum() {
+        let mut b = Batch::first();
+        let mut sizes = vec![b.max_files];
+        for _ in 0..7 {
+            b = b.successor();
+            sizes.push(b.max_files);
+        }
+        assert_eq!(sizes, [256, 512, 1024, 2048, 4096, 8192, 8192, 8192]);
+        assert_eq!(Batch::default().max_files, MAX_BATCH_FILES);
+        // Blob uses fill a batch too, eight per file, as MAX_BATCH_BLOBS does for the last.
+        let mut first = Batch::first();
+        first.uses = FIRST_BATCH_FILES * 8 - 1;
+        assert!(!first.is_full());
+        first.uses += 1;
+        assert!(first.is_full());
     }
 }

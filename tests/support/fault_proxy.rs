@@ -27,6 +27,10 @@ pub enum Fault {
     Truncate,
     /// Answer every eligible request with this status line and S3 error code.
     Respond(&'static str, &'static str),
+    /// Forward, then send the body twice over, chunked, with no `Content-Length`: a
+    /// server sending more than was asked for without declaring a length, which only
+    /// counting the body as it arrives can catch.
+    Overlong,
 }
 
 /// Probabilities (per mille) of each fault, drawn per request from a seeded generator.
@@ -46,6 +50,8 @@ pub struct Schedule {
     pub stall_for: Duration,
     /// Truncated response bodies.
     pub truncate: u32,
+    /// Bodies sent twice over, chunked and undeclared.
+    pub overlong: u32,
     /// Only requests whose method is listed are eligible (empty: all).
     pub methods: Vec<&'static str>,
     /// Only requests whose request line contains this text are eligible.
@@ -65,6 +71,7 @@ impl Schedule {
             stall: 0,
             stall_for: Duration::from_secs(0),
             truncate: 0,
+            overlong: 0,
             methods: Vec::new(),
             target_contains: None,
             respond: None,
@@ -81,6 +88,7 @@ impl Schedule {
             stall: per_mille,
             stall_for,
             truncate: per_mille,
+            overlong: 0,
             methods: Vec::new(),
             target_contains: None,
             respond: None,
@@ -128,6 +136,7 @@ impl State {
             (s.reset, Fault::Reset),
             (s.stall, Fault::Stall(s.stall_for)),
             (s.truncate, Fault::Truncate),
+            (s.overlong, Fault::Overlong),
         ] {
             if roll < p {
                 return f;
@@ -373,6 +382,19 @@ async fn read_message<R: AsyncRead + Unpin>(
     Ok(Some(m))
 }
 
+/// A message head without the header `name` (lower case).
+fn without_header(head: &[u8], name: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    text.split_inclusive("\r\n")
+        .filter(|line| {
+            !line
+                .split_once(':')
+                .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
 fn canned(status: &str, code: &str) -> Vec<u8> {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>"
@@ -454,7 +476,7 @@ async fn handle(
                 tokio::time::sleep(d).await;
                 return Ok(());
             }
-            Fault::None | Fault::Truncate => {}
+            Fault::None | Fault::Truncate | Fault::Overlong => {}
         }
         if method == "PUT" {
             stats.puts.fetch_add(1, Ordering::Relaxed);
@@ -477,6 +499,24 @@ async fn handle(
             }
             break m;
         };
+        if fault == Fault::Overlong {
+            let head = without_header(&resp.head, "content-length");
+            let head = String::from_utf8_lossy(&head).replacen(
+                "\r\n\r\n",
+                "\r\nTransfer-Encoding: chunked\r\n\r\n",
+                1,
+            );
+            client.write_all(head.as_bytes()).await?;
+            for _ in 0..2 {
+                client
+                    .write_all(format!("{:x}\r\n", resp.body.len()).as_bytes())
+                    .await?;
+                client.write_all(&resp.body).await?;
+                client.write_all(b"\r\n").await?;
+            }
+            client.write_all(b"0\r\n\r\n").await?;
+            continue;
+        }
         client.write_all(&resp.head).await?;
         if fault == Fault::Truncate && resp.body.len() > 1 {
             client.write_all(&resp.body[..resp.body.len() / 2]).await?;
