@@ -29,8 +29,9 @@ use crate::index::MasterIndex;
 use crate::pack::{SealedBlob, seal_blob};
 use crate::packer::run_packer;
 use crate::progress::{Phase, Progress, RunControl};
-use crate::repo::Repository;
+use crate::repo::{INDEX_READS, Repository};
 use crossbeam_channel::{Receiver, Sender, bounded};
+use futures_util::{StreamExt, TryStreamExt, stream};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
@@ -170,8 +171,12 @@ impl BackupContext {
         }
         let mut new: Vec<IndexId> = listed.difference(&self.loaded).copied().collect();
         new.sort();
-        for id in new {
-            let file = self.load_index_file(repo, id).await?;
+        // Several reads at once (a new machine has nothing cached), taken in order.
+        let cache = self.cache.as_ref();
+        let mut files = stream::iter(new)
+            .map(|id| async move { Ok::<_, Error>((id, load_index_file(cache, repo, id).await?)) })
+            .buffered(INDEX_READS);
+        while let Some((id, file)) = files.try_next().await? {
             for p in &file.packs {
                 self.index.add_pack(p);
             }
@@ -198,24 +203,29 @@ impl BackupContext {
             self.index.add_pack(p);
         }
     }
+}
 
-    async fn load_index_file(&self, repo: &Repository, id: IndexId) -> Result<IndexFile> {
-        if let Some(c) = &self.cache
-            && let Some(stored) = c.index(id)
-            && let Ok(file) = repo.open_index_file(id, &stored)
-        {
-            return Ok(file);
-        }
-        let stored = repo
-            .backend()
-            .get(&Handle::new(FileType::Index, id.0.to_hex()))
-            .await?;
-        let file = repo.open_index_file(id, &stored)?;
-        if let Some(c) = &self.cache {
-            c.put_index(id, &stored);
-        }
-        Ok(file)
+/// One index object, from the local cache when it holds an intact copy.
+async fn load_index_file(
+    cache: Option<&MetadataCache>,
+    repo: &Repository,
+    id: IndexId,
+) -> Result<IndexFile> {
+    if let Some(c) = cache
+        && let Some(stored) = c.index(id)
+        && let Ok(file) = repo.open_index_file(id, &stored)
+    {
+        return Ok(file);
     }
+    let stored = repo
+        .backend()
+        .get(&Handle::new(FileType::Index, id.0.to_hex()))
+        .await?;
+    let file = repo.open_index_file(id, &stored)?;
+    if let Some(c) = cache {
+        c.put_index(id, &stored);
+    }
+    Ok(file)
 }
 
 /// A source path that could not be stored, and why.

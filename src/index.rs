@@ -6,7 +6,8 @@ use crate::crypto::Purpose;
 use crate::error::{Error, Result};
 use crate::format::index::{BlobKind, INDEX_VERSION, IndexFile, IndexPack};
 use crate::hash::{BlobId, Id, IndexId, PackId};
-use crate::repo::{MAX_INDEX_LEN, Repository};
+use crate::repo::{INDEX_READS, MAX_INDEX_LEN, Repository};
+use futures_util::{StreamExt, TryStreamExt, stream};
 use std::collections::HashMap;
 
 /// Where one blob is stored.
@@ -170,11 +171,18 @@ impl Repository {
     /// around it could make a backup skip data it wrongly believes is stored.
     pub async fn load_index(&self) -> Result<MasterIndex> {
         let mut index = MasterIndex::default();
-        for info in self.backend().list(FileType::Index).await? {
-            let Some(id) = Id::from_object_name(&info.name) else {
-                continue;
-            };
-            let file = self.load_index_file(IndexId(id)).await?;
+        let ids = self
+            .backend()
+            .list(FileType::Index)
+            .await?
+            .into_iter()
+            .filter_map(|info| Id::from_object_name(&info.name).map(IndexId));
+        // Several reads at once, taken in listing order, so that which copy of a blob
+        // wins does not depend on which read finished first.
+        let mut files = stream::iter(ids)
+            .map(|id| self.load_index_file(id))
+            .buffered(INDEX_READS);
+        while let Some(file) = files.try_next().await? {
             for p in &file.packs {
                 index.add_pack(p);
             }

@@ -415,3 +415,35 @@ fn a_body_longer_than_asked_for_is_refused_as_it_arrives() {
         );
     }
 }
+
+#[test]
+fn snapshots_and_index_objects_are_read_several_at_once() {
+    let env = Env::with(Kind::S3Proxied);
+    env.ok(&["init"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    for i in 0..12 {
+        fs::write(src.join(format!("f{i}")), format!("version {i}")).expect("write");
+        env.ok(&["backup", src.to_str().expect("utf8")]);
+    }
+    let proxy = env.proxy.as_ref().expect("proxy");
+    // Each read of these objects takes 150 ms: read one after another, they never overlap.
+    for (kind, args, at_least) in [
+        ("/snapshots/", &["snapshots"][..], 6),
+        ("/index/", &["ls", "latest"][..], 3),
+    ] {
+        proxy.set_schedule(Schedule {
+            delay: Some(Duration::from_millis(150)),
+            methods: vec!["GET"],
+            target_contains: Some(kind),
+            ..Schedule::clean()
+        });
+        proxy.stats.max_in_flight.store(0, Ordering::SeqCst);
+        env.ok(args);
+        let most = proxy.stats.max_in_flight.load(Ordering::SeqCst);
+        assert!(
+            most >= at_least,
+            "reading 12 objects under {kind} had at most {most} requests in flight"
+        );
+    }
+}

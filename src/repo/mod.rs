@@ -31,6 +31,13 @@ use std::sync::Arc;
 pub const MAX_SNAPSHOT_LEN: usize = 16 * 1024 * 1024;
 /// Largest decompressed index object accepted from storage.
 pub const MAX_INDEX_LEN: usize = 1024 * 1024 * 1024;
+/// Snapshots read at once: each is a small object whose read is nearly all round trip,
+/// and a repository holds hundreds of them.
+pub const SNAPSHOT_READS: usize = 8;
+/// Index objects read at once. Fewer than snapshots: a backup writes one per 64 packs,
+/// so one can hold tens of thousands of entries, and each read waiting its turn is held
+/// in memory.
+pub const INDEX_READS: usize = 4;
 /// Largest key object accepted from storage.
 const MAX_KEY_LEN: u64 = 64 * 1024;
 

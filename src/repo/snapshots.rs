@@ -1,11 +1,12 @@
 //! Reading, writing and choosing snapshots.
 
-use super::{MAX_SNAPSHOT_LEN, Repository};
+use super::{MAX_SNAPSHOT_LEN, Repository, SNAPSHOT_READS};
 use crate::backend::FileType;
 use crate::crypto::Purpose;
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
 use crate::hash::{Id, SnapshotId};
+use futures_util::{StreamExt, TryStreamExt, stream};
 
 /// A snapshot with its id.
 #[derive(Clone, Debug)]
@@ -53,13 +54,16 @@ impl Repository {
     /// Every snapshot, oldest first. A damaged snapshot fails the whole listing with its
     /// name, rather than being skipped silently.
     pub async fn list_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
-        let mut out = Vec::new();
-        for id in self.snapshot_ids().await? {
-            out.push(SnapshotEntry {
-                id,
-                snapshot: self.load_snapshot(id).await?,
-            });
-        }
+        let mut out: Vec<SnapshotEntry> = stream::iter(self.snapshot_ids().await?)
+            .map(|id| async move {
+                Ok::<_, Error>(SnapshotEntry {
+                    id,
+                    snapshot: self.load_snapshot(id).await?,
+                })
+            })
+            .buffer_unordered(SNAPSHOT_READS)
+            .try_collect()
+            .await?;
         out.sort_by(|a, b| {
             a.snapshot
                 .timestamp()

@@ -58,6 +58,9 @@ pub struct Schedule {
     pub target_contains: Option<&'static str>,
     /// When set, every eligible request gets this answer (status line, S3 error code).
     pub respond: Option<(&'static str, &'static str)>,
+    /// When set, every eligible request waits this long before it is forwarded: latency,
+    /// not a fault, so that requests a client makes at once overlap in the proxy.
+    pub delay: Option<Duration>,
 }
 
 impl Schedule {
@@ -75,6 +78,7 @@ impl Schedule {
             methods: Vec::new(),
             target_contains: None,
             respond: None,
+            delay: None,
         }
     }
 
@@ -92,6 +96,7 @@ impl Schedule {
             methods: Vec::new(),
             target_contains: None,
             respond: None,
+            delay: None,
         }
     }
 }
@@ -107,6 +112,27 @@ pub struct Stats {
     pub puts: AtomicU64,
     /// Response body bytes sent to clients.
     pub response_bytes: AtomicU64,
+    /// Delayed requests (those a schedule's `delay` applies to) in the proxy right now.
+    pub in_flight: AtomicU64,
+    /// The most delayed requests ever in the proxy at once.
+    pub max_in_flight: AtomicU64,
+}
+
+/// Counts one delayed request as in flight until dropped.
+struct InFlight<'a>(&'a Stats);
+
+impl<'a> InFlight<'a> {
+    fn start(stats: &'a Stats) -> Self {
+        let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(stats)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct State {
@@ -115,14 +141,17 @@ struct State {
 }
 
 impl State {
-    fn draw(&mut self, method: &str, request_line: &str) -> Fault {
+    fn eligible(&self, method: &str, request_line: &str) -> bool {
         let s = &self.schedule;
-        if !s.methods.is_empty() && !s.methods.contains(&method) {
+        (s.methods.is_empty() || s.methods.contains(&method))
+            && s.target_contains.is_none_or(|t| request_line.contains(t))
+    }
+
+    fn draw(&mut self, method: &str, request_line: &str) -> Fault {
+        if !self.eligible(method, request_line) {
             return Fault::None;
         }
-        if s.target_contains.is_some_and(|t| !request_line.contains(t)) {
-            return Fault::None;
-        }
+        let s = &self.schedule;
         if let Some((status, code)) = s.respond {
             return Fault::Respond(status, code);
         }
@@ -444,10 +473,16 @@ async fn handle(
             req.body = read_chunked(&mut client, &mut cbuf).await?;
         }
         stats.requests.fetch_add(1, Ordering::Relaxed);
-        let fault = state
+        let (fault, delay) = state
             .lock()
-            .map(|mut s| s.draw(&method, &req.first_line))
-            .unwrap_or(Fault::None);
+            .map(|mut s| {
+                let delay = s
+                    .eligible(&method, &req.first_line)
+                    .then_some(s.schedule.delay)
+                    .flatten();
+                (s.draw(&method, &req.first_line), delay)
+            })
+            .unwrap_or((Fault::None, None));
         if fault != Fault::None {
             stats.faults.fetch_add(1, Ordering::Relaxed);
         }
@@ -480,6 +515,10 @@ async fn handle(
         }
         if method == "PUT" {
             stats.puts.fetch_add(1, Ordering::Relaxed);
+        }
+        let _in_flight = delay.map(|_| InFlight::start(&stats));
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
         }
         let mut up = TcpStream::connect(("127.0.0.1", upstream)).await?;
         up.write_all(&req.head).await?;
