@@ -372,6 +372,15 @@ fn run(
                 crate::warm::warm_metadata(roots, excludes, opts.one_file_system, warm_done)
             })
         });
+        // The parent's trees come from the local cache one file at a time, in walk
+        // order; read them all ahead so the walker does not wait on each from the disk.
+        let warm_trees = (parent.is_some() && full_walk)
+            .then_some(cache)
+            .flatten()
+            .map(|c| {
+                let (dir, warm_done) = (c.trees_dir(), &warm_done);
+                s.spawn(move || crate::warm::warm_files(&dir, warm_done))
+            });
         let packer = s.spawn(|| {
             run_packer(
                 repo,
@@ -433,10 +442,10 @@ fn run(
             h.join()
                 .map_err(|_| Error::InvalidInput("a file reader thread panicked".into()))
         });
-        if let Some(h) = warm
-            && h.join().is_err()
-        {
-            tracing::warn!("the metadata read-ahead thread panicked; the backup goes on");
+        for h in warm.into_iter().chain(warm_trees) {
+            if h.join().is_err() {
+                tracing::warn!("a read-ahead thread panicked; the backup goes on");
+            }
         }
         let packed = packer
             .join()

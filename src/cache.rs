@@ -56,6 +56,11 @@ impl MetadataCache {
         self.retain("index", |id| keep.contains(&IndexId(id)));
     }
 
+    /// Where the cached trees are, one file each: for reading them ahead.
+    pub fn trees_dir(&self) -> PathBuf {
+        self.dir.join("trees")
+    }
+
     /// A cached tree's plaintext, if present and verified against its id.
     pub fn tree(&self, keys: &Keys, id: &BlobId) -> Option<Vec<u8>> {
         let sealed = fs::read(self.path("trees", &id.0)).ok()?;

@@ -8,6 +8,7 @@
 use crate::exclude::Excludes;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -116,6 +117,46 @@ impl Shared<'_> {
     }
 }
 
+/// Read every file directly in `dir` once, with [`WARM_THREADS`] threads, so that a
+/// reader meeting them one at a time finds them in the page cache: the metadata cache's
+/// trees are thousands of small files, and read one by one on a cold cache they cost a
+/// no-change backup a third of its time. Returns the files read; stops as soon as `done`
+/// is set. Errors are ignored: the real reader checks every entry and fetches again.
+pub fn warm_files(dir: &Path, done: &AtomicBool) -> usize {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+    let next = AtomicUsize::new(0);
+    let read = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..WARM_THREADS {
+            s.spawn(|| {
+                let mut buf = vec![0u8; 64 * 1024];
+                while !done.load(Ordering::Acquire) {
+                    let Some(path) = files.get(next.fetch_add(1, Ordering::AcqRel)) else {
+                        break;
+                    };
+                    let Ok(mut f) = fs::File::open(path) else {
+                        continue;
+                    };
+                    let whole = loop {
+                        match f.read(&mut buf) {
+                            Ok(0) => break true,
+                            Ok(_) => {}
+                            Err(_) => break false,
+                        }
+                    };
+                    if whole {
+                        read.fetch_add(1, Ordering::AcqRel);
+                    }
+                }
+            });
+        }
+    });
+    read.load(Ordering::Acquire)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +187,22 @@ mod tests {
         let missing = [tmp.path().join("missing")];
         assert_eq!(
             warm_metadata(&missing, &ex, false, &AtomicBool::new(false)),
+            0
+        );
+    }
+
+    #[test]
+    fn reads_every_file_of_a_directory_or_stops_when_told() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for i in 0..20 {
+            fs::write(tmp.path().join(format!("t{i}")), vec![i as u8; 100_000]).expect("write");
+        }
+        fs::create_dir(tmp.path().join("sub")).expect("mkdir");
+        // Twenty files; the directory cannot be read as one and is not counted.
+        assert_eq!(warm_files(tmp.path(), &AtomicBool::new(false)), 20);
+        assert_eq!(warm_files(tmp.path(), &AtomicBool::new(true)), 0);
+        assert_eq!(
+            warm_files(&tmp.path().join("missing"), &AtomicBool::new(false)),
             0
         );
     }
