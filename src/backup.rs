@@ -86,6 +86,10 @@ pub struct BackupOptions {
     /// After a full walk, drop cached trees this snapshot does not use. Off when one
     /// cache serves several snapshot series (their trees would be dropped too).
     pub trim_cache: bool,
+    /// Read the sources' metadata ahead of the walker on a full walk. Off when the
+    /// caller already runs a [`crate::warm::ReadAhead`] over the same paths (started
+    /// before opening the repository, so the disk works while the key is derived).
+    pub read_ahead: bool,
 }
 
 /// Files read at once by default. Reading many small files from a cold disk is bound by
@@ -121,6 +125,7 @@ impl BackupOptions {
             skip_if_unchanged: false,
             max_upload_bytes: None,
             trim_cache: true,
+            read_ahead: true,
         }
     }
 }
@@ -366,7 +371,7 @@ fn run(
             .collect();
         drop(read_rx);
         // A full walk looks at every entry: read the tree's metadata ahead of it.
-        let warm = full_walk.then(|| {
+        let warm = (full_walk && opts.read_ahead).then(|| {
             let (roots, excludes, warm_done) = (&roots, &excludes, &warm_done);
             s.spawn(move || {
                 crate::warm::warm_metadata(roots, excludes, opts.one_file_system, warm_done)

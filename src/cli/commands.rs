@@ -147,9 +147,16 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs, out: Output) -> 
         Some(t) => parse_time(t)?,
         None => now_rfc3339(),
     };
-    let repo = open(rt, args)?;
     let excludes = cairn::exclude::Excludes::new(&b.excludes).map_err(anyhow::Error::msg)?;
+    // The disk reads the sources' metadata while the key is derived and the index loaded.
+    let read_ahead = cairn::warm::ReadAhead::start(
+        b.paths.clone(),
+        cairn::exclude::Excludes::new(&b.excludes).map_err(anyhow::Error::msg)?,
+        b.one_file_system,
+    );
+    let repo = open(rt, args)?;
     let mut opts = BackupOptions::new(b.paths, b.host.unwrap_or_else(hostname), username(), time);
+    opts.read_ahead = false;
     opts.excludes = b.excludes;
     opts.tags = b.tags;
     opts.one_file_system = b.one_file_system;
@@ -176,6 +183,7 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs, out: Output) -> 
         done.store(true, Ordering::Relaxed);
         r
     });
+    drop(read_ahead);
     reporter.finish();
     let report = result?;
     let sum = report.snapshot.summary.clone().unwrap_or_default();
