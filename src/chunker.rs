@@ -141,6 +141,9 @@ pub struct ChunkStream<R> {
 /// Smallest buffer a stream reads into; it doubles from here up to one and a half chunk
 /// windows.
 const MIN_BUFFER: usize = 64 * 1024;
+/// Bytes a full buffer reads to learn whether the stream goes on before it grows; smaller
+/// than [`MIN_BUFFER`], so they always fit once it has grown.
+const PROBE: usize = 4096;
 
 impl<R: Read> ChunkStream<R> {
     /// Wrap a reader, with a new buffer.
@@ -190,12 +193,25 @@ impl<R: Read> ChunkStream<R> {
         }
         let want = self.start + max;
         while !self.eof && self.end < want {
+            if self.end == self.buf.len() && self.end > 0 {
+                // Full: look for more before growing, so that a file of exactly the
+                // buffer's size (64 KiB, 1 MiB) does not double it only to read its end.
+                let mut probe = [0u8; PROBE];
+                match self.reader.read(&mut probe) {
+                    Ok(0) => self.eof = true,
+                    Ok(n) => {
+                        self.grow(cap);
+                        self.buf[self.end..self.end + n].copy_from_slice(&probe[..n]);
+                        self.end += n;
+                        self.bytes_read += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
             if self.end == self.buf.len() {
-                // The buffer grows only as far as the data needs (a small file keeps it
-                // small), doubling, and is zeroed once per growth however many files
-                // it serves.
-                let len = (self.buf.len() * 2).max(MIN_BUFFER).min(cap);
-                self.buf.resize(len, 0);
+                self.grow(cap);
             }
             match self.reader.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
@@ -208,6 +224,14 @@ impl<R: Read> ChunkStream<R> {
             }
         }
         Ok(())
+    }
+
+    /// Double the buffer (from [`MIN_BUFFER`], up to `cap`). It grows only as far as the
+    /// data needs (a small file keeps it small), and is zeroed once per growth however
+    /// many files it serves.
+    fn grow(&mut self, cap: usize) {
+        let len = (self.buf.len() * 2).max(MIN_BUFFER).min(cap);
+        self.buf.resize(len, 0);
     }
 
     /// The next chunk, or `None` at the end of the stream.
@@ -385,6 +409,39 @@ mod tests {
             max + max / 2,
             "and a long one no more than the window"
         );
+
+        // A stream of exactly the buffer's size keeps it: the read that finds the end
+        // does not grow it. Fed a few hundred bytes per read, or all at once, the cuts
+        // are the same.
+        for size in [MIN_BUFFER, 2 * MIN_BUFFER, 16 * MIN_BUFFER] {
+            let data = pseudo_random(size, 9);
+            for piece in [333, usize::MAX] {
+                let mut s = ChunkStream::new(Trickle(&data[..], piece), c.clone());
+                let mut lens = Vec::new();
+                while let Some(ch) = s.next_chunk_ref().expect("read") {
+                    lens.push(ch.len());
+                }
+                assert_eq!(lens, c.cut_all(&data), "{size} bytes, {piece} per read");
+                assert_eq!(s.bytes_read(), size as u64);
+                assert_eq!(
+                    s.into_buffer().len(),
+                    size,
+                    "{size} bytes, {piece} per read"
+                );
+            }
+        }
+    }
+
+    /// A reader that returns at most `.1` bytes per call.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = out.len().min(self.1).min(self.0.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
     }
 
     #[test]
