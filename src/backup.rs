@@ -12,7 +12,7 @@
 //! The snapshot is written only after every pack and index object is durable, so a crash
 //! at any point leaves the repository as it was plus unreferenced packs.
 
-use crate::backend::{FileType, Handle};
+use crate::backend::FileType;
 use crate::bufset::BufferSet;
 use crate::cache::MetadataCache;
 use crate::changes::ChangedPaths;
@@ -29,9 +29,8 @@ use crate::index::MasterIndex;
 use crate::pack::{SealedBlob, seal_blob};
 use crate::packer::run_packer;
 use crate::progress::{Phase, Progress, RunControl};
-use crate::repo::{INDEX_READS, Repository};
+use crate::repo::Repository;
 use crossbeam_channel::{Receiver, Sender, bounded};
-use futures_util::{StreamExt, TryStreamExt, stream};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
@@ -176,17 +175,16 @@ impl BackupContext {
         }
         let mut new: Vec<IndexId> = listed.difference(&self.loaded).copied().collect();
         new.sort();
-        // Several reads at once (a new machine has nothing cached), taken in order.
-        let cache = self.cache.as_ref();
-        let mut files = stream::iter(new)
-            .map(|id| async move { Ok::<_, Error>((id, load_index_file(cache, repo, id).await?)) })
-            .buffered(INDEX_READS);
-        while let Some((id, file)) = files.try_next().await? {
+        // Several reads at once (a new machine has nothing cached), applied in order.
+        let cache = self.cache.clone();
+        let (index, loaded) = (&mut self.index, &mut self.loaded);
+        repo.for_each_index_file(cache.as_ref(), new, |id, file| {
             for p in &file.packs {
-                self.index.add_pack(p);
+                index.add_pack(p);
             }
-            self.loaded.insert(id);
-        }
+            loaded.insert(id);
+        })
+        .await?;
         if let Some(c) = &self.cache {
             c.retain_index(&listed);
         }
@@ -208,29 +206,6 @@ impl BackupContext {
             self.index.add_pack(p);
         }
     }
-}
-
-/// One index object, from the local cache when it holds an intact copy.
-async fn load_index_file(
-    cache: Option<&MetadataCache>,
-    repo: &Repository,
-    id: IndexId,
-) -> Result<IndexFile> {
-    if let Some(c) = cache
-        && let Some(stored) = c.index(id)
-        && let Ok(file) = repo.open_index_file(id, &stored)
-    {
-        return Ok(file);
-    }
-    let stored = repo
-        .backend()
-        .get(&Handle::new(FileType::Index, id.0.to_hex()))
-        .await?;
-    let file = repo.open_index_file(id, &stored)?;
-    if let Some(c) = cache {
-        c.put_index(id, &stored);
-    }
-    Ok(file)
 }
 
 /// A source path that could not be stored, and why.
@@ -379,7 +354,9 @@ fn run(
         });
         // The parent's trees come from the local cache one file at a time, in walk
         // order; read them all ahead so the walker does not wait on each from the disk.
-        let warm_trees = (parent.is_some() && full_walk)
+        // Only when the cache is trimmed to the latest snapshot's trees: a cache shared
+        // by several snapshot series keeps all of theirs.
+        let warm_trees = (parent.is_some() && full_walk && opts.trim_cache)
             .then_some(cache)
             .flatten()
             .map(|c| {

@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 
 /// Compiled exclude patterns.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Excludes {
     by_name: GlobSet,
     by_path: GlobSet,

@@ -1,7 +1,8 @@
 //! The in-memory index: for every blob, the pack and byte range that hold it. Loaded from
 //! all `index/*` objects; the backup's dedup check and restore's read planning use it.
 
-use crate::backend::FileType;
+use crate::backend::{FileType, Handle};
+use crate::cache::MetadataCache;
 use crate::crypto::Purpose;
 use crate::error::{Error, Result};
 use crate::format::index::{BlobKind, INDEX_VERSION, IndexFile, IndexPack};
@@ -176,17 +177,14 @@ impl Repository {
             .list(FileType::Index)
             .await?
             .into_iter()
-            .filter_map(|info| Id::from_object_name(&info.name).map(IndexId));
-        // Several reads at once, taken in listing order, so that which copy of a blob
-        // wins does not depend on which read finished first.
-        let mut files = stream::iter(ids)
-            .map(|id| self.load_index_file(id))
-            .buffered(INDEX_READS);
-        while let Some(file) = files.try_next().await? {
+            .filter_map(|info| Id::from_object_name(&info.name).map(IndexId))
+            .collect();
+        self.for_each_index_file(None, ids, |_, file| {
             for p in &file.packs {
                 index.add_pack(p);
             }
-        }
+        })
+        .await?;
         // For reading only: blobs a prune took out of the index but has not deleted yet
         // (a snapshot made by a backup that overlapped the prune may use them; the next
         // prune takes them back). They come last, so indexed copies win. Backups load
@@ -199,6 +197,54 @@ impl Repository {
             }
         }
         Ok(index)
+    }
+
+    /// Load the index objects `ids` (from `cache` when it holds an intact copy, storing
+    /// what it fetches there) and hand each to `apply`, in the order given, so that which
+    /// copy of a blob is found first does not depend on which read finished first.
+    /// [`INDEX_READS`] reads are in flight at once, but only their stored (compressed)
+    /// bytes wait; each is decoded when its turn comes, so a slow read never holds up
+    /// several decoded index objects (a prune writes ones of up to 1,000 packs).
+    pub async fn for_each_index_file(
+        &self,
+        cache: Option<&MetadataCache>,
+        ids: Vec<IndexId>,
+        mut apply: impl FnMut(IndexId, IndexFile),
+    ) -> Result<()> {
+        let fetch = |id: IndexId| async move {
+            let handle = Handle::new(FileType::Index, id.0.to_hex());
+            Ok::<_, Error>(self.backend().get(&handle).await?)
+        };
+        let mut stored = stream::iter(ids)
+            .map(|id| async move {
+                match cache.and_then(|c| c.index(id)) {
+                    Some(bytes) => Ok::<_, Error>((id, bytes, true)),
+                    None => Ok((id, fetch(id).await?, false)),
+                }
+            })
+            .buffered(INDEX_READS);
+        while let Some((id, bytes, cached)) = stored.try_next().await? {
+            let file = match self.open_index_file(id, &bytes) {
+                Ok(file) => {
+                    if let Some(c) = cache.filter(|_| !cached) {
+                        c.put_index(id, &bytes);
+                    }
+                    file
+                }
+                // A cached copy that will not open is fetched again.
+                Err(_) if cached => {
+                    let bytes = fetch(id).await?;
+                    let file = self.open_index_file(id, &bytes)?;
+                    if let Some(c) = cache {
+                        c.put_index(id, &bytes);
+                    }
+                    file
+                }
+                Err(e) => return Err(e),
+            };
+            apply(id, file);
+        }
+        Ok(())
     }
 
     /// Load one index object.

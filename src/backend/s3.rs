@@ -334,6 +334,13 @@ impl S3Backend {
                 let got = i64::try_from(body.len() + frame.len()).unwrap_or(i64::MAX);
                 return Err(self.oversized("read", handle.path(), got, limit));
             }
+            // Past the reservation, to the declared size at once rather than doubling:
+            // the bytes are arriving, and the length was checked against the limit.
+            if body.len() + frame.len() > body.capacity()
+                && let Some(w) = wanted
+            {
+                body.reserve_exact((w as usize).saturating_sub(body.len()).max(frame.len()));
+            }
             body.extend_from_slice(&frame);
         }
         if let Some(wanted) = wanted

@@ -148,12 +148,11 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs, out: Output) -> 
         None => now_rfc3339(),
     };
     let excludes = cairn::exclude::Excludes::new(&b.excludes).map_err(anyhow::Error::msg)?;
-    // The disk reads the sources' metadata while the key is derived and the index loaded.
-    let read_ahead = cairn::warm::ReadAhead::start(
-        b.paths.clone(),
-        cairn::exclude::Excludes::new(&b.excludes).map_err(anyhow::Error::msg)?,
-        b.one_file_system,
-    );
+    // The disk reads the sources' metadata while the key is derived and the index loaded,
+    // from the same roots (absolute and clean, as excludes expect) the backup walks.
+    let _read_ahead = cairn::backup::snapshot_paths(&b.paths)
+        .ok()
+        .map(|roots| cairn::warm::ReadAhead::start(roots, excludes.clone(), b.one_file_system));
     let repo = open(rt, args)?;
     let mut opts = BackupOptions::new(b.paths, b.host.unwrap_or_else(hostname), username(), time);
     opts.read_ahead = false;
@@ -183,7 +182,6 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs, out: Output) -> 
         done.store(true, Ordering::Relaxed);
         r
     });
-    drop(read_ahead);
     reporter.finish();
     let report = result?;
     let sum = report.snapshot.summary.clone().unwrap_or_default();

@@ -34,9 +34,10 @@ pub const MAX_INDEX_LEN: usize = 1024 * 1024 * 1024;
 /// Snapshots read at once: each is a small object whose read is nearly all round trip,
 /// and a repository holds hundreds of them.
 pub const SNAPSHOT_READS: usize = 8;
-/// Index objects read at once. Fewer than snapshots: a backup writes one per 64 packs,
-/// so one can hold tens of thousands of entries, and each read waiting its turn is held
-/// in memory.
+/// Index objects read at once. Fewer than snapshots: one can be large (a prune writes
+/// them of up to 1,000 packs), and reads finished ahead of their turn wait in memory,
+/// as stored (compressed) bytes; each is decoded only when applied
+/// ([`Repository::for_each_index_file`]).
 pub const INDEX_READS: usize = 4;
 /// Largest key object accepted from storage.
 const MAX_KEY_LEN: u64 = 64 * 1024;

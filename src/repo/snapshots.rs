@@ -61,7 +61,7 @@ impl Repository {
                     snapshot: self.load_snapshot(id).await?,
                 })
             })
-            .buffer_unordered(SNAPSHOT_READS)
+            .buffered(SNAPSHOT_READS)
             .try_collect()
             .await?;
         out.sort_by(|a, b| {

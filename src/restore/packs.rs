@@ -247,7 +247,7 @@ fn fetch_range(sh: &Shared<'_>, files: &[FileJob], r: Range<'_>) {
     // the thread that polls it; awaited from here, every frame of the body woke this
     // thread across cores instead (futex wake-ups were 6% of a restore's CPU).
     let backend = repo.backend().clone();
-    let (start, len) = (r.start, r.end - r.start);
+    let (start, len, object) = (r.start, r.end - r.start, handle.path());
     let mut bytes = sh.rt.block_on(async {
         let read = sh
             .rt
@@ -255,7 +255,7 @@ fn fetch_range(sh: &Shared<'_>, files: &[FileJob], r: Range<'_>) {
         read.await.unwrap_or_else(|e| {
             Err(crate::backend::BackendError::Io {
                 op: "read",
-                object: format!("pack {}", r.pack.to_hex()),
+                object,
                 location: repo.backend().location(),
                 source: std::io::Error::other(e),
                 retryable: false,

@@ -538,7 +538,7 @@ async fn handle(
             }
             break m;
         };
-        if fault == Fault::Overlong {
+        if fault == Fault::Overlong && !resp.body.is_empty() {
             let head = without_header(&resp.head, "content-length");
             let head = String::from_utf8_lossy(&head).replacen(
                 "\r\n\r\n",
@@ -554,6 +554,9 @@ async fn handle(
                 client.write_all(b"\r\n").await?;
             }
             client.write_all(b"0\r\n\r\n").await?;
+            stats
+                .response_bytes
+                .fetch_add(2 * resp.body.len() as u64, Ordering::Relaxed);
             continue;
         }
         client.write_all(&resp.head).await?;
