@@ -328,6 +328,9 @@ fn run(
         windows: BufferSet::new(LARGE_READS.max(opts.workers)),
     };
 
+    let data_ahead = parent
+        .is_none()
+        .then(|| crate::warm::DataAhead::new(&sink.data_read));
     let (walk, packed, read) = std::thread::scope(|s| {
         let sink = &sink;
         let reader_threads: Vec<_> = (0..readers)
@@ -345,11 +348,14 @@ fn run(
             })
             .collect();
         drop(read_rx);
-        // A full walk looks at every entry: read the tree's metadata ahead of it.
-        let warm = (full_walk && opts.read_ahead).then(|| {
+        // A full walk looks at every entry: read the tree's metadata ahead of it (unless
+        // the caller already does), and without a parent, where every file is read,
+        // small files' data too.
+        let warm = (full_walk && (opts.read_ahead || data_ahead.is_some())).then(|| {
             let (roots, excludes, warm_done) = (&roots, &excludes, &warm_done);
+            let data = data_ahead.as_ref();
             s.spawn(move || {
-                crate::warm::warm_metadata(roots, excludes, opts.one_file_system, warm_done)
+                crate::warm::warm_metadata(roots, excludes, opts.one_file_system, warm_done, data)
             })
         });
         // The parent's trees come from the local cache one file at a time, in walk

@@ -9,10 +9,12 @@ use crate::exclude::Excludes;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use std::fs;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Threads reading ahead: enough to keep a disk's queue busy, few enough to leave the
@@ -36,17 +38,90 @@ struct Shared<'a> {
     excludes: &'a Excludes,
     one_file_system: bool,
     done: &'a AtomicBool,
+    data: Option<&'a DataAhead<'a>>,
+}
+
+/// Asks the kernel to read small files ahead of the backup's readers. The walker hands a
+/// directory's files to the readers and waits for them all before the next directory, so
+/// where directories hold a few files each, a cold disk saw only a few reads at a time;
+/// with the files' data already on its way, those waits are short (first backup of the
+/// benchmark corpus 7.1 s to 6.1 s). Only for a backup that reads every file (no
+/// parent): read ahead of a backup that finds them unchanged would be wasted disk work.
+/// Bounded: no more than [`DATA_AHEAD_WINDOW`] bytes requested beyond what the readers
+/// have consumed (the read-ahead waits for them), so a huge tree cannot push its own data
+/// out of the page cache.
+pub struct DataAhead<'a> {
+    consumed: &'a AtomicU64,
+    requested: AtomicU64,
+    window: u64,
+}
+
+/// Largest file read ahead: larger ones are read in big sequential reads, which the
+/// kernel reads ahead of by itself.
+pub const DATA_AHEAD_FILE: u64 = 1024 * 1024;
+
+/// Bytes requested ahead of what the readers have consumed, at most.
+pub const DATA_AHEAD_WINDOW: u64 = 256 * 1024 * 1024;
+
+impl<'a> DataAhead<'a> {
+    /// A read-ahead that measures its lead against `consumed`, the bytes the backup's
+    /// readers have read so far.
+    pub fn new(consumed: &'a AtomicU64) -> Self {
+        DataAhead {
+            consumed,
+            requested: AtomicU64::new(0),
+            window: DATA_AHEAD_WINDOW,
+        }
+    }
+
+    /// Bytes requested so far.
+    pub fn requested(&self) -> u64 {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    /// Ask for a small regular file's data, first waiting (until `done`) while the lead
+    /// is full: a file passed over would be read cold later. Never waits for the read.
+    fn request(&self, path: &Path, len: u64, done: &AtomicBool) {
+        if len == 0 || len > DATA_AHEAD_FILE {
+            return;
+        }
+        loop {
+            if done.load(Ordering::Acquire) {
+                return;
+            }
+            let lead = self
+                .requested
+                .load(Ordering::Acquire)
+                .saturating_sub(self.consumed.load(Ordering::Acquire));
+            if lead + len <= self.window {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let Ok(f) = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+        else {
+            return;
+        };
+        // SAFETY: `f` is an open descriptor for the duration of the call.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+        self.requested.fetch_add(len, Ordering::AcqRel);
+    }
 }
 
 /// List and lstat everything under `roots` (honouring `excludes`, and staying on each
 /// root's file system when `one_file_system` is set) with [`WARM_THREADS`] threads;
 /// returns the number of directories listed when all is read or as soon as `done` is
-/// set. Errors are ignored: the walker meets and reports them itself.
+/// set. With `data`, small files' contents are requested ahead too. Errors are ignored:
+/// the walker meets and reports them itself.
 pub fn warm_metadata(
     roots: &[PathBuf],
     excludes: &Excludes,
     one_file_system: bool,
     done: &AtomicBool,
+    data: Option<&DataAhead<'_>>,
 ) -> usize {
     let (tx, rx) = unbounded();
     let shared = Shared {
@@ -57,6 +132,7 @@ pub fn warm_metadata(
         excludes,
         one_file_system,
         done,
+        data,
     };
     for root in roots {
         if let Ok(m) = fs::symlink_metadata(root)
@@ -105,6 +181,12 @@ impl Shared<'_> {
             let Ok(m) = fs::symlink_metadata(&path) else {
                 continue;
             };
+            if m.is_file()
+                && let Some(d) = self.data
+            {
+                d.request(&path, m.len(), self.done);
+                continue;
+            }
             if !m.is_dir() || (self.one_file_system && m.dev() != dev) {
                 continue;
             }
@@ -134,7 +216,7 @@ impl ReadAhead {
         let flag = done.clone();
         let thread = std::thread::Builder::new()
             .name("cairn-read-ahead".into())
-            .spawn(move || warm_metadata(&roots, &excludes, one_file_system, &flag))
+            .spawn(move || warm_metadata(&roots, &excludes, one_file_system, &flag, None))
             .ok();
         ReadAhead { done, thread }
     }
@@ -214,19 +296,19 @@ mod tests {
         let done = AtomicBool::new(false);
         // The root, a, a/b, a/b/c and d; not a/skip or below it.
         assert_eq!(
-            warm_metadata(&[tmp.path().to_path_buf()], &ex, true, &done),
+            warm_metadata(&[tmp.path().to_path_buf()], &ex, true, &done, None),
             5
         );
         done.store(true, Ordering::Release);
         let started = std::time::Instant::now();
         assert_eq!(
-            warm_metadata(&[tmp.path().to_path_buf()], &ex, false, &done),
+            warm_metadata(&[tmp.path().to_path_buf()], &ex, false, &done, None),
             0
         );
         assert!(started.elapsed() < Duration::from_secs(1));
         let missing = [tmp.path().join("missing")];
         assert_eq!(
-            warm_metadata(&missing, &ex, false, &AtomicBool::new(false)),
+            warm_metadata(&missing, &ex, false, &AtomicBool::new(false), None),
             0
         );
     }
@@ -274,5 +356,74 @@ mod tests {
             stopped < all / 2,
             "listed {stopped} of {all} after being stopped"
         );
+    }
+
+    #[test]
+    fn data_is_requested_for_small_files_within_the_window() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for i in 0..10 {
+            fs::write(tmp.path().join(format!("small{i}")), [i as u8; 4096]).expect("write");
+        }
+        fs::write(tmp.path().join("empty"), b"").expect("write");
+        let big = vec![1u8; DATA_AHEAD_FILE as usize + 1];
+        fs::write(tmp.path().join("big"), &big).expect("write");
+        let consumed = AtomicU64::new(0);
+        let mut data = DataAhead::new(&consumed);
+        // Room for two of the small files until the readers consume more.
+        data.window = 10_000;
+        let done = AtomicBool::new(false);
+        let wait_for = |want: u64| {
+            let started = std::time::Instant::now();
+            while data.requested() != want {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "requested {} bytes, expected {want}",
+                    data.requested()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        std::thread::scope(|s| {
+            let walk = s.spawn(|| {
+                warm_metadata(
+                    &[tmp.path().to_path_buf()],
+                    &Excludes::default(),
+                    false,
+                    &done,
+                    Some(&data),
+                )
+            });
+            wait_for(2 * 4096);
+            std::thread::sleep(Duration::from_millis(50));
+            assert_eq!(data.requested(), 2 * 4096, "went past its window");
+            // The readers catch up: the rest follows; the empty and the large file never.
+            consumed.store(1 << 20, Ordering::Release);
+            wait_for(10 * 4096);
+            assert_eq!(walk.join().expect("join"), 1);
+        });
+        // A read-ahead waiting for room returns once told to stop.
+        let consumed = AtomicU64::new(0);
+        let mut data = DataAhead::new(&consumed);
+        data.window = 0;
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let walk = s.spawn(|| {
+                warm_metadata(
+                    &[tmp.path().to_path_buf()],
+                    &Excludes::default(),
+                    false,
+                    &done,
+                    Some(&data),
+                )
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(
+                !walk.is_finished(),
+                "nothing could be requested, yet it finished"
+            );
+            done.store(true, Ordering::Release);
+            assert_eq!(walk.join().expect("join"), 1);
+        });
+        assert_eq!(data.requested(), 0);
     }
 }
