@@ -46,6 +46,16 @@ async fn contract(b: Arc<dyn Backend>) {
         b.get_range(&pack, 1000, 5000).await.expect("range"),
         data[1000..6000].to_vec()
     );
+    // A buffer handed back holds exactly the new range, whatever it held before, longer
+    // or shorter.
+    for stale in [vec![7u8; 20_000], vec![7u8; 10]] {
+        assert_eq!(
+            b.get_range_into(&pack, 2000, 3000, stale)
+                .await
+                .expect("range into"),
+            data[2000..5000].to_vec()
+        );
+    }
     assert_eq!(b.stat(&pack).await.expect("stat"), data.len() as u64);
     let past_end = b.get_range(&pack, 299_990, 100).await;
     assert!(

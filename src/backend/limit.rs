@@ -54,6 +54,16 @@ impl<B: Backend> Backend for LimitBackend<B> {
         limited!(self, self.inner.get_range(handle, offset, length))
     }
 
+    async fn get_range_into(
+        &self,
+        handle: &Handle,
+        offset: u64,
+        length: u64,
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>, BackendError> {
+        limited!(self, self.inner.get_range_into(handle, offset, length, buf))
+    }
+
     async fn stat(&self, handle: &Handle) -> Result<u64, BackendError> {
         limited!(self, self.inner.stat(handle))
     }

@@ -107,6 +107,26 @@ impl<B: Backend> Backend for RetryBackend<B> {
         .await
     }
 
+    async fn get_range_into(
+        &self,
+        handle: &Handle,
+        offset: u64,
+        length: u64,
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>, BackendError> {
+        // The first attempt gets the buffer; a retry, after a failure, a new one.
+        let buf = std::sync::Mutex::new(Some(buf));
+        self.retry(&format!("read {handle}"), || {
+            let b = buf
+                .lock()
+                .ok()
+                .and_then(|mut b| b.take())
+                .unwrap_or_default();
+            self.inner.get_range_into(handle, offset, length, b)
+        })
+        .await
+    }
+
     async fn stat(&self, handle: &Handle) -> Result<u64, BackendError> {
         self.retry(&format!("stat {handle}"), || self.inner.stat(handle))
             .await

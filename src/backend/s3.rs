@@ -277,13 +277,15 @@ impl S3Backend {
         }
     }
 
-    /// GET a whole object or a byte range. The declared length is checked before the body
+    /// GET a whole object or a byte range, into `body` (cleared first; a caller reading
+    /// range after range passes the same buffer back). The declared length is checked before the body
     /// is buffered (a server answering a range with the whole object, or a huge object, is
     /// refused), and the body received must match it exactly.
     async fn read(
         &self,
         handle: &Handle,
         range: Option<(u64, u64)>,
+        mut body: Vec<u8>,
     ) -> Result<Vec<u8>, BackendError> {
         let mut req = self
             .client
@@ -323,7 +325,8 @@ impl S3Backend {
         // frames first and then flattening them cost two copies into fresh memory, the
         // largest share of a restore's CPU after decompression. The reservation is capped
         // so that a length a hostile server declares cannot reserve gigabytes up front.
-        let mut body = Vec::with_capacity(wanted.unwrap_or(0).min(READ_RESERVE) as usize);
+        body.clear();
+        body.reserve(wanted.unwrap_or(0).min(READ_RESERVE) as usize);
         let mut stream = out.body;
         while let Some(frame) = stream
             .try_next()
@@ -591,7 +594,7 @@ impl Backend for S3Backend {
     }
 
     async fn get(&self, handle: &Handle) -> Result<Vec<u8>, BackendError> {
-        self.read(handle, None).await
+        self.read(handle, None, Vec::new()).await
     }
 
     async fn get_range(
@@ -603,7 +606,20 @@ impl Backend for S3Backend {
         if length == 0 {
             return Ok(Vec::new());
         }
-        self.read(handle, Some((offset, length))).await
+        self.read(handle, Some((offset, length)), Vec::new()).await
+    }
+
+    async fn get_range_into(
+        &self,
+        handle: &Handle,
+        offset: u64,
+        length: u64,
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>, BackendError> {
+        if length == 0 {
+            return Ok(Vec::new());
+        }
+        self.read(handle, Some((offset, length)), buf).await
     }
 
     async fn stat(&self, handle: &Handle) -> Result<u64, BackendError> {

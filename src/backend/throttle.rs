@@ -66,6 +66,16 @@ impl<B: Backend> Backend for ThrottleBackend<B> {
         self.inner.get_range(handle, offset, length).await
     }
 
+    async fn get_range_into(
+        &self,
+        handle: &Handle,
+        offset: u64,
+        length: u64,
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>, BackendError> {
+        self.inner.get_range_into(handle, offset, length, buf).await
+    }
+
     async fn stat(&self, handle: &Handle) -> Result<u64, BackendError> {
         self.inner.stat(handle).await
     }

@@ -170,8 +170,10 @@ impl Batch {
             for _ in 0..FETCHERS {
                 let rx = rx.clone();
                 s.spawn(move || {
+                    // One read buffer per fetcher, handed back to every read.
+                    let mut buf = Vec::new();
                     for range in rx.iter() {
-                        fetch_range(sh, files, range);
+                        buf = fetch_range(sh, files, range, buf);
                     }
                 });
             }
@@ -240,7 +242,9 @@ struct Range<'b> {
     blobs: Vec<&'b Wanted>,
 }
 
-fn fetch_range(sh: &Shared<'_>, files: &[FileJob], r: Range<'_>) {
+/// Read one range, open its blobs and write them; returns the read buffer for the next
+/// range (an empty one if the read failed, or if a large single blob left it large).
+fn fetch_range(sh: &Shared<'_>, files: &[FileJob], r: Range<'_>, buf: Vec<u8>) -> Vec<u8> {
     let repo = sh.reader.primary().repo;
     let handle = Handle::new(FileType::Pack, r.pack.to_hex());
     // The read runs as a task of the runtime, where the socket's readiness is handled on
@@ -251,7 +255,7 @@ fn fetch_range(sh: &Shared<'_>, files: &[FileJob], r: Range<'_>) {
     let mut bytes = sh.rt.block_on(async {
         let read = sh
             .rt
-            .spawn(async move { backend.get_range(&handle, start, len).await });
+            .spawn(async move { backend.get_range_into(&handle, start, len, buf).await });
         read.await.unwrap_or_else(|e| {
             Err(crate::backend::BackendError::Io {
                 op: "read",
@@ -292,6 +296,10 @@ fn fetch_range(sh: &Shared<'_>, files: &[FileJob], r: Range<'_>) {
             }
         }
     }
+    bytes
+        .ok()
+        .filter(|b| b.capacity() <= 2 * MAX_RANGE as usize)
+        .unwrap_or_default()
 }
 
 /// Write one blob's plaintext at its place; zero blobs of sparse files stay holes.
