@@ -112,6 +112,9 @@ impl Env {
     /// The command with repository and passphrase set.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        // The metadata cache in the scratch area, not the user's ~/.cache (a test may
+        // still set its own through `env`).
+        c.env("CAIRN_CACHE_DIR", self.path("cli-cache"));
         for o in &self.options {
             c.arg("-o").arg(o);
         }
