@@ -151,9 +151,14 @@ fn crash_torture(seed: u64, points: usize) {
         .expect("write");
     }
     let s = src.to_str().expect("utf8").to_string();
+    env.ok(&["backup", &s]);
+    // Kill moments are drawn from the time an uninterrupted run of each kind takes: first
+    // a backup after a change like the ones below (the first backup reads everything;
+    // drawn from its time, too many later runs finished before the kill), then the mean
+    // of that and each later run completed.
+    mutate(&src, &mut rng, points);
     let started = Instant::now();
     env.ok(&["backup", &s]);
-    // Kill moments are drawn from the time an uninterrupted run of each kind takes.
     let mut span_ms = [started.elapsed().as_millis() as u64, 800];
     let mut last = (snapshot_ids(&env).pop().expect("first"), manifest(&src));
     let mut kills = 0;
@@ -189,7 +194,7 @@ fn crash_torture(seed: u64, points: usize) {
         let status = child.wait().expect("wait");
         if finished || status.success() {
             let took = t0.elapsed().as_millis() as u64;
-            span_ms[usize::from(prune)] = span.max(took);
+            span_ms[usize::from(prune)] = (span + took) / 2;
         }
         check_passes(&env, false, &context);
         let ids = snapshot_ids(&env);
