@@ -362,9 +362,8 @@ fn run(
         // order; read them all ahead so the walker does not wait on each from the disk.
         // Only when the cache is trimmed to the latest snapshot's trees: a cache shared
         // by several snapshot series keeps all of theirs.
-        let warm_trees = (parent.is_some() && full_walk && opts.trim_cache)
-            .then_some(cache)
-            .flatten()
+        let warm_trees = cache
+            .filter(|_| parent.is_some() && full_walk && opts.trim_cache)
             .map(|c| {
                 let (dir, warm_done) = (c.trees_dir(), &warm_done);
                 s.spawn(move || crate::warm::warm_files(&dir, warm_done))

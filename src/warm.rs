@@ -367,6 +367,15 @@ mod tests {
         fs::write(tmp.path().join("empty"), b"").expect("write");
         let big = vec![1u8; DATA_AHEAD_FILE as usize + 1];
         fs::write(tmp.path().join("big"), &big).expect("write");
+        let read_ahead = |done: &AtomicBool, data: &DataAhead<'_>| {
+            warm_metadata(
+                &[tmp.path().to_path_buf()],
+                &Excludes::default(),
+                false,
+                done,
+                Some(data),
+            )
+        };
         let consumed = AtomicU64::new(0);
         let mut data = DataAhead::new(&consumed);
         // Room for two of the small files until the readers consume more.
@@ -384,15 +393,7 @@ mod tests {
             }
         };
         std::thread::scope(|s| {
-            let walk = s.spawn(|| {
-                warm_metadata(
-                    &[tmp.path().to_path_buf()],
-                    &Excludes::default(),
-                    false,
-                    &done,
-                    Some(&data),
-                )
-            });
+            let walk = s.spawn(|| read_ahead(&done, &data));
             wait_for(2 * 4096);
             std::thread::sleep(Duration::from_millis(50));
             assert_eq!(data.requested(), 2 * 4096, "went past its window");
@@ -407,15 +408,7 @@ mod tests {
         data.window = 0;
         let done = AtomicBool::new(false);
         std::thread::scope(|s| {
-            let walk = s.spawn(|| {
-                warm_metadata(
-                    &[tmp.path().to_path_buf()],
-                    &Excludes::default(),
-                    false,
-                    &done,
-                    Some(&data),
-                )
-            });
+            let walk = s.spawn(|| read_ahead(&done, &data));
             std::thread::sleep(Duration::from_millis(50));
             assert!(
                 !walk.is_finished(),

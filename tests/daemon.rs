@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::fault_proxy::Schedule;
-use support::{Env, Kind, describe, pseudo_random};
+use support::{Env, Kind, describe, pseudo_random, walk_files};
 
 /// A running `cairn daemon`; killed on drop if the test did not stop it.
 struct Daemon {
@@ -573,22 +573,6 @@ fn the_shipped_example_configuration_runs_as_is() {
     let listing = env.ok(&["ls", "latest", "--repo", repo.to_str().expect("utf8")]);
     assert!(listing.contains("report.txt"), "{listing}");
     assert!(!listing.contains("junk"), "{listing}");
-}
-
-fn walk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk_files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use support::fault_proxy::{FaultProxy, Schedule};
 use support::s3::{S3Server, aws_env};
-use support::{Env, Kind, assert_same_tree, pseudo_random, restored};
+use support::{Env, Kind, assert_same_tree, pseudo_random, restored, walk_files};
 
 struct Daemon {
     child: Child,
@@ -339,22 +339,6 @@ fn a_destination_that_is_down_holds_nobody_back_and_catches_up_without_reuploadi
         );
     }
     restore_from(&env, &lan_repo, &src, "after-repair");
-}
-
-fn walk_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk_files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

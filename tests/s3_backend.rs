@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use support::fault_proxy::{FaultProxy, Schedule};
 use support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
-use support::{Env, Kind, assert_same_tree, describe, pseudo_random, restored};
+use support::{Env, Kind, assert_same_tree, describe, pseudo_random, restored, walk_files};
 
 fn options(extra: &[&str]) -> BackendOptions {
     let mut o = BackendOptions {
@@ -396,20 +396,11 @@ fn a_body_longer_than_asked_for_is_refused_as_it_arrives() {
     // Every read of the file's data pack (the largest; trees are read as usual) comes
     // back twice over, chunked, with no declared length: the client only knows it is
     // too long once more bytes arrive than it asked for.
-    let mut packs: Vec<(u64, String)> = Vec::new();
-    let mut dirs = vec![env.objects_dir().join("data")];
-    while let Some(d) = dirs.pop() {
-        for e in fs::read_dir(&d).expect("list").flatten() {
-            let m = e.metadata().expect("stat");
-            if m.is_dir() {
-                dirs.push(e.path());
-            } else {
-                packs.push((m.len(), e.file_name().to_string_lossy().into_owned()));
-            }
-        }
-    }
-    packs.sort();
-    let (_, data_pack) = packs.pop().expect("a data pack");
+    let data_pack = walk_files(&env.objects_dir().join("data"))
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).expect("stat").len())
+        .and_then(|p| Some(p.file_name()?.to_str()?.to_string()))
+        .expect("a data pack");
     let proxy = env.proxy.as_ref().expect("proxy");
     proxy.set_schedule(Schedule {
         overlong: 1000,

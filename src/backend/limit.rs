@@ -45,15 +45,6 @@ impl<B: Backend> Backend for LimitBackend<B> {
         limited!(self, self.inner.get(handle))
     }
 
-    async fn get_range(
-        &self,
-        handle: &Handle,
-        offset: u64,
-        length: u64,
-    ) -> Result<Vec<u8>, BackendError> {
-        limited!(self, self.inner.get_range(handle, offset, length))
-    }
-
     async fn get_range_into(
         &self,
         handle: &Handle,

@@ -100,12 +100,14 @@ impl LocalBackend {
         h: &Handle,
         offset: u64,
         length: u64,
+        mut buf: Vec<u8>,
     ) -> Result<Vec<u8>, BackendError> {
         let e = |s| self.io_err("read", h.path(), s);
         let mut f = File::open(self.path_of(h)).map_err(e)?;
         f.seek(SeekFrom::Start(offset)).map_err(e)?;
         let cap = usize::try_from(length).map_err(|_| e(io::Error::other("range too large")))?;
-        let mut buf = Vec::with_capacity(cap.min(64 * 1024 * 1024));
+        buf.clear();
+        buf.reserve(cap.min(64 * 1024 * 1024));
         f.take(length).read_to_end(&mut buf).map_err(e)?;
         if (buf.len() as u64) < length {
             return Err(BackendError::Truncated {
@@ -183,14 +185,15 @@ impl Backend for LocalBackend {
         blocking(move || fs::read(me.path_of(&h)).map_err(|s| me.io_err("read", h.path(), s))).await
     }
 
-    async fn get_range(
+    async fn get_range_into(
         &self,
         handle: &Handle,
         offset: u64,
         length: u64,
+        buf: Vec<u8>,
     ) -> Result<Vec<u8>, BackendError> {
         let (me, h) = (self.clone(), handle.clone());
-        blocking(move || me.get_range_sync(&h, offset, length)).await
+        blocking(move || me.get_range_sync(&h, offset, length, buf)).await
     }
 
     async fn stat(&self, handle: &Handle) -> Result<u64, BackendError> {

@@ -183,22 +183,22 @@ pub trait Backend: Send + Sync + fmt::Debug {
         handle: &Handle,
         offset: u64,
         length: u64,
-    ) -> Result<Vec<u8>, BackendError>;
+    ) -> Result<Vec<u8>, BackendError> {
+        self.get_range_into(handle, offset, length, Vec::new())
+            .await
+    }
 
     /// [`Backend::get_range`] into `buf` (its contents are replaced), for a caller that
     /// reads range after range and hands the same buffer back each time: a new buffer of
     /// a few MiB is fresh memory the kernel maps and zeroes page by page on every read
-    /// (a tenth of a restore's CPU). Backends that cannot use it read as `get_range` does.
+    /// (a tenth of a restore's CPU).
     async fn get_range_into(
         &self,
         handle: &Handle,
         offset: u64,
         length: u64,
         buf: Vec<u8>,
-    ) -> Result<Vec<u8>, BackendError> {
-        drop(buf);
-        self.get_range(handle, offset, length).await
-    }
+    ) -> Result<Vec<u8>, BackendError>;
 
     /// Size of the object.
     async fn stat(&self, handle: &Handle) -> Result<u64, BackendError>;

@@ -95,18 +95,6 @@ impl<B: Backend> Backend for RetryBackend<B> {
             .await
     }
 
-    async fn get_range(
-        &self,
-        handle: &Handle,
-        offset: u64,
-        length: u64,
-    ) -> Result<Vec<u8>, BackendError> {
-        self.retry(&format!("read {handle}"), || {
-            self.inner.get_range(handle, offset, length)
-        })
-        .await
-    }
-
     async fn get_range_into(
         &self,
         handle: &Handle,

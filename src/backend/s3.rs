@@ -597,18 +597,6 @@ impl Backend for S3Backend {
         self.read(handle, None, Vec::new()).await
     }
 
-    async fn get_range(
-        &self,
-        handle: &Handle,
-        offset: u64,
-        length: u64,
-    ) -> Result<Vec<u8>, BackendError> {
-        if length == 0 {
-            return Ok(Vec::new());
-        }
-        self.read(handle, Some((offset, length)), Vec::new()).await
-    }
-
     async fn get_range_into(
         &self,
         handle: &Handle,

@@ -57,15 +57,6 @@ impl<B: Backend> Backend for ThrottleBackend<B> {
         self.inner.get(handle).await
     }
 
-    async fn get_range(
-        &self,
-        handle: &Handle,
-        offset: u64,
-        length: u64,
-    ) -> Result<Vec<u8>, BackendError> {
-        self.inner.get_range(handle, offset, length).await
-    }
-
     async fn get_range_into(
         &self,
         handle: &Handle,

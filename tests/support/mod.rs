@@ -368,6 +368,23 @@ fn files_equal(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Every file below `dir`, at any depth (none if it cannot be read).
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// Deterministic pseudo-random bytes (xorshift64), cheap enough for hundreds of MiB.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
