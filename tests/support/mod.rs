@@ -23,6 +23,9 @@ pub enum Kind {
     S3,
     /// The same, behind the fault-injecting proxy (clean schedule until a test changes it).
     S3Proxied,
+    /// A bucket on an in-process s3s-fs server over HTTPS, its test CA given to cairn with
+    /// `s3.ca-bundle`.
+    S3Tls,
 }
 
 /// A scratch area with a repository location and a password file.
@@ -60,7 +63,11 @@ impl Env {
             server: None,
         };
         if kind != Kind::Local {
-            let server = s3::S3Server::start(&["backups"]);
+            let server = if kind == Kind::S3Tls {
+                s3::S3Server::start_tls(&["backups"])
+            } else {
+                s3::S3Server::start(&["backups"])
+            };
             let endpoint = if kind == Kind::S3Proxied {
                 let proxy =
                     fault_proxy::FaultProxy::start(server.port, fault_proxy::Schedule::clean());
@@ -78,6 +85,12 @@ impl Env {
                 "s3.retries=10".into(),
                 "s3.timeout=5s".into(),
             ];
+            if let Some(pem) = &server.ca_pem {
+                let ca = env.path("test-ca.pem");
+                fs::write(&ca, pem).expect("write CA bundle");
+                env.options
+                    .push(format!("s3.ca-bundle={}", ca.to_string_lossy()));
+            }
             env.server = Some(server);
         }
         env
