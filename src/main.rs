@@ -466,7 +466,7 @@ fn main() {
                 .downcast_ref::<cairn::Error>()
                 .map(cairn::Error::exit_code)
                 .unwrap_or(1);
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", cli::describe_error(&e));
             code
         }
     };

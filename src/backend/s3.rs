@@ -229,11 +229,18 @@ impl S3Backend {
                         ),
                         false,
                     ),
+                    // Server trouble, throttling, and a body whose hash or checksum
+                    // disagreed with what arrived (damaged on the way): all pass.
                     (500..=599 | 429 | 408, _)
                     | (
                         _,
-                        "SlowDown" | "InternalError" | "RequestTimeout" | "ServiceUnavailable"
-                        | "TooManyRequests",
+                        "SlowDown"
+                        | "InternalError"
+                        | "RequestTimeout"
+                        | "ServiceUnavailable"
+                        | "TooManyRequests"
+                        | "XAmzContentSHA256Mismatch"
+                        | "BadDigest",
                     ) => remote(format!("{where_} answered {status} {code} {msg}"), true),
                     _ => remote(format!("{where_} answered {status} {code} {msg}"), false),
                 }

@@ -214,8 +214,9 @@ pub fn open_configured(
                 d.name
             ),
             Err(e) => eprintln!(
-                "note: destination {:?} is not available to heal from: {e:#}",
-                d.name
+                "note: destination {:?} is not available to heal from: {}",
+                d.name,
+                super::describe_error(&e)
             ),
         }
     }

@@ -37,3 +37,49 @@ impl RepoArgs {
 }
 
 pub use cairn::host::{hostname, now_rfc3339, username};
+
+/// An error and its causes on one line, for the terminal. Library errors put their
+/// cause's text in their own message (so a log line with only the outer error still says
+/// why) and also name it as their `source`; printing the chain as it is (`{:#}`) then
+/// said every cause twice. A cause whose text the line already holds is left out.
+pub fn describe_error(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_line_says_each_cause_once() {
+        let io = std::io::Error::other("answered 400 BadDigest");
+        let backend = cairn::backend::BackendError::Io {
+            op: "write",
+            object: "data/ab".into(),
+            location: "s3:http://h/b".into(),
+            source: io,
+            retryable: false,
+        };
+        let e = anyhow::Error::from(cairn::Error::from(backend)).context("destination \"nas\"");
+        assert_eq!(
+            describe_error(&e),
+            "destination \"nas\": write data/ab in s3:http://h/b: answered 400 BadDigest"
+        );
+        // Causes that add something are all kept, in order.
+        let e = anyhow::anyhow!("disk full")
+            .context("write index")
+            .context("backup");
+        assert_eq!(describe_error(&e), "backup: write index: disk full");
+    }
+}

@@ -1,6 +1,7 @@
 //! A fault-injecting HTTP/1.1 proxy for S3 tests. It forwards requests from a client to an
 //! upstream server and, by a seeded schedule, answers some with 500 or 503 SlowDown,
-//! resets the connection, stalls, or cuts the response body short. The schedule is
+//! resets the connection, stalls, cuts the response body short, or damages the request
+//! body on its way to the server. The schedule is
 //! reproducible from its seed, which tests print on failure.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +32,10 @@ pub enum Fault {
     /// server sending more than was asked for without declaring a length, which only
     /// counting the body as it arrives can catch.
     Overlong,
+    /// Flip one bit in the middle of the request body before forwarding it: damage in
+    /// transit, which only a checksum of the body the server checks can catch. Requests
+    /// without a body pass untouched.
+    CorruptBody,
 }
 
 /// Probabilities (per mille) of each fault, drawn per request from a seeded generator.
@@ -52,12 +57,17 @@ pub struct Schedule {
     pub truncate: u32,
     /// Bodies sent twice over, chunked and undeclared.
     pub overlong: u32,
+    /// Request bodies damaged on the way to the server.
+    pub corrupt_body: u32,
     /// Only requests whose method is listed are eligible (empty: all).
     pub methods: Vec<&'static str>,
     /// Only requests whose request line contains this text are eligible.
     pub target_contains: Option<&'static str>,
-    /// When set, every eligible request gets this answer (status line, S3 error code).
+    /// When set, eligible requests get this answer (status line, S3 error code): every
+    /// one, or `respond_rate` per mille of them.
     pub respond: Option<(&'static str, &'static str)>,
+    /// Per mille of eligible requests that get `respond`'s answer; 0 means all of them.
+    pub respond_rate: u32,
     /// When set, every eligible request waits this long before it is forwarded: latency,
     /// not a fault, so that requests a client makes at once overlap in the proxy.
     pub delay: Option<Duration>,
@@ -75,9 +85,11 @@ impl Schedule {
             stall_for: Duration::from_secs(0),
             truncate: 0,
             overlong: 0,
+            corrupt_body: 0,
             methods: Vec::new(),
             target_contains: None,
             respond: None,
+            respond_rate: 0,
             delay: None,
         }
     }
@@ -93,9 +105,11 @@ impl Schedule {
             stall_for,
             truncate: per_mille,
             overlong: 0,
+            corrupt_body: 0,
             methods: Vec::new(),
             target_contains: None,
             respond: None,
+            respond_rate: 0,
             delay: None,
         }
     }
@@ -151,14 +165,18 @@ impl State {
         if !self.eligible(method, request_line) {
             return Fault::None;
         }
-        let s = &self.schedule;
-        if let Some((status, code)) = s.respond {
-            return Fault::Respond(status, code);
-        }
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         let mut roll = (self.rng % 1000) as u32;
+        let s = &self.schedule;
+        if let Some((status, code)) = s.respond {
+            return if s.respond_rate == 0 || roll < s.respond_rate {
+                Fault::Respond(status, code)
+            } else {
+                Fault::None
+            };
+        }
         for (p, f) in [
             (s.error500, Fault::Error500),
             (s.slowdown, Fault::SlowDown503),
@@ -166,6 +184,7 @@ impl State {
             (s.stall, Fault::Stall(s.stall_for)),
             (s.truncate, Fault::Truncate),
             (s.overlong, Fault::Overlong),
+            (s.corrupt_body, Fault::CorruptBody),
         ] {
             if roll < p {
                 return f;
@@ -483,6 +502,10 @@ async fn handle(
                 (s.draw(&method, &req.first_line), delay)
             })
             .unwrap_or((Fault::None, None));
+        let fault = match fault {
+            Fault::CorruptBody if req.body.is_empty() => Fault::None,
+            f => f,
+        };
         if fault != Fault::None {
             stats.faults.fetch_add(1, Ordering::Relaxed);
         }
@@ -510,6 +533,10 @@ async fn handle(
             Fault::Stall(d) => {
                 tokio::time::sleep(d).await;
                 return Ok(());
+            }
+            Fault::CorruptBody => {
+                let middle = req.body.len() / 2;
+                req.body[middle] ^= 0x20;
             }
             Fault::None | Fault::Truncate | Fault::Overlong => {}
         }
