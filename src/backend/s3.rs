@@ -41,7 +41,8 @@ pub struct S3Backend {
     /// already guards every byte on the wire and the server gets `UNSIGNED-PAYLOAD`: the
     /// hash cost a first backup about 7% of its CPU (and the server as much again to
     /// check it). Over plain HTTP it is the only check against a body changed in transit,
-    /// so it stays, as AWS's own SDKs do.
+    /// so it stays, as AWS's own SDKs do; also with `s3.checksum=when-supported`, because a
+    /// server may accept a body whose CRC32 disagrees (s3s-fs does).
     sign_payload: bool,
 }
 
