@@ -544,6 +544,28 @@ fn https_with_its_own_ca_works_through_ca_bundle_and_leaves_body_hashing_to_tls(
         "{err}"
     );
 
+    let signed = |sent: &[(String, String)], how: &str| {
+        assert!(sent.iter().any(|(t, _)| t.contains("partNumber=")), "{how}");
+        for (target, hash) in sent {
+            assert!(
+                hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+                "PUT {target} {how} carries {hash:?}"
+            );
+        }
+    };
+
+    // `s3.sign-payload=always`, for TLS that ends at a proxy: signed over HTTPS too.
+    server.seen.lock().expect("seen").clear();
+    fs::write(src.join("big"), pseudo_random(14 << 20, 22)).expect("write");
+    let out = run(&[
+        "-o",
+        "s3.sign-payload=always",
+        "backup",
+        src.to_str().expect("utf8"),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    signed(&puts(server), "over HTTPS with s3.sign-payload=always");
+
     // Plain HTTP: every upload signs its body's SHA-256, also where the SDK adds a CRC32
     // of the body (which s3s-fs does not check; see the damaged-body test).
     let mut plain = Env::with(Kind::S3);
@@ -553,17 +575,45 @@ fn https_with_its_own_ca_works_through_ca_bundle_and_leaves_body_hashing_to_tls(
         all.extend_from_slice(args);
         plain.run(&all)
     };
-    assert!(run(&["init", "--pack-size", "12"]).status.success());
+    let out = run(&["init", "--pack-size", "12"]);
+    assert!(out.status.success(), "{}", describe(&out));
     let out = run(&["backup", src.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", describe(&out));
-    let sent = puts(plain.server.as_ref().expect("server"));
-    assert!(sent.iter().any(|(t, _)| t.contains("partNumber=")));
-    for (target, hash) in &sent {
-        assert!(
-            hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
-            "PUT {target} over HTTP carries {hash:?}"
-        );
-    }
+    let plain_server = plain.server.as_ref().expect("server");
+    signed(&puts(plain_server), "over HTTP");
+
+    // The same server named only in the AWS profile (`endpoint_url`), no endpoint in the
+    // repository: the scheme is read from the request itself, and the bodies signed.
+    let profile = plain.path("aws-config");
+    let config = format!("[default]\nendpoint_url = {}\n", plain_server.endpoint());
+    fs::write(&profile, config).expect("write profile");
+    let mut via_profile = Env::with(Kind::Local);
+    via_profile.repo = "s3://backups/via-profile".into();
+    via_profile.env = support::s3::aws_env()
+        .into_iter()
+        .map(|(k, v)| match k {
+            "AWS_CONFIG_FILE" => (k, profile.to_string_lossy().into_owned()),
+            _ => (k, v),
+        })
+        .collect();
+    via_profile.options = vec!["s3.path-style=true".into()];
+    plain_server.seen.lock().expect("seen").clear();
+    let run = |args: &[&str]| {
+        let mut all: Vec<&str> = mp.to_vec();
+        all.extend_from_slice(args);
+        via_profile.run(&all)
+    };
+    let out = run(&["init", "--pack-size", "12"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = run(&["backup", src.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let sent = puts(plain_server);
+    assert!(
+        sent.iter()
+            .all(|(t, _)| t.contains("/backups/via-profile/")),
+        "{sent:?}"
+    );
+    signed(&sent, "over HTTP from the profile's endpoint_url");
 }
 
 /// Upload bodies damaged on the way to the server (one bit flipped, single and multipart):

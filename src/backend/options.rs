@@ -137,6 +137,9 @@ pub struct BackendOptions {
     pub ca_bundle: Option<PathBuf>,
     /// Request checksum policy.
     pub checksum: ChecksumMode,
+    /// Sign every upload's body hash, also over HTTPS: for TLS that ends at a proxy which
+    /// passes the body on over a hop nothing checks.
+    pub always_sign_payload: bool,
     /// Requests in flight at once, across all operations.
     pub connections: usize,
     /// Time limit of one request attempt.
@@ -200,6 +203,7 @@ impl Default for BackendOptions {
             storage_class: None,
             ca_bundle: None,
             checksum: ChecksumMode::WhenRequired,
+            always_sign_payload: false,
             connections: 8,
             timeout: Duration::from_secs(120),
             attempts: 6,
@@ -265,6 +269,17 @@ impl BackendOptions {
                 "s3.path-style" => self.path_style = Some(parse_bool(key, value)?),
                 "s3.storage-class" => self.storage_class = Some(value.to_string()),
                 "s3.ca-bundle" => self.ca_bundle = Some(PathBuf::from(value)),
+                "s3.sign-payload" => {
+                    self.always_sign_payload = match value {
+                        "auto" => false,
+                        "always" => true,
+                        _ => {
+                            return Err(format!(
+                                "option {key}={value}: expected auto (sign over http only) or always"
+                            ));
+                        }
+                    }
+                }
                 "s3.checksum" => {
                     self.checksum = match value {
                         "when-required" => ChecksumMode::WhenRequired,
@@ -297,7 +312,7 @@ impl BackendOptions {
                 }
                 _ => {
                     return Err(format!(
-                        "unknown option {key:?}: known are s3.region, s3.path-style, s3.storage-class, s3.ca-bundle, s3.checksum, s3.connections, s3.timeout, s3.retries, s3.retry-delay, s3.multipart-threshold, s3.part-size, s3.part-concurrency, s3.profile, s3.object-lock, upload-limit"
+                        "unknown option {key:?}: known are s3.region, s3.path-style, s3.storage-class, s3.ca-bundle, s3.checksum, s3.sign-payload, s3.connections, s3.timeout, s3.retries, s3.retry-delay, s3.multipart-threshold, s3.part-size, s3.part-concurrency, s3.profile, s3.object-lock, upload-limit"
                     ));
                 }
             }
@@ -357,5 +372,10 @@ mod tests {
         let e = o.apply(&["s3.regoin=x".into()]).expect_err("unknown");
         assert!(e.contains("s3.regoin"), "{e}");
         assert!(o.apply(&["s3.retries=0".into()]).is_err());
+        assert!(!o.always_sign_payload);
+        o.apply(&["s3.sign-payload=always".into()]).expect("valid");
+        assert!(o.always_sign_payload);
+        let e = o.apply(&["s3.sign-payload=yes".into()]).expect_err("bad");
+        assert!(e.contains("auto") && e.contains("always"), "{e}");
     }
 }

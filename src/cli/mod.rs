@@ -38,15 +38,15 @@ impl RepoArgs {
 
 pub use cairn::host::{hostname, now_rfc3339, username};
 
-/// An error and its causes on one line, for the terminal. Library errors put their
-/// cause's text in their own message (so a log line with only the outer error still says
+/// An error and its causes on one line, for the terminal. Library errors end their
+/// message with their cause's text (so a log line with only the outer error still says
 /// why) and also name it as their `source`; printing the chain as it is (`{:#}`) then
-/// said every cause twice. A cause whose text the line already holds is left out.
+/// said every cause twice. A cause whose text already ends the line is left out.
 pub fn describe_error(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
-        if text.is_empty() || line.contains(&text) {
+        if text.is_empty() || line.ends_with(&text) {
             continue;
         }
         if !line.is_empty() {
@@ -76,10 +76,13 @@ mod tests {
             describe_error(&e),
             "destination \"nas\": write data/ab in s3:http://h/b: answered 400 BadDigest"
         );
-        // Causes that add something are all kept, in order.
+        // Causes that add something are all kept, in order, also one whose text
+        // appears earlier on the line (here inside a path).
         let e = anyhow::anyhow!("disk full")
             .context("write index")
             .context("backup");
         assert_eq!(describe_error(&e), "backup: write index: disk full");
+        let e = anyhow::anyhow!("timed out").context("read /srv/timed out/a");
+        assert_eq!(describe_error(&e), "read /srv/timed out/a: timed out");
     }
 }
