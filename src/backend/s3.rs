@@ -151,7 +151,10 @@ impl S3Backend {
         if let Some(e) = &endpoint {
             b = b.endpoint_url(e.clone());
         }
-        b = b.force_path_style(opts.path_style.unwrap_or(endpoint.is_some()));
+        // An endpoint of one's own (also one from the AWS profile's `endpoint_url`) is
+        // a self-hosted server, which rarely has a DNS name per bucket: path-style.
+        let own_endpoint = endpoint.is_some() || shared.endpoint_url().is_some();
+        b = b.force_path_style(opts.path_style.unwrap_or(own_endpoint));
         let (req, resp) = match opts.checksum {
             ChecksumMode::WhenRequired => (
                 RequestChecksumCalculation::WhenRequired,
@@ -165,7 +168,9 @@ impl S3Backend {
         b = b
             .request_checksum_calculation(req)
             .response_checksum_validation(resp);
-        let endpoint_display = endpoint.unwrap_or_else(|| "AWS S3".to_string());
+        let endpoint_display = endpoint
+            .or_else(|| shared.endpoint_url().map(str::to_string))
+            .unwrap_or_else(|| "AWS S3".to_string());
         Ok(S3Backend {
             always_sign_payload: opts.always_sign_payload,
             client: Client::from_conf(b.build()),
