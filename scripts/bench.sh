@@ -211,7 +211,8 @@ for op, per in rows.items():
         print(f"{op:<16}{name:<10}" + "".join(vals) + "".join(rs))
     print()
 print(f"index memory: {index['bytes_per_blob']:.1f} bytes per blob at {index['blobs']} blobs "
-      f"({index['total_mib']:.1f} MiB)")
+      f"({index['total_mib']:.1f} MiB); a lookup takes {index['lookup_present_ns']:.0f} ns "
+      f"(an absent id {index['lookup_absent_ns']:.0f} ns)")
 print(f"JSON: {out}")
 PY
 [ -n "${KEEP:-}" ] || rm -rf "$WORK/s3"

@@ -1,8 +1,10 @@
 //! Benchmark helper: how much memory the in-memory index ([`cairn::index::MasterIndex`])
 //! takes per blob, so that the memory a large repository needs can be stated. Builds a
 //! synthetic index of N blobs (default one million) in packs of 5,000 and counts the heap
-//! bytes it holds with a counting allocator. Prints JSON; `scripts/bench.sh` runs it and
-//! reports the figure, and docs/PERFORMANCE.md documents it.
+//! bytes it holds with a counting allocator, then times lookups of present and absent ids
+//! (what a backup asks for every blob of every unchanged file). Prints JSON;
+//! `scripts/bench.sh` runs it and reports the figures, and docs/PERFORMANCE.md documents
+//! them.
 
 use cairn::format::index::{BlobKind, IndexPack, PackedBlob};
 use cairn::hash::{BlobId, Id, PackId};
@@ -71,8 +73,29 @@ fn main() {
         pack_no += 1;
     }
     let held = LIVE.load(Ordering::Relaxed) - before;
+    // Present ids in a scattered order (a stride coprime with n), so each lookup starts
+    // cold as a backup's do; absent ids use another salt. Made before the clock starts.
+    let lookups = n.min(1_000_000);
+    let present: Vec<BlobId> = (0..lookups)
+        .map(|k| BlobId(id(k * 7_919 % n.max(1), 0)))
+        .collect();
+    let absent: Vec<BlobId> = (0..lookups).map(|k| BlobId(id(k, 2))).collect();
+    let time = |ids: &[BlobId]| {
+        let started = std::time::Instant::now();
+        let hits = ids.iter().filter(|i| index.contains(i)).count() as u64;
+        (
+            hits,
+            started.elapsed().as_nanos() as f64 / ids.len().max(1) as f64,
+        )
+    };
+    let (found, present_ns) = time(&present);
+    let (stray, absent_ns) = time(&absent);
+    assert!(
+        found == lookups && stray == 0,
+        "the index lost or invented blobs"
+    );
     println!(
-        "{{\"blobs\": {}, \"packs\": {}, \"total_bytes\": {}, \"total_mib\": {:.1}, \"bytes_per_blob\": {:.1}}}",
+        "{{\"blobs\": {}, \"packs\": {}, \"total_bytes\": {}, \"total_mib\": {:.1}, \"bytes_per_blob\": {:.1}, \"lookup_present_ns\": {present_ns:.0}, \"lookup_absent_ns\": {absent_ns:.0}}}",
         index.len(),
         index.pack_count(),
         held,
