@@ -25,11 +25,13 @@ use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::fsmeta;
 use crate::hash::{BlobId, Id, IndexId, SnapshotId};
+use crate::heal::{BlobReader, Copy};
 use crate::index::MasterIndex;
 use crate::pack::{SealedBlob, seal_blob};
 use crate::packer::run_packer;
 use crate::progress::{Phase, Progress, RunControl};
 use crate::repo::Repository;
+use crate::tree_loader::TreeLoader;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata, OpenOptions};
@@ -331,6 +333,9 @@ fn run(
     let data_ahead = parent
         .is_none()
         .then(|| crate::warm::DataAhead::new(&sink.data_read));
+    // The parent's trees, where the cache lacks them, straight from this repository: a
+    // tree that cannot be read makes the walker read the files again, which loses nothing.
+    let tree_reader = BlobReader::new(Copy { repo, index }, Vec::new())?;
     let (walk, packed, read) = std::thread::scope(|s| {
         let sink = &sink;
         let reader_threads: Vec<_> = (0..readers)
@@ -390,6 +395,8 @@ fn run(
                     readers: read_tx,
                     reader: FileReader::new(sink, sealed_tx, &opts.control),
                     cache,
+                    parent_trees: None,
+                    tree_reader: &tree_reader,
                     changed,
                     one_file_system: opts.one_file_system,
                     dev: 0,
@@ -639,6 +646,10 @@ struct Walker<'a> {
     /// For files the walker reads itself (hard links, whose content it remembers).
     reader: FileReader<'a>,
     cache: Option<&'a MetadataCache>,
+    /// Reads the parent's trees the cache lacks, with their neighbours in one request
+    /// (made on the first miss: it groups the index's trees by pack).
+    parent_trees: Option<TreeLoader<'a>>,
+    tree_reader: &'a BlobReader<'a>,
     changed: Option<&'a ChangedPaths>,
     one_file_system: bool,
     /// Device of the source path being walked (for `one_file_system`).
@@ -724,7 +735,10 @@ impl Walker<'_> {
         {
             return Some(tree);
         }
-        let plain = match self.rt.block_on(self.repo.read_blob(self.index, id)) {
+        let loader = self
+            .parent_trees
+            .get_or_insert_with(|| TreeLoader::new(self.tree_reader));
+        let plain = match loader.load(self.rt, id) {
             Ok(p) => {
                 if let Some(c) = self.cache {
                     c.put_tree(self.repo.keys(), id, &p);

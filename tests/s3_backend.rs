@@ -385,6 +385,52 @@ fn restore_reads_a_tree_shared_by_many_directories_once() {
     );
 }
 
+/// An incremental backup on a machine without the local cache (a new machine continuing a
+/// restored one's backups, or a lost cache) reads its parent's trees from the bucket.
+/// Read one request per directory, that took a 51,000-file backup with no changes 115 s
+/// instead of 1 s against a local server (every small GET waits for a delayed ACK, as it
+/// waits for the round trip to a remote one); neighbouring trees come a pack range at a
+/// time. Nothing is uploaded again, and the new snapshot restores.
+#[test]
+fn a_backup_without_its_cache_reads_the_parents_trees_a_range_at_a_time() {
+    let mut env = Env::with(Kind::S3Proxied);
+    env.ok(&["init"]);
+    let src = env.path("src");
+    for i in 0..300 {
+        let dir = src.join(format!("d{:02}/e{i:03}", i % 30));
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join("f"), format!("file {i}")).expect("write");
+    }
+    env.ok(&["backup", src.to_str().expect("utf8")]);
+    env.env.push((
+        "CAIRN_CACHE_DIR",
+        env.path("new-cache").to_string_lossy().into_owned(),
+    ));
+    let proxy = env.proxy.as_ref().expect("proxy");
+    let (gets, puts) = (
+        || proxy.stats.requests.load(Ordering::Relaxed),
+        || proxy.stats.puts.load(Ordering::Relaxed),
+    );
+    let (before, puts_before) = (gets(), puts());
+    let (code, summary) = env.backup_json(&[src.as_path()], &[]);
+    assert_eq!(code, Some(0), "{summary}");
+    let requests = gets() - before;
+    assert!(
+        requests < 40,
+        "a backup of 331 unchanged directories without its cache took {requests} requests"
+    );
+    // Every file carried over from the parent, none read; only the trees of the folders
+    // above `src` (whose times changed) are new, and go up with the index and snapshot.
+    assert_eq!(summary["files_unmodified"], 300, "{summary}");
+    assert_eq!(summary["data_blobs"], 0, "{summary}");
+    assert!(
+        puts() - puts_before <= 3,
+        "{} uploads",
+        puts() - puts_before
+    );
+    env.restore_latest_and_compare(&src, "t");
+}
+
 #[test]
 fn a_body_longer_than_asked_for_is_refused_as_it_arrives() {
     let env = Env::with(Kind::S3Proxied);

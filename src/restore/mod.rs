@@ -2,7 +2,7 @@
 //!
 //! Trees are validated on load ([`Tree::from_plain`]), so no entry name can climb out of
 //! the target; existing entries are never followed through symlinks. One thread walks the
-//! trees (read ahead several at a time by [`trees::TreeLoader`]) and creates directories,
+//! trees (read ahead several at a time by [`TreeLoader`]) and creates directories,
 //! links, special files and empty regular files; the contents of regular files are then
 //! read pack by pack, in merged ranged reads with several in flight, and written at their
 //! offsets ([`packs::Batch`]), zero chunks of sparse files as holes. Directory metadata is
@@ -11,7 +11,6 @@
 //! error count.
 
 mod packs;
-mod trees;
 
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind, Tree};
@@ -21,6 +20,7 @@ use crate::heal::{BlobReader, Copy, Healed};
 use crate::index::MasterIndex;
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::tree_loader::TreeLoader;
 use crossbeam_channel::{Sender, bounded};
 use packs::Batch;
 use std::collections::HashMap;
@@ -30,7 +30,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle as Runtime;
-use trees::TreeLoader;
 
 /// Where and what to restore.
 #[derive(Clone, Debug)]

@@ -1,6 +1,7 @@
-//! Tree blobs for the restore walk, read ahead: a backup stores a directory's tree right
-//! after the trees below it, so the trees a depth-first walk asks for next lie just
-//! before the one it asks for now, in the same tree pack. On a miss, one ranged read
+//! Tree blobs for a depth-first walk over a snapshot (a restore, or a backup reading its
+//! parent's trees when the local cache lacks them), read ahead: a backup stores a
+//! directory's tree right after the trees below it, so the trees a depth-first walk asks
+//! for next lie just before the one it asks for now, in the same tree pack. On a miss, one ranged read
 //! fetches the tree and its neighbours (up to [`READ_BEHIND`] bytes before it and
 //! [`READ_AHEAD`] after), and keeps them, still sealed, for later requests, up to
 //! [`MAX_CACHED`] bytes. A tree stays cached after use: identical directories (empty
