@@ -26,9 +26,11 @@ use crate::format::deletion::MAX_DELETION_LEN;
 use crate::format::index::{BlobKind, IndexFile, IndexPack, PackedBlob};
 use crate::format::tree::Tree;
 use crate::hash::{BlobId, Id, IndexId, PackId};
+use crate::heal::{BlobReader, Copy};
 use crate::index::{BlobLocation, MasterIndex};
 use crate::pack::{PackBuilder, SealedBlob, open_blob};
 use crate::repo::Repository;
+use crate::tree_loader::TreeLoader;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -120,7 +122,9 @@ impl Repository {
 }
 
 /// Every blob the snapshots use (trees and file contents). Any unreadable snapshot or
-/// tree is an error: without it, what is used is unknown.
+/// tree is an error: without it, what is used is unknown. Trees are read through a
+/// [`TreeLoader`], each with its neighbours in one request: one GET per tree took a
+/// round trip each, minutes for a large repository.
 fn used_blobs(
     repo: &Repository,
     rt: &Runtime,
@@ -128,6 +132,8 @@ fn used_blobs(
     index: &MasterIndex,
     report: &mut PruneReport,
 ) -> Result<HashSet<BlobId>> {
+    let reader = BlobReader::new(Copy { repo, index }, Vec::new())?;
+    let trees = TreeLoader::new(&reader);
     let mut used = HashSet::new();
     let mut stack = Vec::new();
     for &id in snapshots {
@@ -144,7 +150,7 @@ fn used_blobs(
         if !used.insert(tree_id) {
             continue;
         }
-        let plain = rt.block_on(repo.read_blob(index, &tree_id)).map_err(|e| {
+        let plain = trees.load(rt, &tree_id).map_err(|e| {
             Error::InvalidInput(format!(
                 "tree {} cannot be read ({e}); prune stops: run `cairn check`",
                 tree_id.short()
