@@ -15,11 +15,12 @@ use crate::error::{Error, Result};
 use crate::format::index::{BlobKind, IndexFile, IndexPack};
 use crate::format::tree::{NodeKind, Tree};
 use crate::hash::{BlobId, Id, IndexId, PackId, SnapshotId};
-use crate::heal::Copy;
+use crate::heal::{BlobReader, Copy};
 use crate::index::MasterIndex;
 use crate::pack::{PackBuilder, SealedBlob, open_blob};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::tree_loader::TreeLoader;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use tokio::runtime::Handle as Runtime;
@@ -275,9 +276,19 @@ pub fn check_with(
         }
     }
 
-    // Snapshots and trees.
+    // Snapshots and trees, each tree with its neighbours in one request (one GET per
+    // tree took a round trip each); a tree that fails there is read again on its own, and
+    // that error is the one reported.
+    let reader = BlobReader::new(
+        Copy {
+            repo,
+            index: &index,
+        },
+        Vec::new(),
+    )?;
+    let trees = TreeLoader::new(&reader);
     let mut walker = TreeWalk {
-        repo,
+        trees: &trees,
         rt,
         index: &index,
         clean: HashSet::new(),
@@ -408,7 +419,7 @@ fn verify_pack(
 }
 
 struct TreeWalk<'a> {
-    repo: &'a Repository,
+    trees: &'a TreeLoader<'a>,
     rt: &'a Runtime,
     index: &'a MasterIndex,
     /// Trees known to have no damage below them.
@@ -457,13 +468,10 @@ impl TreeWalk<'_> {
             self.affected(snap, path, id);
             return true;
         }
-        let tree = match self
-            .rt
-            .block_on(self.repo.read_blob(self.index, id))
-            .and_then(|p| {
-                Tree::from_plain(&p)
-                    .map_err(|e| Error::corrupt_format(format!("tree {}", id.short()), e))
-            }) {
+        let tree = match self.trees.load(self.rt, id).and_then(|p| {
+            Tree::from_plain(&p)
+                .map_err(|e| Error::corrupt_format(format!("tree {}", id.short()), e))
+        }) {
             Ok(t) => t,
             Err(e) => {
                 let proven = matches!(e, Error::Corrupt { .. })

@@ -431,12 +431,12 @@ fn a_backup_without_its_cache_reads_the_parents_trees_a_range_at_a_time() {
     env.restore_latest_and_compare(&src, "t");
 }
 
-/// Prune reads every tree of every snapshot to know what is used; one GET per tree made
-/// that minutes for a large repository (a round trip, or a delayed ACK, each). Trees come
-/// a pack range at a time, and what is used is still found: the prune deletes nothing
-/// the snapshots need, and they restore.
+/// Prune (to know what is used) and check read every tree of every snapshot; one GET per
+/// tree made that minutes for a large repository (a round trip, or a delayed ACK, each).
+/// Trees come a pack range at a time, and what is used is still found: the prune deletes
+/// nothing the snapshots need, and they restore.
 #[test]
-fn prune_reads_the_trees_a_range_at_a_time() {
+fn prune_and_check_read_the_trees_a_range_at_a_time() {
     let env = Env::with(Kind::S3Proxied);
     env.ok(&["init"]);
     let src = env.path("src");
@@ -456,6 +456,11 @@ fn prune_reads_the_trees_a_range_at_a_time() {
         requests < 60,
         "a prune of 2 snapshots of 331 directories took {requests} requests"
     );
+    // `check` walks the same trees the same way.
+    let before = proxy.stats.requests.load(Ordering::Relaxed);
+    env.ok(&["check"]);
+    let requests = proxy.stats.requests.load(Ordering::Relaxed) - before;
+    assert!(requests < 60, "a check took {requests} requests");
     env.ok(&["check", "--read-data"]);
     env.restore_latest_and_compare(&src, "t");
 }
