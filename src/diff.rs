@@ -5,8 +5,8 @@ use crate::error::Result;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::hash::BlobId;
 use crate::index::MasterIndex;
-use crate::ls::read_tree;
 use crate::repo::Repository;
+use crate::tree_loader::TreeLoader;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -86,9 +86,8 @@ pub fn diff(
     visit: &mut dyn FnMut(&DiffEntry),
 ) -> Result<DiffStats> {
     let mut d = Differ {
-        repo,
+        trees: TreeLoader::for_repo(repo, index)?,
         rt,
-        index,
         metadata,
         visit,
         stats: DiffStats::default(),
@@ -98,9 +97,9 @@ pub fn diff(
 }
 
 struct Differ<'a, 'v> {
-    repo: &'a Repository,
+    /// Each tree with its neighbours in one request.
+    trees: TreeLoader<'a>,
     rt: &'a Runtime,
-    index: &'a MasterIndex,
     metadata: bool,
     visit: &'v mut dyn FnMut(&DiffEntry),
     stats: DiffStats,
@@ -138,8 +137,8 @@ impl Differ<'_, '_> {
         if a == b {
             return Ok(());
         }
-        let ta = read_tree(self.repo, self.rt, self.index, a, at)?;
-        let tb = read_tree(self.repo, self.rt, self.index, b, at)?;
+        let ta = self.trees.tree(self.rt, a, at)?;
+        let tb = self.trees.tree(self.rt, b, at)?;
         let mut both: BTreeMap<Vec<u8>, (Option<&Node>, Option<&Node>)> = BTreeMap::new();
         for n in &ta.nodes {
             both.entry(n.name.0.clone()).or_default().0 = Some(n);
@@ -214,7 +213,7 @@ impl Differ<'_, '_> {
             self.stats.added_bytes += bytes;
         }
         if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
-            let tree: Tree = read_tree(self.repo, self.rt, self.index, &sub, path)?;
+            let tree: Tree = self.trees.tree(self.rt, &sub, path)?;
             for child in &tree.nodes {
                 self.whole(child, &path.join(child.name.to_os()), change)?;
             }

@@ -7,8 +7,8 @@ use crate::exclude::Excludes;
 use crate::format::tree::{Node, NodeKind};
 use crate::hash::BlobId;
 use crate::index::MasterIndex;
-use crate::ls::read_tree;
 use crate::repo::Repository;
+use crate::tree_loader::TreeLoader;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tokio::runtime::Handle as Runtime;
@@ -36,9 +36,9 @@ pub struct Found {
 
 /// Searches snapshot after snapshot, remembering what each (directory, tree) held.
 pub struct Finder<'a> {
-    repo: &'a Repository,
+    /// Each tree with its neighbours in one request.
+    trees: TreeLoader<'a>,
     rt: &'a Runtime,
-    index: &'a MasterIndex,
     patterns: &'a Excludes,
     memo: HashMap<(PathBuf, BlobId), Vec<Found>>,
 }
@@ -50,14 +50,13 @@ impl<'a> Finder<'a> {
         rt: &'a Runtime,
         index: &'a MasterIndex,
         patterns: &'a Excludes,
-    ) -> Self {
-        Finder {
-            repo,
+    ) -> Result<Self> {
+        Ok(Finder {
+            trees: TreeLoader::for_repo(repo, index)?,
             rt,
-            index,
             patterns,
             memo: HashMap::new(),
-        }
+        })
     }
 
     /// Every matching entry of the snapshot with root tree `root`, in name order.
@@ -70,7 +69,7 @@ impl<'a> Finder<'a> {
         if let Some(hit) = self.memo.get(&key) {
             return Ok(hit.clone());
         }
-        let tree = read_tree(self.repo, self.rt, self.index, id, at)?;
+        let tree = self.trees.tree(self.rt, id, at)?;
         let mut out = Vec::new();
         for node in &tree.nodes {
             let path = at.join(node.name.to_os());

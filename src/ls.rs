@@ -5,6 +5,7 @@ use crate::format::tree::{Node, NodeKind, Tree};
 use crate::hash::BlobId;
 use crate::index::MasterIndex;
 use crate::repo::Repository;
+use crate::tree_loader::TreeLoader;
 use std::path::{Path, PathBuf};
 use tokio::runtime::Handle as Runtime;
 
@@ -31,10 +32,13 @@ pub fn walk(
     under: &Path,
     visit: &mut dyn FnMut(&Path, &Node),
 ) -> Result<()> {
+    // Each tree with its neighbours in one request: one GET per tree took a round trip
+    // each, minutes for a large snapshot.
+    let trees = TreeLoader::for_repo(repo, index)?;
     let mut stack: Vec<(PathBuf, BlobId)> = vec![(PathBuf::from("/"), *root)];
     let mut found = under == Path::new("/");
     while let Some((dir, id)) = stack.pop() {
-        let tree = read_tree(repo, rt, index, &id, &dir)?;
+        let tree = trees.tree(rt, &id, &dir)?;
         let mut subdirs = Vec::new();
         for node in &tree.nodes {
             let path = dir.join(node.name.to_os());

@@ -10,12 +10,14 @@
 //! [`BlobReader`], which heals from copies.
 
 use crate::backend::{FileType, Handle};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::index::BlobKind;
+use crate::format::tree::Tree;
 use crate::hash::{BlobId, PackId};
-use crate::heal::BlobReader;
-use crate::index::BlobLocation;
+use crate::heal::{BlobReader, Copy};
+use crate::index::{BlobLocation, MasterIndex};
 use crate::pack::open_blob;
+use crate::repo::Repository;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::runtime::Handle as Runtime;
@@ -27,9 +29,16 @@ const READ_AHEAD: u64 = 1024 * 1024;
 /// Sealed trees kept for later; past this the cache starts over.
 const MAX_CACHED: usize = 32 * 1024 * 1024;
 
+/// The reader a loader falls back to: a caller's (a restore's, which may heal from
+/// copies) or its own, for the repository alone.
+enum Reader<'a> {
+    Borrowed(&'a BlobReader<'a>),
+    Owned(BlobReader<'a>),
+}
+
 /// Loads trees, reading ahead.
 pub struct TreeLoader<'a> {
-    reader: &'a BlobReader<'a>,
+    reader: Reader<'a>,
     /// Per pack, its tree blobs by offset.
     packs: HashMap<PackId, Vec<(BlobId, BlobLocation)>>,
     cache: Mutex<Cache>,
@@ -44,8 +53,37 @@ struct Cache {
 impl<'a> TreeLoader<'a> {
     /// A loader for the trees of the reader's primary repository.
     pub fn new(reader: &'a BlobReader<'a>) -> Self {
+        Self::with(Reader::Borrowed(reader))
+    }
+
+    /// A loader for one repository's trees, with nothing to heal from.
+    pub fn for_repo(repo: &'a Repository, index: &'a MasterIndex) -> Result<Self> {
+        let reader = BlobReader::new(Copy { repo, index }, Vec::new())?;
+        Ok(Self::with(Reader::Owned(reader)))
+    }
+
+    fn reader(&self) -> &BlobReader<'a> {
+        match &self.reader {
+            Reader::Borrowed(r) => r,
+            Reader::Owned(r) => r,
+        }
+    }
+
+    /// Tree `id`, decoded; `at` is its snapshot path, named in errors.
+    pub fn tree(&self, rt: &Runtime, id: &BlobId, at: &std::path::Path) -> Result<Tree> {
+        let plain = self.load(rt, id)?;
+        Tree::from_plain(&plain).map_err(|e| {
+            Error::corrupt_format(format!("tree {} of {}", id.short(), at.display()), e)
+        })
+    }
+
+    fn with(reader: Reader<'a>) -> Self {
         let mut packs: HashMap<PackId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
-        for (id, loc) in reader.primary().index.iter() {
+        let primary = match &reader {
+            Reader::Borrowed(r) => r.primary(),
+            Reader::Owned(r) => r.primary(),
+        };
+        for (id, loc) in primary.index.iter() {
             if loc.kind == BlobKind::Tree {
                 packs.entry(loc.pack).or_default().push((id, loc));
             }
@@ -62,7 +100,7 @@ impl<'a> TreeLoader<'a> {
 
     /// The plaintext of tree `id`, verified.
     pub fn load(&self, rt: &Runtime, id: &BlobId) -> Result<Vec<u8>> {
-        let primary = self.reader.primary();
+        let primary = self.reader().primary();
         if let Some(loc) = primary.index.get(id) {
             let sealed = match self.take(id) {
                 Some(s) => Some(s),
@@ -74,7 +112,7 @@ impl<'a> TreeLoader<'a> {
                 return Ok(plain);
             }
         }
-        rt.block_on(self.reader.read(id))
+        rt.block_on(self.reader().read(id))
     }
 
     fn take(&self, id: &BlobId) -> Option<Vec<u8>> {
@@ -103,7 +141,7 @@ impl<'a> TreeLoader<'a> {
         let start = trees[first].1.offset;
         let end = end_of(&trees[last].1).max(end_of(loc));
         let handle = Handle::new(FileType::Pack, loc.pack.to_hex());
-        let primary = self.reader.primary();
+        let primary = self.reader().primary();
         let bytes = rt
             .block_on(
                 primary

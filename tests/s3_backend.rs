@@ -431,12 +431,13 @@ fn a_backup_without_its_cache_reads_the_parents_trees_a_range_at_a_time() {
     env.restore_latest_and_compare(&src, "t");
 }
 
-/// Prune (to know what is used) and check read every tree of every snapshot; one GET per
-/// tree made that minutes for a large repository (a round trip, or a delayed ACK, each).
+/// Prune (to know what is used), check, ls, find and diff read every tree of a snapshot or
+/// of all; one GET per tree made that minutes for a large repository (a round trip, or a
+/// delayed ACK, each).
 /// Trees come a pack range at a time, and what is used is still found: the prune deletes
 /// nothing the snapshots need, and they restore.
 #[test]
-fn prune_and_check_read_the_trees_a_range_at_a_time() {
+fn prune_check_and_listings_read_the_trees_a_range_at_a_time() {
     let env = Env::with(Kind::S3Proxied);
     env.ok(&["init"]);
     let src = env.path("src");
@@ -446,7 +447,11 @@ fn prune_and_check_read_the_trees_a_range_at_a_time() {
         fs::write(dir.join("f"), format!("file {i}")).expect("write");
     }
     env.ok(&["backup", src.to_str().expect("utf8")]);
-    fs::write(src.join("d00/e000/f"), "changed").expect("write");
+    // Every file changes, so every tree differs and `diff` reads them all, twice over.
+    for i in 0..300 {
+        let f = src.join(format!("d{:02}/e{i:03}/f", i % 30));
+        fs::write(f, format!("changed {i}")).expect("write");
+    }
     env.ok(&["backup", src.to_str().expect("utf8")]);
     let proxy = env.proxy.as_ref().expect("proxy");
     let before = proxy.stats.requests.load(Ordering::Relaxed);
@@ -454,13 +459,27 @@ fn prune_and_check_read_the_trees_a_range_at_a_time() {
     let requests = proxy.stats.requests.load(Ordering::Relaxed) - before;
     assert!(
         requests < 60,
-        "a prune of 2 snapshots of 331 directories took {requests} requests"
+        "a prune of 2 snapshots of 331 directories each took {requests} requests"
     );
-    // `check` walks the same trees the same way.
-    let before = proxy.stats.requests.load(Ordering::Relaxed);
-    env.ok(&["check"]);
-    let requests = proxy.stats.requests.load(Ordering::Relaxed) - before;
-    assert!(requests < 60, "a check took {requests} requests");
+    // `check`, `ls`, `find` and `diff` walk the same trees the same way.
+    let ids = support::snapshot_ids(&env);
+    let (first, second) = (ids[0].as_str(), ids[1].as_str());
+    let listed = env.ok(&["ls", "latest"]);
+    assert!(listed.contains("e299"), "{listed}");
+    for args in [
+        vec!["check"],
+        vec!["ls", "latest"],
+        vec!["find", "e1*"],
+        vec!["diff", first, second],
+    ] {
+        let before = proxy.stats.requests.load(Ordering::Relaxed);
+        let out = env.ok(&args);
+        let requests = proxy.stats.requests.load(Ordering::Relaxed) - before;
+        assert!(requests < 60, "{args:?} took {requests} requests");
+        if args[0] == "diff" {
+            assert!(out.contains("d00/e000/f"), "{out}");
+        }
+    }
     env.ok(&["check", "--read-data"]);
     env.restore_latest_and_compare(&src, "t");
 }
