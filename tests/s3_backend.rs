@@ -396,11 +396,7 @@ fn a_backup_without_its_cache_reads_the_parents_trees_a_range_at_a_time() {
     let mut env = Env::with(Kind::S3Proxied);
     env.ok(&["init"]);
     let src = env.path("src");
-    for i in 0..300 {
-        let dir = src.join(format!("d{:02}/e{i:03}", i % 30));
-        fs::create_dir_all(&dir).expect("mkdir");
-        fs::write(dir.join("f"), format!("file {i}")).expect("write");
-    }
+    write_nested(&src, "file");
     env.ok(&["backup", src.to_str().expect("utf8")]);
     env.env.push((
         "CAIRN_CACHE_DIR",
@@ -431,27 +427,28 @@ fn a_backup_without_its_cache_reads_the_parents_trees_a_range_at_a_time() {
     env.restore_latest_and_compare(&src, "t");
 }
 
+/// 300 files, one per folder, in 30 folders of 10: 331 directories, so 331 trees.
+fn write_nested(src: &std::path::Path, text: &str) {
+    for i in 0..300 {
+        let dir = src.join(format!("d{:02}/e{i:03}", i % 30));
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join("f"), format!("{text} {i}")).expect("write");
+    }
+}
+
 /// Prune (to know what is used), check, ls, find and diff read every tree of a snapshot or
 /// of all; one GET per tree made that minutes for a large repository (a round trip, or a
-/// delayed ACK, each).
-/// Trees come a pack range at a time, and what is used is still found: the prune deletes
-/// nothing the snapshots need, and they restore.
+/// delayed ACK, each). Trees come a pack range at a time, and what is used is still found:
+/// the prune deletes nothing the snapshots need, and they restore.
 #[test]
 fn prune_check_and_listings_read_the_trees_a_range_at_a_time() {
     let env = Env::with(Kind::S3Proxied);
     env.ok(&["init"]);
     let src = env.path("src");
-    for i in 0..300 {
-        let dir = src.join(format!("d{:02}/e{i:03}", i % 30));
-        fs::create_dir_all(&dir).expect("mkdir");
-        fs::write(dir.join("f"), format!("file {i}")).expect("write");
-    }
+    write_nested(&src, "file");
     env.ok(&["backup", src.to_str().expect("utf8")]);
     // Every file changes, so every tree differs and `diff` reads them all, twice over.
-    for i in 0..300 {
-        let f = src.join(format!("d{:02}/e{i:03}/f", i % 30));
-        fs::write(f, format!("changed {i}")).expect("write");
-    }
+    write_nested(&src, "changed");
     env.ok(&["backup", src.to_str().expect("utf8")]);
     let proxy = env.proxy.as_ref().expect("proxy");
     let before = proxy.stats.requests.load(Ordering::Relaxed);
@@ -591,24 +588,12 @@ fn https_with_its_own_ca_works_through_ca_bundle_and_leaves_body_hashing_to_tls(
     let tls = Env::with(Kind::S3Tls);
     let server = tls.server.as_ref().expect("server");
     assert!(tls.repo.starts_with("s3:https://"), "{}", tls.repo);
-    let run = |args: &[&str]| {
-        let mut all: Vec<&str> = mp.to_vec();
-        all.extend_from_slice(args);
-        tls.run(&all)
-    };
+    let run = |args: &[&str]| tls.run_with(&mp, args);
     let out = run(&["init", "--pack-size", "12"]);
     assert!(out.status.success(), "{}", describe(&out));
     let out = run(&["backup", src.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", describe(&out));
-    let target = tls.path("restored");
-    let out = run(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf8"),
-    ]);
-    assert!(out.status.success(), "{}", describe(&out));
-    assert_same_tree(&src, &restored(&target, &src));
+    tls.restore_latest_and_compare(&src, "restored");
     let sent = puts(server);
     assert!(
         sent.iter().any(|(t, _)| t.contains("partNumber=")),
@@ -669,11 +654,7 @@ fn https_with_its_own_ca_works_through_ca_bundle_and_leaves_body_hashing_to_tls(
     // of the body (which s3s-fs does not check; see the damaged-body test).
     let mut plain = Env::with(Kind::S3);
     plain.options.push("s3.checksum=when-supported".into());
-    let run = |args: &[&str]| {
-        let mut all: Vec<&str> = mp.to_vec();
-        all.extend_from_slice(args);
-        plain.run(&all)
-    };
+    let run = |args: &[&str]| plain.run_with(&mp, args);
     let out = run(&["init", "--pack-size", "12"]);
     assert!(out.status.success(), "{}", describe(&out));
     let out = run(&["backup", src.to_str().expect("utf8")]);
@@ -699,11 +680,7 @@ fn https_with_its_own_ca_works_through_ca_bundle_and_leaves_body_hashing_to_tls(
         })
         .collect();
     plain_server.seen.lock().expect("seen").clear();
-    let run = |args: &[&str]| {
-        let mut all: Vec<&str> = mp.to_vec();
-        all.extend_from_slice(args);
-        via_profile.run(&all)
-    };
+    let run = |args: &[&str]| via_profile.run_with(&mp, args);
     let out = run(&["init", "--pack-size", "12"]);
     assert!(out.status.success(), "{}", describe(&out));
     let out = run(&["backup", src.to_str().expect("utf8")]);
@@ -739,11 +716,7 @@ fn damaged_bodies_are_sent_again(checksum: &str) {
         "-o",
         &checksum,
     ];
-    let run = |args: &[&str]| {
-        let mut all: Vec<&str> = mp.to_vec();
-        all.extend_from_slice(args);
-        env.run(&all)
-    };
+    let run = |args: &[&str]| env.run_with(&mp, args);
     let out = run(&["init", "--pack-size", "12"]);
     assert!(out.status.success(), "{}", describe(&out));
     let src = env.path("src");
@@ -768,15 +741,7 @@ fn damaged_bodies_are_sent_again(checksum: &str) {
     let damaged = proxy.faults();
     assert!(damaged > 0, "no body was damaged");
     proxy.set_schedule(Schedule::clean());
-    let target = env.path("t");
-    let out = run(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf8"),
-    ]);
-    assert!(out.status.success(), "{}", describe(&out));
-    assert_same_tree(&src, &restored(&target, &src));
+    env.restore_latest_and_compare(&src, "t");
     let out = run(&["check", "--read-data"]);
     assert!(out.status.success(), "{}", describe(&out));
     println!("{damaged} upload bodies damaged in transit");
@@ -802,13 +767,5 @@ fn damaged_bodies_are_sent_again(checksum: &str) {
         );
     }
     proxy.set_schedule(Schedule::clean());
-    let target = env.path("t2");
-    let out = run(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf8"),
-    ]);
-    assert!(out.status.success(), "{}", describe(&out));
-    assert_same_tree(&src, &restored(&target, &src));
+    env.restore_latest_and_compare(&src, "t2");
 }

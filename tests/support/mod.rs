@@ -152,6 +152,13 @@ impl Env {
         self.cmd(args).output().expect("run cairn")
     }
 
+    /// Run with `pre` (options such as `-o s3.part-size=5MiB`) before `args`, whatever the
+    /// exit code.
+    pub fn run_with(&self, pre: &[&str], args: &[&str]) -> Output {
+        let all: Vec<&str> = pre.iter().chain(args).copied().collect();
+        self.run(&all)
+    }
+
     /// Run and insist on success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
