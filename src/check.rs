@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::format::index::{BlobKind, IndexFile, IndexPack};
 use crate::format::tree::{NodeKind, Tree};
 use crate::hash::{BlobId, Id, IndexId, PackId, SnapshotId};
-use crate::heal::{BlobReader, Copy};
+use crate::heal::Copy;
 use crate::index::MasterIndex;
 use crate::pack::{PackBuilder, SealedBlob, open_blob};
 use crate::progress::Progress;
@@ -279,14 +279,7 @@ pub fn check_with(
     // Snapshots and trees, each tree with its neighbours in one request (one GET per
     // tree took a round trip each); a tree that fails there is read again on its own, and
     // that error is the one reported.
-    let reader = BlobReader::new(
-        Copy {
-            repo,
-            index: &index,
-        },
-        Vec::new(),
-    )?;
-    let trees = TreeLoader::new(&reader);
+    let trees = TreeLoader::for_repo(repo, &index)?;
     let mut walker = TreeWalk {
         trees: &trees,
         rt,

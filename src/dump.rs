@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind};
 use crate::heal::BlobReader;
-use crate::ls::read_tree;
+use crate::tree_loader::TreeLoader;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use tokio::runtime::Handle as Runtime;
@@ -48,7 +48,9 @@ pub fn dump_tar(
 ) -> Result<()> {
     let mut tar = tar::Builder::new(out);
     tar.follow_symlinks(false);
-    add_entry(reader, rt, &mut tar, node, name)?;
+    // Each tree with its neighbours in one request, not one GET per directory.
+    let trees = TreeLoader::new(reader);
+    add_entry(reader, &trees, rt, &mut tar, node, name)?;
     tar.into_inner()
         .map_err(|e| Error::io("finish tar archive on", Path::new("<output>"), e))?;
     Ok(())
@@ -56,6 +58,7 @@ pub fn dump_tar(
 
 fn add_entry(
     reader: &BlobReader<'_>,
+    trees: &TreeLoader<'_>,
     rt: &Runtime,
     tar: &mut tar::Builder<&mut dyn Write>,
     node: &Node,
@@ -74,10 +77,16 @@ fn add_entry(
             tar.append_data(&mut h, path, io::empty())
                 .map_err(out_err)?;
             if let Some(sub) = node.subtree {
-                let core = reader.primary();
-                let tree = read_tree(core.repo, rt, core.index, &sub, path)?;
+                let tree = trees.tree(rt, &sub, path)?;
                 for child in &tree.nodes {
-                    add_entry(reader, rt, tar, child, &path.join(child.name.to_os()))?;
+                    add_entry(
+                        reader,
+                        trees,
+                        rt,
+                        tar,
+                        child,
+                        &path.join(child.name.to_os()),
+                    )?;
                 }
             }
         }

@@ -26,7 +26,6 @@ use crate::format::deletion::MAX_DELETION_LEN;
 use crate::format::index::{BlobKind, IndexFile, IndexPack, PackedBlob};
 use crate::format::tree::Tree;
 use crate::hash::{BlobId, Id, IndexId, PackId};
-use crate::heal::{BlobReader, Copy};
 use crate::index::{BlobLocation, MasterIndex};
 use crate::pack::{PackBuilder, SealedBlob, open_blob};
 use crate::repo::Repository;
@@ -132,8 +131,7 @@ fn used_blobs(
     index: &MasterIndex,
     report: &mut PruneReport,
 ) -> Result<HashSet<BlobId>> {
-    let reader = BlobReader::new(Copy { repo, index }, Vec::new())?;
-    let trees = TreeLoader::new(&reader);
+    let trees = TreeLoader::for_repo(repo, index)?;
     let mut used = HashSet::new();
     let mut stack = Vec::new();
     for &id in snapshots {

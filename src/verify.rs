@@ -8,9 +8,9 @@ use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind};
 use crate::hash::BlobId;
 use crate::heal::BlobReader;
-use crate::ls::read_tree;
 use crate::progress::Progress;
 use crate::restore::{Selection, select};
+use crate::tree_loader::TreeLoader;
 use crossbeam_channel::bounded;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -66,10 +66,11 @@ pub fn verify_restored(
             });
         }
         drop(rx);
-        let core = reader.primary();
+        // Each tree with its neighbours in one request, not one GET per directory.
+        let trees = TreeLoader::new(reader);
         let mut stack = vec![(PathBuf::from("/"), *root)];
         while let Some((dir, id)) = stack.pop() {
-            let tree = read_tree(core.repo, rt, core.index, &id, &dir)?;
+            let tree = trees.tree(rt, &id, &dir)?;
             for node in &tree.nodes {
                 let snap = dir.join(node.name.to_os());
                 let sel = select(includes, &snap);
