@@ -25,7 +25,6 @@ use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::fsmeta;
 use crate::hash::{BlobId, Id, IndexId, SnapshotId};
-use crate::heal::{BlobReader, Copy};
 use crate::index::MasterIndex;
 use crate::pack::{SealedBlob, seal_blob};
 use crate::packer::run_packer;
@@ -333,9 +332,6 @@ fn run(
     let data_ahead = parent
         .is_none()
         .then(|| crate::warm::DataAhead::new(&sink.data_read));
-    // The parent's trees, where the cache lacks them, straight from this repository: a
-    // tree that cannot be read makes the walker read the files again, which loses nothing.
-    let tree_reader = BlobReader::new(Copy { repo, index }, Vec::new())?;
     let (walk, packed, read) = std::thread::scope(|s| {
         let sink = &sink;
         let reader_threads: Vec<_> = (0..readers)
@@ -396,7 +392,6 @@ fn run(
                     reader: FileReader::new(sink, sealed_tx, &opts.control),
                     cache,
                     parent_trees: None,
-                    tree_reader: &tree_reader,
                     changed,
                     one_file_system: opts.one_file_system,
                     dev: 0,
@@ -646,10 +641,10 @@ struct Walker<'a> {
     /// For files the walker reads itself (hard links, whose content it remembers).
     reader: FileReader<'a>,
     cache: Option<&'a MetadataCache>,
-    /// Reads the parent's trees the cache lacks, with their neighbours in one request
-    /// (made on the first miss: it groups the index's trees by pack).
+    /// Reads the parent's trees the cache lacks, straight from this repository, with
+    /// their neighbours in one request (made on the first miss: it groups the index's
+    /// trees by pack).
     parent_trees: Option<TreeLoader<'a>>,
-    tree_reader: &'a BlobReader<'a>,
     changed: Option<&'a ChangedPaths>,
     one_file_system: bool,
     /// Device of the source path being walked (for `one_file_system`).
@@ -735,9 +730,12 @@ impl Walker<'_> {
         {
             return Some(tree);
         }
+        let (repo, index) = (self.repo, self.index);
         let loader = self
             .parent_trees
-            .get_or_insert_with(|| TreeLoader::new(self.tree_reader));
+            .get_or_insert_with(|| TreeLoader::for_repo(repo, index));
+        // A tree that cannot be read makes the walker read the files again, which loses
+        // nothing.
         let plain = match loader.load(self.rt, id) {
             Ok(p) => {
                 if let Some(c) = self.cache {

@@ -279,7 +279,7 @@ pub fn check_with(
     // Snapshots and trees, each tree with its neighbours in one request (one GET per
     // tree took a round trip each); a tree that fails there is read again on its own, and
     // that error is the one reported.
-    let trees = TreeLoader::for_repo(repo, &index)?;
+    let trees = TreeLoader::for_repo(repo, &index);
     let mut walker = TreeWalk {
         trees: &trees,
         rt,

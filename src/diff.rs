@@ -86,7 +86,7 @@ pub fn diff(
     visit: &mut dyn FnMut(&DiffEntry),
 ) -> Result<DiffStats> {
     let mut d = Differ {
-        trees: TreeLoader::for_repo(repo, index)?,
+        trees: TreeLoader::for_repo(repo, index),
         rt,
         metadata,
         visit,

@@ -50,13 +50,13 @@ impl<'a> Finder<'a> {
         rt: &'a Runtime,
         index: &'a MasterIndex,
         patterns: &'a Excludes,
-    ) -> Result<Self> {
-        Ok(Finder {
-            trees: TreeLoader::for_repo(repo, index)?,
+    ) -> Self {
+        Finder {
+            trees: TreeLoader::for_repo(repo, index),
             rt,
             patterns,
             memo: HashMap::new(),
-        })
+        }
     }
 
     /// Every matching entry of the snapshot with root tree `root`, in name order.

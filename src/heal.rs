@@ -50,10 +50,18 @@ impl<'a> BlobReader<'a> {
             }
         }
         Ok(BlobReader {
-            primary,
             fallbacks,
-            healed: Mutex::new(Vec::new()),
+            ..BlobReader::alone(primary)
         })
+    }
+
+    /// A reader of one repository with no copies to heal from; nothing to check.
+    pub fn alone(primary: Copy<'a>) -> Self {
+        BlobReader {
+            primary,
+            fallbacks: Vec::new(),
+            healed: Mutex::new(Vec::new()),
+        }
     }
 
     /// The primary repository and index.

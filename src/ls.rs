@@ -17,9 +17,7 @@ pub fn read_tree(
     id: &BlobId,
     at: &Path,
 ) -> Result<Tree> {
-    let plain = rt.block_on(repo.read_blob(index, id))?;
-    Tree::from_plain(&plain)
-        .map_err(|e| Error::corrupt_format(format!("tree {} of {}", id.short(), at.display()), e))
+    crate::tree_loader::decode(&rt.block_on(repo.read_blob(index, id))?, id, at)
 }
 
 /// Call `visit` with the snapshot path and node of every entry at or below `under`
@@ -34,7 +32,7 @@ pub fn walk(
 ) -> Result<()> {
     // Each tree with its neighbours in one request: one GET per tree took a round trip
     // each, minutes for a large snapshot.
-    let trees = TreeLoader::for_repo(repo, index)?;
+    let trees = TreeLoader::for_repo(repo, index);
     let mut stack: Vec<(PathBuf, BlobId)> = vec![(PathBuf::from("/"), *root)];
     let mut found = under == Path::new("/");
     while let Some((dir, id)) = stack.pop() {

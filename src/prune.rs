@@ -131,7 +131,7 @@ fn used_blobs(
     index: &MasterIndex,
     report: &mut PruneReport,
 ) -> Result<HashSet<BlobId>> {
-    let trees = TreeLoader::for_repo(repo, index)?;
+    let trees = TreeLoader::for_repo(repo, index);
     let mut used = HashSet::new();
     let mut stack = Vec::new();
     for &id in snapshots {

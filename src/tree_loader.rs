@@ -1,13 +1,13 @@
 //! Tree blobs for a depth-first walk over a snapshot (a restore, or a backup reading its
 //! parent's trees when the local cache lacks them), read ahead: a backup stores a
 //! directory's tree right after the trees below it, so the trees a depth-first walk asks
-//! for next lie just before the one it asks for now, in the same tree pack. On a miss, one ranged read
-//! fetches the tree and its neighbours (up to [`READ_BEHIND`] bytes before it and
-//! [`READ_AHEAD`] after), and keeps them, still sealed, for later requests, up to
-//! [`MAX_CACHED`] bytes. A tree stays cached after use: identical directories (empty
-//! ones above all) share one tree, which the walk asks for again and again. Every tree
-//! is opened and verified each time it is taken; anything wrong is read again through the
-//! [`BlobReader`], which heals from copies.
+//! for next lie just before the one it asks for now, in the same tree pack. On a miss,
+//! one ranged read fetches the tree and its neighbours (up to [`READ_BEHIND`] bytes
+//! before it and [`READ_AHEAD`] after), and keeps them, still sealed, for later
+//! requests, up to [`MAX_CACHED`] bytes. A tree stays cached after use: identical
+//! directories (empty ones above all) share one tree, which the walk asks for again and
+//! again. Every tree is opened and verified each time it is taken; anything wrong is read
+//! again through the [`BlobReader`], which heals from copies.
 
 use crate::backend::{FileType, Handle};
 use crate::error::{Error, Result};
@@ -19,6 +19,7 @@ use crate::index::{BlobLocation, MasterIndex};
 use crate::pack::open_blob;
 use crate::repo::Repository;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Mutex;
 use tokio::runtime::Handle as Runtime;
 
@@ -29,11 +30,26 @@ const READ_AHEAD: u64 = 1024 * 1024;
 /// Sealed trees kept for later; past this the cache starts over.
 const MAX_CACHED: usize = 32 * 1024 * 1024;
 
+/// Decode the plaintext of tree `id`, found at snapshot path `at` (named in errors).
+pub fn decode(plain: &[u8], id: &BlobId, at: &Path) -> Result<Tree> {
+    Tree::from_plain(plain)
+        .map_err(|e| Error::corrupt_format(format!("tree {} of {}", id.short(), at.display()), e))
+}
+
 /// The reader a loader falls back to: a caller's (a restore's, which may heal from
 /// copies) or its own, for the repository alone.
 enum Reader<'a> {
     Borrowed(&'a BlobReader<'a>),
     Owned(BlobReader<'a>),
+}
+
+impl<'a> Reader<'a> {
+    fn get(&self) -> &BlobReader<'a> {
+        match self {
+            Reader::Borrowed(r) => r,
+            Reader::Owned(r) => r,
+        }
+    }
 }
 
 /// Loads trees, reading ahead.
@@ -57,33 +73,22 @@ impl<'a> TreeLoader<'a> {
     }
 
     /// A loader for one repository's trees, with nothing to heal from.
-    pub fn for_repo(repo: &'a Repository, index: &'a MasterIndex) -> Result<Self> {
-        let reader = BlobReader::new(Copy { repo, index }, Vec::new())?;
-        Ok(Self::with(Reader::Owned(reader)))
+    pub fn for_repo(repo: &'a Repository, index: &'a MasterIndex) -> Self {
+        Self::with(Reader::Owned(BlobReader::alone(Copy { repo, index })))
     }
 
     fn reader(&self) -> &BlobReader<'a> {
-        match &self.reader {
-            Reader::Borrowed(r) => r,
-            Reader::Owned(r) => r,
-        }
+        self.reader.get()
     }
 
     /// Tree `id`, decoded; `at` is its snapshot path, named in errors.
-    pub fn tree(&self, rt: &Runtime, id: &BlobId, at: &std::path::Path) -> Result<Tree> {
-        let plain = self.load(rt, id)?;
-        Tree::from_plain(&plain).map_err(|e| {
-            Error::corrupt_format(format!("tree {} of {}", id.short(), at.display()), e)
-        })
+    pub fn tree(&self, rt: &Runtime, id: &BlobId, at: &Path) -> Result<Tree> {
+        decode(&self.load(rt, id)?, id, at)
     }
 
     fn with(reader: Reader<'a>) -> Self {
         let mut packs: HashMap<PackId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
-        let primary = match &reader {
-            Reader::Borrowed(r) => r.primary(),
-            Reader::Owned(r) => r.primary(),
-        };
-        for (id, loc) in primary.index.iter() {
+        for (id, loc) in reader.get().primary().index.iter() {
             if loc.kind == BlobKind::Tree {
                 packs.entry(loc.pack).or_default().push((id, loc));
             }

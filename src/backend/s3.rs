@@ -333,9 +333,9 @@ impl S3Backend {
     }
 
     /// GET a whole object or a byte range, into `body` (cleared first; a caller reading
-    /// range after range passes the same buffer back). The declared length is checked before the body
-    /// is buffered (a server answering a range with the whole object, or a huge object, is
-    /// refused), and the body received must match it exactly.
+    /// range after range passes the same buffer back). The declared length is checked
+    /// before the body is buffered (a server answering a range with the whole object, or a
+    /// huge object, is refused), and the body received must match it exactly.
     async fn read(
         &self,
         handle: &Handle,

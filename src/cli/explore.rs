@@ -105,7 +105,7 @@ pub fn cmd_find(
         list.retain(|e| e.snapshot.hostname == h);
     }
     let index = rt.block_on(repo.load_index())?;
-    let mut finder = Finder::new(&repo, rt.handle(), &index, &pats)?;
+    let mut finder = Finder::new(&repo, rt.handle(), &index, &pats);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut total = 0usize;

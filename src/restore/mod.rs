@@ -70,7 +70,7 @@ pub fn restore(
     root: &BlobId,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
-    let reader = BlobReader::new(Copy { repo, index }, Vec::new())?;
+    let reader = BlobReader::alone(Copy { repo, index });
     restore_with(&reader, rt, root, opts)
 }
 
