@@ -450,12 +450,23 @@ const MMAP_THRESHOLD: libc::c_int = 1024 * 1024;
 /// Free memory at the top of a heap beyond this is returned to the system.
 const TRIM_THRESHOLD: libc::c_int = 1024 * 1024;
 
+/// At most this many malloc heaps. glibc's default (eight per core) gives each busy
+/// thread a heap of its own, and memory freed there stays with that heap; the readers,
+/// packer and uploads hand buffers from thread to thread, so freed memory is spread
+/// over many heaps. Measured, first backup of the benchmark corpus to the loopback S3
+/// server, alternating runs: default 99.5-108.5 MiB peak RSS (mean 103.6), 2 heaps
+/// 95.9-98.6 (mean 97.2), 1 heap 93.6-96.8, at the same wall and CPU time (5.9-6.0 s,
+/// 5.3-5.6 s user); a full restore peaks 1-3 MiB lower. Each thread still allocates
+/// from its own cache first (glibc's tcache), so two heaps are seldom contended.
+const ARENA_MAX: libc::c_int = 2;
+
 fn main() {
     // SAFETY: mallopt only changes allocator tuning; it is called before any other
     // thread exists. On a libc without these options it returns 0 and changes nothing.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
         libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+        libc::mallopt(libc::M_ARENA_MAX, ARENA_MAX);
     }
     let cli = Cli::parse();
     init_logging(cli.verbose, matches!(cli.command, Command::Daemon { .. }));
