@@ -1,13 +1,40 @@
 //! `restore --target -`: write one file's content, or a tar archive of a directory, to
-//! a stream (stdout), one blob at a time so memory stays at one blob whatever the size.
+//! a stream (stdout).
+//!
+//! A planner thread walks the snapshot ahead of the writer (trees read a range at a time
+//! by the [`TreeLoader`]) and fetches the content the writer needs next, a window at a
+//! time, in merged ranged reads with several in flight ([`read_plan`]). Fetched one blob
+//! per request, a directory of small files cost a round trip per file. The writer takes
+//! each blob from the window, opens and verifies it, and writes the entries in walk
+//! order. Memory stays bounded: at most three windows of [`WINDOW_BYTES`] sealed bytes
+//! exist at once (one being written, one handed over, one being fetched). A blob the
+//! window lacks (not in the primary's index, a failed read, a damaged blob) is read again
+//! through the [`BlobReader`], which heals from copies.
 
+use crate::backend::{FileType, Handle};
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind};
+use crate::hash::BlobId;
 use crate::heal::BlobReader;
+use crate::index::BlobLocation;
+use crate::pack::open_blob;
+use crate::read_plan::{self, Span};
 use crate::tree_loader::TreeLoader;
+use crossbeam_channel::{Receiver, Sender, bounded};
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokio::runtime::Handle as Runtime;
+
+/// Sealed bytes of content one window holds.
+pub const WINDOW_BYTES: u64 = 8 * 1024 * 1024;
+/// Blobs one window holds at most, so that windows of tiny blobs stay small too.
+const WINDOW_BLOBS: usize = 4096;
+/// Entries sent at most in one message, so that a tree of empty files and directories,
+/// which fills no window, is not held whole.
+const MAX_ENTRIES: usize = 4096;
+/// Ranged reads in flight while a window is fetched.
+const READS_IN_FLIGHT: usize = 6;
 
 /// Write the content of the file `node` to `out`; fails if the stored content does not
 /// add up to the size the snapshot records.
@@ -17,24 +44,11 @@ pub fn dump_file(
     node: &Node,
     out: &mut dyn Write,
 ) -> Result<u64> {
-    let mut written = 0u64;
-    for id in &node.content {
-        let plain = rt.block_on(reader.read(id))?;
-        out.write_all(&plain)
-            .map_err(|e| Error::io("write", Path::new("<output>"), e))?;
-        written += plain.len() as u64;
-    }
-    if written != node.size {
-        return Err(size_mismatch(&node.name.lossy(), written, node.size));
-    }
-    Ok(written)
-}
-
-fn size_mismatch(what: &str, got: u64, want: u64) -> Error {
-    Error::Corrupt {
-        object: format!("content list of {what}"),
-        reason: format!("holds {got} bytes but the snapshot records {want}"),
-    }
+    let name = PathBuf::from(node.name.to_os());
+    ahead(reader, rt, node, &name, |w| {
+        let mut body = w.body(node);
+        io::copy(&mut body, out).map_err(|e| unwrap_io(e, "write", Path::new("<output>")))
+    })
 }
 
 /// Write a tar archive (GNU format, paths relative to `name`) of the directory `node`
@@ -46,20 +60,311 @@ pub fn dump_tar(
     name: &Path,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let mut tar = tar::Builder::new(out);
-    tar.follow_symlinks(false);
-    // Each tree with its neighbours in one request, not one GET per directory.
-    let trees = TreeLoader::new(reader);
-    add_entry(reader, &trees, rt, &mut tar, node, name)?;
-    tar.into_inner()
-        .map_err(|e| Error::io("finish tar archive on", Path::new("<output>"), e))?;
-    Ok(())
+    ahead(reader, rt, node, name, |w| {
+        let mut tar = tar::Builder::new(out);
+        tar.follow_symlinks(false);
+        while let Some(entries) = w.next_entries()? {
+            for (path, node) in entries {
+                add_entry(w, &mut tar, &node, &path)?;
+            }
+        }
+        tar.into_inner()
+            .map_err(|e| Error::io("finish tar archive on", Path::new("<output>"), e))?;
+        Ok(())
+    })
 }
 
-fn add_entry(
+/// Run `write` with a planner walking `root` (called `name`) ahead of it.
+fn ahead<T>(
     reader: &BlobReader<'_>,
-    trees: &TreeLoader<'_>,
     rt: &Runtime,
+    root: &Node,
+    name: &Path,
+    write: impl FnOnce(&mut Writer<'_>) -> Result<T>,
+) -> Result<T> {
+    // One message waiting: the planner fetches the next window while the writer works
+    // through the current one, and no further.
+    let (tx, rx) = bounded(1);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let trees = TreeLoader::new(reader);
+            let mut planner = Planner {
+                reader,
+                trees: &trees,
+                rt,
+                tx,
+                entries: Vec::new(),
+                window: Vec::new(),
+                listed: HashSet::new(),
+                bytes: 0,
+            };
+            planner.run(root, name);
+        });
+        let mut writer = Writer {
+            reader,
+            rt,
+            rx,
+            window: Window::default(),
+            held: None,
+        };
+        // Returning drops the receiver, which stops the planner at its next message.
+        write(&mut writer)
+    })
+}
+
+/// What the planner hands the writer, in walk order.
+enum Msg {
+    /// Content for the entries that follow (and the rest of the file before them).
+    Data(Window),
+    /// Entries to write, with their paths in the archive.
+    Entries(Vec<(PathBuf, Node)>),
+    /// The walk failed here; everything before has been sent.
+    Failed(Error),
+}
+
+/// Sealed blobs by id, and where each lies; `None` for a blob the window has no bytes
+/// for, which the writer reads through the healing reader.
+#[derive(Default)]
+struct Window {
+    blobs: HashMap<BlobId, Option<(BlobLocation, Vec<u8>)>>,
+}
+
+/// Walks the snapshot and fetches content ahead of the writer.
+struct Planner<'p> {
+    reader: &'p BlobReader<'p>,
+    trees: &'p TreeLoader<'p>,
+    rt: &'p Runtime,
+    tx: Sender<Msg>,
+    /// Entries not yet sent: they go after the window holding (the start of) their content.
+    entries: Vec<(PathBuf, Node)>,
+    /// The next window's blobs, each once, in walk order.
+    window: Vec<(BlobId, Option<BlobLocation>)>,
+    /// The blobs in `window`.
+    listed: HashSet<BlobId>,
+    /// Sealed bytes of `window`.
+    bytes: u64,
+}
+
+/// The writer went away (it failed, or the output closed): stop walking.
+struct Gone;
+
+impl Planner<'_> {
+    fn run(&mut self, root: &Node, name: &Path) {
+        let walked = self.walk(root.clone(), name.to_path_buf());
+        let failed = match walked {
+            Ok(()) => None,
+            Err(Stop::Gone) => return,
+            Err(Stop::Failed(e)) => Some(e),
+        };
+        if self.flush().is_ok()
+            && let Some(e) = failed
+        {
+            let _ = self.tx.send(Msg::Failed(e));
+        }
+    }
+
+    fn walk(&mut self, node: Node, path: PathBuf) -> std::result::Result<(), Stop> {
+        let subtree = match node.kind {
+            NodeKind::Dir => node.subtree,
+            _ => None,
+        };
+        let content = match node.kind {
+            NodeKind::File => node.content.clone(),
+            _ => Vec::new(),
+        };
+        self.entries.push((path.clone(), node));
+        if self.entries.len() >= MAX_ENTRIES {
+            self.flush()?;
+        }
+        for id in content {
+            self.want(id)?;
+        }
+        if let Some(sub) = subtree {
+            let tree = self
+                .trees
+                .tree(self.rt, &sub, &path)
+                .map_err(Stop::Failed)?;
+            for child in tree.nodes {
+                let at = path.join(child.name.to_os());
+                self.walk(child, at)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Add a blob to the window, sending the window on once it is full.
+    fn want(&mut self, id: BlobId) -> std::result::Result<(), Gone> {
+        if self.listed.insert(id) {
+            let loc = self.reader.primary().index.get(&id);
+            self.bytes += loc.map_or(0, |l| u64::from(l.length));
+            self.window.push((id, loc));
+        }
+        if self.bytes >= WINDOW_BYTES || self.window.len() >= WINDOW_BLOBS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Fetch the window and send it, then the entries waiting for it.
+    fn flush(&mut self) -> std::result::Result<(), Gone> {
+        let window = std::mem::take(&mut self.window);
+        self.listed.clear();
+        self.bytes = 0;
+        if !window.is_empty() {
+            let data = self.fetch(window);
+            self.tx.send(Msg::Data(data)).map_err(|_| Gone)?;
+        }
+        if !self.entries.is_empty() {
+            let entries = std::mem::take(&mut self.entries);
+            self.tx.send(Msg::Entries(entries)).map_err(|_| Gone)?;
+        }
+        Ok(())
+    }
+
+    /// Read the window's blobs in merged ranges, several at a time.
+    fn fetch(&self, window: Vec<(BlobId, Option<BlobLocation>)>) -> Window {
+        let mut out = Window::default();
+        let mut located = Vec::new();
+        for (id, loc) in window {
+            match loc {
+                Some(l) => located.push((id, l)),
+                None => {
+                    out.blobs.insert(id, None);
+                }
+            }
+        }
+        let spans = read_plan::spans(located, |(_, l)| l);
+        let backend = self.reader.primary().repo.backend();
+        // Each read runs as a task of the runtime, as the restore's do, so the body is
+        // received on the thread that polls the socket.
+        let read = |span: &Span<(BlobId, BlobLocation)>| {
+            let handle = Handle::new(FileType::Pack, span.pack.to_hex());
+            let (start, len) = (span.start, span.end - span.start);
+            let backend = backend.clone();
+            let task = self
+                .rt
+                .spawn(async move { backend.get_range(&handle, start, len).await });
+            async move { task.await.ok().and_then(|r| r.ok()) }
+        };
+        let ranges: Vec<_> = self.rt.block_on(async {
+            use futures_util::stream::{self, StreamExt};
+            stream::iter(spans.iter().map(|s| async move { (s, read(s).await) }))
+                .buffer_unordered(READS_IN_FLIGHT)
+                .collect()
+                .await
+        });
+        for (span, bytes) in ranges {
+            for (id, loc) in &span.blobs {
+                // Anything wrong with the range leaves the blob to the healing reader.
+                let sealed = bytes.as_ref().and_then(|b| {
+                    let at = usize::try_from(loc.offset.checked_sub(span.start)?).ok()?;
+                    b.get(at..at.checked_add(loc.length as usize)?)
+                        .map(<[u8]>::to_vec)
+                });
+                out.blobs.insert(*id, sealed.map(|s| (*loc, s)));
+            }
+        }
+        out
+    }
+}
+
+/// Why a walk stopped early.
+enum Stop {
+    Gone,
+    Failed(Error),
+}
+
+impl From<Gone> for Stop {
+    fn from(_: Gone) -> Self {
+        Stop::Gone
+    }
+}
+
+/// Takes entries and content from the planner.
+struct Writer<'p> {
+    reader: &'p BlobReader<'p>,
+    rt: &'p Runtime,
+    rx: Receiver<Msg>,
+    window: Window,
+    /// A message taken while looking for a window that was not one.
+    held: Option<Msg>,
+}
+
+impl<'p> Writer<'p> {
+    fn recv(&mut self) -> Option<Msg> {
+        self.held.take().or_else(|| self.rx.recv().ok())
+    }
+
+    /// The next entries to write; `None` once the walk is done.
+    fn next_entries(&mut self) -> Result<Option<Vec<(PathBuf, Node)>>> {
+        loop {
+            match self.recv() {
+                Some(Msg::Data(w)) => self.window = w,
+                Some(Msg::Entries(e)) => return Ok(Some(e)),
+                Some(Msg::Failed(e)) => return Err(e),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The plaintext of the next blob of the content being written, verified.
+    fn blob(&mut self, id: &BlobId) -> Result<Vec<u8>> {
+        while !self.window.blobs.contains_key(id) {
+            match self.recv() {
+                Some(Msg::Data(w)) => self.window = w,
+                // The planner lists every blob before the entries after it, so this is
+                // not expected; the healing reader still serves the blob.
+                other => {
+                    self.held = other;
+                    break;
+                }
+            }
+        }
+        let primary = self.reader.primary();
+        if let Some(Some((loc, sealed))) = self.window.blobs.get(id)
+            && let Ok(plain) = open_blob(primary.repo.keys(), id, loc, sealed)
+        {
+            return Ok(plain);
+        }
+        self.rt.block_on(self.reader.read(id))
+    }
+
+    /// The content of file `node`, as a `Read`.
+    fn body<'w>(&'w mut self, node: &'w Node) -> BlobStream<'w, 'p> {
+        BlobStream {
+            writer: self,
+            node,
+            next: 0,
+            buf: Vec::new(),
+            pos: 0,
+            total: 0,
+        }
+    }
+}
+
+/// An `io::Error` carrying one of ours (from [`BlobStream`]) back as it was.
+fn unwrap_io(e: io::Error, op: &'static str, path: &Path) -> Error {
+    if !e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+        return Error::io(op, path, e);
+    }
+    let kind = e.kind();
+    match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+        Some(Ok(ours)) => *ours,
+        Some(Err(other)) => Error::io(op, path, io::Error::new(kind, other)),
+        None => Error::io(op, path, io::Error::from(kind)),
+    }
+}
+
+fn size_mismatch(what: &str, got: u64, want: u64) -> Error {
+    Error::Corrupt {
+        object: format!("content list of {what}"),
+        reason: format!("holds {got} bytes but the snapshot records {want}"),
+    }
+}
+
+/// One entry of the archive; a file's content comes from the writer's windows.
+fn add_entry(
+    w: &mut Writer<'_>,
     tar: &mut tar::Builder<&mut dyn Write>,
     node: &Node,
     path: &Path,
@@ -69,40 +374,19 @@ fn add_entry(
     h.set_uid(u64::from(node.uid));
     h.set_gid(u64::from(node.gid));
     h.set_mtime(u64::try_from(node.mtime).unwrap_or(0));
-    let out_err = |e: io::Error| Error::io("write tar entry for", path, e);
+    let out_err = |e: io::Error| unwrap_io(e, "write tar entry for", path);
     match node.kind {
         NodeKind::Dir => {
             h.set_entry_type(tar::EntryType::Directory);
             h.set_size(0);
             tar.append_data(&mut h, path, io::empty())
                 .map_err(out_err)?;
-            if let Some(sub) = node.subtree {
-                let tree = trees.tree(rt, &sub, path)?;
-                for child in &tree.nodes {
-                    add_entry(
-                        reader,
-                        trees,
-                        rt,
-                        tar,
-                        child,
-                        &path.join(child.name.to_os()),
-                    )?;
-                }
-            }
         }
         NodeKind::File => {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(node.size);
-            let body = BlobStream {
-                reader,
-                rt,
-                node,
-                next: 0,
-                buf: Vec::new(),
-                pos: 0,
-                total: 0,
-            };
-            tar.append_data(&mut h, path, body).map_err(out_err)?;
+            tar.append_data(&mut h, path, w.body(node))
+                .map_err(out_err)?;
         }
         NodeKind::Symlink => {
             h.set_entry_type(tar::EntryType::Symlink);
@@ -121,11 +405,10 @@ fn add_entry(
     Ok(())
 }
 
-/// A file's content as a `Read`, fetching one blob at a time.
-struct BlobStream<'a, 'r> {
-    reader: &'a BlobReader<'r>,
-    rt: &'a Runtime,
-    node: &'a Node,
+/// A file's content as a `Read`, blob by blob from the writer's windows.
+struct BlobStream<'w, 'p> {
+    writer: &'w mut Writer<'p>,
+    node: &'w Node,
     next: usize,
     buf: Vec<u8>,
     pos: usize,
@@ -146,10 +429,7 @@ impl Read for BlobStream<'_, '_> {
                 return Ok(0);
             };
             self.next += 1;
-            self.buf = self
-                .rt
-                .block_on(self.reader.read(id))
-                .map_err(io::Error::other)?;
+            self.buf = self.writer.blob(id).map_err(io::Error::other)?;
             self.pos = 0;
             self.total += self.buf.len() as u64;
         }

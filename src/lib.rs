@@ -31,6 +31,7 @@ pub mod pack;
 pub mod packer;
 pub mod progress;
 pub mod prune;
+pub mod read_plan;
 pub mod repo;
 pub mod restore;
 pub mod retention;

@@ -301,6 +301,41 @@ fn a_destination_that_is_down_holds_nobody_back_and_catches_up_without_reuploadi
     );
     assert_same_tree(&src, &restored(&target, &src));
 
+    // A tar to stdout, which reads content a window ahead: alone, it stops at the
+    // damaged blob and says so; with the far copy it heals and the photo comes out whole.
+    let photos = format!("latest:{}/photos", src.display());
+    let dump = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            photos.as_str(),
+            "--target",
+            "-",
+            "--repo",
+            &lan_repo,
+        ];
+        args.extend_from_slice(extra);
+        env.cmd(&args).output().expect("restore to stdout")
+    };
+    let out = dump(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a damaged blob went into the tar");
+    assert!(err.contains("is damaged"), "{err}");
+    let out = dump(&["--fallback-repo", &far_repo]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let mut archive = tar::Archive::new(out.stdout.as_slice());
+    let mut photo = Vec::new();
+    for entry in archive.entries().expect("tar") {
+        let mut entry = entry.expect("tar entry");
+        if entry.path().expect("path").ends_with("big.raw") {
+            std::io::Read::read_to_end(&mut entry, &mut photo).expect("read entry");
+        }
+    }
+    assert!(
+        photo == pseudo_random(6 << 20, 7),
+        "the healed photo differs"
+    );
+
     // check names the damage and the files it hits; --repair writes the good copies
     // back from the pair, after which both copies pass a full read-back.
     let check = |repo: &str, extra: &[&str]| {

@@ -21,6 +21,7 @@ use crate::fsmeta;
 use crate::hash::{BlobId, PackId};
 use crate::index::BlobLocation;
 use crate::pack::open_blob_in_place;
+use crate::read_plan::{self, MAX_RANGE, Span};
 use crossbeam_channel::bounded;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -32,10 +33,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 /// Ranged reads in flight: restores are bound by request latency more than bandwidth,
 /// and decryption runs on the same threads, so this also spreads it over the cores.
 pub const FETCHERS: usize = 6;
-/// Largest merged read; a single larger blob is read on its own.
-pub const MAX_RANGE: u64 = 4 * 1024 * 1024;
-/// Bytes of unneeded blobs a merged read may skip over: cheaper than another request.
-const MAX_GAP: u64 = 256 * 1024;
 /// Files registered before a batch is handed to the writer.
 pub const MAX_BATCH_FILES: usize = 8 * 1024;
 /// Blob uses registered before a batch is handed to the writer.
@@ -198,49 +195,12 @@ impl Batch {
 
     /// The reads to make: per pack, wanted blobs by offset, merged while close together.
     fn ranges(&self) -> Vec<Range<'_>> {
-        let mut out = Vec::new();
-        let mut packs: Vec<_> = self.packs.iter().collect();
-        packs.sort_by_key(|(id, _)| **id);
-        for (pack, wanted) in packs {
-            let mut blobs: Vec<&Wanted> = wanted.values().collect();
-            blobs.sort_by_key(|w| w.loc.offset);
-            let mut cur: Option<Range> = None;
-            for w in blobs {
-                // Saturating: locations come from storage and must not overflow.
-                let (start, end) = (
-                    w.loc.offset,
-                    w.loc.offset.saturating_add(u64::from(w.loc.length)),
-                );
-                if let Some(r) = &mut cur
-                    && start >= r.end
-                    && start - r.end <= MAX_GAP
-                    && end - r.start <= MAX_RANGE
-                {
-                    r.end = end;
-                    r.blobs.push(w);
-                    continue;
-                }
-                out.extend(cur.take());
-                cur = Some(Range {
-                    pack: *pack,
-                    start,
-                    end,
-                    blobs: vec![w],
-                });
-            }
-            out.extend(cur);
-        }
-        out
+        read_plan::spans(self.packs.values().flat_map(|m| m.values()), |w| &w.loc)
     }
 }
 
 /// One ranged read and the blobs it covers.
-struct Range<'b> {
-    pack: PackId,
-    start: u64,
-    end: u64,
-    blobs: Vec<&'b Wanted>,
-}
+type Range<'b> = Span<&'b Wanted>;
 
 /// Read one range, open its blobs and write them; returns the read buffer for the next
 /// range (an empty one if the read failed, or if a large single blob left it large).
