@@ -21,9 +21,15 @@ use crate::pack::{PackBuilder, SealedBlob, open_blob};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::tree_loader::TreeLoader;
+use futures_util::stream::{self, StreamExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use tokio::runtime::Handle as Runtime;
+
+/// Pack headers read at a time.
+const HEADER_READS: usize = 8;
+/// Packs whose headers are read before they are checked: bounds the headers held.
+const HEADER_GROUP: usize = 64;
 
 /// Packs larger than this are verified blob by blob with ranged reads instead of being
 /// fetched whole, so memory stays bounded whatever the pack size.
@@ -104,20 +110,26 @@ impl CheckReport {
     }
 }
 
-/// Every index object, those that decode, and problems for those that do not.
+/// Every index object, those that decode, and problems for those that do not; several
+/// are read at a time, in listing order.
 async fn load_indexes(
     repo: &Repository,
     report: &mut CheckReport,
 ) -> Result<Vec<(IndexId, IndexFile)>> {
+    let listed = repo.backend().list(FileType::Index).await?;
+    let loaded: Vec<_> = stream::iter(listed.into_iter().filter_map(|info| {
+        let id = Id::from_object_name(&info.name).map(IndexId)?;
+        Some(async move { (info.name, id, repo.load_index_file(id).await) })
+    }))
+    .buffered(crate::repo::INDEX_READS)
+    .collect()
+    .await;
     let mut files = Vec::new();
-    for info in repo.backend().list(FileType::Index).await? {
-        let Some(id) = Id::from_object_name(&info.name).map(IndexId) else {
-            continue;
-        };
-        match repo.load_index_file(id).await {
+    for (name, id, file) in loaded {
+        match file {
             Ok(f) => files.push((id, f)),
             Err(e) => report.problems.push(Problem {
-                object: format!("index/{}", info.name),
+                object: format!("index/{name}"),
                 message: e.to_string(),
             }),
         }
@@ -207,72 +219,89 @@ pub fn check_with(
             .bytes_total
             .store(total, std::sync::atomic::Ordering::Relaxed);
     }
-    for (pack, blobs) in &by_pack {
-        let handle = Handle::new(FileType::Pack, pack.to_hex());
-        let object = handle.path();
-        Progress::add(&progress.files, 1);
-        progress.set_current(&object);
-        if matches!(read_data, ReadData::All) {
-            Progress::add(
-                &progress.bytes_done,
-                listed.get(&pack.to_hex()).copied().unwrap_or(0),
+    let packs: Vec<_> = by_pack.iter().collect();
+    for group in packs.chunks(HEADER_GROUP) {
+        // The headers of a group's listed packs are read together, several at a time.
+        let mut headers: HashMap<PackId, Result<Vec<crate::format::index::PackedBlob>>> = rt
+            .block_on(
+                stream::iter(group.iter().filter_map(|(pack, _)| {
+                    let size = *listed.get(&pack.to_hex())?;
+                    Some(async move { (**pack, repo.read_pack_header(**pack, size).await) })
+                }))
+                .buffer_unordered(HEADER_READS)
+                .collect(),
             );
-        }
-        let size = match listed.get(&pack.to_hex()).copied() {
-            Some(size) => size,
-            None => match rt.block_on(repo.backend().stat(&handle)) {
-                Ok(size) => size,
-                Err(e) if e.is_not_found() => {
-                    report.problems.push(Problem {
-                        object: object.clone(),
-                        message: format!("is missing ({} blobs indexed in it)", blobs.len()),
-                    });
-                    for b in blobs {
-                        report
-                            .damaged
-                            .entry(b.id)
-                            .or_default()
-                            .push((*pack, b.offset));
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    report.problems.push(Problem {
-                        object: object.clone(),
-                        message: format!("could not be looked at: {e}"),
-                    });
-                    continue;
-                }
-            },
-        };
-        match rt.block_on(repo.read_pack_header(*pack)) {
-            Ok(header) => {
-                let stored: HashSet<(BlobId, u64, u32)> =
-                    header.iter().map(|b| (b.id, b.offset, b.length)).collect();
-                for b in blobs {
-                    if !stored.contains(&(b.id, b.offset, b.length)) {
+        for &(pack, blobs) in group {
+            let handle = Handle::new(FileType::Pack, pack.to_hex());
+            let object = handle.path();
+            Progress::add(&progress.files, 1);
+            progress.set_current(&object);
+            if matches!(read_data, ReadData::All) {
+                Progress::add(
+                    &progress.bytes_done,
+                    listed.get(&pack.to_hex()).copied().unwrap_or(0),
+                );
+            }
+            let size = match listed.get(&pack.to_hex()).copied() {
+                Some(size) => size,
+                None => match rt.block_on(repo.backend().stat(&handle)) {
+                    Ok(size) => size,
+                    Err(e) if e.is_not_found() => {
                         report.problems.push(Problem {
                             object: object.clone(),
-                            message: format!(
-                                "its header does not list blob {} where the index puts it",
-                                b.id.short()
-                            ),
+                            message: format!("is missing ({} blobs indexed in it)", blobs.len()),
                         });
-                        report
-                            .damaged
-                            .entry(b.id)
-                            .or_default()
-                            .push((*pack, b.offset));
+                        for b in blobs {
+                            report
+                                .damaged
+                                .entry(b.id)
+                                .or_default()
+                                .push((*pack, b.offset));
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        report.problems.push(Problem {
+                            object: object.clone(),
+                            message: format!("could not be looked at: {e}"),
+                        });
+                        continue;
+                    }
+                },
+            };
+            let header = match headers.remove(pack) {
+                Some(h) => h,
+                None => rt.block_on(repo.read_pack_header(*pack, size)),
+            };
+            match header {
+                Ok(header) => {
+                    let stored: HashSet<(BlobId, u64, u32)> =
+                        header.iter().map(|b| (b.id, b.offset, b.length)).collect();
+                    for b in blobs {
+                        if !stored.contains(&(b.id, b.offset, b.length)) {
+                            report.problems.push(Problem {
+                                object: object.clone(),
+                                message: format!(
+                                    "its header does not list blob {} where the index puts it",
+                                    b.id.short()
+                                ),
+                            });
+                            report
+                                .damaged
+                                .entry(b.id)
+                                .or_default()
+                                .push((*pack, b.offset));
+                        }
                     }
                 }
+                Err(e) => report.problems.push(Problem {
+                    object: object.clone(),
+                    message: format!("its header cannot be read: {e}"),
+                }),
             }
-            Err(e) => report.problems.push(Problem {
-                object: object.clone(),
-                message: format!("its header cannot be read: {e}"),
-            }),
-        }
-        if sample.take() || chosen.contains(pack) {
-            verify_pack(repo, rt, *pack, size, blobs, &mut report)?;
+            if sample.take() || chosen.contains(pack) {
+                verify_pack(repo, rt, *pack, size, blobs, &mut report)?;
+            }
         }
     }
 
@@ -287,9 +316,16 @@ pub fn check_with(
         clean: HashSet::new(),
         report: &mut report,
     };
-    for id in snapshot_ids {
+    // Snapshots are small; they are read several at a time, in order, ahead of the walk.
+    let snapshots: Vec<_> = rt.block_on(
+        stream::iter(snapshot_ids)
+            .map(|id| async move { (id, repo.load_snapshot(id).await) })
+            .buffered(crate::repo::SNAPSHOT_READS)
+            .collect(),
+    );
+    for (id, snapshot) in snapshots {
         walker.report.snapshots += 1;
-        match rt.block_on(repo.load_snapshot(id)) {
+        match snapshot {
             Ok(s) => {
                 walker.walk(&s.tree, Path::new("/"), id);
             }

@@ -764,8 +764,13 @@ fn v5_repository_opens_and_reads_back() {
     let index = rt.block_on(repo.load_index()).expect("index");
     assert_eq!((index.len(), index.pack_count()), (4, 2));
     for pack in &index_file.packs {
+        let size = objects
+            .iter()
+            .find(|(p, _)| p.ends_with(&pack.id.to_hex()))
+            .map(|(_, bytes)| bytes.len() as u64)
+            .expect("pack object");
         let header = rt
-            .block_on(repo.read_pack_header(pack.id))
+            .block_on(repo.read_pack_header(pack.id, size))
             .expect("pack header");
         assert_eq!(header, pack.blobs, "pack {}", pack.id);
     }
