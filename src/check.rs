@@ -317,12 +317,7 @@ pub fn check_with(
         report: &mut report,
     };
     // Snapshots are small; they are read several at a time, in order, ahead of the walk.
-    let snapshots: Vec<_> = rt.block_on(
-        stream::iter(snapshot_ids)
-            .map(|id| async move { (id, repo.load_snapshot(id).await) })
-            .buffered(crate::repo::SNAPSHOT_READS)
-            .collect(),
-    );
+    let snapshots = rt.block_on(repo.load_snapshots(snapshot_ids));
     for (id, snapshot) in snapshots {
         walker.report.snapshots += 1;
         match snapshot {

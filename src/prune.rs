@@ -134,8 +134,8 @@ fn used_blobs(
     let trees = TreeLoader::for_repo(repo, index);
     let mut used = HashSet::new();
     let mut stack = Vec::new();
-    for &id in snapshots {
-        let snap = rt.block_on(repo.load_snapshot(id)).map_err(|e| {
+    for (id, snap) in rt.block_on(repo.load_snapshots(snapshots.to_vec())) {
+        let snap = snap.map_err(|e| {
             Error::InvalidInput(format!(
                 "snapshot {} cannot be read ({e}); prune stops, because what it uses cannot be known: run `cairn check`",
                 id.short()
@@ -191,15 +191,13 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
 
     // Everything the index says, object by object.
     let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
-    for info in rt.block_on(backend.list(FileType::Index))? {
-        let Some(id) = Id::from_object_name(&info.name).map(IndexId) else {
-            continue;
-        };
-        let file = rt
-            .block_on(repo.load_index_file(id))
-            .map_err(|e| Error::InvalidInput(format!("{e}; prune stops: run `cairn check`")))?;
-        files.push((id, file));
-    }
+    let ids = rt
+        .block_on(backend.list(FileType::Index))?
+        .into_iter()
+        .filter_map(|info| Id::from_object_name(&info.name).map(IndexId))
+        .collect();
+    rt.block_on(repo.for_each_index_file(None, ids, |id, file| files.push((id, file))))
+        .map_err(|e| Error::InvalidInput(format!("{e}; prune stops: run `cairn check`")))?;
     let mut index = MasterIndex::default();
     for (_, f) in &files {
         for p in &f.packs {

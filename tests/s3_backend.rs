@@ -579,9 +579,15 @@ fn snapshots_and_index_objects_are_read_several_at_once() {
     }
     let proxy = env.proxy.as_ref().expect("proxy");
     // Each read of these objects takes 150 ms: read one after another, they never overlap.
+    // `check` and `prune` read them, and check the packs' headers, the same way.
     for (kind, args, at_least) in [
         ("/snapshots/", &["snapshots"][..], 6),
         ("/index/", &["ls", "latest"][..], 3),
+        ("/snapshots/", &["check"][..], 6),
+        ("/index/", &["check"][..], 3),
+        ("/data/", &["check"][..], 6),
+        ("/snapshots/", &["prune", "--dry-run"][..], 6),
+        ("/index/", &["prune", "--dry-run"][..], 3),
     ] {
         proxy.set_schedule(Schedule {
             delay: Some(Duration::from_millis(150)),
@@ -594,7 +600,7 @@ fn snapshots_and_index_objects_are_read_several_at_once() {
         let most = proxy.stats.max_in_flight.load(Ordering::SeqCst);
         assert!(
             most >= at_least,
-            "reading 12 objects under {kind} had at most {most} requests in flight"
+            "{args:?} reading 12 objects under {kind} had at most {most} requests in flight"
         );
     }
 }

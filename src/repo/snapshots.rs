@@ -40,6 +40,20 @@ impl Repository {
             .map_err(|e| Error::corrupt_format(format!("snapshots/{id}"), e))
     }
 
+    /// Load and verify the snapshots `ids`, [`SNAPSHOT_READS`] at a time, each with its
+    /// own outcome, in the order given: a walk over many snapshots (check, prune) read
+    /// them one round trip at a time.
+    pub async fn load_snapshots(
+        &self,
+        ids: Vec<SnapshotId>,
+    ) -> Vec<(SnapshotId, Result<Snapshot>)> {
+        stream::iter(ids)
+            .map(|id| async move { (id, self.load_snapshot(id).await) })
+            .buffered(SNAPSHOT_READS)
+            .collect()
+            .await
+    }
+
     /// Ids of every stored snapshot.
     pub async fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
         Ok(self
