@@ -7,9 +7,11 @@
 //! per request, a directory of small files cost a round trip per file. The writer takes
 //! each blob from the window, opens and verifies it, and writes the entries in walk
 //! order. Memory stays bounded: at most three windows of [`WINDOW_BYTES`] sealed bytes
-//! exist at once (one being written, one handed over, one being fetched). A blob the
-//! window lacks (not in the primary's index, a failed read, a damaged blob) is read again
-//! through the [`BlobReader`], which heals from copies.
+//! (plus one blob each) exist at once (one being written, one handed over, one being
+//! fetched), and [`READS_IN_FLIGHT`] reads of at most [`read_plan::MAX_RANGE`] bytes, from
+//! which each blob is taken as its read completes. A blob the window lacks (not in the
+//! primary's index, a failed read, a damaged blob) is read again through the
+//! [`BlobReader`], which heals from copies.
 
 use crate::backend::{FileType, Handle};
 use crate::error::{Error, Result};
@@ -17,13 +19,14 @@ use crate::format::tree::{Node, NodeKind};
 use crate::hash::BlobId;
 use crate::heal::BlobReader;
 use crate::index::BlobLocation;
-use crate::pack::open_blob;
+use crate::pack::{check_location, open_blob};
 use crate::read_plan::{self, Span};
 use crate::tree_loader::TreeLoader;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::runtime::Handle as Runtime;
 
 /// Sealed bytes of content one window holds.
@@ -35,6 +38,9 @@ const WINDOW_BLOBS: usize = 4096;
 const MAX_ENTRIES: usize = 4096;
 /// Ranged reads in flight while a window is fetched.
 const READS_IN_FLIGHT: usize = 6;
+/// The planner's stack: it walks the snapshot recursively, a frame per directory level,
+/// and a thread's default 2 MiB overflowed at about 2,000 levels.
+const PLANNER_STACK: usize = 256 * 1024 * 1024;
 
 /// Write the content of the file `node` to `out`; fails if the stored content does not
 /// add up to the size the snapshot records.
@@ -46,8 +52,19 @@ pub fn dump_file(
 ) -> Result<u64> {
     let name = PathBuf::from(node.name.to_os());
     ahead(reader, rt, node, &name, |w| {
-        let mut body = w.body(node);
-        io::copy(&mut body, out).map_err(|e| unwrap_io(e, "write", Path::new("<output>")))
+        // The file's own entry comes after its first window; only its content is written.
+        w.next_entries()?;
+        let mut written = 0u64;
+        for id in &node.content {
+            let plain = w.blob(id)?;
+            out.write_all(&plain)
+                .map_err(|e| Error::io("write", Path::new("<output>"), e))?;
+            written += plain.len() as u64;
+        }
+        if written != node.size {
+            return Err(size_mismatch(&node.name.lossy(), written, node.size));
+        }
+        Ok(written)
     })
 }
 
@@ -85,21 +102,28 @@ fn ahead<T>(
     // One message waiting: the planner fetches the next window while the writer works
     // through the current one, and no further.
     let (tx, rx) = bounded(1);
+    let stopped = AtomicBool::new(false);
     std::thread::scope(|s| {
-        s.spawn(move || {
-            let trees = TreeLoader::new(reader);
-            let mut planner = Planner {
-                reader,
-                trees: &trees,
-                rt,
-                tx,
-                entries: Vec::new(),
-                window: Vec::new(),
-                listed: HashSet::new(),
-                bytes: 0,
-            };
-            planner.run(root, name);
-        });
+        let stopped = &stopped;
+        let planner = std::thread::Builder::new()
+            .name("cairn-dump-planner".into())
+            .stack_size(PLANNER_STACK)
+            .spawn_scoped(s, move || {
+                let trees = TreeLoader::new(reader);
+                let mut planner = Planner {
+                    reader,
+                    trees: &trees,
+                    rt,
+                    tx,
+                    stopped,
+                    entries: Vec::new(),
+                    window: Vec::new(),
+                    listed: HashSet::new(),
+                    bytes: 0,
+                };
+                planner.run(root, name);
+            })
+            .map_err(|e| Error::io("start a thread for", name, e))?;
         let mut writer = Writer {
             reader,
             rt,
@@ -107,8 +131,18 @@ fn ahead<T>(
             window: Window::default(),
             held: None,
         };
-        // Returning drops the receiver, which stops the planner at its next message.
-        write(&mut writer)
+        let written = write(&mut writer);
+        // The planner stops at its next entry or blob, instead of walking on unread.
+        stopped.store(true, Ordering::Release);
+        drop(writer);
+        if planner.join().is_err() {
+            return Err(Error::io(
+                "read ahead for",
+                name,
+                io::Error::other("the read-ahead thread failed"),
+            ));
+        }
+        written
     })
 }
 
@@ -120,6 +154,8 @@ enum Msg {
     Entries(Vec<(PathBuf, Node)>),
     /// The walk failed here; everything before has been sent.
     Failed(Error),
+    /// The walk is complete: a channel closed without this means the planner died.
+    Done,
 }
 
 /// Sealed blobs by id, and where each lies; `None` for a blob the window has no bytes
@@ -135,6 +171,8 @@ struct Planner<'p> {
     trees: &'p TreeLoader<'p>,
     rt: &'p Runtime,
     tx: Sender<Msg>,
+    /// Set once the writer is finished, successfully or not.
+    stopped: &'p AtomicBool,
     /// Entries not yet sent: they go after the window holding (the start of) their content.
     entries: Vec<(PathBuf, Node)>,
     /// The next window's blobs, each once, in walk order.
@@ -156,14 +194,18 @@ impl Planner<'_> {
             Err(Stop::Gone) => return,
             Err(Stop::Failed(e)) => Some(e),
         };
-        if self.flush().is_ok()
-            && let Some(e) = failed
-        {
-            let _ = self.tx.send(Msg::Failed(e));
+        if self.flush().is_ok() {
+            let _ = self.tx.send(match failed {
+                Some(e) => Msg::Failed(e),
+                None => Msg::Done,
+            });
         }
     }
 
     fn walk(&mut self, node: Node, path: PathBuf) -> std::result::Result<(), Stop> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(Stop::Gone);
+        }
         let subtree = match node.kind {
             NodeKind::Dir => node.subtree,
             _ => None,
@@ -194,8 +236,18 @@ impl Planner<'_> {
 
     /// Add a blob to the window, sending the window on once it is full.
     fn want(&mut self, id: BlobId) -> std::result::Result<(), Gone> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(Gone);
+        }
         if self.listed.insert(id) {
-            let loc = self.reader.primary().index.get(&id);
+            // A location no writer can have produced is left to the healing reader,
+            // which refuses it with its reason, rather than read.
+            let loc = self
+                .reader
+                .primary()
+                .index
+                .get(&id)
+                .filter(|l| check_location(l).is_ok());
             self.bytes += loc.map_or(0, |l| u64::from(l.length));
             self.window.push((id, loc));
         }
@@ -236,34 +288,50 @@ impl Planner<'_> {
         let spans = read_plan::spans(located, |(_, l)| l);
         let backend = self.reader.primary().repo.backend();
         // Each read runs as a task of the runtime, as the restore's do, so the body is
-        // received on the thread that polls the socket.
-        let read = |span: &Span<(BlobId, BlobLocation)>| {
+        // received on the thread that polls the socket; its blobs are taken out as soon as
+        // it completes, so only the reads in flight hold whole ranges.
+        let read = |span: Span<(BlobId, BlobLocation)>| {
             let handle = Handle::new(FileType::Pack, span.pack.to_hex());
             let (start, len) = (span.start, span.end - span.start);
             let backend = backend.clone();
             let task = self
                 .rt
                 .spawn(async move { backend.get_range(&handle, start, len).await });
-            async move { task.await.ok().and_then(|r| r.ok()) }
+            async move {
+                let bytes = match task.await {
+                    Ok(Ok(b)) => Some(b),
+                    Ok(Err(e)) => {
+                        tracing::debug!("read-ahead of {}: {e}", span.pack.short());
+                        None
+                    }
+                    Err(e) => {
+                        tracing::debug!("read-ahead of {}: {e}", span.pack.short());
+                        None
+                    }
+                };
+                span.blobs
+                    .into_iter()
+                    .map(|(id, loc)| {
+                        // Anything wrong with the range leaves the blob to the healing
+                        // reader.
+                        let sealed = bytes.as_ref().and_then(|b| {
+                            let at = usize::try_from(loc.offset.checked_sub(span.start)?).ok()?;
+                            b.get(at..at.checked_add(loc.length as usize)?)
+                                .map(<[u8]>::to_vec)
+                        });
+                        (id, sealed.map(|s| (loc, s)))
+                    })
+                    .collect::<Vec<_>>()
+            }
         };
-        let ranges: Vec<_> = self.rt.block_on(async {
+        let blobs: Vec<Vec<_>> = self.rt.block_on(async {
             use futures_util::stream::{self, StreamExt};
-            stream::iter(spans.iter().map(|s| async move { (s, read(s).await) }))
+            stream::iter(spans.into_iter().map(read))
                 .buffer_unordered(READS_IN_FLIGHT)
                 .collect()
                 .await
         });
-        for (span, bytes) in ranges {
-            for (id, loc) in &span.blobs {
-                // Anything wrong with the range leaves the blob to the healing reader.
-                let sealed = bytes.as_ref().and_then(|b| {
-                    let at = usize::try_from(loc.offset.checked_sub(span.start)?).ok()?;
-                    b.get(at..at.checked_add(loc.length as usize)?)
-                        .map(<[u8]>::to_vec)
-                });
-                out.blobs.insert(*id, sealed.map(|s| (*loc, s)));
-            }
-        }
+        out.blobs.extend(blobs.into_iter().flatten());
         out
     }
 }
@@ -302,7 +370,14 @@ impl<'p> Writer<'p> {
                 Some(Msg::Data(w)) => self.window = w,
                 Some(Msg::Entries(e)) => return Ok(Some(e)),
                 Some(Msg::Failed(e)) => return Err(e),
-                None => return Ok(None),
+                Some(Msg::Done) => return Ok(None),
+                None => {
+                    return Err(Error::io(
+                        "read ahead for",
+                        Path::new("<output>"),
+                        io::Error::other("the read-ahead thread stopped before the end"),
+                    ));
+                }
             }
         }
     }
@@ -321,10 +396,11 @@ impl<'p> Writer<'p> {
             }
         }
         let primary = self.reader.primary();
-        if let Some(Some((loc, sealed))) = self.window.blobs.get(id)
-            && let Ok(plain) = open_blob(primary.repo.keys(), id, loc, sealed)
-        {
-            return Ok(plain);
+        if let Some(Some((loc, sealed))) = self.window.blobs.get(id) {
+            match open_blob(primary.repo.keys(), id, loc, sealed) {
+                Ok(plain) => return Ok(plain),
+                Err(e) => tracing::debug!("blob {} in the read-ahead: {e}", id.short()),
+            }
         }
         self.rt.block_on(self.reader.read(id))
     }
@@ -339,19 +415,6 @@ impl<'p> Writer<'p> {
             pos: 0,
             total: 0,
         }
-    }
-}
-
-/// An `io::Error` carrying one of ours (from [`BlobStream`]) back as it was.
-fn unwrap_io(e: io::Error, op: &'static str, path: &Path) -> Error {
-    if !e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-        return Error::io(op, path, e);
-    }
-    let kind = e.kind();
-    match e.into_inner().map(|inner| inner.downcast::<Error>()) {
-        Some(Ok(ours)) => *ours,
-        Some(Err(other)) => Error::io(op, path, io::Error::new(kind, other)),
-        None => Error::io(op, path, io::Error::from(kind)),
     }
 }
 
@@ -374,7 +437,7 @@ fn add_entry(
     h.set_uid(u64::from(node.uid));
     h.set_gid(u64::from(node.gid));
     h.set_mtime(u64::try_from(node.mtime).unwrap_or(0));
-    let out_err = |e: io::Error| unwrap_io(e, "write tar entry for", path);
+    let out_err = |e: io::Error| Error::io("write tar entry for", path, e);
     match node.kind {
         NodeKind::Dir => {
             h.set_entry_type(tar::EntryType::Directory);

@@ -517,6 +517,19 @@ fn prune_check_and_listings_read_the_trees_a_range_at_a_time() {
             }
         }
     }
+    // One large file to stdout comes a window at a time as well: 24 requests here, most
+    // of them finding the path (snapshots, index, the trees along it); 33 when each blob
+    // came with a request of its own.
+    let before = proxy.stats.requests.load(Ordering::Relaxed);
+    let one = format!("latest:{}", src.join("big/a.bin").to_string_lossy());
+    let out = env.run(&["restore", &one, "--target", "-"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let requests = proxy.stats.requests.load(Ordering::Relaxed) - before;
+    assert!(
+        requests <= 28,
+        "one 20 MiB file to stdout took {requests} requests"
+    );
+    assert!(out.stdout == big, "the file to stdout differs");
     env.ok(&["check", "--read-data"]);
     env.restore_latest_and_compare(&src, "t");
 }

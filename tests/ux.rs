@@ -146,6 +146,37 @@ fn every_reporting_command_speaks_json_lines() {
     assert_eq!(last["files_restored"], 1);
 }
 
+/// A directory nested 1,900 levels deep (near the 4 KiB path limit) restores as a tar to
+/// stdout: the read-ahead walks the snapshot recursively on a thread of its own, and a
+/// thread's default 2 MiB stack overflowed at about 2,000 levels.
+#[test]
+fn a_directory_nested_near_the_path_limit_restores_as_a_tar() {
+    let env = Env::init_on(Kind::S3);
+    let src = env.path("src");
+    let depth = 1900;
+    let mut deep = src.clone();
+    for _ in 0..depth {
+        deep.push("a");
+    }
+    fs::create_dir_all(&deep).expect("mkdir deep");
+    fs::write(deep.join("f"), "bottom").expect("write");
+    let s = src.to_str().expect("utf8");
+    env.ok(&["backup", s]);
+    let out = env.run(&["restore", &format!("latest:{s}"), "--target", "-"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let mut archive = tar::Archive::new(out.stdout.as_slice());
+    let (mut entries, mut bottom) = (0, String::new());
+    for entry in archive.entries().expect("tar") {
+        let mut entry = entry.expect("tar entry");
+        entries += 1;
+        if entry.path().expect("path").ends_with("a/f") {
+            std::io::Read::read_to_string(&mut entry, &mut bottom).expect("read");
+        }
+    }
+    assert_eq!(entries, depth + 2, "src, {depth} directories and the file");
+    assert_eq!(bottom, "bottom");
+}
+
 #[test]
 fn single_files_and_folders_restore_to_stdout_or_a_directory() {
     let env = Env::init_on(Kind::S3);
