@@ -12,7 +12,7 @@
 
 use crate::backend::{FileType, Handle};
 use crate::error::{Error, Result};
-use crate::format::index::{BlobKind, IndexFile, IndexPack};
+use crate::format::index::{BlobKind, IndexFile, IndexPack, PackedBlob};
 use crate::format::tree::{NodeKind, Tree};
 use crate::hash::{BlobId, Id, IndexId, PackId, SnapshotId};
 use crate::heal::Copy;
@@ -26,7 +26,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use tokio::runtime::Handle as Runtime;
 
-/// Pack headers read at a time.
+/// Pack headers read at a time: each is one small request, so latency, not bandwidth,
+/// is what they cost; as many as the snapshot reads ([`crate::repo::SNAPSHOT_READS`]).
 const HEADER_READS: usize = 8;
 /// Packs whose headers are read before they are checked: bounds the headers held.
 const HEADER_GROUP: usize = 64;
@@ -117,15 +118,18 @@ async fn load_indexes(
     report: &mut CheckReport,
 ) -> Result<Vec<(IndexId, IndexFile)>> {
     let listed = repo.backend().list(FileType::Index).await?;
-    let loaded: Vec<_> = stream::iter(listed.into_iter().filter_map(|info| {
+    // Only stored bytes wait for their turn; each is decoded when it comes.
+    let mut stored = stream::iter(listed.into_iter().filter_map(|info| {
         let id = Id::from_object_name(&info.name).map(IndexId)?;
-        Some(async move { (info.name, id, repo.load_index_file(id).await) })
+        let handle = Handle::new(FileType::Index, info.name.clone());
+        Some(async move { (info.name, id, repo.backend().get(&handle).await) })
     }))
-    .buffered(crate::repo::INDEX_READS)
-    .collect()
-    .await;
+    .buffered(crate::repo::INDEX_READS);
     let mut files = Vec::new();
-    for (name, id, file) in loaded {
+    while let Some((name, id, bytes)) = stored.next().await {
+        let file = bytes
+            .map_err(Error::from)
+            .and_then(|b| repo.open_index_file(id, &b));
         match file {
             Ok(f) => files.push((id, f)),
             Err(e) => report.problems.push(Problem {
@@ -219,18 +223,26 @@ pub fn check_with(
             .bytes_total
             .store(total, std::sync::atomic::Ordering::Relaxed);
     }
+    // Where each pack's blobs end by the index: where its header starts, if intact.
+    let blobs_end = |blobs: &[PackedBlob]| {
+        blobs
+            .iter()
+            .map(|b| b.offset.saturating_add(u64::from(b.length)))
+            .max()
+    };
     let packs: Vec<_> = by_pack.iter().collect();
     for group in packs.chunks(HEADER_GROUP) {
         // The headers of a group's listed packs are read together, several at a time.
-        let mut headers: HashMap<PackId, Result<Vec<crate::format::index::PackedBlob>>> = rt
-            .block_on(
-                stream::iter(group.iter().filter_map(|(pack, _)| {
-                    let size = *listed.get(&pack.to_hex())?;
-                    Some(async move { (**pack, repo.read_pack_header(**pack, size).await) })
-                }))
-                .buffer_unordered(HEADER_READS)
-                .collect(),
-            );
+        progress.set_current("reading pack headers");
+        let mut headers: HashMap<PackId, Result<Vec<PackedBlob>>> = rt.block_on(
+            stream::iter(group.iter().filter_map(|(pack, blobs)| {
+                let size = *listed.get(&pack.to_hex())?;
+                let end = blobs_end(blobs);
+                Some(async move { (**pack, repo.read_pack_header(**pack, size, end).await) })
+            }))
+            .buffer_unordered(HEADER_READS)
+            .collect(),
+        );
         for &(pack, blobs) in group {
             let handle = Handle::new(FileType::Pack, pack.to_hex());
             let object = handle.path();
@@ -271,7 +283,7 @@ pub fn check_with(
             };
             let header = match headers.remove(pack) {
                 Some(h) => h,
-                None => rt.block_on(repo.read_pack_header(*pack, size)),
+                None => rt.block_on(repo.read_pack_header(*pack, size, blobs_end(blobs))),
             };
             match header {
                 Ok(header) => {

@@ -126,9 +126,62 @@ impl PackBuilder {
     }
 }
 
-/// Bytes read from the end of a pack to find its header: the header of a pack of 16 MiB
-/// chunks is a few hundred bytes, one of 20,000 small blobs about a megabyte.
+/// Bytes read from the end of a pack to find its header when the index does not say
+/// where it starts: a header entry takes about 50 bytes, so this holds the header of a
+/// pack of about 1,300 blobs (a 16 MiB pack of 1 MiB chunks has about 16; one of 20,000
+/// small blobs needs a second read).
 pub const HEADER_TAIL: u64 = 64 * 1024;
+
+/// Where a pack's sealed header lies, given the pack's last bytes (`tail`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeaderAt<'a> {
+    /// Wholly inside the tail: at `offset` in the pack.
+    Inside {
+        /// Offset of the header in the pack.
+        offset: u64,
+        /// The sealed header.
+        sealed: &'a [u8],
+    },
+    /// Starting before the tail, at `offset`: the tail holds its end (`in_tail`), and
+    /// the bytes from `offset` to the tail's start are still to be read.
+    Before {
+        /// Offset of the header in the pack.
+        offset: u64,
+        /// The part of the header inside the tail.
+        in_tail: &'a [u8],
+    },
+}
+
+/// Find the sealed header of a pack of `size` bytes in its last `tail.len()` bytes,
+/// checking the framing with [`header_range`]. Pure, so that every boundary between the
+/// tail and the header is tested apart from storage.
+pub fn header_in_tail(size: u64, tail: &[u8]) -> Result<HeaderAt<'_>, String> {
+    let trailer_at = tail.len().checked_sub(4).ok_or_else(|| {
+        format!(
+            "only {} bytes of its end to read the length from",
+            tail.len()
+        )
+    })?;
+    let tail_start = size
+        .checked_sub(tail.len() as u64)
+        .ok_or_else(|| format!("{} bytes read from the end of {size}", tail.len()))?;
+    let (offset, len) = header_range(size, &tail[trailer_at..])?;
+    let header = &tail[..trailer_at];
+    Ok(match offset.checked_sub(tail_start) {
+        Some(at) => HeaderAt::Inside {
+            offset,
+            // header_range keeps the header inside the pack, ending at the trailer.
+            sealed: usize::try_from(at)
+                .ok()
+                .and_then(|at| header.get(at..at.checked_add(len as usize)?))
+                .ok_or_else(|| format!("header of {len} bytes at {offset} is out of range"))?,
+        },
+        None => HeaderAt::Before {
+            offset,
+            in_tail: header,
+        },
+    })
+}
 
 /// Where the sealed header of a pack of `size` bytes lies, given the pack's last 4 bytes
 /// (`trailer`): `(offset, length)`. Pure, so that the framing rules of `docs/FORMAT.md`
@@ -264,11 +317,21 @@ impl Repository {
         })
     }
 
-    /// Read and decode a pack's header, given the pack's size (as listed): the last
-    /// [`HEADER_TAIL`] bytes come in one request, which holds the length and, for all
-    /// but the largest headers, the header itself. A stat, the length and then the
-    /// header took three round trips per pack, sequentially in `check`.
-    pub async fn read_pack_header(&self, pack: PackId, size: u64) -> Result<Vec<PackedBlob>> {
+    /// Read and decode a pack's header. `size` must be the pack's stored size (as
+    /// listed; a pack changed since is refused as truncated or damaged). `blobs_end` is
+    /// where the index says the pack's blobs end, which in an intact pack is where its
+    /// header starts: the read of the pack's end then takes exactly the header and its
+    /// length, in one request (a stat, the length and then the header took three round
+    /// trips per pack, one pack after another, in `check`). Without it, or when it is
+    /// wrong, the last [`HEADER_TAIL`] bytes are read, and a header that starts before
+    /// them is completed with a second read of the part missing. The hint reads at most
+    /// the largest header a pack may have, whatever a damaged index claims.
+    pub async fn read_pack_header(
+        &self,
+        pack: PackId,
+        size: u64,
+        blobs_end: Option<u64>,
+    ) -> Result<Vec<PackedBlob>> {
         let handle = Handle::new(FileType::Pack, pack.to_hex());
         let object = handle.path();
         let corrupt = |reason: String| Error::Corrupt {
@@ -278,31 +341,34 @@ impl Repository {
         if size < 4 {
             return Err(corrupt(format!("only {size} bytes long")));
         }
-        let tail_len = size.min(HEADER_TAIL);
+        let tail_len = match blobs_end {
+            // At most the largest header a pack may have, whatever the index claims.
+            Some(end) if end < size => (size - end).clamp(4, u64::from(MAX_HEADER_LEN) + 4),
+            _ => HEADER_TAIL,
+        }
+        .min(size);
         let tail_start = size - tail_len;
         let tail = self
             .backend()
             .get_range(&handle, tail_start, tail_len)
             .await?;
-        let trailer = tail
-            .len()
-            .checked_sub(4)
-            .and_then(|at| tail.get(at..))
-            .ok_or_else(|| corrupt(format!("its last {tail_len} bytes came back short")))?;
-        let (header_off, header_len) = header_range(size, trailer).map_err(corrupt)?;
-        let in_tail = header_off
-            .checked_sub(tail_start)
-            .and_then(|at| usize::try_from(at).ok())
-            .and_then(|at| tail.get(at..at.checked_add(header_len as usize)?));
-        let fetched;
-        let sealed = match in_tail {
-            Some(s) => s,
-            None => {
-                fetched = self
+        if tail.len() as u64 != tail_len {
+            return Err(corrupt(format!(
+                "its last {tail_len} bytes came back as {}",
+                tail.len()
+            )));
+        }
+        let joined;
+        let (header_off, sealed) = match header_in_tail(size, &tail).map_err(corrupt)? {
+            HeaderAt::Inside { offset, sealed } => (offset, sealed),
+            HeaderAt::Before { offset, in_tail } => {
+                let mut head = self
                     .backend()
-                    .get_range(&handle, header_off, u64::from(header_len))
+                    .get_range(&handle, offset, tail_start - offset)
                     .await?;
-                &fetched[..]
+                head.extend_from_slice(in_tail);
+                joined = head;
+                (offset, &joined[..])
             }
         };
         let plain = self
@@ -318,11 +384,62 @@ mod tests {
     use super::*;
     use crate::crypto::MasterSecret;
 
-    /// The header comes from the pack's tail in one read when it fits there, and with a
-    /// second read when it does not (a pack of thousands of small blobs); a pack shorter
-    /// than its stated size is refused, not sliced out of bounds.
+    /// Every boundary between the bytes read from a pack's end and its header: exactly
+    /// the header and its length, one byte less (the rest read on its own), the whole
+    /// pack, only the length; and framing that cannot be right.
     #[test]
-    fn pack_headers_are_read_from_the_tail_or_fetched_when_larger() {
+    fn a_header_is_found_in_the_tail_or_located_before_it() {
+        let header_len = OVERHEAD as u32 + 10;
+        let size = 200u64;
+        let mut pack: Vec<u8> = (0..size as u32 - 4).map(|i| i as u8).collect();
+        pack.extend_from_slice(&header_len.to_le_bytes());
+        let offset = size - 4 - u64::from(header_len);
+        let header = &pack[offset as usize..size as usize - 4];
+        let tail = |n: u64| &pack[(size - n) as usize..];
+        let exact = u64::from(header_len) + 4;
+        for n in [exact, exact + 1, size] {
+            assert_eq!(
+                header_in_tail(size, tail(n)),
+                Ok(HeaderAt::Inside {
+                    offset,
+                    sealed: header
+                }),
+                "tail of {n}"
+            );
+        }
+        for n in [exact - 1, 5, 4] {
+            assert_eq!(
+                header_in_tail(size, tail(n)),
+                Ok(HeaderAt::Before {
+                    offset,
+                    in_tail: &header[(exact - n) as usize..]
+                }),
+                "tail of {n}"
+            );
+        }
+        assert!(
+            header_in_tail(size, tail(3)).is_err(),
+            "no room for the length"
+        );
+        assert!(header_in_tail(3, tail(3)).is_err());
+        assert!(
+            header_in_tail(2, tail(4)).is_err(),
+            "more read than the pack holds"
+        );
+        let mut long = pack.clone();
+        let at = long.len() - 4;
+        long[at..].copy_from_slice(&(size as u32).to_le_bytes());
+        assert!(
+            header_in_tail(size, &long[100..]).is_err(),
+            "header past the start"
+        );
+    }
+
+    /// The header comes in one read when the index says where it starts, or when it fits
+    /// in the default tail; otherwise (a pack of thousands of small blobs, or a wrong
+    /// hint) the missing part is read on its own. A pack shorter than listed is refused.
+    #[test]
+    fn pack_headers_are_read_with_or_without_a_hint_from_the_index() {
         use crate::backend::local::LocalBackend;
         use crate::repo::{InitOptions, init};
         let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -335,31 +452,50 @@ mod tests {
         };
         let backend = std::sync::Arc::new(LocalBackend::new(tmp.path()));
         let repo = rt.block_on(init(backend, b"pw", &o)).expect("init");
-        for blobs in [1usize, 4000] {
+        let mut noise = vec![0u8; 200_000];
+        crate::crypto::random_bytes(&mut noise).expect("rng");
+        // Small; larger than the tail with a small header; a header larger than the tail.
+        for blobs in [
+            vec![b"one".to_vec()],
+            vec![noise],
+            (0..4000)
+                .map(|i| format!("blob {i}").into_bytes())
+                .collect(),
+        ] {
             let mut b = PackBuilder::default();
-            for i in 0..blobs {
-                let plain = format!("blob {i}").into_bytes();
-                let id = repo.keys().blob_id(&plain);
-                b.add(seal_blob(repo.keys(), id, BlobKind::Data, &plain).expect("seal"));
+            for plain in &blobs {
+                let id = repo.keys().blob_id(plain);
+                b.add(seal_blob(repo.keys(), id, BlobKind::Data, plain).expect("seal"));
             }
             let pack = b
                 .finish(repo.keys(), repo.config().version)
                 .expect("finish");
             let size = pack.bytes.len() as u64;
-            let trailer = &pack.bytes[pack.bytes.len() - 4..];
-            let (_, header_len) = header_range(size, trailer).expect("framing");
-            assert_eq!(u64::from(header_len) + 4 > HEADER_TAIL, blobs > 1);
             let handle = Handle::new(FileType::Pack, pack.id.to_hex());
             rt.block_on(repo.backend().put(&handle, pack.bytes.clone()))
                 .expect("put");
-            let header = rt
-                .block_on(repo.read_pack_header(pack.id, size))
-                .expect("header");
-            assert_eq!(header, pack.index.blobs);
-            let err = rt
-                .block_on(repo.read_pack_header(pack.id, size + 10))
-                .expect_err("a pack shorter than listed");
-            assert!(!err.to_string().is_empty());
+            let end = pack
+                .index
+                .blobs
+                .iter()
+                .map(|b| b.offset + u64::from(b.length))
+                .max();
+            for hint in [end, None, Some(0), Some(size - 4), Some(size + 1)] {
+                let header = rt
+                    .block_on(repo.read_pack_header(pack.id, size, hint))
+                    .expect("header");
+                assert_eq!(
+                    header,
+                    pack.index.blobs,
+                    "{} blobs, hint {hint:?}",
+                    blobs.len()
+                );
+            }
+            assert!(
+                rt.block_on(repo.read_pack_header(pack.id, size + 10, end))
+                    .is_err(),
+                "a pack shorter than listed"
+            );
         }
     }
 

@@ -770,7 +770,7 @@ fn v5_repository_opens_and_reads_back() {
             .map(|(_, bytes)| bytes.len() as u64)
             .expect("pack object");
         let header = rt
-            .block_on(repo.read_pack_header(pack.id, size))
+            .block_on(repo.read_pack_header(pack.id, size, None))
             .expect("pack header");
         assert_eq!(header, pack.blobs, "pack {}", pack.id);
     }

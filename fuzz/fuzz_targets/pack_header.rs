@@ -7,7 +7,7 @@
 
 use cairn::crypto::{Keys, MasterSecret, Purpose};
 use cairn::format::pack::decode_header;
-use cairn::pack::header_range;
+use cairn::pack::{HeaderAt, header_in_tail, header_range};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,6 +20,24 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(plain) = keys.open(Purpose::PackHeader, sealed) {
                 let _ = decode_header(&plain, off);
             }
+        }
+    }
+    // Any tail of the input, as read from the end of a pack of its length: where the
+    // header is found agrees with the framing of the whole.
+    if let Some((&cut, rest)) = data.split_first() {
+        let size = rest.len() as u64;
+        let tail = &rest[(cut as usize).min(rest.len())..];
+        match (header_in_tail(size, tail), rest.len().checked_sub(4)) {
+            (Ok(HeaderAt::Inside { offset, sealed }), Some(at)) => {
+                let whole = header_range(size, &rest[at..]).expect("framing agrees");
+                assert_eq!((offset, sealed.len() as u32), whole);
+            }
+            (Ok(HeaderAt::Before { offset, in_tail }), Some(at)) => {
+                let whole = header_range(size, &rest[at..]).expect("framing agrees");
+                assert_eq!(offset, whole.0);
+                assert!((in_tail.len() as u32) < whole.1);
+            }
+            _ => {}
         }
     }
     if data.len() >= 8 {
