@@ -12,7 +12,6 @@
 //! The snapshot is written only after every pack and index object is durable, so a crash
 //! at any point leaves the repository as it was plus unreferenced packs.
 
-use crate::backend::FileType;
 use crate::bufset::BufferSet;
 use crate::cache::MetadataCache;
 use crate::changes::ChangedPaths;
@@ -24,7 +23,7 @@ use crate::format::name::ByteName;
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::fsmeta;
-use crate::hash::{BlobId, Id, IndexId, SnapshotId};
+use crate::hash::{BlobId, IndexId, SnapshotId};
 use crate::index::MasterIndex;
 use crate::pack::{SealedBlob, seal_blob};
 use crate::packer::run_packer;
@@ -161,13 +160,7 @@ impl BackupContext {
     /// rewrote the index), start again from scratch, so no blob is believed stored that
     /// may have been deleted.
     pub async fn refresh(&mut self, repo: &Repository) -> Result<()> {
-        let listed: HashSet<IndexId> = repo
-            .backend()
-            .list(FileType::Index)
-            .await?
-            .iter()
-            .filter_map(|i| Id::from_object_name(&i.name).map(IndexId))
-            .collect();
+        let listed: HashSet<IndexId> = repo.index_ids().await?.into_iter().collect();
         if !self.loaded.is_subset(&listed) {
             tracing::info!("the repository's index was rewritten; reloading it");
             self.index = MasterIndex::default();
@@ -180,10 +173,11 @@ impl BackupContext {
         let cache = self.cache.clone();
         let (index, loaded) = (&mut self.index, &mut self.loaded);
         repo.for_each_index_file(cache.as_ref(), new, |id, file| {
-            for p in &file.packs {
+            for p in &file?.packs {
                 index.add_pack(p);
             }
             loaded.insert(id);
+            Ok(())
         })
         .await?;
         if let Some(c) = &self.cache {
@@ -1195,21 +1189,8 @@ enum Skip {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::local::LocalBackend;
-    use crate::crypto::KdfParams;
-    use crate::repo::{InitOptions, init};
-    use std::sync::Arc;
 
-    fn repo(rt: &tokio::runtime::Runtime, dir: &Path) -> Repository {
-        let mut o = InitOptions::new("2026-01-01T00:00:00Z".into(), "h".into(), "u".into());
-        o.kdf = KdfParams {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        };
-        rt.block_on(init(Arc::new(LocalBackend::new(dir)), b"pw", &o))
-            .expect("init")
-    }
+    use crate::repo::test_repo as repo;
 
     fn run_backup(
         repo: &Repository,

@@ -14,7 +14,7 @@ use crate::backend::{FileType, Handle};
 use crate::error::{Error, Result};
 use crate::format::index::{BlobKind, IndexFile, IndexPack, PackedBlob};
 use crate::format::tree::{NodeKind, Tree};
-use crate::hash::{BlobId, Id, IndexId, PackId, SnapshotId};
+use crate::hash::{BlobId, IndexId, PackId, SnapshotId};
 use crate::heal::Copy;
 use crate::index::MasterIndex;
 use crate::pack::{PackBuilder, SealedBlob, open_blob};
@@ -117,27 +117,19 @@ async fn load_indexes(
     repo: &Repository,
     report: &mut CheckReport,
 ) -> Result<Vec<(IndexId, IndexFile)>> {
-    let listed = repo.backend().list(FileType::Index).await?;
-    // Only stored bytes wait for their turn; each is decoded when it comes.
-    let mut stored = stream::iter(listed.into_iter().filter_map(|info| {
-        let id = Id::from_object_name(&info.name).map(IndexId)?;
-        let handle = Handle::new(FileType::Index, info.name.clone());
-        Some(async move { (info.name, id, repo.backend().get(&handle).await) })
-    }))
-    .buffered(crate::repo::INDEX_READS);
+    let ids = repo.index_ids().await?;
     let mut files = Vec::new();
-    while let Some((name, id, bytes)) = stored.next().await {
-        let file = bytes
-            .map_err(Error::from)
-            .and_then(|b| repo.open_index_file(id, &b));
+    repo.for_each_index_file(None, ids, |id, file| {
         match file {
             Ok(f) => files.push((id, f)),
             Err(e) => report.problems.push(Problem {
-                object: format!("index/{name}"),
+                object: format!("index/{id}"),
                 message: e.to_string(),
             }),
         }
-    }
+        Ok(())
+    })
+    .await?;
     Ok(files)
 }
 

@@ -298,25 +298,19 @@ impl Planner<'_> {
                 .rt
                 .spawn(async move { backend.get_range(&handle, start, len).await });
             async move {
-                let bytes = match task.await {
-                    Ok(Ok(b)) => Some(b),
-                    Ok(Err(e)) => {
-                        tracing::debug!("read-ahead of {}: {e}", span.pack.short());
-                        None
-                    }
-                    Err(e) => {
-                        tracing::debug!("read-ahead of {}: {e}", span.pack.short());
-                        None
-                    }
-                };
+                let bytes = task
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|read| read.map_err(|e| e.to_string()))
+                    .inspect_err(|e| tracing::debug!("read-ahead of {}: {e}", span.pack.short()))
+                    .ok();
                 span.blobs
                     .into_iter()
                     .map(|(id, loc)| {
                         // Anything wrong with the range leaves the blob to the healing
                         // reader.
                         let sealed = bytes.as_ref().and_then(|b| {
-                            let at = usize::try_from(loc.offset.checked_sub(span.start)?).ok()?;
-                            b.get(at..at.checked_add(loc.length as usize)?)
+                            b.get(read_plan::position(span.start, &loc)?)
                                 .map(<[u8]>::to_vec)
                         });
                         (id, sealed.map(|s| (loc, s)))

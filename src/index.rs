@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::format::index::{BlobKind, INDEX_VERSION, IndexFile, IndexPack};
 use crate::hash::{BlobId, Id, IndexId, PackId};
 use crate::repo::{INDEX_READS, MAX_INDEX_LEN, Repository};
-use futures_util::{StreamExt, TryStreamExt, stream};
+use futures_util::{StreamExt, stream};
 use std::collections::HashMap;
 
 /// Where one blob is stored.
@@ -247,17 +247,12 @@ impl Repository {
     /// around it could make a backup skip data it wrongly believes is stored.
     pub async fn load_index(&self) -> Result<MasterIndex> {
         let mut index = MasterIndex::default();
-        let ids = self
-            .backend()
-            .list(FileType::Index)
-            .await?
-            .into_iter()
-            .filter_map(|info| Id::from_object_name(&info.name).map(IndexId))
-            .collect();
+        let ids = self.index_ids().await?;
         self.for_each_index_file(None, ids, |_, file| {
-            for p in &file.packs {
+            for p in &file?.packs {
                 index.add_pack(p);
             }
+            Ok(())
         })
         .await?;
         // For reading only: blobs a prune took out of the index but has not deleted yet
@@ -274,9 +269,22 @@ impl Repository {
         Ok(index)
     }
 
+    /// Ids of every stored index object, in listing order.
+    pub async fn index_ids(&self) -> Result<Vec<IndexId>> {
+        Ok(self
+            .backend()
+            .list(FileType::Index)
+            .await?
+            .into_iter()
+            .filter_map(|info| Id::from_object_name(&info.name).map(IndexId))
+            .collect())
+    }
+
     /// Load the index objects `ids` (from `cache` when it holds an intact copy, storing
-    /// what it fetches there) and hand each to `apply`, in the order given, so that which
-    /// copy of a blob is found first does not depend on which read finished first.
+    /// what it fetches there) and hand each, or why it could not be read, to `apply`, in
+    /// the order given, so that which copy of a blob is found first does not depend on
+    /// which read finished first. An error `apply` returns stops the loading (a backup
+    /// or prune cannot go on without every index object; check notes it and goes on).
     /// [`INDEX_READS`] reads are in flight at once, but only their stored (compressed)
     /// bytes wait; each is decoded when its turn comes, so a slow read never holds up
     /// several decoded index objects (a prune writes ones of up to 1,000 packs).
@@ -284,7 +292,7 @@ impl Repository {
         &self,
         cache: Option<&MetadataCache>,
         ids: Vec<IndexId>,
-        mut apply: impl FnMut(IndexId, IndexFile),
+        mut apply: impl FnMut(IndexId, Result<IndexFile>) -> Result<()>,
     ) -> Result<()> {
         let fetch = |id: IndexId| async move {
             let handle = Handle::new(FileType::Index, id.0.to_hex());
@@ -292,32 +300,35 @@ impl Repository {
         };
         let mut stored = stream::iter(ids)
             .map(|id| async move {
-                match cache.and_then(|c| c.index(id)) {
-                    Some(bytes) => Ok::<_, Error>((id, bytes, true)),
-                    None => Ok((id, fetch(id).await?, false)),
-                }
+                let stored = match cache.and_then(|c| c.index(id)) {
+                    Some(bytes) => Ok((bytes, true)),
+                    None => fetch(id).await.map(|bytes| (bytes, false)),
+                };
+                (id, stored)
             })
             .buffered(INDEX_READS);
-        while let Some((id, bytes, cached)) = stored.try_next().await? {
-            let file = match self.open_index_file(id, &bytes) {
-                Ok(file) => {
-                    if let Some(c) = cache.filter(|_| !cached) {
-                        c.put_index(id, &bytes);
+        while let Some((id, stored)) = stored.next().await {
+            let file = match stored {
+                Ok((bytes, cached)) => match self.open_index_file(id, &bytes) {
+                    Ok(file) => {
+                        if let Some(c) = cache.filter(|_| !cached) {
+                            c.put_index(id, &bytes);
+                        }
+                        Ok(file)
                     }
-                    file
-                }
-                // A cached copy that will not open is fetched again.
-                Err(_) if cached => {
-                    let bytes = fetch(id).await?;
-                    let file = self.open_index_file(id, &bytes)?;
-                    if let Some(c) = cache {
-                        c.put_index(id, &bytes);
-                    }
-                    file
-                }
-                Err(e) => return Err(e),
+                    // A cached copy that will not open is fetched again.
+                    Err(_) if cached => fetch(id).await.and_then(|bytes| {
+                        let file = self.open_index_file(id, &bytes)?;
+                        if let Some(c) = cache {
+                            c.put_index(id, &bytes);
+                        }
+                        Ok(file)
+                    }),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
             };
-            apply(id, file);
+            apply(id, file)?;
         }
         Ok(())
     }

@@ -440,18 +440,9 @@ mod tests {
     /// hint) the missing part is read on its own. A pack shorter than listed is refused.
     #[test]
     fn pack_headers_are_read_with_or_without_a_hint_from_the_index() {
-        use crate::backend::local::LocalBackend;
-        use crate::repo::{InitOptions, init};
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut o = InitOptions::new("2026-01-01T00:00:00Z".into(), "h".into(), "u".into());
-        o.kdf = crate::crypto::KdfParams {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        };
-        let backend = std::sync::Arc::new(LocalBackend::new(tmp.path()));
-        let repo = rt.block_on(init(backend, b"pw", &o)).expect("init");
+        let repo = crate::repo::test_repo(&rt, tmp.path());
         let mut noise = vec![0u8; 200_000];
         crate::crypto::random_bytes(&mut noise).expect("rng");
         // Small; larger than the tail with a small header; a header larger than the tail.

@@ -191,13 +191,12 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
 
     // Everything the index says, object by object.
     let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
-    let ids = rt
-        .block_on(backend.list(FileType::Index))?
-        .into_iter()
-        .filter_map(|info| Id::from_object_name(&info.name).map(IndexId))
-        .collect();
-    rt.block_on(repo.for_each_index_file(None, ids, |id, file| files.push((id, file))))
-        .map_err(|e| Error::InvalidInput(format!("{e}; prune stops: run `cairn check`")))?;
+    let ids = rt.block_on(repo.index_ids())?;
+    rt.block_on(repo.for_each_index_file(None, ids, |id, file| {
+        files.push((id, file?));
+        Ok(())
+    }))
+    .map_err(|e| Error::InvalidInput(format!("{e}; prune stops: run `cairn check`")))?;
     let mut index = MasterIndex::default();
     for (_, f) in &files {
         for p in &f.packs {

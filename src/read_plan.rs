@@ -24,6 +24,13 @@ pub struct Span<T> {
     pub blobs: Vec<T>,
 }
 
+/// Where the blob at `loc` lies in the bytes of a read that started at `start`; `None`
+/// when it does not start inside (locations come from storage: nothing overflows).
+pub fn position(start: u64, loc: &BlobLocation) -> Option<std::ops::Range<usize>> {
+    let at = usize::try_from(loc.offset.checked_sub(start)?).ok()?;
+    Some(at..at.checked_add(loc.length as usize)?)
+}
+
 /// The reads that fetch `blobs`, ordered by pack, then offset. `loc` gives each blob's
 /// location; a blob that overlaps the one before it (a damaged index) starts a read of
 /// its own rather than being merged.
@@ -87,6 +94,22 @@ mod tests {
             .iter()
             .map(|s| (s.pack.0.0[0], s.start, s.end, s.blobs.len()))
             .collect()
+    }
+
+    #[test]
+    fn a_blob_is_found_in_a_read_only_where_it_starts_inside() {
+        assert_eq!(position(100, &at(1, 150, 10)), Some(50..60));
+        assert_eq!(position(100, &at(1, 100, 0)), Some(0..0));
+        assert_eq!(
+            position(100, &at(1, 99, 10)),
+            None,
+            "starts before the read"
+        );
+        assert_eq!(
+            position(0, &at(1, u64::MAX, 10)),
+            None,
+            "ends past the address space"
+        );
     }
 
     #[test]

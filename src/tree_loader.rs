@@ -17,6 +17,7 @@ use crate::hash::{BlobId, PackId};
 use crate::heal::{BlobReader, Copy};
 use crate::index::{BlobLocation, MasterIndex};
 use crate::pack::open_blob;
+use crate::read_plan;
 use crate::repo::Repository;
 use std::collections::HashMap;
 use std::path::Path;
@@ -156,9 +157,8 @@ impl<'a> TreeLoader<'a> {
             )
             .ok()?;
         let slice = |l: &BlobLocation| -> Option<Vec<u8>> {
-            let at = usize::try_from(l.offset.checked_sub(start)?).ok()?;
             bytes
-                .get(at..at.checked_add(l.length as usize)?)
+                .get(read_plan::position(start, l)?)
                 .map(<[u8]>::to_vec)
         };
         if let Ok(mut c) = self.cache.lock() {

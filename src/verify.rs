@@ -137,11 +137,8 @@ fn verify_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::local::LocalBackend;
     use crate::backup::{BackupOptions, backup};
-    use crate::crypto::KdfParams;
     use crate::heal::Copy;
-    use crate::repo::{InitOptions, init};
     use crate::restore::{RestoreOptions, restore_with};
     use std::sync::Arc;
 
@@ -158,19 +155,7 @@ mod tests {
         for name in ["a", "b", "sub/c", "sub/untouched"] {
             std::fs::write(src.join(name), format!("content of {name}")).expect("write");
         }
-        let mut o = InitOptions::new("2026-01-01T00:00:00Z".into(), "h".into(), "u".into());
-        o.kdf = KdfParams {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        };
-        let repo = rt
-            .block_on(init(
-                Arc::new(LocalBackend::new(tmp.path().join("repo"))),
-                b"pw",
-                &o,
-            ))
-            .expect("init");
+        let repo = crate::repo::test_repo(&rt, &tmp.path().join("repo"));
         let opts = BackupOptions::new(
             vec![src.clone()],
             "h".into(),

@@ -264,3 +264,17 @@ async fn load_key_file(backend: &dyn Backend, id: KeyId) -> Result<KeyFile> {
     }
     KeyFile::from_bytes(&bytes).map_err(|e: FormatError| Error::corrupt_format(handle.path(), e))
 }
+
+/// A repository in the local folder `dir`, with a key derivation cheap enough for unit
+/// tests (which need no bucket; integration tests use S3 servers).
+#[cfg(test)]
+pub(crate) fn test_repo(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> Repository {
+    let mut o = InitOptions::new("2026-01-01T00:00:00Z".into(), "h".into(), "u".into());
+    o.kdf = crate::crypto::KdfParams {
+        memory_kib: 1024,
+        iterations: 1,
+        parallelism: 1,
+    };
+    let backend = Arc::new(crate::backend::local::LocalBackend::new(dir));
+    rt.block_on(init(backend, b"pw", &o)).expect("init")
+}

@@ -230,8 +230,7 @@ fn fetch_range(sh: &Shared<'_>, files: &[FileJob], r: Range<'_>, buf: Vec<u8>) -
         // Opened where it lies in the range: the blobs of a range do not overlap, and
         // each is read once.
         let from_range = bytes.as_mut().ok().and_then(|b| {
-            let at = usize::try_from(w.loc.offset.checked_sub(r.start)?).ok()?;
-            let sealed = b.get_mut(at..at.checked_add(w.loc.length as usize)?)?;
+            let sealed = b.get_mut(read_plan::position(r.start, &w.loc)?)?;
             open_blob_in_place(repo.keys(), &w.id, &w.loc, sealed).ok()
         });
         // Anything wrong with the range or the blob: the healing reader tries again,
