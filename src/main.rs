@@ -54,7 +54,7 @@ enum Command {
         #[arg(required_unless_present = "now")]
         paths: Vec<PathBuf>,
         /// Ask the running daemon for a snapshot in every destination now, and wait.
-        #[arg(long, conflicts_with_all = ["tags", "host", "time", "excludes", "one_file_system"])]
+        #[arg(long, conflicts_with_all = ["tags", "host", "time", "excludes", "one_file_system", "upload_concurrency"])]
         now: bool,
         /// Daemon configuration (with --now: where to find its control socket).
         #[arg(long, default_value = config::DEFAULT_CONFIG)]
@@ -82,6 +82,10 @@ enum Command {
         /// backup compares against its parent without downloading it).
         #[arg(long)]
         no_cache: bool,
+        /// Pack uploads in flight at once (default 2). Each holds a pack in memory; more
+        /// keep a distant or slow link busy.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+        upload_concurrency: Option<u16>,
     },
     /// List snapshots.
     Snapshots,
@@ -293,6 +297,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             excludes,
             one_file_system,
             no_cache,
+            upload_concurrency,
             ..
         } => cmd::cmd_backup(
             &rt,
@@ -305,6 +310,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 excludes,
                 one_file_system,
                 no_cache,
+                upload_concurrency: upload_concurrency.map(usize::from),
             },
             out,
         ),

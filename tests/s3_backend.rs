@@ -618,6 +618,57 @@ fn snapshots_and_index_objects_are_read_several_at_once() {
     }
 }
 
+/// `backup --upload-concurrency N` is how many packs go up at once: with every pack upload
+/// slowed down, four overlap when asked for and never more than two by default. Zero is
+/// refused by name, before anything is read or written.
+#[test]
+fn upload_concurrency_sets_how_many_packs_go_up_at_once() {
+    let env = Env::with(Kind::S3Proxied);
+    env.ok(&["init", "--pack-size", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let proxy = env.proxy.as_ref().expect("proxy");
+    proxy.set_schedule(Schedule {
+        delay: Some(Duration::from_millis(300)),
+        methods: vec!["PUT"],
+        target_contains: Some("/data/"),
+        ..Schedule::clean()
+    });
+    let src_arg = src.to_str().expect("utf8");
+    for (i, flag) in [None, Some("4")].into_iter().enumerate() {
+        // New content each time: about ten packs of 1 MiB to upload.
+        fs::write(
+            src.join(format!("f{i}")),
+            pseudo_random(10 << 20, 40 + 10 * i as u64),
+        )
+        .expect("write");
+        proxy.stats.max_in_flight.store(0, Ordering::SeqCst);
+        match flag {
+            Some(n) => env.ok(&["backup", "--upload-concurrency", n, src_arg]),
+            None => env.ok(&["backup", src_arg]),
+        };
+        let most = proxy.stats.max_in_flight.load(Ordering::SeqCst);
+        match flag {
+            Some(_) => assert_eq!(
+                most, 4,
+                "--upload-concurrency 4 had {most} uploads in flight"
+            ),
+            None => assert_eq!(most, 2, "the default had {most} uploads in flight"),
+        }
+    }
+    let before = env.ok(&["snapshots"]);
+    let out = env.run(&["backup", "--upload-concurrency", "0", src_arg]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--upload-concurrency"), "{err}");
+    assert_eq!(
+        env.ok(&["snapshots"]),
+        before,
+        "a refused backup wrote a snapshot"
+    );
+    env.restore_latest_and_compare(&src, "restored");
+}
+
 /// A self-hosted server with a certificate from its own CA: cairn reaches it through
 /// `s3.ca-bundle` alone (without it, the error names the certificate and the option), and
 /// over HTTPS sends upload bodies as `UNSIGNED-PAYLOAD`, single and multipart, since TLS

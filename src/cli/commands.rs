@@ -116,6 +116,8 @@ pub struct BackupArgs {
     pub excludes: Vec<String>,
     pub one_file_system: bool,
     pub no_cache: bool,
+    /// Pack uploads in flight; `None` keeps the library's default.
+    pub upload_concurrency: Option<usize>,
 }
 
 /// Where the CLI keeps its metadata cache: `$CAIRN_CACHE_DIR`, else
@@ -159,6 +161,9 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs, out: Output) -> 
     opts.excludes = b.excludes;
     opts.tags = b.tags;
     opts.one_file_system = b.one_file_system;
+    if let Some(n) = b.upload_concurrency {
+        opts.max_uploads = n;
+    }
     // The cache only saves downloads: every entry is verified on use, and a cache that
     // cannot be written is the same as none.
     let cache = cache_root()
