@@ -247,19 +247,25 @@ impl Repository {
     /// around it could make a backup skip data it wrongly believes is stored.
     pub async fn load_index(&self) -> Result<MasterIndex> {
         let mut index = MasterIndex::default();
-        let ids = self.index_ids().await?;
-        self.for_each_index_file(None, ids, |_, file| {
-            for p in &file?.packs {
-                index.add_pack(p);
-            }
-            Ok(())
-        })
-        .await?;
+        let objects = async {
+            let ids = self.index_ids().await?;
+            self.for_each_index_file(None, ids, |_, file| {
+                for p in &file?.packs {
+                    index.add_pack(p);
+                }
+                Ok(())
+            })
+            .await
+        };
+        // The deletion records are listed and read while the index objects are: each
+        // listing is a round trip of its own.
+        let ((), deletions) =
+            futures_util::future::try_join(objects, self.load_deletions()).await?;
         // For reading only: blobs a prune took out of the index but has not deleted yet
         // (a snapshot made by a backup that overlapped the prune may use them; the next
         // prune takes them back). They come last, so indexed copies win. Backups load
         // their index elsewhere and never deduplicate against these.
-        for (_, d) in self.load_deletions().await? {
+        for (_, d) in deletions {
             if let Ok(d) = d {
                 for p in d.packs.iter().chain(&d.dropped) {
                     index.add_pack(p);

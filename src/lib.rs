@@ -38,7 +38,7 @@ pub mod retention;
 pub mod scan;
 pub mod secret;
 pub mod stats;
-mod tree_loader;
+pub mod tree_loader;
 pub mod verify;
 pub mod warm;
 

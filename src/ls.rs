@@ -1,24 +1,13 @@
 //! Listing a snapshot's entries, depth first in name order, for `cairn ls`.
 
 use crate::error::{Error, Result};
-use crate::format::tree::{Node, NodeKind, Tree};
+use crate::format::tree::{Node, NodeKind};
 use crate::hash::BlobId;
 use crate::index::MasterIndex;
 use crate::repo::Repository;
 use crate::tree_loader::TreeLoader;
 use std::path::{Path, PathBuf};
 use tokio::runtime::Handle as Runtime;
-
-/// Read and decode the tree blob `id` found at snapshot path `at` (named in errors).
-pub fn read_tree(
-    repo: &Repository,
-    rt: &Runtime,
-    index: &MasterIndex,
-    id: &BlobId,
-    at: &Path,
-) -> Result<Tree> {
-    crate::tree_loader::decode(&rt.block_on(repo.read_blob(index, id))?, id, at)
-}
 
 /// Call `visit` with the snapshot path and node of every entry at or below `under`
 /// (`/` for everything). Must be called from a thread not driving the runtime.
@@ -64,11 +53,14 @@ pub fn walk(
 }
 
 /// The entry at exactly `path` (not `/`) and the id of the tree that lists it, reading
-/// only the trees on the way; `None` if the snapshot holds no such entry.
+/// only the trees on the way; `None` if the snapshot holds no such entry. Through
+/// `trees`, which fetches a tree with its neighbours: a directory's tree is stored just
+/// after the trees below it, so the trees of a deep path come in a read or two rather
+/// than one round trip per level, and a restore that goes on to walk the same trees
+/// finds them already read.
 pub fn lookup(
-    repo: &Repository,
+    trees: &TreeLoader<'_>,
     rt: &Runtime,
-    index: &MasterIndex,
     root: &BlobId,
     path: &Path,
 ) -> Result<Option<(Node, BlobId)>> {
@@ -76,7 +68,7 @@ pub fn lookup(
     let mut here = PathBuf::from("/");
     let parts: Vec<_> = path.components().skip(1).collect();
     for (i, part) in parts.iter().enumerate() {
-        let tree = read_tree(repo, rt, index, &tree_id, &here)?;
+        let tree = trees.tree(rt, &tree_id, &here)?;
         let name = part.as_os_str();
         let Some(node) = tree.nodes.iter().find(|n| n.name.to_os() == name) else {
             return Ok(None);

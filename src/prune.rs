@@ -28,8 +28,9 @@ use crate::format::tree::Tree;
 use crate::hash::{BlobId, Id, IndexId, PackId};
 use crate::index::{BlobLocation, MasterIndex};
 use crate::pack::{PackBuilder, SealedBlob, open_blob};
-use crate::repo::Repository;
+use crate::repo::{INDEX_READS, Repository};
 use crate::tree_loader::TreeLoader;
+use futures_util::{StreamExt, stream};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -99,15 +100,21 @@ pub struct PruneReport {
 
 impl Repository {
     /// Every `deletions/` object, each loaded or with the reason it could not be; the
-    /// caller decides whether a damaged one matters.
+    /// caller decides whether a damaged one matters. In listing order, read
+    /// [`INDEX_READS`] at a time (they are about as large as index objects).
     pub async fn load_deletions(&self) -> Result<Vec<(Id, Result<DeletionFile>)>> {
-        let mut out = Vec::new();
-        for info in self.backend().list(FileType::Deletion).await? {
-            if let Some(id) = Id::from_object_name(&info.name) {
-                out.push((id, self.load_deletion(id).await));
-            }
-        }
-        Ok(out)
+        let ids: Vec<Id> = self
+            .backend()
+            .list(FileType::Deletion)
+            .await?
+            .iter()
+            .filter_map(|info| Id::from_object_name(&info.name))
+            .collect();
+        Ok(stream::iter(ids)
+            .map(|id| async move { (id, self.load_deletion(id).await) })
+            .buffered(INDEX_READS)
+            .collect()
+            .await)
     }
 
     /// Load one `deletions/` object.

@@ -534,6 +534,59 @@ fn prune_check_and_listings_read_the_trees_a_range_at_a_time() {
     env.restore_latest_and_compare(&src, "t");
 }
 
+/// A file deep in a snapshot is found through its trees read with their neighbours: a
+/// directory's tree is stored right after the trees below it, so the 40 trees on the way
+/// come in a read or two, where each was a request of its own (about 50 requests here).
+/// The same for `--include`, whose walk then finds those trees already read.
+#[test]
+fn a_deep_path_is_found_without_a_request_per_directory() {
+    let env = Env::with(Kind::S3Proxied);
+    env.ok(&["init"]);
+    let src = env.path("src");
+    let mut deep = src.clone();
+    for i in 0..40 {
+        deep.push(format!("level{i:02}"));
+        // Siblings at every level, so the path's trees are not the only ones.
+        fs::create_dir_all(deep.with_file_name(format!("other{i:02}"))).expect("mkdir");
+        fs::create_dir_all(&deep).expect("mkdir");
+    }
+    let file = deep.join("file.txt");
+    fs::write(&file, b"found at the bottom\n").expect("write");
+    env.ok(&["backup", src.to_str().expect("utf8")]);
+    let proxy = env.proxy.as_ref().expect("proxy");
+    let count = |args: &[&str]| -> (std::process::Output, u64) {
+        let before = proxy.stats.requests.load(Ordering::Relaxed);
+        let out = env.run(args);
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+        (out, proxy.stats.requests.load(Ordering::Relaxed) - before)
+    };
+    let spec = format!("latest:{}", file.to_string_lossy());
+    let (out, requests) = count(&["restore", &spec, "--target", "-"]);
+    assert_eq!(out.stdout, b"found at the bottom\n");
+    assert!(
+        requests <= 15,
+        "a file 40 directories deep took {requests} requests"
+    );
+    let target = env.path("t");
+    let (_, requests) = count(&[
+        "restore",
+        "latest",
+        "--include",
+        file.to_str().expect("utf8"),
+        "--target",
+        target.to_str().expect("utf8"),
+    ]);
+    assert!(
+        requests <= 15,
+        "restoring a file 40 directories deep took {requests} requests"
+    );
+    let restored = target.join(file.strip_prefix("/").expect("absolute"));
+    assert_eq!(
+        fs::read(restored).expect("restored"),
+        b"found at the bottom\n"
+    );
+}
+
 #[test]
 fn a_body_longer_than_asked_for_is_refused_as_it_arrives() {
     let env = Env::with(Kind::S3Proxied);

@@ -253,6 +253,15 @@ pub fn cmd_snapshots(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// The snapshot `spec` names and the repository's index, read at the same time: each
+/// is a listing and then a few rounds of small reads, every one a round trip.
+pub async fn snapshot_and_index(
+    repo: &Repository,
+    spec: &str,
+) -> cairn::error::Result<(cairn::repo::SnapshotEntry, cairn::index::MasterIndex)> {
+    futures_util::future::try_join(repo.find_snapshot(spec), repo.load_index()).await
+}
+
 /// `cairn ls`.
 pub fn cmd_ls(
     rt: &Runtime,
@@ -263,8 +272,7 @@ pub fn cmd_ls(
     json: bool,
 ) -> Result<i32> {
     let repo = open(rt, args)?;
-    let entry = rt.block_on(repo.find_snapshot(snapshot))?;
-    let index = rt.block_on(repo.load_index())?;
+    let (entry, index) = rt.block_on(snapshot_and_index(&repo, snapshot))?;
     let under = match path {
         Some(p) => clean_absolute(p)?,
         None => PathBuf::from("/"),
@@ -338,8 +346,7 @@ pub fn cmd_restore(
         bail!("--verify re-reads restored files; it cannot with --target -");
     }
     let (repo, copies) = open_with_copies(rt, args, sources)?;
-    let entry = rt.block_on(repo.find_snapshot(spec))?;
-    let index = rt.block_on(repo.load_index())?;
+    let (entry, index) = rt.block_on(snapshot_and_index(&repo, spec))?;
     let reader = cairn::heal::BlobReader::new(
         cairn::heal::Copy {
             repo: &repo,
@@ -361,8 +368,8 @@ pub fn cmd_restore(
     if let Some(path) = &sub
         && path != Path::new("/")
     {
-        let Some((node, parent)) = cairn::ls::lookup(&repo, rt.handle(), &index, &root, path)?
-        else {
+        let trees = cairn::tree_loader::TreeLoader::for_repo(&repo, &index);
+        let Some((node, parent)) = cairn::ls::lookup(&trees, rt.handle(), &root, path)? else {
             bail!(
                 "{} is not in snapshot {}: list it with `cairn ls {} {}`",
                 path.display(),

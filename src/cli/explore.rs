@@ -22,9 +22,12 @@ pub fn cmd_diff(
     json: bool,
 ) -> Result<i32> {
     let repo = open(rt, args)?;
-    let a = rt.block_on(repo.find_snapshot(first))?;
-    let b = rt.block_on(repo.find_snapshot(second))?;
-    let index = rt.block_on(repo.load_index())?;
+    // Both snapshots and the index at once: each read is mostly round trips.
+    let (a, b, index) = rt.block_on(futures_util::future::try_join3(
+        repo.find_snapshot(first),
+        repo.find_snapshot(second),
+        repo.load_index(),
+    ))?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if !json {
@@ -92,19 +95,23 @@ pub fn cmd_find(
 ) -> Result<i32> {
     let pats = compile_patterns(patterns)?;
     let repo = open(rt, args)?;
-    let mut list = if only.is_empty() {
-        rt.block_on(repo.list_snapshots())?
-    } else {
-        let mut v = Vec::new();
-        for s in only {
-            v.push(rt.block_on(repo.find_snapshot(s))?);
+    let snapshots = async {
+        if only.is_empty() {
+            repo.list_snapshots().await
+        } else {
+            let mut v = Vec::new();
+            for s in only {
+                v.push(repo.find_snapshot(s).await?);
+            }
+            Ok(v)
         }
-        v
     };
+    // The snapshots and the index at once: each read is mostly round trips.
+    let (mut list, index) =
+        rt.block_on(futures_util::future::try_join(snapshots, repo.load_index()))?;
     if let Some(h) = host {
         list.retain(|e| e.snapshot.hostname == h);
     }
-    let index = rt.block_on(repo.load_index())?;
     let mut finder = Finder::new(&repo, rt.handle(), &index, &pats);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -169,8 +176,10 @@ pub fn cmd_find(
 /// `cairn stats`.
 pub fn cmd_stats(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
     let repo = open(rt, args)?;
-    let index = rt.block_on(repo.load_index())?;
-    let snapshots = rt.block_on(repo.list_snapshots())?;
+    let (index, snapshots) = rt.block_on(futures_util::future::try_join(
+        repo.load_index(),
+        repo.list_snapshots(),
+    ))?;
     let mut objects = Vec::new();
     for kind in [
         FileType::Config,

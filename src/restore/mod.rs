@@ -81,10 +81,12 @@ pub fn restore_with(
     root: &BlobId,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
-    let Copy { repo, index } = reader.primary();
     prepare_target(&opts.target, opts.overwrite)?;
+    // One loader for the includes' paths and the walk: the trees the check reads (with
+    // their neighbours) are the first the walk needs.
+    let trees = TreeLoader::new(reader);
     if !opts.includes.is_empty() {
-        check_includes(repo, rt, index, root, &opts.includes)?;
+        check_includes(&trees, rt, root, &opts.includes)?;
     }
     let shared = Shared {
         reader,
@@ -93,7 +95,6 @@ pub fn restore_with(
         report: Mutex::new(RestoreReport::default()),
         progress: &opts.progress,
     };
-    let trees = TreeLoader::new(reader);
     // One batch is written while the walk fills the next: the walk (tree reads, file
     // creation) overlaps the content reads, and memory holds at most two batches.
     let walked = std::thread::scope(|s| {
@@ -154,15 +155,13 @@ pub fn restore_with(
 /// Every `--include` must name something in the snapshot: a typo must not end in an
 /// empty, successful restore.
 fn check_includes(
-    repo: &Repository,
+    trees: &TreeLoader<'_>,
     rt: &Runtime,
-    index: &MasterIndex,
     root: &BlobId,
     includes: &[PathBuf],
 ) -> Result<()> {
     for inc in includes {
-        let found =
-            inc == Path::new("/") || crate::ls::lookup(repo, rt, index, root, inc)?.is_some();
+        let found = inc == Path::new("/") || crate::ls::lookup(trees, rt, root, inc)?.is_some();
         if !found {
             return Err(Error::InvalidInput(format!(
                 "--include {} is not in the snapshot: list it with `cairn ls SNAPSHOT`",
