@@ -247,18 +247,17 @@ impl Repository {
     /// around it could make a backup skip data it wrongly believes is stored.
     pub async fn load_index(&self) -> Result<MasterIndex> {
         let mut index = MasterIndex::default();
-        let objects = async {
-            let ids = self.index_ids().await?;
-            self.for_each_index_file(None, ids, |_, file| {
-                for p in &file?.packs {
-                    index.add_pack(p);
-                }
-                Ok(())
-            })
-            .await
-        };
-        // The deletion records are listed and read while the index objects are: each
-        // listing is a round trip of its own.
+        // Index objects are listed before deletion records: a prune writes its record
+        // before it deletes the index objects it replaces, so a reader that misses one
+        // of those finds the record (docs/FORMAT.md, section 15). The records are then
+        // listed and read while the index objects are.
+        let ids = self.index_ids().await?;
+        let objects = self.for_each_index_file(None, ids, |_, file| {
+            for p in &file?.packs {
+                index.add_pack(p);
+            }
+            Ok(())
+        });
         let ((), deletions) =
             futures_util::future::try_join(objects, self.load_deletions()).await?;
         // For reading only: blobs a prune took out of the index but has not deleted yet

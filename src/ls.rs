@@ -54,9 +54,10 @@ pub fn walk(
 
 /// The entry at exactly `path` (not `/`) and the id of the tree that lists it, reading
 /// only the trees on the way; `None` if the snapshot holds no such entry. Through
-/// `trees`, which fetches a tree with its neighbours: a directory's tree is stored just
-/// after the trees below it, so the trees of a deep path come in a read or two rather
-/// than one round trip per level, and a restore that goes on to walk the same trees
+/// `trees` ([`TreeLoader::tree_on_path`]), which fetches a tree with the trees stored
+/// just before it: a directory's tree is stored right after the trees below it, so the
+/// trees of a deep path come in a read or a few rather than one round trip per level,
+/// and a restore of `--include` paths, which walks them again with the same loader,
 /// finds them already read.
 pub fn lookup(
     trees: &TreeLoader<'_>,
@@ -68,7 +69,7 @@ pub fn lookup(
     let mut here = PathBuf::from("/");
     let parts: Vec<_> = path.components().skip(1).collect();
     for (i, part) in parts.iter().enumerate() {
-        let tree = trees.tree(rt, &tree_id, &here)?;
+        let tree = trees.tree_on_path(rt, &tree_id, &here)?;
         let name = part.as_os_str();
         let Some(node) = tree.nodes.iter().find(|n| n.name.to_os() == name) else {
             return Ok(None);

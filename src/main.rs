@@ -83,7 +83,7 @@ enum Command {
         #[arg(long)]
         no_cache: bool,
         /// Pack uploads in flight at once (default 2). Each holds a pack in memory; more
-        /// keep a distant or slow link busy.
+        /// keep a distant or slow link busy. Past 8, raise `-o s3.connections` as well.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
         upload_concurrency: Option<u16>,
     },

@@ -1,5 +1,6 @@
-//! Tree blobs for a depth-first walk over a snapshot (a restore, or a backup reading its
-//! parent's trees when the local cache lacks them), read ahead: a backup stores a
+//! Tree blobs for a depth-first walk over a snapshot (a restore, `ls`, `find`, `diff`,
+//! `check`, `prune`, or a backup reading its parent's trees when the local cache lacks
+//! them), read ahead: a backup stores a
 //! directory's tree right after the trees below it, so the trees a depth-first walk asks
 //! for next lie just before the one it asks for now, in the same tree pack. On a miss,
 //! one ranged read fetches the tree and its neighbours (up to [`READ_BEHIND`] bytes
@@ -28,6 +29,10 @@ use tokio::runtime::Handle as Runtime;
 const READ_BEHIND: u64 = 4 * 1024 * 1024;
 /// Bytes read after it.
 const READ_AHEAD: u64 = 1024 * 1024;
+/// Bytes read before a tree on a path lookup's miss ([`TreeLoader::tree_on_path`]):
+/// the next tree on the path lies before this one, but a lookup needs only a few trees,
+/// and a walk's window would cost five times the bytes over a slow link.
+const LOOKUP_BEHIND: u64 = 1024 * 1024;
 /// Sealed trees kept for later; past this the cache starts over.
 const MAX_CACHED: usize = 32 * 1024 * 1024;
 
@@ -87,6 +92,13 @@ impl<'a> TreeLoader<'a> {
         decode(&self.load(rt, id)?, id, at)
     }
 
+    /// Tree `id` on the way down one path ([`crate::ls::lookup`]): on a miss, read only
+    /// the trees just before it, where the rest of the path lies (a directory's tree is
+    /// stored after the trees below it), not a walk's window.
+    pub fn tree_on_path(&self, rt: &Runtime, id: &BlobId, at: &Path) -> Result<Tree> {
+        decode(&self.load_within(rt, id, LOOKUP_BEHIND, 0)?, id, at)
+    }
+
     fn with(reader: Reader<'a>) -> Self {
         let mut packs: HashMap<PackId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
         for (id, loc) in reader.get().primary().index.iter() {
@@ -106,11 +118,16 @@ impl<'a> TreeLoader<'a> {
 
     /// The plaintext of tree `id`, verified.
     pub fn load(&self, rt: &Runtime, id: &BlobId) -> Result<Vec<u8>> {
+        self.load_within(rt, id, READ_BEHIND, READ_AHEAD)
+    }
+
+    /// As [`TreeLoader::load`], reading `behind` and `ahead` bytes around it on a miss.
+    fn load_within(&self, rt: &Runtime, id: &BlobId, behind: u64, ahead: u64) -> Result<Vec<u8>> {
         let primary = self.reader().primary();
         if let Some(loc) = primary.index.get(id) {
             let sealed = match self.take(id) {
                 Some(s) => Some(s),
-                None => self.fetch(rt, &loc),
+                None => self.fetch(rt, &loc, behind, ahead),
             };
             if let Some(plain) =
                 sealed.and_then(|s| open_blob(primary.repo.keys(), id, &loc, &s).ok())
@@ -127,20 +144,20 @@ impl<'a> TreeLoader<'a> {
     }
 
     /// Read the tree and its neighbours in one request; cache the neighbours.
-    fn fetch(&self, rt: &Runtime, loc: &BlobLocation) -> Option<Vec<u8>> {
+    fn fetch(&self, rt: &Runtime, loc: &BlobLocation, behind: u64, ahead: u64) -> Option<Vec<u8>> {
         let trees = self.packs.get(&loc.pack)?;
         let pos = trees
             .binary_search_by_key(&loc.offset, |(_, l)| l.offset)
             .ok()?;
         let mut first = pos;
-        while first > 0 && loc.offset.saturating_sub(trees[first - 1].1.offset) <= READ_BEHIND {
+        while first > 0 && loc.offset.saturating_sub(trees[first - 1].1.offset) <= behind {
             first -= 1;
         }
         // Saturating: locations come from storage and must not overflow.
         let end_of = |l: &BlobLocation| l.offset.saturating_add(u64::from(l.length));
         let mut last = pos;
         while last + 1 < trees.len()
-            && end_of(&trees[last + 1].1).saturating_sub(end_of(loc)) <= READ_AHEAD
+            && end_of(&trees[last + 1].1).saturating_sub(end_of(loc)) <= ahead
         {
             last += 1;
         }

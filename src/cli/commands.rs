@@ -253,13 +253,16 @@ pub fn cmd_snapshots(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-/// The snapshot `spec` names and the repository's index, read at the same time: each
-/// is a listing and then a few rounds of small reads, every one a round trip.
+/// The snapshot `spec` names and the repository's index. Snapshots are listed first, so
+/// that the index covers whatever snapshot is chosen (a backup stores its index objects
+/// before its snapshot); then the snapshots and the index objects are read at the same
+/// time, since each read is mostly a round trip.
 pub async fn snapshot_and_index(
     repo: &Repository,
     spec: &str,
 ) -> cairn::error::Result<(cairn::repo::SnapshotEntry, cairn::index::MasterIndex)> {
-    futures_util::future::try_join(repo.find_snapshot(spec), repo.load_index()).await
+    let ids = repo.snapshot_ids().await?;
+    futures_util::future::try_join(repo.find_snapshot_listed(spec, ids), repo.load_index()).await
 }
 
 /// `cairn ls`.
@@ -368,8 +371,13 @@ pub fn cmd_restore(
     if let Some(path) = &sub
         && path != Path::new("/")
     {
-        let trees = cairn::tree_loader::TreeLoader::for_repo(&repo, &index);
-        let Some((node, parent)) = cairn::ls::lookup(&trees, rt.handle(), &root, path)? else {
+        // Through the reader, so a damaged tree on the path heals from a copy as the
+        // rest of the restore would; dropped before the dump or restore (which load
+        // their own), since it holds the trees it read.
+        let trees = cairn::tree_loader::TreeLoader::new(&reader);
+        let found = cairn::ls::lookup(&trees, rt.handle(), &root, path)?;
+        drop(trees);
+        let Some((node, parent)) = found else {
             bail!(
                 "{} is not in snapshot {}: list it with `cairn ls {} {}`",
                 path.display(),

@@ -22,12 +22,17 @@ pub fn cmd_diff(
     json: bool,
 ) -> Result<i32> {
     let repo = open(rt, args)?;
-    // Both snapshots and the index at once: each read is mostly round trips.
-    let (a, b, index) = rt.block_on(futures_util::future::try_join3(
-        repo.find_snapshot(first),
-        repo.find_snapshot(second),
-        repo.load_index(),
-    ))?;
+    // Snapshots listed first (so the index covers them), then both snapshots and the
+    // index read at once: each read is mostly a round trip.
+    let (a, b, index) = rt.block_on(async {
+        let ids = repo.snapshot_ids().await?;
+        futures_util::future::try_join3(
+            repo.find_snapshot_listed(first, ids.clone()),
+            repo.find_snapshot_listed(second, ids),
+            repo.load_index(),
+        )
+        .await
+    })?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if !json {
@@ -95,20 +100,23 @@ pub fn cmd_find(
 ) -> Result<i32> {
     let pats = compile_patterns(patterns)?;
     let repo = open(rt, args)?;
-    let snapshots = async {
-        if only.is_empty() {
-            repo.list_snapshots().await
-        } else {
-            let mut v = Vec::new();
-            for s in only {
-                v.push(repo.find_snapshot(s).await?);
+    // Snapshots listed first (so the index covers them), then the snapshots and the
+    // index read at once: each read is mostly a round trip.
+    let (mut list, index) = rt.block_on(async {
+        let ids = repo.snapshot_ids().await?;
+        let snapshots = async {
+            if only.is_empty() {
+                repo.snapshots_listed(ids).await
+            } else {
+                let mut v = Vec::new();
+                for s in only {
+                    v.push(repo.find_snapshot_listed(s, ids.clone()).await?);
+                }
+                Ok(v)
             }
-            Ok(v)
-        }
-    };
-    // The snapshots and the index at once: each read is mostly round trips.
-    let (mut list, index) =
-        rt.block_on(futures_util::future::try_join(snapshots, repo.load_index()))?;
+        };
+        futures_util::future::try_join(snapshots, repo.load_index()).await
+    })?;
     if let Some(h) = host {
         list.retain(|e| e.snapshot.hostname == h);
     }
@@ -176,10 +184,10 @@ pub fn cmd_find(
 /// `cairn stats`.
 pub fn cmd_stats(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
     let repo = open(rt, args)?;
-    let (index, snapshots) = rt.block_on(futures_util::future::try_join(
-        repo.load_index(),
-        repo.list_snapshots(),
-    ))?;
+    let (index, snapshots) = rt.block_on(async {
+        let ids = repo.snapshot_ids().await?;
+        futures_util::future::try_join(repo.load_index(), repo.snapshots_listed(ids)).await
+    })?;
     let mut objects = Vec::new();
     for kind in [
         FileType::Config,

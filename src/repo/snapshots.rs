@@ -68,7 +68,16 @@ impl Repository {
     /// Every snapshot, oldest first. A damaged snapshot fails the whole listing with its
     /// name, rather than being skipped silently.
     pub async fn list_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
-        let mut out: Vec<SnapshotEntry> = stream::iter(self.snapshot_ids().await?)
+        self.snapshots_listed(self.snapshot_ids().await?).await
+    }
+
+    /// The snapshots `ids` (a listing from [`Repository::snapshot_ids`]), oldest first,
+    /// as [`Repository::list_snapshots`] reads them. Taking the listing separately lets
+    /// a reader list snapshots before it lists the index and then read both at once: a
+    /// backup stores its index objects before its snapshot, so only that order
+    /// guarantees the index covers every snapshot listed (docs/FORMAT.md, section 15).
+    pub async fn snapshots_listed(&self, ids: Vec<SnapshotId>) -> Result<Vec<SnapshotEntry>> {
+        let mut out: Vec<SnapshotEntry> = stream::iter(ids)
             .map(|id| async move {
                 Ok::<_, Error>(SnapshotEntry {
                     id,
@@ -90,8 +99,20 @@ impl Repository {
     /// Resolve `latest`, `latest~N` (the Nth before the latest), a full id or a unique
     /// prefix.
     pub async fn find_snapshot(&self, spec: &str) -> Result<SnapshotEntry> {
+        self.find_snapshot_listed(spec, self.snapshot_ids().await?)
+            .await
+    }
+
+    /// Resolve `spec` as [`Repository::find_snapshot`] does, among the snapshots `ids`
+    /// (a listing from [`Repository::snapshot_ids`]; see
+    /// [`Repository::snapshots_listed`] for why a reader lists them first).
+    pub async fn find_snapshot_listed(
+        &self,
+        spec: &str,
+        ids: Vec<SnapshotId>,
+    ) -> Result<SnapshotEntry> {
         if let Some(back) = latest_offset(spec)? {
-            let mut all = self.list_snapshots().await?;
+            let mut all = self.snapshots_listed(ids).await?;
             let n = all.len();
             return if back < n {
                 Ok(all.swap_remove(n - 1 - back))
@@ -107,9 +128,7 @@ impl Repository {
                 "{spec:?} is not a snapshot id: give `latest`, an id, or a unique id prefix"
             )));
         }
-        let ids: Vec<SnapshotId> = self
-            .snapshot_ids()
-            .await?
+        let ids: Vec<SnapshotId> = ids
             .into_iter()
             .filter(|id| id.to_hex().starts_with(&wanted))
             .collect();
