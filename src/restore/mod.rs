@@ -277,7 +277,10 @@ impl Restorer<'_, '_> {
         self.clear_for(dest, node.kind == NodeKind::Dir)?;
         match node.kind {
             NodeKind::Dir => {
-                if fs::symlink_metadata(dest).is_err() {
+                // Only an overwrite finds directories already there (`clear_for` keeps
+                // them); otherwise the target was empty, and an entry that appeared
+                // since fails the creation.
+                if !self.opts.overwrite || fs::symlink_metadata(dest).is_err() {
                     fs::create_dir(dest).map_err(|e| Error::io("create directory", dest, e))?;
                 }
                 self.shared.count(|r| r.dirs += 1);
@@ -317,18 +320,18 @@ impl Restorer<'_, '_> {
     }
 
     /// Make room for an entry at `dest` when overwriting: remove what is there unless it
-    /// is a directory that stays a directory. Never follows a symlink.
+    /// is a directory that stays a directory. Never follows a symlink. Without
+    /// `overwrite` nothing is looked up: the target was empty, every entry is created
+    /// exclusively (`O_EXCL`, `mkdir`, `symlink`, `link`, `mknod`), and one that appeared
+    /// meanwhile fails its creation with "File exists" (a lookup per entry was 63,000
+    /// `statx` calls in a restore of the benchmark corpus).
     fn clear_for(&self, dest: &Path, want_dir: bool) -> Result<()> {
+        if !self.opts.overwrite {
+            return Ok(());
+        }
         let Ok(m) = fs::symlink_metadata(dest) else {
             return Ok(());
         };
-        if !self.opts.overwrite {
-            return Err(Error::io(
-                "create",
-                dest,
-                io::Error::new(io::ErrorKind::AlreadyExists, "already exists"),
-            ));
-        }
         if m.is_dir() {
             if !want_dir {
                 fs::remove_dir_all(dest).map_err(|e| Error::io("remove", dest, e))?;
