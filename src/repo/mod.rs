@@ -37,7 +37,7 @@ pub const SNAPSHOT_READS: usize = 8;
 /// Index objects read at once. Every backup adds one, so a repository holds about as
 /// many as snapshots, and each round of reads is a round trip (a single-file restore
 /// from 11 of them: 0.62 s with four at once, 0.57 s with eight). Reads finished ahead
-/// of their turn wait in memory as stored (compressed) bytes, about 1 MB for the largest
+/// of their turn wait in memory as stored (compressed) bytes, a few MB for the largest
 /// a prune writes (1,000 packs); each is decoded only when applied
 /// ([`Repository::for_each_index_file`]).
 pub const INDEX_READS: usize = 8;
