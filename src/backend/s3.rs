@@ -121,7 +121,31 @@ impl S3Backend {
         .or_else(aws_config::profile::ProfileFileRegionProvider::new())
         .or_else(Region::new("us-east-1"));
         loader = loader.region(region);
-        if let Some(ca) = &opts.ca_bundle {
+        let env_endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+            .ok()
+            .filter(|e| !e.is_empty());
+        let endpoint = location.endpoint.clone().or(env_endpoint);
+        let plain_http = endpoint
+            .as_deref()
+            .is_some_and(|e| e.to_ascii_lowercase().starts_with("http://"));
+        if plain_http && opts.ca_bundle.is_none() {
+            // Nothing to verify over plain HTTP: a client without trust anchors. Loading
+            // the system's certificates came before the first request of every command:
+            // `cairn snapshots` from a cold cache took 0.34 s with them, 0.30 s without.
+            use aws_smithy_http_client::tls;
+            let ctx = tls::TlsContext::builder()
+                .with_trust_store(tls::TrustStore::empty())
+                .build()
+                .map_err(|e| S3SetupError(format!("HTTP client: {e}")))?;
+            let http = aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .tls_context(ctx)
+                .build_https();
+            loader = loader.http_client(http);
+        } else if let Some(ca) = &opts.ca_bundle {
             let pem = std::fs::read(ca).map_err(|e| {
                 S3SetupError(format!(
                     "cannot read CA bundle {} (option s3.ca-bundle): {e}",
@@ -142,11 +166,6 @@ impl S3Backend {
             loader = loader.http_client(http);
         }
         let shared = loader.load().await;
-        let env_endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
-            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
-            .ok()
-            .filter(|e| !e.is_empty());
-        let endpoint = location.endpoint.clone().or(env_endpoint);
         let mut b = aws_sdk_s3::config::Builder::from(&shared);
         if let Some(e) = &endpoint {
             b = b.endpoint_url(e.clone());
