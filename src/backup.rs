@@ -276,32 +276,34 @@ fn run(
 ) -> Result<BackupReport> {
     let excludes = Excludes::new(&opts.excludes).map_err(Error::InvalidInput)?;
     let roots = prepare_roots(&opts.paths)?;
-    let display_paths: Vec<String> = roots
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
+    let display_paths = display_paths(&roots);
     // Multipart uploads left by a crashed run cost storage; a day is far longer than any
     // upload of a running backup elsewhere. Best effort: not every server lists uploads.
-    match rt.block_on(
-        repo.backend()
-            .cleanup_stale_uploads(Duration::from_secs(24 * 3600)),
-    ) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("aborted {n} stale multipart upload(s)"),
-        Err(e) => tracing::debug!("stale upload cleanup skipped: {e}"),
-    }
+    // Looked for while the parent is found: each is a round trip or more.
+    let cleanup = async {
+        match repo
+            .backend()
+            .cleanup_stale_uploads(Duration::from_secs(24 * 3600))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("aborted {n} stale multipart upload(s)"),
+            Err(e) => tracing::debug!("stale upload cleanup skipped: {e}"),
+        }
+    };
+    let find_parent = async {
+        Ok::<_, Error>(match (opts.parent, &opts.parent_snapshot) {
+            (Some(id), Some(snap)) => Some((id, snap.clone())),
+            (Some(id), None) => Some((id, repo.load_snapshot(id).await?)),
+            (None, _) => {
+                latest_parent(repo.list_snapshots().await?, &opts.hostname, &display_paths)
+            }
+        })
+    };
+    let ((), parent) = rt.block_on(async { tokio::join!(cleanup, find_parent) });
+    let parent = parent?;
     let index = &ctx.index;
     let cache = ctx.cache.as_ref();
-    let parent = match (opts.parent, &opts.parent_snapshot) {
-        (Some(id), Some(snap)) => Some((id, snap.clone())),
-        (Some(id), None) => Some((id, rt.block_on(repo.load_snapshot(id))?)),
-        (None, _) => rt
-            .block_on(repo.list_snapshots())?
-            .into_iter()
-            .rev()
-            .find(|e| e.snapshot.hostname == opts.hostname && e.snapshot.paths == display_paths)
-            .map(|e| (e.id, e.snapshot)),
-    };
     // Without a parent there is nothing to carry over: compare everything.
     let changed = opts.changed.as_ref().filter(|_| parent.is_some());
     let full_walk = changed.is_none();
@@ -511,6 +513,41 @@ pub fn snapshot_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// Clean, check and de-overlap the source paths; a missing path fails before anything
 /// is written.
+/// The snapshot a backup of `paths` from `hostname` compares against: the latest in
+/// `list` with the same host and exactly the same paths (as snapshots record them).
+/// Public so that a caller can list snapshots while it loads the index, then hand the
+/// parent over in [`BackupOptions::parent`] and [`BackupOptions::parent_snapshot`].
+pub fn parent_in(
+    list: Vec<crate::repo::SnapshotEntry>,
+    hostname: &str,
+    paths: &[PathBuf],
+) -> Result<Option<(SnapshotId, Snapshot)>> {
+    Ok(latest_parent(
+        list,
+        hostname,
+        &display_paths(&prepare_roots(paths)?),
+    ))
+}
+
+fn latest_parent(
+    list: Vec<crate::repo::SnapshotEntry>,
+    hostname: &str,
+    display_paths: &[String],
+) -> Option<(SnapshotId, Snapshot)> {
+    list.into_iter()
+        .rev()
+        .find(|e| e.snapshot.hostname == hostname && e.snapshot.paths == display_paths)
+        .map(|e| (e.id, e.snapshot))
+}
+
+/// Source paths as a snapshot records them.
+fn display_paths(roots: &[PathBuf]) -> Vec<String> {
+    roots
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}
+
 fn prepare_roots(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
         return Err(Error::InvalidInput(

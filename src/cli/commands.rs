@@ -170,7 +170,17 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs, out: Output) -> 
         .filter(|_| !b.no_cache)
         .map(|root| MetadataCache::new(&root, &repo.config().id));
     let mut ctx = BackupContext::new(cache);
-    rt.block_on(ctx.refresh(&repo))?;
+    // The index (from the cache, and what it lacks from the bucket) and the snapshots at
+    // once, each a few round trips; the parent is the latest of this host and paths. The
+    // listings' order does not matter here, unlike for a restore: an unchanged file keeps
+    // its parent's content only if the index holds all of it, and is read otherwise.
+    let (_, snapshots) = rt.block_on(async {
+        futures_util::future::try_join(ctx.refresh(&repo), repo.list_snapshots()).await
+    })?;
+    if let Some((id, snap)) = cairn::backup::parent_in(snapshots, &opts.hostname, &opts.paths)? {
+        opts.parent = Some(id);
+        opts.parent_snapshot = Some(snap);
+    }
     let progress = opts.control.progress.clone();
     let reporter = Reporter::start("backup", "files", progress.clone(), out);
     let done = AtomicBool::new(false);
