@@ -57,8 +57,13 @@ pub struct BackupOptions {
     pub username: String,
     /// RFC 3339 time of the snapshot.
     pub time: String,
-    /// Snapshot to compare against; `None` picks the latest with the same host and paths.
+    /// Snapshot to compare against; `None` picks the latest with the same host and paths
+    /// (see `find_parent`).
     pub parent: Option<SnapshotId>,
+    /// Without `parent`, look for the latest snapshot of the same host and paths. Off
+    /// when the caller already looked ([`parent_in`]) and found none: listing and
+    /// reading every snapshot again would only cost time.
+    pub find_parent: bool,
     /// The parent's content when the caller already has it (saves a read, and allows a
     /// parent stored elsewhere, as for a journal standing in for its destination).
     pub parent_snapshot: Option<Snapshot>,
@@ -110,6 +115,7 @@ impl BackupOptions {
             username,
             time,
             parent: None,
+            find_parent: true,
             parent_snapshot: None,
             workers: std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -279,7 +285,8 @@ fn run(
     let display_paths = display_paths(&roots);
     // Multipart uploads left by a crashed run cost storage; a day is far longer than any
     // upload of a running backup elsewhere. Best effort: not every server lists uploads.
-    // Looked for while the parent is found: each is a round trip or more.
+    // Looked for while the parent is found, where this run looks for it: each is a
+    // round trip or more.
     let cleanup = async {
         match repo
             .backend()
@@ -295,9 +302,10 @@ fn run(
         Ok::<_, Error>(match (opts.parent, &opts.parent_snapshot) {
             (Some(id), Some(snap)) => Some((id, snap.clone())),
             (Some(id), None) => Some((id, repo.load_snapshot(id).await?)),
-            (None, _) => {
+            (None, _) if opts.find_parent => {
                 latest_parent(repo.list_snapshots().await?, &opts.hostname, &display_paths)
             }
+            (None, _) => None,
         })
     };
     let ((), parent) = rt.block_on(async { tokio::join!(cleanup, find_parent) });
@@ -511,22 +519,17 @@ pub fn snapshot_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(roots)
 }
 
-/// Clean, check and de-overlap the source paths; a missing path fails before anything
-/// is written.
-/// The snapshot a backup of `paths` from `hostname` compares against: the latest in
-/// `list` with the same host and exactly the same paths (as snapshots record them).
-/// Public so that a caller can list snapshots while it loads the index, then hand the
-/// parent over in [`BackupOptions::parent`] and [`BackupOptions::parent_snapshot`].
+/// The snapshot a backup of `roots` (from [`prepare_roots`]) from `hostname` compares
+/// against: the latest in `list` with the same host and exactly the same paths (as
+/// snapshots record them). Public so that a caller can list snapshots while it loads the
+/// index, then hand the parent over in [`BackupOptions::parent`] and
+/// [`BackupOptions::parent_snapshot`] (and set [`BackupOptions::find_parent`] off).
 pub fn parent_in(
     list: Vec<crate::repo::SnapshotEntry>,
     hostname: &str,
-    paths: &[PathBuf],
-) -> Result<Option<(SnapshotId, Snapshot)>> {
-    Ok(latest_parent(
-        list,
-        hostname,
-        &display_paths(&prepare_roots(paths)?),
-    ))
+    roots: &[PathBuf],
+) -> Option<(SnapshotId, Snapshot)> {
+    latest_parent(list, hostname, &display_paths(roots))
 }
 
 fn latest_parent(
@@ -548,7 +551,9 @@ fn display_paths(roots: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
-fn prepare_roots(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// Clean, check and de-overlap the source paths; a missing path fails before anything
+/// is read or written.
+pub fn prepare_roots(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if paths.is_empty() {
         return Err(Error::InvalidInput(
             "no paths to back up: name at least one file or directory".into(),

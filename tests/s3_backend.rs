@@ -593,6 +593,34 @@ fn readers_list_snapshots_then_index_objects_then_deletion_records() {
     proxy.set_schedule(Schedule::clean());
 }
 
+/// `cairn backup` lists and reads the snapshots once, while it loads the index, to find
+/// its parent; a backup that has none (new paths) does not look again.
+#[test]
+fn a_backup_lists_the_snapshots_once_parent_or_not() {
+    let env = Env::with(Kind::S3Proxied);
+    env.ok(&["init"]);
+    let server = env.server.as_ref().expect("server");
+    for name in ["a", "b", "a"] {
+        let src = env.path(name);
+        fs::create_dir_all(&src).expect("mkdir");
+        fs::write(src.join("file"), name).expect("write");
+        let from = server.seen().len();
+        env.ok(&["backup", src.to_str().expect("utf8")]);
+        let listings = server.seen()[from..]
+            .iter()
+            .filter(|r| r.method == "GET" && r.target.contains("list-type=2"))
+            .filter(|r| r.target.contains("snapshots%2F"))
+            .count();
+        assert_eq!(
+            listings, 1,
+            "a backup of {name} listed snapshots {listings} times"
+        );
+    }
+    // The third run found the first as its parent and kept its unchanged file.
+    let out = env.ok(&["backup", "--json", env.path("a").to_str().expect("utf8")]);
+    assert!(out.contains("\"files_unmodified\":1"), "{out}");
+}
+
 /// A file deep in a snapshot is found through its trees read with their neighbours: a
 /// directory's tree is stored right after the trees below it, so the 40 trees on the way
 /// come in a read or two, where each was a request of its own (about 50 requests here).

@@ -84,6 +84,31 @@ impl aws_sdk_s3::config::Intercept for UnsignedOverTls {
 #[error("{0}")]
 pub struct S3SetupError(pub String);
 
+/// An HTTP client as the SDK builds its default one (rustls, proxy settings from
+/// `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY`), trusting `trust`. Certificates are loaded
+/// when the client first connects.
+fn http_client(
+    trust: aws_smithy_http_client::tls::TrustStore,
+) -> Result<aws_sdk_s3::config::SharedHttpClient, aws_smithy_http_client::HttpClientError> {
+    use aws_smithy_http_client::{Connector, proxy::ProxyConfig, tls};
+    let ctx = tls::TlsContext::builder().with_trust_store(trust).build()?;
+    Ok(
+        aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, parts| {
+            let mut b = Connector::builder()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .tls_context(ctx.clone());
+            b.set_connector_settings(settings.cloned());
+            if let Some(parts) = parts {
+                b.set_sleep_impl(parts.sleep_impl());
+            }
+            b.set_proxy_config(Some(ProxyConfig::from_env()));
+            b.build()
+        }),
+    )
+}
+
 impl S3Backend {
     /// Build a client from the AWS environment (credentials, profile, region, endpoint
     /// variables) and the options.
@@ -129,44 +154,42 @@ impl S3Backend {
         let plain_http = endpoint
             .as_deref()
             .is_some_and(|e| e.to_ascii_lowercase().starts_with("http://"));
-        if plain_http && opts.ca_bundle.is_none() {
-            // Nothing to verify over plain HTTP: a client without trust anchors. Loading
-            // the system's certificates came before the first request of every command:
-            // `cairn snapshots` from a cold cache took 0.34 s with them, 0.30 s without.
-            use aws_smithy_http_client::tls;
-            let ctx = tls::TlsContext::builder()
-                .with_trust_store(tls::TrustStore::empty())
-                .build()
-                .map_err(|e| S3SetupError(format!("HTTP client: {e}")))?;
-            let http = aws_smithy_http_client::Builder::new()
-                .tls_provider(tls::Provider::Rustls(
-                    tls::rustls_provider::CryptoMode::AwsLc,
-                ))
-                .tls_context(ctx)
-                .build_https();
+        // Nothing to verify over plain HTTP: the S3 client trusts no certificates. Loading
+        // the system's came before the first request of every command: `cairn snapshots`
+        // from a cold cache took 0.34 s with them, 0.30 s without. The credential
+        // providers share the loader's client and may call AWS over HTTPS (STS, SSO, web
+        // identity), so it goes there too only when the keys are static: given as options,
+        // or in the environment, which the default chain reads first.
+        let plain_client = (plain_http && opts.ca_bundle.is_none())
+            .then(|| http_client(aws_smithy_http_client::tls::TrustStore::empty()))
+            .transpose()
+            .map_err(|e| S3SetupError(format!("HTTP client: {e}")))?;
+        let env_keys = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+            .iter()
+            .all(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()));
+        let static_keys = (opts.access_key_id.is_some() && opts.secret_access_key.is_some())
+            || (env_keys && opts.profile.is_none());
+        if let Some(http) = plain_client.clone().filter(|_| static_keys) {
             loader = loader.http_client(http);
-        } else if let Some(ca) = &opts.ca_bundle {
+        }
+        if let Some(ca) = &opts.ca_bundle {
             let pem = std::fs::read(ca).map_err(|e| {
                 S3SetupError(format!(
                     "cannot read CA bundle {} (option s3.ca-bundle): {e}",
                     ca.display()
                 ))
             })?;
-            use aws_smithy_http_client::tls;
-            let ctx = tls::TlsContext::builder()
-                .with_trust_store(tls::TrustStore::default().with_pem_certificate(pem))
-                .build()
+            let trust =
+                aws_smithy_http_client::tls::TrustStore::default().with_pem_certificate(pem);
+            let http = http_client(trust)
                 .map_err(|e| S3SetupError(format!("CA bundle {}: {e}", ca.display())))?;
-            let http = aws_smithy_http_client::Builder::new()
-                .tls_provider(tls::Provider::Rustls(
-                    tls::rustls_provider::CryptoMode::AwsLc,
-                ))
-                .tls_context(ctx)
-                .build_https();
             loader = loader.http_client(http);
         }
         let shared = loader.load().await;
         let mut b = aws_sdk_s3::config::Builder::from(&shared);
+        if let Some(http) = plain_client {
+            b = b.http_client(http);
+        }
         if let Some(e) = &endpoint {
             b = b.endpoint_url(e.clone());
         }

@@ -170,6 +170,8 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs, out: Output) -> 
         .filter(|_| !b.no_cache)
         .map(|root| MetadataCache::new(&root, &repo.config().id));
     let mut ctx = BackupContext::new(cache);
+    // A path that cannot be read fails before anything is fetched.
+    let roots = cairn::backup::prepare_roots(&opts.paths)?;
     // The index (from the cache, and what it lacks from the bucket) and the snapshots at
     // once, each a few round trips; the parent is the latest of this host and paths. The
     // listings' order does not matter here, unlike for a restore: an unchanged file keeps
@@ -177,7 +179,9 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs, out: Output) -> 
     let (_, snapshots) = rt.block_on(async {
         futures_util::future::try_join(ctx.refresh(&repo), repo.list_snapshots()).await
     })?;
-    if let Some((id, snap)) = cairn::backup::parent_in(snapshots, &opts.hostname, &opts.paths)? {
+    let parent = cairn::backup::parent_in(snapshots, &opts.hostname, &roots);
+    opts.find_parent = false;
+    if let Some((id, snap)) = parent {
         opts.parent = Some(id);
         opts.parent_snapshot = Some(snap);
     }
