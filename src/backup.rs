@@ -303,7 +303,7 @@ fn run(
             (Some(id), Some(snap)) => Some((id, snap.clone())),
             (Some(id), None) => Some((id, repo.load_snapshot(id).await?)),
             (None, _) if opts.find_parent => {
-                latest_parent(repo.list_snapshots().await?, &opts.hostname, &display_paths)
+                parent_in(repo.list_snapshots().await?, &opts.hostname, &roots)
             }
             (None, _) => None,
         })
@@ -529,17 +529,10 @@ pub fn parent_in(
     hostname: &str,
     roots: &[PathBuf],
 ) -> Option<(SnapshotId, Snapshot)> {
-    latest_parent(list, hostname, &display_paths(roots))
-}
-
-fn latest_parent(
-    list: Vec<crate::repo::SnapshotEntry>,
-    hostname: &str,
-    display_paths: &[String],
-) -> Option<(SnapshotId, Snapshot)> {
+    let paths = display_paths(roots);
     list.into_iter()
         .rev()
-        .find(|e| e.snapshot.hostname == hostname && e.snapshot.paths == display_paths)
+        .find(|e| e.snapshot.hostname == hostname && e.snapshot.paths == paths)
         .map(|e| (e.id, e.snapshot))
 }
 

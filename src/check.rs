@@ -240,13 +240,11 @@ pub fn check_with(
             let object = handle.path();
             Progress::add(&progress.files, 1);
             progress.set_current(&object);
+            let listed_size = listed.get(&pack.to_hex()).copied();
             if matches!(read_data, ReadData::All) {
-                Progress::add(
-                    &progress.bytes_done,
-                    listed.get(&pack.to_hex()).copied().unwrap_or(0),
-                );
+                Progress::add(&progress.bytes_done, listed_size.unwrap_or(0));
             }
-            let size = match listed.get(&pack.to_hex()).copied() {
+            let size = match listed_size {
                 Some(size) => size,
                 None => match rt.block_on(repo.backend().stat(&handle)) {
                     Ok(size) => size,

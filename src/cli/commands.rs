@@ -267,18 +267,6 @@ pub fn cmd_snapshots(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-/// The snapshot `spec` names and the repository's index. Snapshots are listed first, so
-/// that the index covers whatever snapshot is chosen (a backup stores its index objects
-/// before its snapshot); then the snapshots and the index objects are read at the same
-/// time, since each read is mostly a round trip.
-pub async fn snapshot_and_index(
-    repo: &Repository,
-    spec: &str,
-) -> cairn::error::Result<(cairn::repo::SnapshotEntry, cairn::index::MasterIndex)> {
-    let ids = repo.snapshot_ids().await?;
-    futures_util::future::try_join(repo.find_snapshot_listed(spec, ids), repo.load_index()).await
-}
-
 /// `cairn ls`.
 pub fn cmd_ls(
     rt: &Runtime,
@@ -289,7 +277,8 @@ pub fn cmd_ls(
     json: bool,
 ) -> Result<i32> {
     let repo = open(rt, args)?;
-    let (entry, index) = rt.block_on(snapshot_and_index(&repo, snapshot))?;
+    let (entry, index) =
+        rt.block_on(repo.snapshots_with_index(|ids| repo.find_snapshot_listed(snapshot, ids)))?;
     let under = match path {
         Some(p) => clean_absolute(p)?,
         None => PathBuf::from("/"),
@@ -363,7 +352,8 @@ pub fn cmd_restore(
         bail!("--verify re-reads restored files; it cannot with --target -");
     }
     let (repo, copies) = open_with_copies(rt, args, sources)?;
-    let (entry, index) = rt.block_on(snapshot_and_index(&repo, spec))?;
+    let (entry, index) =
+        rt.block_on(repo.snapshots_with_index(|ids| repo.find_snapshot_listed(spec, ids)))?;
     let reader = cairn::heal::BlobReader::new(
         cairn::heal::Copy {
             repo: &repo,

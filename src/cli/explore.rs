@@ -22,17 +22,12 @@ pub fn cmd_diff(
     json: bool,
 ) -> Result<i32> {
     let repo = open(rt, args)?;
-    // Snapshots listed first (so the index covers them), then both snapshots and the
-    // index read at once: each read is mostly a round trip.
-    let (a, b, index) = rt.block_on(async {
-        let ids = repo.snapshot_ids().await?;
-        futures_util::future::try_join3(
+    let ((a, b), index) = rt.block_on(repo.snapshots_with_index(|ids| {
+        futures_util::future::try_join(
             repo.find_snapshot_listed(first, ids.clone()),
             repo.find_snapshot_listed(second, ids),
-            repo.load_index(),
         )
-        .await
-    })?;
+    }))?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if !json {
@@ -100,27 +95,22 @@ pub fn cmd_find(
 ) -> Result<i32> {
     let pats = compile_patterns(patterns)?;
     let repo = open(rt, args)?;
-    // Snapshots listed first (so the index covers them), then the snapshots and the
-    // index read at once: each read is mostly a round trip.
-    let (mut list, index) = rt.block_on(async {
-        let ids = repo.snapshot_ids().await?;
-        let snapshots = async {
-            if only.is_empty() {
-                repo.snapshots_listed(ids).await
-            } else {
-                let mut v = Vec::new();
-                for s in only {
-                    v.push(repo.find_snapshot_listed(s, ids.clone()).await?);
-                }
-                Ok(v)
+    let repo = &repo;
+    let (mut list, index) = rt.block_on(repo.snapshots_with_index(|ids| async move {
+        if only.is_empty() {
+            repo.snapshots_listed(ids).await
+        } else {
+            let mut v = Vec::new();
+            for s in only {
+                v.push(repo.find_snapshot_listed(s, ids.clone()).await?);
             }
-        };
-        futures_util::future::try_join(snapshots, repo.load_index()).await
-    })?;
+            Ok(v)
+        }
+    }))?;
     if let Some(h) = host {
         list.retain(|e| e.snapshot.hostname == h);
     }
-    let mut finder = Finder::new(&repo, rt.handle(), &index, &pats);
+    let mut finder = Finder::new(repo, rt.handle(), &index, &pats);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut total = 0usize;
@@ -184,10 +174,8 @@ pub fn cmd_find(
 /// `cairn stats`.
 pub fn cmd_stats(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
     let repo = open(rt, args)?;
-    let (index, snapshots) = rt.block_on(async {
-        let ids = repo.snapshot_ids().await?;
-        futures_util::future::try_join(repo.load_index(), repo.snapshots_listed(ids)).await
-    })?;
+    let (snapshots, index) =
+        rt.block_on(repo.snapshots_with_index(|ids| repo.snapshots_listed(ids)))?;
     let mut objects = Vec::new();
     for kind in [
         FileType::Config,

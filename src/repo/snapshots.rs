@@ -6,6 +6,7 @@ use crate::crypto::Purpose;
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
 use crate::hash::{Id, SnapshotId};
+use crate::index::MasterIndex;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 /// A snapshot with its id.
@@ -71,11 +72,25 @@ impl Repository {
         self.snapshots_listed(self.snapshot_ids().await?).await
     }
 
+    /// What `read` takes from the listing of snapshots, and the whole index: what every
+    /// reader (restore, ls, diff, find, stats) needs first. Snapshots are listed before
+    /// the index: a backup stores its index objects before its snapshot, so only that
+    /// order guarantees the index covers every snapshot listed (docs/FORMAT.md, section
+    /// 15). Then both are read at the same time, since each read is mostly a round trip.
+    pub async fn snapshots_with_index<T, F>(
+        &self,
+        read: impl FnOnce(Vec<SnapshotId>) -> F,
+    ) -> Result<(T, MasterIndex)>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        let ids = self.snapshot_ids().await?;
+        futures_util::future::try_join(read(ids), self.load_index()).await
+    }
+
     /// The snapshots `ids` (a listing from [`Repository::snapshot_ids`]), oldest first,
-    /// as [`Repository::list_snapshots`] reads them. Taking the listing separately lets
-    /// a reader list snapshots before it lists the index and then read both at once: a
-    /// backup stores its index objects before its snapshot, so only that order
-    /// guarantees the index covers every snapshot listed (docs/FORMAT.md, section 15).
+    /// as [`Repository::list_snapshots`] reads them; taking the listing separately is
+    /// what [`Repository::snapshots_with_index`] needs.
     pub async fn snapshots_listed(&self, ids: Vec<SnapshotId>) -> Result<Vec<SnapshotEntry>> {
         let mut out: Vec<SnapshotEntry> = stream::iter(ids)
             .map(|id| async move {
@@ -104,8 +119,8 @@ impl Repository {
     }
 
     /// Resolve `spec` as [`Repository::find_snapshot`] does, among the snapshots `ids`
-    /// (a listing from [`Repository::snapshot_ids`]; see
-    /// [`Repository::snapshots_listed`] for why a reader lists them first).
+    /// (a listing from [`Repository::snapshot_ids`], as
+    /// [`Repository::snapshots_with_index`] hands it over).
     pub async fn find_snapshot_listed(
         &self,
         spec: &str,
