@@ -166,14 +166,18 @@ impl BackupContext {
     /// rewrote the index), start again from scratch, so no blob is believed stored that
     /// may have been deleted.
     pub async fn refresh(&mut self, repo: &Repository) -> Result<()> {
-        let listed: HashSet<IndexId> = repo.index_ids().await?.into_iter().collect();
+        let listing = repo.index_listing().await?;
+        let listed: HashSet<IndexId> = listing.iter().map(|&(id, _)| id).collect();
         if !self.loaded.is_subset(&listed) {
             tracing::info!("the repository's index was rewritten; reloading it");
             self.index = MasterIndex::default();
             self.loaded.clear();
             self.rewritten = true;
         }
-        let mut new: Vec<IndexId> = listed.difference(&self.loaded).copied().collect();
+        let mut new: Vec<(IndexId, u64)> = listing
+            .into_iter()
+            .filter(|(id, _)| !self.loaded.contains(id))
+            .collect();
         new.sort();
         // Several reads at once (a new machine has nothing cached), applied in order.
         let cache = self.cache.clone();

@@ -117,9 +117,9 @@ async fn load_indexes(
     repo: &Repository,
     report: &mut CheckReport,
 ) -> Result<Vec<(IndexId, IndexFile)>> {
-    let ids = repo.index_ids().await?;
+    let listed = repo.index_listing().await?;
     let mut files = Vec::new();
-    repo.for_each_index_file(None, ids, |id, file| {
+    repo.for_each_index_file(None, listed, |id, file| {
         match file {
             Ok(f) => files.push((id, f)),
             Err(e) => report.problems.push(Problem {

@@ -7,8 +7,8 @@ use crate::crypto::Purpose;
 use crate::error::{Error, Result};
 use crate::format::index::{BlobKind, INDEX_VERSION, IndexFile, IndexPack};
 use crate::hash::{BlobId, Id, IndexId, PackId};
-use crate::repo::{INDEX_READS, MAX_INDEX_LEN, Repository};
-use futures_util::{StreamExt, stream};
+use crate::repo::{INDEX_READ_AHEAD, MAX_INDEX_LEN, Repository, in_order};
+use futures_util::StreamExt;
 use std::collections::HashMap;
 
 /// Where one blob is stored.
@@ -251,8 +251,8 @@ impl Repository {
         // before it deletes the index objects it replaces, so a reader that misses one
         // of those finds the record (docs/FORMAT.md, section 15). The records are then
         // listed and read while the index objects are.
-        let ids = self.index_ids().await?;
-        let objects = self.for_each_index_file(None, ids, |_, file| {
+        let listed = self.index_listing().await?;
+        let objects = self.for_each_index_file(None, listed, |_, file| {
             for p in &file?.packs {
                 index.add_pack(p);
             }
@@ -274,44 +274,45 @@ impl Repository {
         Ok(index)
     }
 
-    /// Ids of every stored index object, in listing order.
-    pub async fn index_ids(&self) -> Result<Vec<IndexId>> {
+    /// Every stored index object's id and stored size (which bounds how many are read
+    /// ahead), in listing order.
+    pub async fn index_listing(&self) -> Result<Vec<(IndexId, u64)>> {
         Ok(self
             .backend()
             .list(FileType::Index)
             .await?
             .into_iter()
-            .filter_map(|info| Id::from_object_name(&info.name).map(IndexId))
+            .filter_map(|info| Some((IndexId(Id::from_object_name(&info.name)?), info.size)))
             .collect())
     }
 
-    /// Load the index objects `ids` (from `cache` when it holds an intact copy, storing
+    /// Load the index objects `listed` (ids and stored sizes, from
+    /// [`Repository::index_listing`]; from `cache` when it holds an intact copy, storing
     /// what it fetches there) and hand each, or why it could not be read, to `apply`, in
     /// the order given, so that which copy of a blob is found first does not depend on
     /// which read finished first. An error `apply` returns stops the loading (a backup
     /// or prune cannot go on without every index object; check notes it and goes on).
-    /// [`INDEX_READS`] reads are in flight at once, but only their stored (compressed)
+    /// Reads run ahead within [`INDEX_READ_AHEAD`], but only their stored (compressed)
     /// bytes wait; each is decoded when its turn comes, so a slow read never holds up
     /// several decoded index objects (a prune writes ones of up to 1,000 packs).
     pub async fn for_each_index_file(
         &self,
         cache: Option<&MetadataCache>,
-        ids: Vec<IndexId>,
+        listed: Vec<(IndexId, u64)>,
         mut apply: impl FnMut(IndexId, Result<IndexFile>) -> Result<()>,
     ) -> Result<()> {
         let fetch = |id: IndexId| async move {
             let handle = Handle::new(FileType::Index, id.0.to_hex());
             Ok::<_, Error>(self.backend().get(&handle).await?)
         };
-        let mut stored = stream::iter(ids)
-            .map(|id| async move {
-                let stored = match cache.and_then(|c| c.index(id)) {
-                    Some(bytes) => Ok((bytes, true)),
-                    None => fetch(id).await.map(|bytes| (bytes, false)),
-                };
-                (id, stored)
-            })
-            .buffered(INDEX_READS);
+        let stored = in_order(listed, INDEX_READ_AHEAD, |id| async move {
+            let stored = match cache.and_then(|c| c.index(id)) {
+                Some(bytes) => Ok((bytes, true)),
+                None => fetch(id).await.map(|bytes| (bytes, false)),
+            };
+            (id, stored)
+        });
+        let mut stored = std::pin::pin!(stored);
         while let Some((id, stored)) = stored.next().await {
             let file = match stored {
                 Ok((bytes, cached)) => match self.open_index_file(id, &bytes) {

@@ -28,9 +28,9 @@ use crate::format::tree::Tree;
 use crate::hash::{BlobId, Id, IndexId, PackId};
 use crate::index::{BlobLocation, MasterIndex};
 use crate::pack::{PackBuilder, SealedBlob, open_blob};
-use crate::repo::{INDEX_READS, Repository};
+use crate::repo::{INDEX_READ_AHEAD, Repository, in_order};
 use crate::tree_loader::TreeLoader;
-use futures_util::{StreamExt, stream};
+use futures_util::StreamExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -100,21 +100,21 @@ pub struct PruneReport {
 
 impl Repository {
     /// Every `deletions/` object, each loaded or with the reason it could not be; the
-    /// caller decides whether a damaged one matters. In listing order, read
-    /// [`INDEX_READS`] at a time (they are about as large as index objects).
+    /// caller decides whether a damaged one matters. In listing order, read ahead within
+    /// [`INDEX_READ_AHEAD`] (they are about as large as index objects).
     pub async fn load_deletions(&self) -> Result<Vec<(Id, Result<DeletionFile>)>> {
-        let ids: Vec<Id> = self
+        let listed: Vec<(Id, u64)> = self
             .backend()
             .list(FileType::Deletion)
             .await?
             .iter()
-            .filter_map(|info| Id::from_object_name(&info.name))
+            .filter_map(|info| Some((Id::from_object_name(&info.name)?, info.size)))
             .collect();
-        Ok(stream::iter(ids)
-            .map(|id| async move { (id, self.load_deletion(id).await) })
-            .buffered(INDEX_READS)
-            .collect()
-            .await)
+        Ok(in_order(listed, INDEX_READ_AHEAD, |id| async move {
+            (id, self.load_deletion(id).await)
+        })
+        .collect()
+        .await)
     }
 
     /// Load one `deletions/` object.
@@ -198,8 +198,8 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
 
     // Everything the index says, object by object.
     let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
-    let ids = rt.block_on(repo.index_ids())?;
-    rt.block_on(repo.for_each_index_file(None, ids, |id, file| {
+    let listed = rt.block_on(repo.index_listing())?;
+    rt.block_on(repo.for_each_index_file(None, listed, |id, file| {
         files.push((id, file?));
         Ok(())
     }))
