@@ -294,16 +294,32 @@ impl Planner<'_> {
             let handle = Handle::new(FileType::Pack, span.pack.to_hex());
             let (start, len) = (span.start, span.end - span.start);
             let backend = backend.clone();
-            let task = self
-                .rt
-                .spawn(async move { backend.get_range(&handle, start, len).await });
+            // A pack that gave no answer moments ago is not read ahead (checked as each
+            // read starts): the healing reader reads from a copy or fails at once.
+            let pack = span.pack;
+            let resting = self.reader.pack_resting(&pack).is_some();
+            let task = (!resting).then(|| {
+                self.rt
+                    .spawn(async move { backend.get_range(&handle, start, len).await })
+            });
             async move {
-                let bytes = task
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|read| read.map_err(|e| e.to_string()))
-                    .inspect_err(|e| tracing::debug!("read-ahead of {}: {e}", span.pack.short()))
-                    .ok();
+                let bytes = match task {
+                    Some(task) => task
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|read| {
+                            read.inspect(|_| self.reader.pack_served(&pack))
+                                .map_err(|e| {
+                                    self.reader.pack_failed(pack, &e);
+                                    e.to_string()
+                                })
+                        })
+                        .inspect_err(|e| {
+                            tracing::debug!("read-ahead of {}: {e}", span.pack.short())
+                        })
+                        .ok(),
+                    None => None,
+                };
                 span.blobs
                     .into_iter()
                     .map(|(id, loc)| {

@@ -164,14 +164,22 @@ impl<'a> TreeLoader<'a> {
         let start = trees[first].1.offset;
         let end = end_of(&trees[last].1).max(end_of(loc));
         let handle = Handle::new(FileType::Pack, loc.pack.to_hex());
-        let primary = self.reader().primary();
+        let reader = self.reader();
+        // A pack that gave no answer moments ago is left to the healing reader, which
+        // reads from a copy or fails at once rather than spending its retries again.
+        if reader.pack_resting(&loc.pack).is_some() {
+            return None;
+        }
         let bytes = rt
             .block_on(
-                primary
+                reader
+                    .primary()
                     .repo
                     .backend()
                     .get_range(&handle, start, end - start),
             )
+            .inspect(|_| reader.pack_served(&loc.pack))
+            .inspect_err(|e| reader.pack_failed(loc.pack, e))
             .ok()?;
         let slice = |l: &BlobLocation| -> Option<Vec<u8>> {
             bytes

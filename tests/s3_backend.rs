@@ -1025,3 +1025,140 @@ fn damaged_bodies_are_sent_again(checksum: &str) {
     proxy.set_schedule(Schedule::clean());
     env.restore_latest_and_compare(&src, "t2");
 }
+
+/// A pack of the primary that gives no answer (every read of it reset, retries spent) is
+/// left alone by the rest of the restore instead of being asked again blob by blob, each
+/// time with the whole retry budget: with a copy, its blobs come from the copy; without
+/// one, its files fail at once, named, and the files of the other pack, which answers,
+/// are restored. Before, the pack was asked for 63 times with a copy.
+#[test]
+fn a_restore_leaves_a_pack_that_gives_no_answer_alone() {
+    let env = Env::with(Kind::S3Proxied);
+    // 1 MiB packs: the 2 MB of data below lands in at least two.
+    env.ok(&["init", "--pack-size", "1"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    for i in 0..40u64 {
+        fs::write(
+            src.join(format!("f{i:02}")),
+            pseudo_random(50_000, 701 + 2 * i),
+        )
+        .expect("write");
+    }
+    let src_arg = src.to_str().expect("utf8");
+    env.ok(&["backup", src_arg]);
+    let copy_server = S3Server::start(&["copy"]);
+    let copy = format!("s3:{}/copy/host1", copy_server.endpoint());
+    env.ok(&["init", "--repo", &copy, "--from-repo", &env.repo]);
+    env.ok(&["backup", "--repo", &copy, src_arg]);
+
+    // The largest pack holds data; the trees are in a small pack of their own.
+    let mut packs = walk_files(&env.objects_dir().join("data"));
+    packs.sort_by_key(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0));
+    let sizes: Vec<u64> = packs
+        .iter()
+        .map(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .collect();
+    assert!(
+        packs.len() >= 3,
+        "two data packs and a tree pack: {sizes:?}"
+    );
+    let data_pack = packs.last().expect("a data pack");
+    let name = data_pack.file_name().expect("name").to_string_lossy();
+    let name: &'static str = Box::leak(name.into_owned().into_boxed_str());
+    let proxy = env.proxy.as_ref().expect("proxy");
+    proxy.set_schedule(Schedule {
+        reset: 1000,
+        methods: vec!["GET"],
+        target_contains: Some(name),
+        ..Schedule::clean()
+    });
+    let reads = || proxy.stats.faults.load(Ordering::SeqCst);
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["-o", "s3.retries=3", "restore"];
+        args.extend_from_slice(extra);
+        env.run(&args)
+    };
+
+    let target = env.path("from-copy");
+    let before = reads();
+    let out = restore(&[
+        "latest",
+        "--target",
+        target.to_str().expect("utf8"),
+        "--fallback-repo",
+        &copy,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        err.contains("did not answer: ")
+            && err.contains("blob(s) were read from another copy instead"),
+        "{err}"
+    );
+    assert!(!err.contains("check --repair"), "nothing to repair: {err}");
+    assert_same_tree(&src, &restored(&target, &src));
+    let asked = reads() - before;
+    assert!(
+        (1..=12).contains(&asked),
+        "the pack was asked for {asked} times"
+    );
+
+    // The same as a tar on stdout, which reads content ahead of the healing reader.
+    let before = reads();
+    let folder = format!("latest:{src_arg}");
+    let out = restore(&[&folder, "--target", "-", "--fallback-repo", &copy]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let unpacked = env.path("from-copy-tar");
+    tar::Archive::new(out.stdout.as_slice())
+        .unpack(&unpacked)
+        .expect("unpack the tar");
+    for i in 0..40 {
+        let name = format!("f{i:02}");
+        assert!(
+            fs::read(src.join(&name)).ok() == fs::read(unpacked.join("src").join(&name)).ok(),
+            "{name} differs in the tar"
+        );
+    }
+    let asked = reads() - before;
+    assert!(
+        (1..=12).contains(&asked),
+        "the tar asked for the pack {asked} times"
+    );
+
+    // No copy: the pack's files fail at once, the other pack's are restored.
+    let target = env.path("alone");
+    let before = reads();
+    let out = restore(&["latest", "--target", target.to_str().expect("utf8")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(err.contains("not asked again"), "{err}");
+    let failed: Vec<String> = (0..40)
+        .map(|i| format!("f{i:02}"))
+        .filter(|name| err.contains(&format!("/{name}: ")))
+        .collect();
+    assert!(
+        !failed.is_empty() && failed.len() < 40,
+        "{} of 40 files failed: {err}",
+        failed.len()
+    );
+    assert!(
+        err.contains(&format!("{} entries could not be restored", failed.len())),
+        "{err}"
+    );
+    let back = restored(&target, &src);
+    for i in 0..40 {
+        let name = format!("f{i:02}");
+        if !failed.contains(&name) {
+            assert!(
+                fs::read(src.join(&name)).ok() == fs::read(back.join(&name)).ok(),
+                "{name} was not restored from the pack that answers"
+            );
+        }
+    }
+    let asked = reads() - before;
+    assert!(
+        (1..=12).contains(&asked),
+        "the pack was asked for {asked} times"
+    );
+}

@@ -159,6 +159,26 @@ impl BackendError {
         }
     }
 
+    /// Whether no answer came at all (refused, reset, timed out, no connection), retries
+    /// spent, as opposed to an answer the server gave (a missing, damaged or refused
+    /// object, an error status). Readers with copies go to them for that pack
+    /// ([`crate::heal::BlobReader`]). Narrower than [`crate::Error::is_unreachable`],
+    /// which the daemon uses to journal a snapshot and counts any retryable error.
+    pub fn is_transport_failure(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Io { source, retryable: true, .. } if matches!(
+                source.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::NotConnected
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            )
+        )
+    }
+
     /// Whether the error means the object is absent.
     pub fn is_not_found(&self) -> bool {
         matches!(self, BackendError::NotFound { .. })

@@ -264,6 +264,15 @@ impl S3Backend {
             source: io::Error::other(message),
             retryable,
         };
+        // No answer came (as opposed to an answer the server gave): the kind tells
+        // readers so ([`BackendError::is_transport_failure`]).
+        let unreachable = |kind: io::ErrorKind, message: String| BackendError::Io {
+            op,
+            object: object.clone(),
+            location: location.clone(),
+            source: io::Error::new(kind, message),
+            retryable: true,
+        };
         match &err {
             SdkError::ServiceError(se) => {
                 let status = se.raw().status().as_u16();
@@ -323,12 +332,18 @@ impl S3Backend {
                     _ => remote(format!("{where_} answered {status} {code} {msg}"), false),
                 }
             }
-            SdkError::TimeoutError(_) => remote(format!("request to {where_} timed out"), true),
+            SdkError::TimeoutError(_) => unreachable(
+                io::ErrorKind::TimedOut,
+                format!("request to {where_} timed out"),
+            ),
             SdkError::DispatchFailure(df) => {
                 let text = format!("{}", DisplayErrorContext(&err));
                 let lower = text.to_lowercase();
                 if df.is_timeout() {
-                    remote(format!("connecting to {where_} timed out"), true)
+                    unreachable(
+                        io::ErrorKind::TimedOut,
+                        format!("connecting to {where_} timed out"),
+                    )
                 } else if lower.contains("certificate") || lower.contains("unknownissuer") {
                     remote(
                         format!(
@@ -346,18 +361,20 @@ impl S3Backend {
                         true,
                     )
                 } else if lower.contains("refused") {
-                    remote(
+                    unreachable(
+                        io::ErrorKind::ConnectionRefused,
                         format!(
                             "connection refused by {}: is the server running and the port right?",
                             self.endpoint_display
                         ),
-                        true,
+                    )
+                } else if df.is_io() || df.is_other() {
+                    unreachable(
+                        io::ErrorKind::ConnectionReset,
+                        format!("cannot reach {where_}: {text}"),
                     )
                 } else {
-                    remote(
-                        format!("cannot reach {where_}: {text}"),
-                        df.is_io() || df.is_other(),
-                    )
+                    remote(format!("cannot reach {where_}: {text}"), false)
                 }
             }
             SdkError::ResponseError(_) => remote(

@@ -498,18 +498,25 @@ pub fn cmd_restore(
             }
         }
     }
-    if !report.healed.is_empty() {
+    // Blobs the primary gave no answer for are not damage there: no repair to suggest.
+    let (unanswered, damaged): (Vec<_>, Vec<_>) = report.healed.iter().partition(|h| h.unreachable);
+    for (healed, what) in [(&unanswered, "did not answer"), (&damaged, "is damaged")] {
+        if healed.is_empty() {
+            continue;
+        }
         eprintln!(
-            "warning: {} is damaged: {} blob(s) were read from another copy instead:",
+            "warning: {} {what}: {} blob(s) were read from another copy instead:",
             repo.backend().location(),
-            report.healed.len()
+            healed.len()
         );
-        for h in report.healed.iter().take(20) {
+        for h in healed.iter().take(20) {
             eprintln!("  blob {} from {}: {}", &h.blob[..12], h.from, h.problem);
         }
-        if report.healed.len() > 20 {
-            eprintln!("  ... and {} more", report.healed.len() - 20);
+        if healed.len() > 20 {
+            eprintln!("  ... and {} more", healed.len() - 20);
         }
+    }
+    if !damaged.is_empty() {
         eprintln!("  repair it with: cairn check --repair --fallback-repo REPO");
     }
     if !report.errors.is_empty() {
@@ -521,7 +528,7 @@ pub fn cmd_restore(
             eprintln!("  {}: {e}", p.display());
         }
         eprintln!(
-            "`cairn check --read-data` names all damage; `--fallback-repo REPO` reads what is damaged here from another copy on the same keys"
+            "`cairn check --read-data` names all damage; `--fallback-repo REPO` reads what is damaged or does not answer here from another copy on the same keys"
         );
     }
     Ok(if failed { 1 } else { 0 })

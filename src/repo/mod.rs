@@ -42,8 +42,10 @@ pub const SNAPSHOT_READS: usize = 8;
 /// ([`Repository::for_each_index_file`] decodes each only when applied). Most are a few
 /// MB or less, and each read is mostly a round trip, so eight go at once; but one that a
 /// prune writes (up to 1,000 packs of small files, about 65 KB each) can be tens of MB,
-/// so the bytes held are bounded too, and such an object is read on its own. Eight
-/// reads instead of four: a single-file restore from 11 index objects 0.62 to 0.57 s.
+/// so the bytes held are bounded too, and such an object is read on its own. A reader
+/// loads index objects and deletion records at the same time, each within this bound.
+/// Eight reads instead of four made a single-file restore from 11-12 index objects about
+/// 0.05 s faster (docs/PERFORMANCE.md, sessions 9 and 10).
 pub const INDEX_READ_AHEAD: ReadAhead = ReadAhead {
     reads: 8,
     bytes: 32 * 1024 * 1024,

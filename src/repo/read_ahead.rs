@@ -164,6 +164,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn nothing_listed_reads_nothing_and_a_large_first_object_is_read() {
+        let (out, bytes, reads) = run(&[]).await;
+        assert!(out.is_empty() && bytes == 0 && reads == 0);
+        let (out, bytes, reads) = run(&[300, 10]).await;
+        assert_eq!(out, vec![0, 1]);
+        assert_eq!(
+            (bytes, reads),
+            (300, 1),
+            "the small one waited for the large one"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_large_object_waits_for_the_others_and_holds_its_turn_alone() {
         let (out, bytes, reads) = run(&[10, 500, 10, 10]).await;
         assert_eq!(out, vec![0, 1, 2, 3]);

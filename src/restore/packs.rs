@@ -212,20 +212,38 @@ fn fetch_range(sh: &Shared<'_>, files: &[FileJob], r: Range<'_>, buf: Vec<u8>) -
     // thread across cores instead (futex wake-ups were 6% of a restore's CPU).
     let backend = repo.backend().clone();
     let (start, len, object) = (r.start, r.end - r.start, handle.path());
-    let mut bytes = sh.rt.block_on(async {
-        let read = sh
-            .rt
-            .spawn(async move { backend.get_range_into(&handle, start, len, buf).await });
-        read.await.unwrap_or_else(|e| {
-            Err(crate::backend::BackendError::Io {
-                op: "read",
-                object,
-                location: repo.backend().location(),
-                source: std::io::Error::other(e),
-                retryable: false,
+    // A pack that gave no answer moments ago is left alone: the healing reader reads its
+    // blobs from a copy, or fails them at once.
+    let resting = sh.reader.pack_resting(&r.pack);
+    let skipped = resting.is_some();
+    let mut bytes = match resting {
+        Some(why) => Err(crate::backend::BackendError::Io {
+            op: "read",
+            object: object.clone(),
+            location: repo.backend().location(),
+            source: std::io::Error::other(why),
+            retryable: true,
+        }),
+        None => sh.rt.block_on(async {
+            let read = sh
+                .rt
+                .spawn(async move { backend.get_range_into(&handle, start, len, buf).await });
+            read.await.unwrap_or_else(|e| {
+                Err(crate::backend::BackendError::Io {
+                    op: "read",
+                    object,
+                    location: repo.backend().location(),
+                    source: std::io::Error::other(e),
+                    retryable: false,
+                })
             })
-        })
-    });
+        }),
+    };
+    match &bytes {
+        Ok(_) => sh.reader.pack_served(&r.pack),
+        Err(e) if !skipped => sh.reader.pack_failed(r.pack, e),
+        Err(_) => {}
+    }
     for w in r.blobs {
         // Opened where it lies in the range: the blobs of a range do not overlap, and
         // each is read once.
