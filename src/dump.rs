@@ -298,6 +298,7 @@ impl Planner<'_> {
             // read starts): the healing reader reads from a copy or fails at once.
             let pack = span.pack;
             let resting = self.reader.pack_resting(&pack).is_some();
+            let started = std::time::Instant::now();
             let task = (!resting).then(|| {
                 self.rt
                     .spawn(async move { backend.get_range(&handle, start, len).await })
@@ -310,7 +311,7 @@ impl Planner<'_> {
                         .and_then(|read| {
                             read.inspect(|_| self.reader.pack_served(&pack))
                                 .map_err(|e| {
-                                    self.reader.pack_failed(pack, &e);
+                                    self.reader.pack_failed(pack, started, &e);
                                     e.to_string()
                                 })
                         })

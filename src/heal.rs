@@ -13,16 +13,75 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long reads leave a pack of the primary alone after reading it failed without an
-/// answer (refused, reset, timed out), its retries spent. Every blob a failed ranged read
-/// covered is read again through [`BlobReader::read`], and before this each of them asked
-/// the primary again with the whole retry budget (seconds each, minutes where every
-/// attempt times out): a restore from a server that went away took the budget times the
-/// number of blobs to end, and with a copy it paid that before each blob went to the
-/// copy. Now such a pack costs one budget: its blobs go to a copy at once, or fail at
-/// once. Other packs are still asked (a failure may be that object's alone), and the
-/// pack is asked again after this long.
+/// How long reads leave a pack of the primary alone, at least, once reading it got no
+/// answer (refused, reset, timed out, retries spent) twice in a row. Every blob a failed
+/// ranged read covered is read again through [`BlobReader::read`], and before this each
+/// of them asked the primary again with the whole retry budget (seconds each, minutes
+/// where every attempt times out): a restore from a server that went away took the
+/// budget times the number of blobs to end, and with a copy it paid that before each
+/// blob went to the copy. Now such a pack costs two budgets (the range, then its first
+/// blob, so an outage shorter than that is ridden out as before), then its blobs go to
+/// a copy at once or fail at once. Other packs are still asked: a failure may be that
+/// object's alone. The rest lasts as long as the failed read took if that was longer.
 pub const PACK_REST: Duration = Duration::from_secs(30);
+
+/// No-answer failures in a row after which a pack rests.
+const FAILURES_TO_REST: u32 = 2;
+
+/// What is known of one pack of the primary that gave no answer.
+struct Unanswered {
+    /// Failures in a row, each with no answer.
+    failures: u32,
+    /// Until when reads leave it alone, once it rests.
+    until: Instant,
+    /// The last failure, for the errors of skipped reads.
+    why: String,
+    /// When it last served a read (a failure of a read started before that is old news).
+    served: Option<Instant>,
+}
+
+/// Which packs of the primary rest, from the reads' outcomes: plain bookkeeping, with
+/// the time passed in.
+#[derive(Default)]
+struct PackRests {
+    packs: HashMap<PackId, Unanswered>,
+}
+
+impl PackRests {
+    /// Why `pack` rests at `now`, if it does.
+    fn resting(&self, pack: &PackId, now: Instant) -> Option<String> {
+        let u = self.packs.get(pack)?;
+        (u.failures >= FAILURES_TO_REST && now < u.until).then(|| u.why.clone())
+    }
+
+    /// A read of `pack` started at `started` got no answer, seen at `now`.
+    fn failed(&mut self, pack: PackId, started: Instant, now: Instant, why: String) {
+        let u = self.packs.entry(pack).or_insert(Unanswered {
+            failures: 0,
+            until: now,
+            why: String::new(),
+            served: None,
+        });
+        if u.served.is_some_and(|served| served > started) {
+            return;
+        }
+        if u.failures >= FAILURES_TO_REST && now >= u.until {
+            // Rested and asked again: one more failure rests it again.
+            u.failures = FAILURES_TO_REST - 1;
+        }
+        u.failures += 1;
+        u.until = now + PACK_REST.max(now.saturating_duration_since(started));
+        u.why = why;
+    }
+
+    /// A read of `pack` was served at `now`.
+    fn served(&mut self, pack: &PackId, now: Instant) {
+        if let Some(u) = self.packs.get_mut(pack) {
+            u.failures = 0;
+            u.served = Some(now);
+        }
+    }
+}
 
 /// One repository and its index.
 #[derive(Clone, Copy)]
@@ -42,9 +101,9 @@ pub struct Healed {
     pub problem: String,
     /// The repository that served it.
     pub from: String,
-    /// The primary was not reached (no answer, retries spent) rather than found damaged
-    /// or missing: nothing there needs repair.
-    pub unreachable: bool,
+    /// The primary holds it damaged or not at all (rather than not answering, or
+    /// failing in passing): a repair from the copy is due.
+    pub damaged: bool,
 }
 
 /// Reads blobs from a primary repository, falling back to copies.
@@ -52,9 +111,9 @@ pub struct BlobReader<'a> {
     primary: Copy<'a>,
     fallbacks: Vec<Copy<'a>>,
     healed: Mutex<Vec<Healed>>,
-    /// Packs of the primary that could not be read for want of an answer, when and why:
-    /// reads skip them for [`PACK_REST`].
-    resting: Mutex<HashMap<PackId, (Instant, String)>>,
+    /// Packs of the primary that gave no answer lately: reads skip those resting
+    /// ([`PACK_REST`]).
+    rests: Mutex<PackRests>,
 }
 
 impl<'a> BlobReader<'a> {
@@ -81,7 +140,7 @@ impl<'a> BlobReader<'a> {
             primary,
             fallbacks: Vec::new(),
             healed: Mutex::new(Vec::new()),
-            resting: Mutex::new(HashMap::new()),
+            rests: Mutex::new(PackRests::default()),
         }
     }
 
@@ -90,33 +149,30 @@ impl<'a> BlobReader<'a> {
         self.primary
     }
 
-    /// Why reads leave `pack` of the primary alone now: reading it failed without an
-    /// answer less than [`PACK_REST`] ago. Readers that fetch ranges of the primary
-    /// themselves (ahead of the healing reader) skip those packs too.
+    /// Why reads leave `pack` of the primary alone now: reading it got no answer twice in
+    /// a row, lately ([`PACK_REST`]). Readers that fetch ranges of the primary themselves
+    /// (ahead of the healing reader) skip those packs too.
     pub fn pack_resting(&self, pack: &PackId) -> Option<String> {
-        let resting = self.resting.lock().ok()?;
-        let (since, why) = resting.get(pack)?;
-        (since.elapsed() < PACK_REST).then(|| why.clone())
+        self.rests.lock().ok()?.resting(pack, Instant::now())
     }
 
-    /// Note a failed read of `pack` from the primary: when no answer came (refused,
-    /// reset, timed out, retries spent), the pack is left alone for [`PACK_REST`];
-    /// anything the server answered (a missing, damaged or refused object, an error
-    /// status) is that read's own failure.
-    pub fn pack_failed(&self, pack: PackId, e: &BackendError) {
+    /// Note a failed read of `pack` from the primary, started at `started`: when no
+    /// answer came (refused, reset, timed out, retries spent) and the pack has served no
+    /// read since it started, this counts towards resting the pack. Anything the server
+    /// answered (a missing, damaged or refused object, an error status) is that read's
+    /// own failure.
+    pub fn pack_failed(&self, pack: PackId, started: Instant, e: &BackendError) {
         if e.is_transport_failure()
-            && let Ok(mut resting) = self.resting.lock()
+            && let Ok(mut rests) = self.rests.lock()
         {
-            resting.insert(pack, (Instant::now(), e.to_string()));
+            rests.failed(pack, started, Instant::now(), e.to_string());
         }
     }
 
     /// Note a read of `pack` the primary served: it answers again.
     pub fn pack_served(&self, pack: &PackId) {
-        if let Ok(mut resting) = self.resting.lock()
-            && !resting.is_empty()
-        {
-            resting.remove(pack);
+        if let Ok(mut rests) = self.rests.lock() {
+            rests.served(pack, Instant::now());
         }
     }
 
@@ -126,34 +182,39 @@ impl<'a> BlobReader<'a> {
     pub async fn read(&self, id: &BlobId) -> Result<Vec<u8>> {
         let pack = self.primary.index.get(id).map(|l| l.pack);
         let resting = pack.as_ref().and_then(|p| self.pack_resting(p));
-        let unreachable = resting.is_some();
         let err = match (resting, pack) {
             (Some(why), Some(pack)) => Error::Backend(BackendError::Io {
                 op: "read",
                 object: format!("blob {} in pack {}", id.short(), pack.short()),
                 location: self.primary.repo.backend().location(),
                 source: std::io::Error::other(format!(
-                    "not asked again: reading its pack got no answer moments ago ({why})"
+                    "not asked again: its pack gave no answer twice in a row moments ago ({why})"
                 )),
                 retryable: true,
             }),
-            _ => match self.primary.repo.read_blob(self.primary.index, id).await {
-                Ok(plain) => {
-                    if let Some(p) = &pack {
-                        self.pack_served(p);
+            _ => {
+                let started = Instant::now();
+                match self.primary.repo.read_blob(self.primary.index, id).await {
+                    Ok(plain) => {
+                        if let Some(p) = &pack {
+                            self.pack_served(p);
+                        }
+                        return Ok(plain);
                     }
-                    return Ok(plain);
-                }
-                Err(e) => {
-                    if let (Error::Backend(b), Some(p)) = (&e, pack) {
-                        self.pack_failed(p, b);
+                    Err(e) => {
+                        if let (Error::Backend(b), Some(p)) = (&e, pack) {
+                            self.pack_failed(p, started, b);
+                        }
+                        e
                     }
-                    e
                 }
-            },
+            }
         };
-        let unreachable =
-            unreachable || matches!(&err, Error::Backend(b) if b.is_transport_failure());
+        // Only what the primary holds damaged or not at all wants a repair there.
+        let damaged = matches!(
+            &err,
+            Error::Corrupt { .. } | Error::MissingBlob { .. } | Error::Crypto(_)
+        ) || matches!(&err, Error::Backend(b) if b.is_not_found());
         for f in &self.fallbacks {
             if let Ok(plain) = f.repo.read_blob(f.index, id).await {
                 let from = f.repo.backend().location();
@@ -163,7 +224,7 @@ impl<'a> BlobReader<'a> {
                         blob: id.to_hex(),
                         problem: err.to_string(),
                         from,
-                        unreachable,
+                        damaged,
                     });
                 }
                 return Ok(plain);
@@ -183,5 +244,63 @@ impl<'a> BlobReader<'a> {
     /// Every blob read from a stand-in so far.
     pub fn healed(&self) -> Vec<Healed> {
         self.healed.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(n: u8) -> PackId {
+        PackId(crate::hash::Id([n; 32]))
+    }
+
+    #[test]
+    fn a_pack_rests_after_two_failures_in_a_row_for_thirty_seconds() {
+        let t0 = Instant::now();
+        let mut r = PackRests::default();
+        r.failed(pack(1), t0, t0, "reset".into());
+        assert_eq!(r.resting(&pack(1), t0), None, "one failure is not enough");
+        r.failed(pack(1), t0, t0, "reset".into());
+        assert_eq!(r.resting(&pack(1), t0).as_deref(), Some("reset"));
+        assert_eq!(r.resting(&pack(2), t0), None, "other packs are still asked");
+        let later = t0 + PACK_REST;
+        assert_eq!(
+            r.resting(&pack(1), later),
+            None,
+            "asked again after the rest"
+        );
+        r.failed(pack(1), later, later, "refused".into());
+        assert_eq!(
+            r.resting(&pack(1), later).as_deref(),
+            Some("refused"),
+            "one more failure after a rest rests it again"
+        );
+    }
+
+    #[test]
+    fn a_pack_that_answers_starts_over_and_older_failures_do_not_count() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(1);
+        let mut r = PackRests::default();
+        r.failed(pack(1), t0, t0, "reset".into());
+        r.served(&pack(1), t1);
+        r.failed(pack(1), t1, t1, "reset".into());
+        assert_eq!(r.resting(&pack(1), t1), None, "served in between");
+        // A read that started before the pack served, failing late, is old news.
+        r.failed(pack(1), t0, t1 + Duration::from_secs(5), "late".into());
+        assert_eq!(r.resting(&pack(1), t1 + Duration::from_secs(5)), None);
+    }
+
+    #[test]
+    fn a_rest_lasts_as_long_as_the_failed_read_took_if_longer() {
+        let t0 = Instant::now();
+        let slow = Duration::from_secs(120);
+        let mut r = PackRests::default();
+        r.failed(pack(1), t0, t0 + slow, "timed out".into());
+        r.failed(pack(1), t0 + slow, t0 + 2 * slow, "timed out".into());
+        let at = t0 + 2 * slow + PACK_REST + Duration::from_secs(1);
+        assert!(r.resting(&pack(1), at).is_some(), "rests 120 s, not 30 s");
+        assert!(r.resting(&pack(1), t0 + 4 * slow).is_none());
     }
 }

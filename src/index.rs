@@ -301,29 +301,21 @@ impl Repository {
         listed: Vec<(IndexId, u64)>,
         mut apply: impl FnMut(IndexId, Result<IndexFile>) -> Result<()>,
     ) -> Result<()> {
-        // Exactly the listed size is asked for, so an object larger than listed cannot
-        // hold more memory than the read-ahead's bound allowed for it (it then fails its
-        // name check, as damaged).
-        let fetch = |id: IndexId, size: u64| async move {
+        // The read-ahead bound trusts the listed sizes; each S3 read is still capped as
+        // every object read is (2 GiB).
+        let fetch = |id: IndexId| async move {
             let handle = Handle::new(FileType::Index, id.0.to_hex());
-            Ok::<_, Error>(match size {
-                0 => self.backend().get(&handle).await?,
-                _ => self.backend().get_range(&handle, 0, size).await?,
-            })
+            Ok::<_, Error>(self.backend().get(&handle).await?)
         };
-        let listed: Vec<((IndexId, u64), u64)> = listed
-            .into_iter()
-            .map(|(id, size)| ((id, size), size))
-            .collect();
-        let stored = in_order(listed, INDEX_READ_AHEAD, |(id, size)| async move {
+        let stored = in_order(listed, INDEX_READ_AHEAD, |id| async move {
             let stored = match cache.and_then(|c| c.index(id)) {
                 Some(bytes) => Ok((bytes, true)),
-                None => fetch(id, size).await.map(|bytes| (bytes, false)),
+                None => fetch(id).await.map(|bytes| (bytes, false)),
             };
-            (id, size, stored)
+            (id, stored)
         });
         let mut stored = std::pin::pin!(stored);
-        while let Some((id, size, stored)) = stored.next().await {
+        while let Some((id, stored)) = stored.next().await {
             let file = match stored {
                 Ok((bytes, cached)) => match self.open_index_file(id, &bytes) {
                     Ok(file) => {
@@ -333,7 +325,7 @@ impl Repository {
                         Ok(file)
                     }
                     // A cached copy that will not open is fetched again.
-                    Err(_) if cached => fetch(id, size).await.and_then(|bytes| {
+                    Err(_) if cached => fetch(id).await.and_then(|bytes| {
                         let file = self.open_index_file(id, &bytes)?;
                         if let Some(c) = cache {
                             c.put_index(id, &bytes);

@@ -170,6 +170,7 @@ impl<'a> TreeLoader<'a> {
         if reader.pack_resting(&loc.pack).is_some() {
             return None;
         }
+        let started = std::time::Instant::now();
         let bytes = rt
             .block_on(
                 reader
@@ -179,7 +180,7 @@ impl<'a> TreeLoader<'a> {
                     .get_range(&handle, start, end - start),
             )
             .inspect(|_| reader.pack_served(&loc.pack))
-            .inspect_err(|e| reader.pack_failed(loc.pack, e))
+            .inspect_err(|e| reader.pack_failed(loc.pack, started, e))
             .ok()?;
         let slice = |l: &BlobLocation| -> Option<Vec<u8>> {
             bytes

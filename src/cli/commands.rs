@@ -498,9 +498,10 @@ pub fn cmd_restore(
             }
         }
     }
-    // Blobs the primary gave no answer for are not damage there: no repair to suggest.
-    let (unanswered, damaged): (Vec<_>, Vec<_>) = report.healed.iter().partition(|h| h.unreachable);
-    for (healed, what) in [(&unanswered, "did not answer"), (&damaged, "is damaged")] {
+    // Blobs the primary did not serve for want of an answer (or a transient error) are
+    // not damage there: no repair to suggest.
+    let (damaged, unread): (Vec<_>, Vec<_>) = report.healed.iter().partition(|h| h.damaged);
+    for (healed, what) in [(&unread, "could not be read"), (&damaged, "is damaged")] {
         if healed.is_empty() {
             continue;
         }
@@ -528,7 +529,7 @@ pub fn cmd_restore(
             eprintln!("  {}: {e}", p.display());
         }
         eprintln!(
-            "`cairn check --read-data` names all damage; `--fallback-repo REPO` reads what is damaged or does not answer here from another copy on the same keys"
+            "`cairn check --read-data` names all damage; `--fallback-repo REPO` reads what is damaged or cannot be read here from another copy on the same keys"
         );
     }
     Ok(if failed { 1 } else { 0 })

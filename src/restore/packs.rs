@@ -216,6 +216,7 @@ fn fetch_range(sh: &Shared<'_>, files: &[FileJob], r: Range<'_>, buf: Vec<u8>) -
     // blobs from a copy, or fails them at once.
     let resting = sh.reader.pack_resting(&r.pack);
     let skipped = resting.is_some();
+    let started = std::time::Instant::now();
     let mut bytes = match resting {
         Some(why) => Err(crate::backend::BackendError::Io {
             op: "read",
@@ -241,7 +242,7 @@ fn fetch_range(sh: &Shared<'_>, files: &[FileJob], r: Range<'_>, buf: Vec<u8>) -
     };
     match &bytes {
         Ok(_) => sh.reader.pack_served(&r.pack),
-        Err(e) if !skipped => sh.reader.pack_failed(r.pack, e),
+        Err(e) if !skipped => sh.reader.pack_failed(r.pack, started, e),
         Err(_) => {}
     }
     for w in r.blobs {
