@@ -420,10 +420,16 @@ fn sighup_reloads_a_good_configuration_and_keeps_running_on_a_bad_one() {
     assert!(d.log().contains("configuration reloaded"), "{}", d.log());
     std::fs::write(src.join("keep.txt"), b"keep").expect("write");
     std::fs::write(src.join("drop.skip"), b"drop").expect("write");
+    // The reload itself may start a snapshot before the files are written: wait for
+    // one that has them.
     d.wait_for(
         "a snapshot under the new configuration",
         Duration::from_secs(30),
-        |s| settled(s) && last_id(s).as_deref() != Some(first.as_str()),
+        |s| {
+            settled(s)
+                && last_id(s).as_deref() != Some(first.as_str())
+                && env.ok(&["ls", "latest"]).contains("keep.txt")
+        },
     );
     d.terminate();
     let listing = env.ok(&["ls", "latest"]);
