@@ -296,30 +296,22 @@ impl Planner<'_> {
             let backend = backend.clone();
             // A pack that gave no answer moments ago is not read ahead (checked as each
             // read starts): the healing reader reads from a copy or fails at once.
-            let pack = span.pack;
-            let resting = self.reader.pack_resting(&pack).is_some();
-            let started = std::time::Instant::now();
-            let task = (!resting).then(|| {
-                self.rt
-                    .spawn(async move { backend.get_range(&handle, start, len).await })
-            });
+            let read = async move {
+                let task = self
+                    .rt
+                    .spawn(async move { backend.get_range(&handle, start, len).await });
+                task.await
+                    .map_err(|e| Error::InvalidInput(e.to_string()))
+                    .and_then(|read| Ok(read?))
+            };
             async move {
-                let bytes = match task {
-                    Some(task) => task
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|read| {
-                            read.inspect(|_| self.reader.pack_served(&pack))
-                                .map_err(|e| {
-                                    self.reader.pack_failed(pack, started, &e);
-                                    e.to_string()
-                                })
-                        })
-                        .inspect_err(|e| {
-                            tracing::debug!("read-ahead of {}: {e}", span.pack.short())
-                        })
-                        .ok(),
-                    None => None,
+                let bytes = match self.reader.from_primary(span.pack, read).await {
+                    Ok(Ok(bytes)) => Some(bytes),
+                    Ok(Err(e)) => {
+                        tracing::debug!("read-ahead of {}: {e}", span.pack.short());
+                        None
+                    }
+                    Err(_resting) => None,
                 };
                 span.blobs
                     .into_iter()

@@ -10,6 +10,7 @@ use crate::hash::{BlobId, PackId};
 use crate::index::MasterIndex;
 use crate::repo::Repository;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -150,30 +151,38 @@ impl<'a> BlobReader<'a> {
     }
 
     /// Why reads leave `pack` of the primary alone now: reading it got no answer twice in
-    /// a row, lately ([`PACK_REST`]). Readers that fetch ranges of the primary themselves
-    /// (ahead of the healing reader) skip those packs too.
-    pub fn pack_resting(&self, pack: &PackId) -> Option<String> {
+    /// a row, lately ([`PACK_REST`]).
+    fn pack_resting(&self, pack: &PackId) -> Option<String> {
         self.rests.lock().ok()?.resting(pack, Instant::now())
     }
 
-    /// Note a failed read of `pack` from the primary, started at `started`: when no
-    /// answer came (refused, reset, timed out, retries spent) and the pack has served no
-    /// read since it started, this counts towards resting the pack. Anything the server
-    /// answered (a missing, damaged or refused object, an error status) is that read's
-    /// own failure.
-    pub fn pack_failed(&self, pack: PackId, started: Instant, e: &BackendError) {
-        if e.is_transport_failure()
-            && let Ok(mut rests) = self.rests.lock()
-        {
-            rests.failed(pack, started, Instant::now(), e.to_string());
+    /// Run `read`, a read of `pack` from the primary, and note its outcome: a failure
+    /// with no answer (refused, reset, timed out, retries spent) counts towards resting
+    /// the pack unless the pack served a read started after this one; anything the
+    /// server answered (a missing, damaged or refused object, an error status) is that
+    /// read's own failure. While the pack rests, `read` is not run, and the outer error
+    /// says why: for readers that fetch ranges of the primary themselves, ahead of
+    /// [`BlobReader::read`], which then reads from a copy or fails at once.
+    pub async fn from_primary<T>(
+        &self,
+        pack: PackId,
+        read: impl Future<Output = Result<T>>,
+    ) -> std::result::Result<Result<T>, String> {
+        if let Some(why) = self.pack_resting(&pack) {
+            return Err(why);
         }
-    }
-
-    /// Note a read of `pack` the primary served: it answers again.
-    pub fn pack_served(&self, pack: &PackId) {
+        let started = Instant::now();
+        let out = read.await;
         if let Ok(mut rests) = self.rests.lock() {
-            rests.served(pack, Instant::now());
+            match &out {
+                Ok(_) => rests.served(&pack, Instant::now()),
+                Err(Error::Backend(e)) if e.is_transport_failure() => {
+                    rests.failed(pack, started, Instant::now(), e.to_string())
+                }
+                Err(_) => {}
+            }
         }
+        Ok(out)
     }
 
     /// Read and verify a blob, from the primary or else from the first copy that has it
@@ -181,34 +190,26 @@ impl<'a> BlobReader<'a> {
     /// that gave no answer moments ago is not asked again ([`PACK_REST`]).
     pub async fn read(&self, id: &BlobId) -> Result<Vec<u8>> {
         let pack = self.primary.index.get(id).map(|l| l.pack);
-        let resting = pack.as_ref().and_then(|p| self.pack_resting(p));
-        let err = match (resting, pack) {
-            (Some(why), Some(pack)) => Error::Backend(BackendError::Io {
-                op: "read",
-                object: format!("blob {} in pack {}", id.short(), pack.short()),
-                location: self.primary.repo.backend().location(),
-                source: std::io::Error::other(format!(
-                    "not asked again: its pack gave no answer twice in a row moments ago ({why})"
-                )),
-                retryable: true,
-            }),
-            _ => {
-                let started = Instant::now();
-                match self.primary.repo.read_blob(self.primary.index, id).await {
-                    Ok(plain) => {
-                        if let Some(p) = &pack {
-                            self.pack_served(p);
-                        }
-                        return Ok(plain);
-                    }
-                    Err(e) => {
-                        if let (Error::Backend(b), Some(p)) = (&e, pack) {
-                            self.pack_failed(p, started, b);
-                        }
-                        e
-                    }
-                }
-            }
+        let read = self.primary.repo.read_blob(self.primary.index, id);
+        let err = match pack {
+            Some(pack) => match self.from_primary(pack, read).await {
+                Ok(Ok(plain)) => return Ok(plain),
+                Ok(Err(e)) => e,
+                Err(why) => Error::Backend(BackendError::Io {
+                    op: "read",
+                    object: format!("blob {} in pack {}", id.short(), pack.short()),
+                    location: self.primary.repo.backend().location(),
+                    source: std::io::Error::other(format!(
+                        "not asked again: its pack gave no answer twice in a row moments ago ({why})"
+                    )),
+                    retryable: true,
+                }),
+            },
+            // Not in the primary's index: its read names the missing blob.
+            None => match read.await {
+                Ok(plain) => return Ok(plain),
+                Err(e) => e,
+            },
         };
         // Only what the primary holds damaged or not at all wants a repair there.
         let damaged = matches!(

@@ -165,22 +165,13 @@ impl<'a> TreeLoader<'a> {
         let end = end_of(&trees[last].1).max(end_of(loc));
         let handle = Handle::new(FileType::Pack, loc.pack.to_hex());
         let reader = self.reader();
-        // A pack that gave no answer moments ago is left to the healing reader, which
-        // reads from a copy or fails at once rather than spending its retries again.
-        if reader.pack_resting(&loc.pack).is_some() {
-            return None;
-        }
-        let started = std::time::Instant::now();
+        // A pack that gave no answer moments ago is not read: the healing reader reads
+        // from a copy or fails at once rather than spending its retries again.
+        let backend = reader.primary().repo.backend();
+        let read = async { Ok(backend.get_range(&handle, start, end - start).await?) };
         let bytes = rt
-            .block_on(
-                reader
-                    .primary()
-                    .repo
-                    .backend()
-                    .get_range(&handle, start, end - start),
-            )
-            .inspect(|_| reader.pack_served(&loc.pack))
-            .inspect_err(|e| reader.pack_failed(loc.pack, started, e))
+            .block_on(reader.from_primary(loc.pack, read))
+            .ok()?
             .ok()?;
         let slice = |l: &BlobLocation| -> Option<Vec<u8>> {
             bytes

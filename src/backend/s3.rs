@@ -257,22 +257,18 @@ impl S3Backend {
     {
         let location = self.location.display();
         let where_ = self.where_();
-        let remote = |message: String, retryable: bool| BackendError::Io {
-            op,
-            object: object.clone(),
-            location: location.clone(),
-            source: io::Error::other(message),
-            retryable,
-        };
-        // No answer came (as opposed to an answer the server gave): the kind tells
-        // readers so ([`BackendError::is_transport_failure`]).
-        let unreachable = |kind: io::ErrorKind, message: String| BackendError::Io {
+        let failed = |kind: io::ErrorKind, message: String, retryable: bool| BackendError::Io {
             op,
             object: object.clone(),
             location: location.clone(),
             source: io::Error::new(kind, message),
-            retryable: true,
+            retryable,
         };
+        let remote =
+            |message: String, retryable: bool| failed(io::ErrorKind::Other, message, retryable);
+        // No answer came (as opposed to an answer the server gave): the kind tells
+        // readers so ([`BackendError::is_transport_failure`]).
+        let unreachable = |kind: io::ErrorKind, message: String| failed(kind, message, true);
         match &err {
             SdkError::ServiceError(se) => {
                 let status = se.raw().status().as_u16();

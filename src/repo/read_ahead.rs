@@ -8,8 +8,8 @@
 //! listing gives each object's stored size, so reads start while both the count and the
 //! bytes allow, and an object larger than the byte bound is read on its own.
 
+use futures_util::future::{Join, Ready, join, ready};
 use futures_util::stream::{self, FuturesOrdered, Stream, StreamExt};
-use std::collections::VecDeque;
 use std::future::Future;
 
 /// How far ahead of the one being applied listed objects may be read.
@@ -33,8 +33,8 @@ impl ReadAhead {
 /// What the stream keeps between items.
 struct InOrder<T, F, Fut: Future> {
     waiting: std::vec::IntoIter<(T, u64)>,
-    started: FuturesOrdered<Fut>,
-    sizes: VecDeque<u64>,
+    /// Reads started and not yet handed on, each with its listed size.
+    started: FuturesOrdered<Join<Ready<u64>, Fut>>,
     held: u64,
     limits: ReadAhead,
     fetch: F,
@@ -51,8 +51,8 @@ impl<T, F: FnMut(T) -> Fut, Fut: Future> InOrder<T, F, Fut> {
                 break;
             };
             self.held = self.held.saturating_add(size);
-            self.sizes.push_back(size);
-            self.started.push_back((self.fetch)(item));
+            self.started
+                .push_back(join(ready(size), (self.fetch)(item)));
         }
     }
 }
@@ -72,15 +72,13 @@ where
     let state = InOrder {
         waiting: items.into_iter(),
         started: FuturesOrdered::new(),
-        sizes: VecDeque::new(),
         held: 0,
         limits,
         fetch,
     };
     stream::unfold(state, |mut state| async move {
         state.start_reads();
-        let out = state.started.next().await?;
-        let size = state.sizes.pop_front().unwrap_or(0);
+        let (size, out) = state.started.next().await?;
         state.held = state.held.saturating_sub(size);
         Some((out, state))
     })

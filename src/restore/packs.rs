@@ -212,24 +212,14 @@ fn fetch_range(sh: &Shared<'_>, files: &[FileJob], r: Range<'_>, buf: Vec<u8>) -
     // thread across cores instead (futex wake-ups were 6% of a restore's CPU).
     let backend = repo.backend().clone();
     let (start, len, object) = (r.start, r.end - r.start, handle.path());
-    // A pack that gave no answer moments ago is left alone: the healing reader reads its
+    // A pack that gave no answer moments ago is not read: the healing reader reads its
     // blobs from a copy, or fails them at once.
-    let resting = sh.reader.pack_resting(&r.pack);
-    let skipped = resting.is_some();
-    let started = std::time::Instant::now();
-    let mut bytes = match resting {
-        Some(why) => Err(crate::backend::BackendError::Io {
-            op: "read",
-            object: object.clone(),
-            location: repo.backend().location(),
-            source: std::io::Error::other(why),
-            retryable: true,
-        }),
-        None => sh.rt.block_on(async {
-            let read = sh
-                .rt
-                .spawn(async move { backend.get_range_into(&handle, start, len, buf).await });
-            read.await.unwrap_or_else(|e| {
+    let read = async {
+        let read = sh
+            .rt
+            .spawn(async move { backend.get_range_into(&handle, start, len, buf).await });
+        read.await
+            .unwrap_or_else(|e| {
                 Err(crate::backend::BackendError::Io {
                     op: "read",
                     object,
@@ -238,17 +228,17 @@ fn fetch_range(sh: &Shared<'_>, files: &[FileJob], r: Range<'_>, buf: Vec<u8>) -
                     retryable: false,
                 })
             })
-        }),
+            .map_err(Error::from)
     };
-    match &bytes {
-        Ok(_) => sh.reader.pack_served(&r.pack),
-        Err(e) if !skipped => sh.reader.pack_failed(r.pack, started, e),
-        Err(_) => {}
-    }
+    let mut bytes = sh
+        .rt
+        .block_on(sh.reader.from_primary(r.pack, read))
+        .ok()
+        .and_then(Result::ok);
     for w in r.blobs {
         // Opened where it lies in the range: the blobs of a range do not overlap, and
         // each is read once.
-        let from_range = bytes.as_mut().ok().and_then(|b| {
+        let from_range = bytes.as_mut().and_then(|b| {
             let sealed = b.get_mut(read_plan::position(r.start, &w.loc)?)?;
             open_blob_in_place(repo.keys(), &w.id, &w.loc, sealed).ok()
         });
@@ -275,7 +265,6 @@ fn fetch_range(sh: &Shared<'_>, files: &[FileJob], r: Range<'_>, buf: Vec<u8>) -
         }
     }
     bytes
-        .ok()
         .filter(|b| b.capacity() <= 2 * MAX_RANGE as usize)
         .unwrap_or_default()
 }
