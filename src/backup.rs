@@ -94,6 +94,10 @@ pub struct BackupOptions {
     /// caller already runs a [`crate::warm::ReadAhead`] over the same paths (started
     /// before opening the repository, so the disk works while the key is derived).
     pub read_ahead: bool,
+    /// With `skip_if_unchanged`, answer "unchanged" only after seeing the parent is still
+    /// stored (one request): a parent forgotten meanwhile must not be named as saved. Off
+    /// only where the parent lives elsewhere (a journal builds on its destination's).
+    pub verify_parent: bool,
 }
 
 /// Files read at once by default. Reading many small files from a cold disk is bound by
@@ -131,6 +135,7 @@ impl BackupOptions {
             max_upload_bytes: None,
             trim_cache: true,
             read_ahead: true,
+            verify_parent: true,
         }
     }
 }
@@ -143,6 +148,7 @@ pub struct BackupContext {
     loaded: HashSet<IndexId>,
     cache: Option<MetadataCache>,
     rewritten: bool,
+    missing: Vec<crate::hash::PackId>,
 }
 
 impl BackupContext {
@@ -153,6 +159,7 @@ impl BackupContext {
             loaded: HashSet::new(),
             cache,
             rewritten: false,
+            missing: Vec::new(),
         }
     }
 
@@ -165,6 +172,14 @@ impl BackupContext {
     /// (from the local cache when it has them). If one seen before has gone (a prune
     /// rewrote the index), start again from scratch, so no blob is believed stored that
     /// may have been deleted.
+    ///
+    /// The index is a cache of what `data/` holds, never the truth: whenever index
+    /// objects are loaded, `data/` is listed (after the index, so every pack a listed
+    /// index object names was stored before the listing began) and entries whose pack is
+    /// not there are left out, so their blobs are uploaded again. An old index object put
+    /// back (a versioned bucket's undelete, or anyone with write access) would otherwise
+    /// make later snapshots reference packs a prune deleted. What was left out is
+    /// reported in the log and by [`BackupContext::missing_packs`].
     pub async fn refresh(&mut self, repo: &Repository) -> Result<()> {
         let listing = repo.index_listing().await?;
         let listed: HashSet<IndexId> = listing.iter().map(|&(id, _)| id).collect();
@@ -179,21 +194,59 @@ impl BackupContext {
             .filter(|(id, _)| !self.loaded.contains(id))
             .collect();
         new.sort();
-        // Several reads at once (a new machine has nothing cached), applied in order.
-        let cache = self.cache.clone();
-        let (index, loaded) = (&mut self.index, &mut self.loaded);
-        repo.for_each_index_file(cache.as_ref(), new, |id, file| {
-            for p in &file?.packs {
-                index.add_pack(p);
+        if !new.is_empty() {
+            let stored = repo.pack_ids().await?;
+            // Several reads at once (a new machine has nothing cached), applied in order.
+            let cache = self.cache.clone();
+            let (index, loaded) = (&mut self.index, &mut self.loaded);
+            let mut missing: Vec<(IndexId, crate::hash::PackId)> = Vec::new();
+            repo.for_each_index_file(cache.as_ref(), new, |id, file| {
+                let file = match file {
+                    Ok(f) => f,
+                    // Its blobs are simply not counted as stored: they are uploaded
+                    // again if needed, which loses nothing.
+                    Err(e) if skippable_index_error(&e) => {
+                        if let Error::Corrupt { object, reason } = e {
+                            repo.skipped().note(object, reason);
+                        }
+                        loaded.insert(id);
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
+                for p in &file.packs {
+                    if stored.contains(&p.id) {
+                        index.add_pack(p);
+                    } else {
+                        missing.push((id, p.id));
+                    }
+                }
+                loaded.insert(id);
+                Ok(())
+            })
+            .await?;
+            if !missing.is_empty() {
+                let objects: HashSet<IndexId> = missing.iter().map(|(i, _)| *i).collect();
+                let mut names: Vec<String> = objects.iter().map(|i| format!("index/{i}")).collect();
+                names.sort();
+                tracing::warn!(
+                    "{} pack(s) named by {} are not in data/ (deleted by a prune, an index object put back, or lost): their blobs are not counted as stored and will be uploaded again; run `cairn check` and then `cairn prune` to tidy the index",
+                    missing.len(),
+                    names.join(", ")
+                );
+                self.missing.extend(missing.into_iter().map(|(_, p)| p));
             }
-            loaded.insert(id);
-            Ok(())
-        })
-        .await?;
+        }
         if let Some(c) = &self.cache {
             c.retain_index(&listed);
         }
         Ok(())
+    }
+
+    /// Packs the index names that were not in `data/` when the index was loaded: their
+    /// blobs were not counted as stored (see [`BackupContext::refresh`]).
+    pub fn missing_packs(&self) -> &[crate::hash::PackId] {
+        &self.missing
     }
 
     /// Whether the index was rewritten (by a prune or repair) since the last call: a
@@ -211,6 +264,49 @@ impl BackupContext {
             self.index.add_pack(p);
         }
     }
+}
+
+/// Open a source file the walker saw as a regular file, and its metadata as opened.
+/// `O_NONBLOCK`: a FIFO swapped in since the walk would otherwise block open(2) until a
+/// writer came, freezing the reader for good; with it the open returns at once and the
+/// caller turns away anything that is not a regular file (by the metadata returned,
+/// from `fstat` on the descriptor). `O_NOFOLLOW`: a symlink swapped in is not followed.
+/// A regular file gets blocking reads back.
+fn open_source(path: &Path) -> io::Result<(File, Metadata)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_file() {
+        clear_nonblock(&file)?;
+    }
+    Ok((file, meta))
+}
+
+/// Clear `O_NONBLOCK` on an open descriptor (set only to open a path that might be a
+/// FIFO without blocking).
+fn clear_nonblock(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function borrows open; F_GETFL/F_SETFL only read
+    // and set its status flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether an index object that could not be loaded may be passed over: it is damaged
+/// or foreign (its blobs then count as not stored), or it was deleted after the listing
+/// (a prune replaced it). Any other failure stops the load.
+pub(crate) fn skippable_index_error(e: &Error) -> bool {
+    matches!(e, Error::Corrupt { .. }) || matches!(e, Error::Backend(b) if b.is_not_found())
 }
 
 /// A source path that could not be stored, and why.
@@ -472,6 +568,7 @@ fn run(
         && let Some((pid, psnap)) = &parent
         && psnap.tree == root
         && psnap.tags == opts.tags
+        && (!opts.verify_parent || parent_still_stored(repo, rt, *pid)?)
     {
         return Ok(BackupReport {
             id: *pid,
@@ -506,6 +603,24 @@ fn run(
         unchanged: false,
         multi_link_files,
     })
+}
+
+/// Whether the parent snapshot is still in the repository. "Unchanged" answers with the
+/// parent's id, so a parent that a `forget` removed meanwhile (the daemon remembers its
+/// last snapshot) must not be named as saved: a new snapshot is written instead.
+fn parent_still_stored(repo: &Repository, rt: &Runtime, id: SnapshotId) -> Result<bool> {
+    let handle = crate::backend::Handle::new(crate::backend::FileType::Snapshot, id.to_hex());
+    match rt.block_on(repo.backend().stat(&handle)) {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => {
+            tracing::warn!(
+                "the parent snapshot {} is no longer in the repository (forgotten); writing a new snapshot",
+                id.short()
+            );
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The source paths as a snapshot records them: absolute, clean, sorted, and without
@@ -1109,20 +1224,12 @@ impl<'a> FileReader<'a> {
         path: &Path,
         lmeta: &Metadata,
     ) -> Result<Result<(Vec<BlobId>, Metadata), Skip>> {
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-        {
-            Ok(f) => f,
+        let (file, before) = match open_source(path) {
+            Ok(x) => x,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(Err(Skip::Fail("vanished before it could be read".into())));
             }
             Err(e) => return Ok(Err(Skip::Fail(format!("cannot open: {e}")))),
-        };
-        let before = match file.metadata() {
-            Ok(m) => m,
-            Err(e) => return Ok(Err(Skip::Fail(format!("cannot stat: {e}")))),
         };
         if !before.is_file() || before.ino() != lmeta.ino() || before.dev() != lmeta.dev() {
             return Ok(Err(Skip::Retry("was replaced while being read".into())));
@@ -1230,6 +1337,33 @@ mod tests {
     use super::*;
 
     use crate::repo::test_repo as repo;
+
+    #[test]
+    fn a_fifo_swapped_in_for_a_file_does_not_block_the_reader() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("swapped");
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+        // SAFETY: mkfifo reads a NUL-terminated path that lives across the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(open_source(&p).map(|(_, m)| m.is_file()));
+        });
+        let opened = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| {
+            // Unblock the stuck open so the thread ends, then fail.
+            let _ = OpenOptions::new().write(true).open(&path);
+            panic!("opening a FIFO blocked the reader");
+        });
+        assert!(!opened.expect("opened"), "a FIFO is not a regular file");
+        // A regular file reads with blocking reads.
+        fs::write(dir.path().join("plain"), b"data").expect("write");
+        let (f, m) = open_source(&dir.path().join("plain")).expect("open");
+        assert!(m.is_file());
+        // SAFETY: F_GETFL on a descriptor `f` keeps open.
+        let flags = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0);
+    }
 
     fn run_backup(
         repo: &Repository,

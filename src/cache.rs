@@ -8,7 +8,7 @@
 
 use crate::crypto::{Keys, Purpose};
 use crate::format::{compress, decompress};
-use crate::hash::{BlobId, Id, IndexId};
+use crate::hash::{BlobId, Id, IndexId, KeyId};
 use crate::pack::MAX_BLOB_LEN;
 use std::collections::HashSet;
 use std::fs;
@@ -101,6 +101,38 @@ impl MetadataCache {
     }
 
     /// Best effort: a failed cache write only costs a later fetch.
+    /// The key that opened this repository last time on this machine: tried first next
+    /// time ([`crate::repo::Repository::open_preferring`]), so keys planted in the bucket
+    /// cost nothing in the usual case. Only a hint: a wrong one costs one key's try.
+    pub fn key_hint(&self) -> Option<KeyId> {
+        let text = fs::read_to_string(self.dir.join("unlock-key")).ok()?;
+        Id::from_object_name(text.trim()).map(KeyId)
+    }
+
+    /// Remember the key that opened the repository (see [`MetadataCache::key_hint`]).
+    pub fn put_key_hint(&self, id: KeyId) {
+        let write = || -> std::io::Result<()> {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)?;
+            let tmp = self
+                .dir
+                .join(format!(".unlock-key.tmp{}", std::process::id()));
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?
+                .write_all(id.to_hex().as_bytes())?;
+            fs::rename(&tmp, self.dir.join("unlock-key"))
+        };
+        if let Err(e) = write() {
+            tracing::debug!("cache {}: {e}", self.dir.display());
+        }
+    }
+
     fn write(&self, kind: &str, id: &Id, bytes: &[u8]) {
         let dir = self.dir.join(kind);
         if let Err(e) = fs::DirBuilder::new()

@@ -23,7 +23,7 @@ use crate::repo::Repository;
 use crate::tree_loader::TreeLoader;
 use futures_util::stream::{self, StreamExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tokio::runtime::Handle as Runtime;
 
 /// Pack headers read at a time: each is one small request, so latency, not bandwidth,
@@ -485,14 +485,56 @@ impl TreeWalk<'_> {
         });
     }
 
-    /// Walk a tree; returns whether anything below is damaged.
-    fn walk(&mut self, id: &BlobId, path: &Path, snap: SnapshotId) -> bool {
+    /// Walk a tree; returns whether anything below is damaged. Iterative, with one
+    /// frame per directory level holding only that level's name and the subtrees still
+    /// to visit, so a hostile or very deep tree (100,000 levels) costs memory in
+    /// proportion to its depth, never the thread's stack; the path of an entry is built
+    /// only when a problem is reported.
+    fn walk(&mut self, root: &BlobId, at: &Path, snap: SnapshotId) -> bool {
+        let mut path = at.to_path_buf();
+        let mut stack: Vec<WalkFrame> = match self.enter(root, &path, snap) {
+            Entered::Done(damaged) => return damaged,
+            Entered::Frame(f) => vec![f],
+        };
+        loop {
+            let Some(top) = stack.last_mut() else {
+                return false;
+            };
+            if let Some((name, sub)) = top.subdirs.pop() {
+                path.push(&name);
+                match self.enter(&sub, &path, snap) {
+                    Entered::Done(damaged) => {
+                        top.damaged |= damaged;
+                        path.pop();
+                    }
+                    Entered::Frame(f) => stack.push(f),
+                }
+                continue;
+            }
+            let done = stack
+                .pop()
+                .unwrap_or_else(|| unreachable!("a frame was on top"));
+            if !done.damaged {
+                self.clean.insert(done.id);
+            }
+            match stack.last_mut() {
+                Some(parent) => {
+                    parent.damaged |= done.damaged;
+                    path.pop();
+                }
+                None => return done.damaged,
+            }
+        }
+    }
+
+    /// Look at one tree: its files' blobs, and which subtrees are still to walk.
+    fn enter(&mut self, id: &BlobId, path: &Path, snap: SnapshotId) -> Entered {
         if self.clean.contains(id) {
-            return false;
+            return Entered::Done(false);
         }
         if !self.usable(id) {
             self.affected(snap, path, id);
-            return true;
+            return Entered::Done(true);
         }
         let tree = match self.trees.load(self.rt, id).and_then(|p| {
             Tree::from_plain(&p)
@@ -511,19 +553,22 @@ impl TreeWalk<'_> {
                     message: e.to_string(),
                 });
                 self.affected(snap, path, id);
-                return true;
+                return Entered::Done(true);
             }
         };
         let mut damaged = false;
+        let mut subdirs = Vec::new();
         for node in &tree.nodes {
-            let child: PathBuf = path.join(node.name.to_os());
             match node.kind {
                 NodeKind::Dir => match &node.subtree {
-                    Some(sub) => damaged |= self.walk(sub, &child, snap),
+                    Some(sub) => subdirs.push((node.name.to_os(), *sub)),
                     None => {
                         self.report.problems.push(Problem {
                             object: format!("tree {} ({})", id.short(), path.display()),
-                            message: format!("directory {} has no subtree", child.display()),
+                            message: format!(
+                                "directory {} has no subtree",
+                                path.join(node.name.to_os()).display()
+                            ),
                         });
                         damaged = true;
                     }
@@ -541,7 +586,7 @@ impl TreeWalk<'_> {
                         if listed {
                             self.note_missing(b);
                         } else {
-                            self.affected(snap, &child, b);
+                            self.affected(snap, &path.join(node.name.to_os()), b);
                             listed = true;
                         }
                     }
@@ -549,11 +594,31 @@ impl TreeWalk<'_> {
                 _ => {}
             }
         }
-        if !damaged {
-            self.clean.insert(*id);
-        }
-        damaged
+        // Walked in name order: popped from the end.
+        subdirs.reverse();
+        Entered::Frame(WalkFrame {
+            id: *id,
+            damaged,
+            subdirs,
+        })
     }
+}
+
+/// One directory level of [`TreeWalk::walk`].
+struct WalkFrame {
+    id: BlobId,
+    /// Whether anything seen so far below it is damaged.
+    damaged: bool,
+    /// Subdirectories still to walk, the next last.
+    subdirs: Vec<(std::ffi::OsString, BlobId)>,
+}
+
+/// What looking at a tree came to.
+enum Entered {
+    /// Nothing to walk below it; whether it is damaged.
+    Done(bool),
+    /// Its subdirectories are to be walked.
+    Frame(WalkFrame),
 }
 
 /// What a repair did.

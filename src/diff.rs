@@ -92,8 +92,30 @@ pub fn diff(
         visit,
         stats: DiffStats::default(),
     };
-    d.trees(a, b, Path::new("/"))?;
+    // Iterative: a stack of what is left to compare, each directory's entries pushed in
+    // reverse so they come off in name order, and everything below one entry before the
+    // next. A very deep tree (100,000 levels) needs memory, not stack.
+    let mut todo = vec![Task::Trees(*a, *b, PathBuf::from("/"))];
+    while let Some(task) = todo.pop() {
+        let start = todo.len();
+        match task {
+            Task::Trees(a, b, at) => d.trees(&a, &b, &at, &mut todo)?,
+            Task::Pair(pair, path) => d.pair(&pair.0, &pair.1, &path, &mut todo),
+            Task::Whole(n, path, change) => d.whole(&n, &path, change, &mut todo)?,
+        }
+        todo[start..].reverse();
+    }
     Ok(d.stats)
+}
+
+/// What is left to compare.
+enum Task {
+    /// Two directories' trees, at a path.
+    Trees(BlobId, BlobId, PathBuf),
+    /// An entry present on both sides.
+    Pair(Box<(Node, Node)>, PathBuf),
+    /// An entry present on one side only, and everything below it.
+    Whole(Node, PathBuf, Change),
 }
 
 struct Differ<'a, 'v> {
@@ -133,33 +155,40 @@ fn same_metadata(x: &Node, y: &Node) -> bool {
 }
 
 impl Differ<'_, '_> {
-    fn trees(&mut self, a: &BlobId, b: &BlobId, at: &Path) -> Result<()> {
+    /// Compare two trees: their entries go onto `todo`, in name order.
+    fn trees(&mut self, a: &BlobId, b: &BlobId, at: &Path, todo: &mut Vec<Task>) -> Result<()> {
         if a == b {
             return Ok(());
         }
         let ta = self.trees.tree(self.rt, a, at)?;
         let tb = self.trees.tree(self.rt, b, at)?;
-        let mut both: BTreeMap<Vec<u8>, (Option<&Node>, Option<&Node>)> = BTreeMap::new();
-        for n in &ta.nodes {
-            both.entry(n.name.0.clone()).or_default().0 = Some(n);
+        let mut both: BTreeMap<Vec<u8>, (Option<Node>, Option<Node>)> = BTreeMap::new();
+        for n in ta.nodes {
+            let key = n.name.0.clone();
+            both.entry(key).or_default().0 = Some(n);
         }
-        for n in &tb.nodes {
-            both.entry(n.name.0.clone()).or_default().1 = Some(n);
+        for n in tb.nodes {
+            let key = n.name.0.clone();
+            both.entry(key).or_default().1 = Some(n);
         }
         for (x, y) in both.into_values() {
-            let name = x.or(y).map(|n| n.name.to_os()).unwrap_or_default();
+            let name = x
+                .as_ref()
+                .or(y.as_ref())
+                .map(|n| n.name.to_os())
+                .unwrap_or_default();
             let path = at.join(name);
             match (x, y) {
-                (Some(x), None) => self.whole(x, &path, Change::Removed)?,
-                (None, Some(y)) => self.whole(y, &path, Change::Added)?,
-                (Some(x), Some(y)) => self.pair(x, y, &path)?,
+                (Some(x), None) => todo.push(Task::Whole(x, path, Change::Removed)),
+                (None, Some(y)) => todo.push(Task::Whole(y, path, Change::Added)),
+                (Some(x), Some(y)) => todo.push(Task::Pair(Box::new((x, y)), path)),
                 (None, None) => {}
             }
         }
         Ok(())
     }
 
-    fn pair(&mut self, x: &Node, y: &Node, path: &Path) -> Result<()> {
+    fn pair(&mut self, x: &Node, y: &Node, path: &Path, todo: &mut Vec<Task>) {
         if x.kind != y.kind {
             self.emit(
                 path,
@@ -169,16 +198,16 @@ impl Differ<'_, '_> {
                 file_size(y),
             );
             self.stats.modified += 1;
-            return Ok(());
+            return;
         }
         if x.kind == NodeKind::Dir {
             if !same_metadata(x, y) {
                 self.metadata_change(x, y, path);
             }
-            return match (x.subtree, y.subtree) {
-                (Some(a), Some(b)) => self.trees(&a, &b, path),
-                _ => Ok(()),
-            };
+            if let (Some(a), Some(b)) = (x.subtree, y.subtree) {
+                todo.push(Task::Trees(a, b, path.to_path_buf()));
+            }
+            return;
         }
         if !same_content(x, y) {
             self.emit(path, x.kind, Change::Modified, file_size(x), file_size(y));
@@ -186,7 +215,6 @@ impl Differ<'_, '_> {
         } else if !same_metadata(x, y) {
             self.metadata_change(x, y, path);
         }
-        Ok(())
     }
 
     fn metadata_change(&mut self, x: &Node, y: &Node, path: &Path) {
@@ -196,8 +224,8 @@ impl Differ<'_, '_> {
         }
     }
 
-    /// An entry present on one side only: it and everything below it.
-    fn whole(&mut self, n: &Node, path: &Path, change: Change) -> Result<()> {
+    /// An entry present on one side only: it now, and everything below it onto `todo`.
+    fn whole(&mut self, n: &Node, path: &Path, change: Change, todo: &mut Vec<Task>) -> Result<()> {
         let size = file_size(n);
         let (old, new) = match change {
             Change::Removed => (size, None),
@@ -214,8 +242,9 @@ impl Differ<'_, '_> {
         }
         if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
             let tree: Tree = self.trees.tree(self.rt, &sub, path)?;
-            for child in &tree.nodes {
-                self.whole(child, &path.join(child.name.to_os()), change)?;
+            for child in tree.nodes {
+                let child_path = path.join(child.name.to_os());
+                todo.push(Task::Whole(child, child_path, change));
             }
         }
         Ok(())

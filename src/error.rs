@@ -21,6 +21,19 @@ pub enum Error {
         /// Repository location.
         location: String,
     },
+    /// A destination the daemon reached before has no `config` now: it is unreachable
+    /// (a disk that did not mount), and is never created again.
+    #[error(
+        "there is no repository at {location} now, but repository {id} was there before (recorded in {record}): the destination is unreachable (is its disk mounted, its bucket and prefix right?). cairn will not create a new repository in its place; snapshots wait until it is back. To start over there on purpose, delete {record}"
+    )]
+    DestinationMissing {
+        /// Repository location.
+        location: String,
+        /// The repository id first seen there (hex).
+        id: String,
+        /// The state file that remembers it.
+        record: PathBuf,
+    },
     /// `config` exists but is not a cairn config.
     #[error(
         "{location} is not a cairn repository: its `config` object is not cairn's; point --repo at a cairn repository, or at an empty location for `cairn init`"
@@ -134,6 +147,7 @@ impl Error {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, Error::Backend(e) if e.is_retryable())
             || matches!(self, Error::Backend(BackendError::Truncated { .. }))
+            || matches!(self, Error::DestinationMissing { .. })
     }
 
     /// Process exit code for this error, as documented in the README: 10 for a missing

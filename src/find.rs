@@ -60,34 +60,85 @@ impl<'a> Finder<'a> {
     }
 
     /// Every matching entry of the snapshot with root tree `root`, in name order.
+    /// Iterative, one frame per directory level, so a very deep tree (100,000 levels)
+    /// needs memory, not stack. What was found below a directory is remembered for the
+    /// next snapshot only near the top ([`MEMO_DEPTH`]), where snapshots share most and
+    /// the copies stay few.
     pub fn search(&mut self, root: &BlobId) -> Result<Vec<Found>> {
-        self.dir(Path::new("/"), root)
-    }
-
-    fn dir(&mut self, at: &Path, id: &BlobId) -> Result<Vec<Found>> {
-        let key = (at.to_path_buf(), *id);
-        if let Some(hit) = self.memo.get(&key) {
-            return Ok(hit.clone());
-        }
-        let tree = self.trees.tree(self.rt, id, at)?;
         let mut out = Vec::new();
-        for node in &tree.nodes {
-            let path = at.join(node.name.to_os());
-            if matches(self.patterns, &path) {
+        let mut at = PathBuf::from("/");
+        let mut stack = Vec::new();
+        if let Some(f) = self.open(&at, root, 0, &mut out)? {
+            stack.push(f);
+        }
+        while let Some(top) = stack.last_mut() {
+            let Some(node) = top.nodes.next() else {
+                let done = stack
+                    .pop()
+                    .unwrap_or_else(|| unreachable!("a frame was on top"));
+                if let Some(key) = done.memo_key {
+                    self.memo.insert(key, out[done.start..].to_vec());
+                }
+                if !stack.is_empty() {
+                    at.pop();
+                }
+                continue;
+            };
+            let depth = stack.len();
+            at.push(node.name.to_os());
+            if matches(self.patterns, &at) {
                 let mut n = node.clone();
                 n.content.clear();
                 out.push(Found {
-                    path: path.clone(),
+                    path: at.clone(),
                     node: n,
                 });
             }
-            if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
-                out.extend(self.dir(&path, &sub)?);
+            if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree)
+                && let Some(f) = self.open(&at, &sub, depth, &mut out)?
+            {
+                stack.push(f);
+                continue;
             }
+            at.pop();
         }
-        self.memo.insert(key, out.clone());
         Ok(out)
     }
+
+    /// A directory to search: what was remembered of it (added to `out`, `None`), or its
+    /// entries to go through.
+    fn open(
+        &mut self,
+        at: &Path,
+        id: &BlobId,
+        depth: usize,
+        out: &mut Vec<Found>,
+    ) -> Result<Option<Frame>> {
+        let key = (at.to_path_buf(), *id);
+        if let Some(hit) = self.memo.get(&key) {
+            out.extend(hit.iter().cloned());
+            return Ok(None);
+        }
+        let tree = self.trees.tree(self.rt, id, at)?;
+        Ok(Some(Frame {
+            memo_key: (depth < MEMO_DEPTH).then_some(key),
+            start: out.len(),
+            nodes: tree.nodes.into_iter(),
+        }))
+    }
+}
+
+/// Directory levels whose findings are remembered between snapshots.
+const MEMO_DEPTH: usize = 32;
+
+/// One directory level of [`Finder::search`].
+struct Frame {
+    /// Where to remember what was found below it, if it is near the top.
+    memo_key: Option<(PathBuf, BlobId)>,
+    /// Where its findings start in the output.
+    start: usize,
+    /// Its entries still to go through.
+    nodes: std::vec::IntoIter<Node>,
 }
 
 #[cfg(test)]

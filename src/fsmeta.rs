@@ -124,20 +124,16 @@ pub fn make_special(path: &Path, node: &Node) -> io::Result<()> {
     }
 }
 
-/// Apply owner (when root), mode (not for symlinks), xattrs and times to a restored entry,
-/// in that order: chown clears setuid bits, so mode comes after it, and every other change
-/// updates times, so times come last.
+/// Apply owner (when root), xattrs, mode (not for symlinks) and times to a restored
+/// entry, in that order: chown clears setuid bits and file capabilities, so both the
+/// xattrs and the mode come after it; xattrs need write access to the file, which its
+/// real mode (a 0444 file) may not give, so they come before the mode; and every other
+/// change updates times, so times come last.
 pub fn apply_metadata(path: &Path, node: &Node, chown: bool) -> io::Result<()> {
     let c = cpath(path)?;
     if chown {
         // SAFETY: valid C string; lchown does not follow symlinks.
         if unsafe { libc::lchown(c.as_ptr(), node.uid, node.gid) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    if node.kind != NodeKind::Symlink {
-        // SAFETY: valid C string; chmod on a path we created (not a symlink).
-        if unsafe { libc::chmod(c.as_ptr(), node.mode as libc::mode_t) } != 0 {
             return Err(io::Error::last_os_error());
         }
     }
@@ -149,6 +145,12 @@ pub fn apply_metadata(path: &Path, node: &Node, chown: bool) -> io::Result<()> {
                 e.kind(),
                 format!("extended attribute {}: {e}", x.name.lossy()),
             ));
+        }
+    }
+    if node.kind != NodeKind::Symlink {
+        // SAFETY: valid C string; chmod on a path we created (not a symlink).
+        if unsafe { libc::chmod(c.as_ptr(), node.mode as libc::mode_t) } != 0 {
+            return Err(io::Error::last_os_error());
         }
     }
     // Access times are not stored (they change on every read and would make every

@@ -243,8 +243,10 @@ fn search(sorted: &[Entry], buckets: &Buckets, id: &BlobId) -> Option<usize> {
 }
 
 impl Repository {
-    /// Load every index object. A damaged index object is an error naming it: guessing
-    /// around it could make a backup skip data it wrongly believes is stored.
+    /// Load every index object, for reading. A damaged or foreign index object is
+    /// skipped and noted in [`Repository::skipped`]: a reader then fails only what needs
+    /// its blobs, naming them. (A prune loads the index its own way and stops on one:
+    /// what such an object holds must not be taken for unused.)
     pub async fn load_index(&self) -> Result<MasterIndex> {
         let mut index = MasterIndex::default();
         // Index objects are listed before deletion records: a prune writes its record
@@ -252,9 +254,32 @@ impl Repository {
         // of those finds the record (docs/FORMAT.md, section 15). The records are then
         // listed and read while the index objects are.
         let listed = self.index_listing().await?;
+        // The index is a cache of what `data/` holds: an entry whose pack is not there
+        // (an index object put back after a prune deleted its packs) must not hide
+        // another copy of the blob in a pack that is, since only the first location of
+        // a blob is kept. Listed after the index objects, so every pack they name that
+        // is stored is in it.
+        let stored = self.pack_ids().await?;
+        let mut missing = 0usize;
+        // A damaged or foreign index object is passed over (noted in `skipped`): what
+        // needs its blobs fails naming them, and everything else is still readable.
         let objects = self.for_each_index_file(None, listed, |_, file| {
-            for p in &file?.packs {
-                index.add_pack(p);
+            match file {
+                Ok(file) => {
+                    for p in &file.packs {
+                        if stored.contains(&p.id) {
+                            index.add_pack(p);
+                        } else {
+                            missing += 1;
+                        }
+                    }
+                }
+                Err(e) if crate::backup::skippable_index_error(&e) => {
+                    if let Error::Corrupt { object, reason } = e {
+                        self.skipped().note(object, reason);
+                    }
+                }
+                Err(e) => return Err(e),
             }
             Ok(())
         });
@@ -267,9 +292,16 @@ impl Repository {
         for (_, d) in deletions {
             if let Ok(d) = d {
                 for p in d.packs.iter().chain(&d.dropped) {
-                    index.add_pack(p);
+                    if stored.contains(&p.id) {
+                        index.add_pack(p);
+                    }
                 }
             }
+        }
+        if missing > 0 {
+            tracing::warn!(
+                "the index names {missing} pack(s) that are not in data/ (deleted by a prune, an index object put back, or lost): their entries are ignored; `cairn check` lists what is affected"
+            );
         }
         Ok(index)
     }
@@ -283,6 +315,19 @@ impl Repository {
             .await?
             .into_iter()
             .filter_map(|info| Some((IndexId(Id::from_object_name(&info.name)?), info.size)))
+            .collect())
+    }
+
+    /// Every pack in `data/`, as listed now. Listed after the index objects, it holds
+    /// every pack they name that is still stored (a pack is stored before the index
+    /// object naming it), so a pack an index names but this set lacks is gone.
+    pub async fn pack_ids(&self) -> Result<std::collections::HashSet<PackId>> {
+        Ok(self
+            .backend()
+            .list(FileType::Pack)
+            .await?
+            .into_iter()
+            .filter_map(|info| Some(PackId(Id::from_object_name(&info.name)?)))
             .collect())
     }
 

@@ -477,7 +477,21 @@ fn main() {
     let cli = Cli::parse();
     init_logging(cli.verbose, matches!(cli.command, Command::Daemon { .. }));
     let code = match run(cli) {
-        Ok(code) => code,
+        Ok(code) => {
+            let skipped = cli::skipped_objects();
+            for (object, reason) in &skipped {
+                eprintln!("warning: {object} was skipped: it is damaged or foreign ({reason})");
+            }
+            if skipped.is_empty() {
+                code
+            } else {
+                eprintln!(
+                    "warning: {} damaged or foreign object(s) were skipped and everything else was done: run `cairn check`, then restore them from another copy (`cairn check --repair --fallback-repo REPO`) or remove them",
+                    skipped.len()
+                );
+                if code == 0 { 3 } else { code }
+            }
+        }
         Err(e) => {
             let code = e
                 .downcast_ref::<cairn::Error>()

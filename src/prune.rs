@@ -78,6 +78,9 @@ pub struct PruneReport {
     pub packs: u64,
     /// Packs condemned now (deleted by a run after the grace period).
     pub condemned_packs: u64,
+    /// Of those, packs in no index object and no deletion record: left by a backup that
+    /// was interrupted (or by one running now, whose index object then saves them).
+    pub orphan_packs: u64,
     /// Bytes in them.
     pub condemned_bytes: u64,
     /// Packs repacked.
@@ -423,6 +426,30 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
                 }
             }
         }
+    }
+    // Packs in no index object and no deletion record: uploads of a backup that was
+    // interrupted before its index object, which nothing can use. The same two phases
+    // as any pack: condemned now, deleted after the grace period unless an index object
+    // lists them by then (a backup running now writes its index after its packs, and
+    // was not listed when this run read the index).
+    let recorded: HashSet<PackId> = deletions
+        .iter()
+        .flat_map(|(_, d)| d.packs.iter().map(|p| p.id))
+        .collect();
+    let mut orphans: Vec<(PackId, u64)> = listed
+        .iter()
+        .filter_map(|(name, size)| Some((PackId(Id::from_object_name(name)?), *size)))
+        .filter(|(id, _)| !indexed_packs.contains(id) && !recorded.contains(id))
+        .collect();
+    orphans.sort();
+    for (id, size) in orphans {
+        report.orphan_packs += 1;
+        report.condemned_packs += 1;
+        report.condemned_bytes += size;
+        condemned.push(IndexPack {
+            id,
+            blobs: Vec::new(),
+        });
     }
     if opts.dry_run {
         for (old, used_here) in &to_repack {

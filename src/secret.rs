@@ -7,16 +7,73 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use zeroize::Zeroizing;
 
+/// A secret string (an S3 secret access key): wiped from memory on drop, and shown as
+/// `"<redacted>"` by `Debug`, so that logging a configuration never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretString(Zeroizing<String>);
+
+impl SecretString {
+    /// Wrap a secret.
+    pub fn new(s: String) -> Self {
+        SecretString(Zeroizing::new(s))
+    }
+
+    /// The secret itself, for the one place that must hand it on (the S3 client).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for SecretString {
+    fn from(s: &str) -> Self {
+        SecretString::new(s.to_string())
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// Largest secret file read: a passphrase or key is a line, not a document.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
 /// The first line of the secret file `path` (without `\n`/`\r\n`). `what` names the
 /// file's role in messages ("password file", "secret_access_key_file"). Fails, naming
-/// the fix, when the file is missing, empty, or may be read by group or others.
+/// the fix, when the file is missing, empty, not a regular file (a symbolic link is not
+/// followed), or may be read by group or others. The checks are made on the open
+/// descriptor, so the file cannot be swapped between the check and the read.
 pub fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
-    let meta = std::fs::metadata(path).map_err(|e| {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e: std::io::Error| {
         Error::InvalidInput(format!(
             "cannot read {what} {}: {e}: create it with the secret on its first line, readable only by this user (chmod 600)",
             path.display()
         ))
-    })?;
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                Error::InvalidInput(format!(
+                    "{what} {} is a symbolic link: point the setting at the file itself (symbolic links are not followed for secrets)",
+                    path.display()
+                ))
+            } else {
+                cannot(e)
+            }
+        })?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(Error::InvalidInput(format!(
+            "{what} {} is not a regular file: put the secret in a plain file (chmod 600)",
+            path.display()
+        )));
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(Error::InvalidInput(format!(
@@ -25,12 +82,15 @@ pub fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
             path.display()
         )));
     }
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
-        Error::InvalidInput(format!(
-            "cannot read {what} {}: {e}: check that this user may read it",
-            path.display()
-        ))
-    })?);
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(MAX_SECRET_FILE)
+        .read_to_end(&mut bytes)
+        .map_err(|e| {
+            Error::InvalidInput(format!(
+                "cannot read {what} {}: {e}: check that this user may read it",
+                path.display()
+            ))
+        })?;
     let end = bytes
         .iter()
         .position(|b| *b == b'\n')
@@ -51,6 +111,27 @@ pub fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn symlinks_and_fifos_are_refused_and_secrets_do_not_print() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real");
+        std::fs::write(&real, "pw\n").expect("write");
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let e = read_secret_file(&link, "password file").expect_err("link");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().expect("utf8")).expect("path");
+        // SAFETY: mkfifo reads a NUL-terminated path that lives across the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = read_secret_file(&fifo, "password file").expect_err("fifo");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let s = SecretString::new("wJalrXUtnFEMI".into());
+        assert!(!format!("{s:?}").contains("wJalr"));
+        assert_eq!(s.expose(), "wJalrXUtnFEMI");
+    }
 
     #[test]
     fn first_line_only_and_private_files_only() {

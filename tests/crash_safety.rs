@@ -26,6 +26,7 @@ fn backup_killed_midway_leaves_repository_usable() {
         fs::write(src.join(format!("big{i}")), pseudo_random(8 << 20, i + 7)).expect("write");
     }
     // Kill at several points of the run; each time the repository must stay consistent.
+    let mut killed = 0;
     for delay_ms in [150u64, 400, 900] {
         let mut child = env
             .cmd(&["backup", src.to_str().expect("utf8")])
@@ -38,6 +39,7 @@ fn backup_killed_midway_leaves_repository_usable() {
             // Finished before the kill: still a valid outcome, nothing more to prove here.
             continue;
         }
+        killed += 1;
         let target = env.path(&format!("t{delay_ms}"));
         let id = serde_json::from_str::<serde_json::Value>(&env.ok(&["snapshots", "--json"]))
             .expect("json")[0]["id"]
@@ -50,6 +52,10 @@ fn backup_killed_midway_leaves_repository_usable() {
             b"first version"
         );
     }
+    assert!(
+        killed > 0,
+        "every backup finished before its kill: the test proved nothing (make the data larger)"
+    );
     // The next run completes and its snapshot is whole.
     env.ok(&["backup", src.to_str().expect("utf8")]);
     env.restore_latest_and_compare(&src, "final");

@@ -811,3 +811,106 @@ fn scrubbing_reads_every_pack_back_and_names_a_damaged_one() {
     assert!(d.log().contains("scrub found"), "{}", d.log());
     d.terminate();
 }
+
+fn backup_now(d: &Daemon) -> (bool, serde_json::Value) {
+    let out = d.cli(&["backup", "--now", "--json"]);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "backup --now printed no JSON: {}\n{}",
+            describe(&out),
+            d.log()
+        )
+    });
+    (out.status.success(), v)
+}
+
+#[test]
+fn a_destination_whose_disk_did_not_mount_is_never_created_again() {
+    let env = Env::with(Kind::Local);
+    let src = env.path("src");
+    fill(&src);
+    let config = write_config(&env, &src, "");
+    let mut d = Daemon::start(&env, &config);
+    let s = d.wait_for("the first snapshot", Duration::from_secs(60), settled);
+    // Creating a repository is said in the log and in the status.
+    assert!(d.log().contains("created a new repository"), "{}", d.log());
+    let note = s["destinations"][0]["notice"].as_str().unwrap_or_default();
+    assert!(note.contains("created a new repository"), "{s}");
+    d.terminate();
+
+    // The disk does not mount: its mount point is an empty folder.
+    let repo = PathBuf::from(&env.repo);
+    let away = env.path("disk");
+    std::fs::rename(&repo, &away).expect("unmount");
+    std::fs::create_dir(&repo).expect("mount point");
+    let mut d = Daemon::start(&env, &config);
+    d.wait_for("the daemon to answer", Duration::from_secs(30), |_| true);
+    std::fs::write(
+        src.join("while-away.txt"),
+        b"written while the disk was away",
+    )
+    .expect("write");
+    let (ok, results) = backup_now(&d);
+    assert!(!ok, "backup --now must fail: {results}\n{}", d.log());
+    let error = results[0]["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("unreachable"), "{results}");
+    assert!(
+        !d.log().contains("created a new repository"),
+        "a reached destination is never created again:\n{}",
+        d.log()
+    );
+    assert_eq!(
+        std::fs::read_dir(&repo).expect("read").count(),
+        0,
+        "nothing is written into the empty mount point"
+    );
+    let s = d.status().expect("status");
+    assert!(
+        s["destinations"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unreachable")),
+        "{s}"
+    );
+    d.terminate();
+
+    // The disk is back: the daemon carries on in the same repository.
+    std::fs::remove_dir(&repo).expect("unmount point");
+    std::fs::rename(&away, &repo).expect("mount");
+    let mut d = Daemon::start(&env, &config);
+    d.wait_for("the daemon to answer", Duration::from_secs(30), |_| true);
+    let (ok, results) = backup_now(&d);
+    assert!(ok, "{results}\n{}", d.log());
+    assert!(!d.log().contains("created a new repository"), "{}", d.log());
+    env.restore_latest_and_compare(&src, "restored");
+}
+
+#[test]
+fn backup_now_never_answers_with_a_forgotten_snapshot() {
+    let env = Env::with(Kind::Local);
+    let src = env.path("src");
+    fill(&src);
+    let config = write_config(&env, &src, "");
+    let mut d = Daemon::start(&env, &config);
+    d.wait_for("the first snapshot", Duration::from_secs(60), settled);
+    let (ok, results) = backup_now(&d);
+    assert!(ok, "{results}");
+    let latest = results[0]["snapshots"][0]
+        .as_str()
+        .expect("a snapshot id")
+        .to_string();
+    env.ok(&["forget", &latest]);
+    // Nothing changed, but the snapshot that held it is gone: a new one must be saved.
+    let (ok, results) = backup_now(&d);
+    assert!(ok, "{results}\n{}", d.log());
+    let answered = results[0]["snapshots"][0]
+        .as_str()
+        .expect("a snapshot id")
+        .to_string();
+    assert_ne!(answered, latest, "answered with the forgotten snapshot");
+    let listed = env.ok(&["snapshots", "--json"]);
+    assert!(
+        listed.contains(&answered),
+        "{answered} is not stored: {listed}"
+    );
+    env.restore_latest_and_compare(&src, "restored");
+}

@@ -7,6 +7,7 @@ mod support;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
+use support::fault_proxy::Schedule;
 use support::{Env, Kind, assert_same_tree, pseudo_random, restored};
 
 fn bucket_bytes(env: &Env) -> u64 {
@@ -142,7 +143,10 @@ fn a_prune_killed_anywhere_leaves_a_sound_repository_and_runs_again() {
 
 #[test]
 fn a_backup_running_during_prune_restores_afterwards() {
-    let env = Env::init_on(Kind::S3);
+    let mut env = Env::init_on(Kind::S3Proxied);
+    // The proxy holds the backup's snapshot upload back for a while (below): requests
+    // must be allowed to wait that long.
+    env.options.push("s3.timeout=60s".into());
     let old = env.path("old");
     let new = env.path("new");
     std::fs::create_dir_all(&old).expect("mkdir");
@@ -154,20 +158,49 @@ fn a_backup_running_during_prune_restores_afterwards() {
     std::fs::write(new.join("shared.bin"), pseudo_random(4 << 20, 7)).expect("write");
     std::fs::write(new.join("own.bin"), pseudo_random(12 << 20, 9)).expect("write");
     env.ok(&["forget", "--keep-last", "0", "--keep-tag", "none"]);
+    let index_dir = env.objects_dir().join("index");
+    let indexes = || std::fs::read_dir(&index_dir).map_or(0, |d| d.count());
+    let before = indexes();
+    // The backup's snapshot arrives only well after the prune below has run, so the
+    // prune sees no snapshot using the shared data and condemns it: the interleaving
+    // that needs the next prune to take those blobs back into the index.
+    let mut held = Schedule::clean();
+    held.methods = vec!["PUT"];
+    held.target_contains = Some("/snapshots/");
+    held.delay = Some(Duration::from_secs(12));
+    env.proxy.as_ref().expect("proxy").set_schedule(held);
     let backup = env
         .cmd(&["backup", new.to_str().expect("utf8")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("backup");
+    // Its packs and index object are stored once a new index object is listed.
+    let start = std::time::Instant::now();
+    while indexes() == before {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the backup stored no index"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let prune = env.cmd(&["prune"]).output().expect("prune");
     assert!(
         prune.status.success(),
         "{}",
         String::from_utf8_lossy(&prune.stderr)
     );
+    let condemned = String::from_utf8_lossy(&prune.stdout).into_owned();
+    assert!(
+        snapshot_count(&env) == 0,
+        "the prune ran before the backup's snapshot was stored: {condemned}"
+    );
     let b = backup.wait_with_output().expect("wait");
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    env.proxy
+        .as_ref()
+        .expect("proxy")
+        .set_schedule(Schedule::clean());
     let target = env.path("during");
     env.ok(&[
         "restore",
@@ -176,8 +209,19 @@ fn a_backup_running_during_prune_restores_afterwards() {
         target.to_str().expect("utf8"),
     ]);
     assert_same_tree(&new, &restored(&target, &new));
-    // Later prunes (the grace period over) keep what the new snapshot uses.
-    env.ok(&["prune", "--grace", "0s"]);
+    // The next prune finds the new snapshot using condemned data and revives it; later
+    // prunes (the grace period over) keep what the new snapshot uses.
+    let revived = env.ok(&["prune", "--grace", "0s", "--json"]);
+    let last = revived
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let report: serde_json::Value = serde_json::from_str(last).expect("json");
+    assert!(
+        report["revived_blobs"].as_u64().is_some_and(|n| n > 0),
+        "the revival path did not run: {revived} (the first prune said: {condemned})"
+    );
     env.ok(&["prune", "--grace", "0s"]);
     check_ok(&env, true);
     let target = env.path("after");
@@ -188,4 +232,33 @@ fn a_backup_running_during_prune_restores_afterwards() {
         target.to_str().expect("utf8"),
     ]);
     assert_same_tree(&new, &restored(&target, &new));
+}
+
+fn snapshot_count(env: &Env) -> usize {
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json"])).expect("json");
+    v.as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn packs_in_no_index_are_swept_after_the_grace_period() {
+    let env = Env::init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("kept.bin"), pseudo_random(1 << 20, 3)).expect("write");
+    env.ok(&["backup", src.to_str().expect("utf8")]);
+    // What a backup killed between its pack uploads and its index object leaves.
+    let name = "ab".repeat(32);
+    let orphan = env.objects_dir().join("data").join(&name[..2]).join(&name);
+    std::fs::create_dir_all(orphan.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&orphan, pseudo_random(300_000, 4)).expect("plant");
+    // The first prune only condemns it: a backup running now may index it yet.
+    let out = env.ok(&["prune", "--grace", "0s"]);
+    assert!(out.contains("in no index"), "{out}");
+    assert!(orphan.exists(), "deleted without a grace period");
+    // The next one, the grace period over, deletes it; what snapshots use stays.
+    env.ok(&["prune", "--grace", "0s"]);
+    assert!(!orphan.exists(), "an orphan pack was never swept");
+    check_ok(&env, true);
+    env.restore_latest_and_compare(&src, "restored");
 }

@@ -316,8 +316,26 @@ fn fault_torture(seed: u64) {
         }
     }
     // Check under faults may fail to read, but must not call a sound repository damaged
-    // for a reason other than an unreadable object.
-    let _ = env.run(&["check"]);
+    // for a reason other than an unreadable object: no object may be said to fail its
+    // hash or authentication, and it must end, not crash.
+    let out = env.run(&["check"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)) && !text.contains("panicked"),
+        "seed {seed}: check under faults crashed: {}",
+        describe(&out)
+    );
+    for wrong in ["does not match", "authentication", "altered"] {
+        assert!(
+            !text.contains(wrong),
+            "seed {seed}: check under faults called a sound object damaged ({wrong:?}): {}",
+            describe(&out)
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     bursts.join().expect("bursts");
     assert!(proxy.faults() > 20, "seed {seed}: too few faults injected");

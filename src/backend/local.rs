@@ -19,6 +19,8 @@ const TMP_PREFIX: &str = ".tmp-";
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     root: PathBuf,
+    /// Refuse to create folders for content objects under a root without `config`.
+    guarded: bool,
 }
 
 impl LocalBackend {
@@ -28,7 +30,45 @@ impl LocalBackend {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         let root = root.into();
         let root = std::path::absolute(&root).unwrap_or(root);
-        LocalBackend { root }
+        LocalBackend {
+            root,
+            guarded: true,
+        }
+    }
+
+    /// A backend for a folder that holds repository objects without being a repository
+    /// of its own (a daemon's journal, which has no `config`): content objects are
+    /// written even though `config` is absent.
+    pub fn without_config(root: impl Into<PathBuf>) -> Self {
+        LocalBackend {
+            guarded: false,
+            ..LocalBackend::new(root)
+        }
+    }
+
+    /// Content objects (packs, index objects, snapshots, deletion records) go only into
+    /// a repository: where `config` is absent, the repository is not there (a backup disk
+    /// that did not mount leaves its empty mount point), and writing into it would build
+    /// a second, partial repository that nobody can open. `config` and keys are what
+    /// `init` writes, so they are allowed.
+    fn check_repository_present(&self, h: &Handle) -> Result<(), BackendError> {
+        if !self.guarded || matches!(h.kind, FileType::Config | FileType::Key) {
+            return Ok(());
+        }
+        match fs::symlink_metadata(self.root.join("config")) {
+            Ok(m) if m.is_file() => Ok(()),
+            _ => Err(BackendError::Io {
+                op: "write",
+                object: h.path(),
+                location: self.location(),
+                source: io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the repository is not there (no `config` at its root): is the disk that holds it mounted? Nothing is written into a location without a repository",
+                ),
+                // The disk may come back: the daemon journals and tries again.
+                retryable: true,
+            }),
+        }
     }
 
     /// The repository folder.
@@ -65,6 +105,7 @@ impl LocalBackend {
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
         let e = |s| self.io_err("write", h.path(), s);
         if !dir.is_dir() {
+            self.check_repository_present(h)?;
             fs::create_dir_all(&dir).map_err(e)?;
             // Make the new folders' own entries durable too: fsync each parent up to (and
             // including) the parent of the repository root.
@@ -95,6 +136,51 @@ impl LocalBackend {
         result.map_err(e)
     }
 
+    /// Open an object for reading: only a regular file, never through a symlink, and
+    /// without blocking on a FIFO (a repository folder is storage, and what lies in it
+    /// is not trusted). Checked on the open descriptor, so nothing can be swapped in
+    /// between the check and the read.
+    fn open_object(&self, h: &Handle) -> Result<(File, u64), BackendError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let e = |s| self.io_err("read", h.path(), s);
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(self.path_of(h))
+            .map_err(|err| match err.raw_os_error() {
+                Some(libc::ELOOP) => e(io::Error::other(
+                    "is a symbolic link, not a stored object: repository objects are regular files",
+                )),
+                _ => e(err),
+            })?;
+        let meta = f.metadata().map_err(e)?;
+        if !meta.is_file() {
+            return Err(e(io::Error::other(
+                "is not a regular file: repository objects are regular files",
+            )));
+        }
+        Ok((f, meta.len()))
+    }
+
+    fn get_sync(&self, h: &Handle) -> Result<Vec<u8>, BackendError> {
+        let e = |s| self.io_err("read", h.path(), s);
+        let (f, len) = self.open_object(h)?;
+        let limit = h.kind.max_stored_len();
+        if len > limit {
+            return Err(e(io::Error::other(format!(
+                "is {len} bytes, more than the {limit} bytes an object of its kind may be (docs/FORMAT.md, section 17)"
+            ))));
+        }
+        let mut buf = Vec::with_capacity(len as usize);
+        f.take(limit + 1).read_to_end(&mut buf).map_err(e)?;
+        if buf.len() as u64 > limit {
+            return Err(e(io::Error::other(format!(
+                "grew past {limit} bytes while it was read"
+            ))));
+        }
+        Ok(buf)
+    }
+
     fn get_range_sync(
         &self,
         h: &Handle,
@@ -103,7 +189,7 @@ impl LocalBackend {
         mut buf: Vec<u8>,
     ) -> Result<Vec<u8>, BackendError> {
         let e = |s| self.io_err("read", h.path(), s);
-        let mut f = File::open(self.path_of(h)).map_err(e)?;
+        let (mut f, _) = self.open_object(h)?;
         f.seek(SeekFrom::Start(offset)).map_err(e)?;
         let cap = usize::try_from(length).map_err(|_| e(io::Error::other("range too large")))?;
         buf.clear();
@@ -182,7 +268,7 @@ impl Backend for LocalBackend {
 
     async fn get(&self, handle: &Handle) -> Result<Vec<u8>, BackendError> {
         let (me, h) = (self.clone(), handle.clone());
-        blocking(move || fs::read(me.path_of(&h)).map_err(|s| me.io_err("read", h.path(), s))).await
+        blocking(move || me.get_sync(&h)).await
     }
 
     async fn get_range_into(
@@ -227,10 +313,20 @@ impl Backend for LocalBackend {
 
     async fn delete(&self, handle: &Handle) -> Result<(), BackendError> {
         let (me, h) = (self.clone(), handle.clone());
-        blocking(move || match fs::remove_file(me.path_of(&h)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(me.io_err("delete", h.path(), e)),
+        blocking(move || {
+            let path = me.path_of(&h);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(me.io_err("delete", h.path(), e)),
+            }
+            // The removal is durable only once the folder is: a prune deletes packs
+            // only after its deletion record is durable, and a removal undone by a power
+            // cut must not reappear after a later step that relied on it.
+            let dir = path.parent().unwrap_or(&me.root);
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| me.io_err("delete", h.path(), e))
         })
         .await
     }

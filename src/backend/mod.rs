@@ -8,6 +8,10 @@
 //! - `list` returns every object that existed before the call started; objects written or
 //!   deleted during the call may or may not appear. Temporary files are never listed.
 //! - Errors say whether retrying can help ([`BackendError::is_retryable`]).
+//! - A whole-object `get` refuses an object larger than its type may be
+//!   ([`FileType::max_stored_len`]) before holding its bytes.
+//! - A local directory takes content objects (packs, index objects, snapshots, deletion
+//!   records) only where `config` exists: an empty mount point is not a repository.
 
 pub mod limit;
 pub mod local;
@@ -41,6 +45,24 @@ pub enum FileType {
 }
 
 impl FileType {
+    /// The largest stored object of this type a reader accepts (docs/FORMAT.md, section
+    /// 17), enforced by every backend's whole-object read before the bytes are held, so
+    /// that a hostile bucket or a `config` that is a link to `/dev/zero` cannot make a
+    /// reader allocate without bound. Each is the decompressed limit of the type plus
+    /// room for zstd's worst case and sealing.
+    pub fn max_stored_len(self) -> u64 {
+        const MIB: u64 = 1024 * 1024;
+        match self {
+            FileType::Config | FileType::Key => 64 * 1024,
+            FileType::Snapshot => 17 * MIB,
+            FileType::Index => 1040 * MIB,
+            FileType::Deletion => 260 * MIB,
+            // A pack is at most 1 GiB (`pack_size`) plus its last blob and header; packs
+            // are read by range, but `check --read-data` and copies read them whole.
+            FileType::Pack => 2048 * MIB,
+        }
+    }
+
     /// Folder of this type inside a repository.
     pub fn dir(self) -> &'static str {
         match self {

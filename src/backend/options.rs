@@ -125,7 +125,7 @@ pub struct BackendOptions {
     /// (per-destination credentials).
     pub access_key_id: Option<String>,
     /// Secret access key paired with `access_key_id`.
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<crate::secret::SecretString>,
     /// S3 region; `None` uses the AWS environment/profile, else `us-east-1`.
     pub region: Option<String>,
     /// Path-style addressing; `None` means path-style for custom endpoints, virtual-host

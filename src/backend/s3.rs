@@ -21,8 +21,6 @@ use std::io;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
-/// Largest whole object `get` accepts (index objects are the largest read whole).
-const MAX_OBJECT_LEN: u64 = 2 * 1024 * 1024 * 1024;
 /// Most a read reserves before the body arrives; a larger body grows the buffer as it comes.
 const READ_RESERVE: u64 = 64 * 1024 * 1024;
 
@@ -130,7 +128,7 @@ impl S3Backend {
         if let (Some(id), Some(secret)) = (&opts.access_key_id, &opts.secret_access_key) {
             loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
                 id.clone(),
-                secret.clone(),
+                secret.expose().to_string(),
                 None,
                 None,
                 "cairn-options",
@@ -423,7 +421,7 @@ impl S3Backend {
             .await
             .map_err(|e| self.map_err("read", handle.path(), e))?;
         let declared = out.content_length();
-        let limit = range.map_or(MAX_OBJECT_LEN, |(_, length)| length);
+        let limit = range.map_or(handle.kind.max_stored_len(), |(_, length)| length);
         if declared.is_some_and(|n| n < 0 || n as u64 > limit) {
             return Err(self.oversized("read", handle.path(), declared.unwrap_or(-1), limit));
         }

@@ -117,7 +117,10 @@ mod tests {
     #[tokio::test]
     async fn uploads_are_paced() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let b = ThrottleBackend::new(super::super::local::LocalBackend::new(dir.path()), 200_000);
+        let b = ThrottleBackend::new(
+            super::super::local::LocalBackend::without_config(dir.path()),
+            200_000,
+        );
         let t = std::time::Instant::now();
         for i in 0..3 {
             let h = Handle::new(FileType::Pack, format!("{i:064x}"));

@@ -42,7 +42,14 @@ pub fn open(rt: &Runtime, args: &RepoArgs) -> Result<Repository> {
     let backend = backend(rt, args)?;
     let config = rt.block_on(read_config(backend.as_ref()))?;
     let pass = password::resolve(args.password_file.as_deref())?;
-    Ok(rt.block_on(Repository::open_with_config(backend, config, &pass))?)
+    let cache = cache_root().map(|root| MetadataCache::new(&root, &config.body.id));
+    let hint = cache.as_ref().and_then(MetadataCache::key_hint);
+    let repo = rt.block_on(Repository::open_preferring(backend, config, &pass, hint))?;
+    if let Some(c) = cache.filter(|_| hint != Some(repo.key_id())) {
+        c.put_key_hint(repo.key_id());
+    }
+    super::opened(&repo);
+    Ok(repo)
 }
 
 /// `cairn init`.
@@ -671,10 +678,11 @@ fn open_with_copies(
             for spec in &c.fallback_repos {
                 let b = rt.block_on(cairn::backend::open(spec, &args.backend_options()?))?;
                 let pass = password::resolve(args.password_file.as_deref())?;
-                copies.push(
-                    rt.block_on(Repository::open(b, &pass))
-                        .with_context(|| format!("opening --fallback-repo {spec}"))?,
-                );
+                let copy = rt
+                    .block_on(Repository::open(b, &pass))
+                    .with_context(|| format!("opening --fallback-repo {spec}"))?;
+                super::opened(&copy);
+                copies.push(copy);
             }
             (primary, copies)
         }

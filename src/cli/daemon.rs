@@ -191,7 +191,9 @@ pub fn open_configured(
         let pass =
             cairn::daemon::worker::read_passphrase(d.password.as_ref().unwrap_or(&cfg.password))?;
         let backend = rt.block_on(cairn::backend::open(&d.repo, &d.backend))?;
-        Ok(rt.block_on(cairn::repo::Repository::open(backend, &pass))?)
+        let repo = rt.block_on(cairn::repo::Repository::open(backend, &pass))?;
+        super::opened(&repo);
+        Ok(repo)
     };
     let Some(primary_cfg) = cfg.destinations.iter().find(|d| d.name == name) else {
         bail!(

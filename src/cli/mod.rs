@@ -38,6 +38,33 @@ impl RepoArgs {
 
 pub use cairn::host::{hostname, now_rfc3339, username};
 
+/// The repositories this process opened, so that what they skipped as damaged or
+/// foreign reaches the exit code (3) once the command is done.
+static OPENED: std::sync::Mutex<Vec<cairn::repo::Skipped>> = std::sync::Mutex::new(Vec::new());
+
+/// Remember an opened repository's record of skipped objects (see [`skipped_objects`]).
+pub fn opened(repo: &cairn::repo::Repository) -> &cairn::repo::Repository {
+    OPENED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(repo.skipped().clone());
+    repo
+}
+
+/// Every object the repositories of this command skipped as damaged or foreign, with
+/// why. A command that otherwise succeeded exits 3 when this is not empty.
+pub fn skipped_objects() -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = OPENED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .flat_map(|s| s.list())
+        .collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
 /// An error and its causes on one line, for the terminal. Library errors end their
 /// message with their cause's text (so a log line with only the outer error still says
 /// why) and also name it as their `source`; printing the chain as it is (`{:#}`) then

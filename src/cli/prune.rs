@@ -118,6 +118,13 @@ fn print_report(r: &PruneReport, json: bool, dry: bool) -> Result<()> {
         "{} pack(s) {}condemned ({} bytes; {} of them repacked, {} bytes of used blobs copied): deleted by a prune after the grace period",
         r.condemned_packs, would, r.condemned_bytes, r.repacked_packs, r.repacked_bytes
     );
+    if r.orphan_packs > 0 {
+        println!(
+            "{} of them {}in no index (left by interrupted backups)",
+            r.orphan_packs,
+            if dry { "would be " } else { "" }
+        );
+    }
     if r.locked_packs > 0 {
         println!(
             "{} condemned pack(s) wait for their S3 Object Lock to expire (the first at {}); a prune after that deletes them",

@@ -35,20 +35,36 @@ impl KdfParams {
 
     /// Upper bounds accepted when *reading* a key, so a hostile key object cannot make
     /// unlock allocate unbounded memory or spin for hours.
-    const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
-    const MAX_ITERATIONS: u32 = 64;
-    const MAX_PARALLELISM: u32 = 64;
+    /// Limits on what a key object may ask of the machine that unlocks it, checked before
+    /// anything is allocated (docs/FORMAT.md, sections 5 and 17): any key listed in a
+    /// bucket is tried, so a planted key must not cost gigabytes or minutes. The default
+    /// (64 MiB, 3 passes) is well inside them.
+    pub const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+    /// See [`KdfParams::MAX_MEMORY_KIB`].
+    pub const MAX_ITERATIONS: u32 = 16;
+    /// See [`KdfParams::MAX_MEMORY_KIB`].
+    pub const MAX_PARALLELISM: u32 = 64;
+    /// Memory times passes, in KiB: 1 GiB for 4 passes, or 256 MiB for 16.
+    pub const MAX_COST: u64 = 4 * 1024 * 1024;
+
+    /// What unlocking with these parameters costs, in KiB times passes: keys are tried
+    /// cheapest first.
+    pub fn cost(&self) -> u64 {
+        u64::from(self.memory_kib) * u64::from(self.iterations)
+    }
 
     fn argon2(&self) -> Result<Argon2<'static>, CryptoError> {
         if self.memory_kib > Self::MAX_MEMORY_KIB
             || self.iterations > Self::MAX_ITERATIONS
             || self.parallelism > Self::MAX_PARALLELISM
+            || self.cost() > Self::MAX_COST
         {
             return Err(CryptoError::BadKdfParams(format!(
-                "{self:?} exceeds the accepted maximum (memory {} KiB, {} passes, {} lanes)",
+                "{self:?} exceeds the accepted maximum (memory {} KiB, {} passes, {} lanes, memory times passes {} KiB)",
                 Self::MAX_MEMORY_KIB,
                 Self::MAX_ITERATIONS,
-                Self::MAX_PARALLELISM
+                Self::MAX_PARALLELISM,
+                Self::MAX_COST
             )));
         }
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))

@@ -843,7 +843,8 @@ fn resolve(
                     match read_secret_line(&f) {
                         Ok(secret) => {
                             backend.access_key_id = Some(id.get_ref().clone());
-                            backend.secret_access_key = Some(secret);
+                            backend.secret_access_key =
+                                Some(crate::secret::SecretString::new(secret));
                         }
                         Err(e) => {
                             cx.problem::<()>(file.span(), format!("destination {name:?}: {e}"));

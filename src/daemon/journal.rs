@@ -100,7 +100,7 @@ impl Journal {
     /// The destination's repository as seen through the journal: same keys and
     /// settings, objects written to the local directory.
     pub fn repository(&self, dest: &Repository) -> Repository {
-        dest.with_backend(Arc::new(LocalBackend::new(&self.dir)))
+        dest.with_backend(Arc::new(LocalBackend::without_config(&self.dir)))
     }
 
     /// Copy everything journaled into `dest` (packs, then index objects, then snapshots
@@ -111,7 +111,7 @@ impl Journal {
         if !self.dir.exists() {
             return Ok(None);
         }
-        let local = LocalBackend::new(&self.dir);
+        let local = LocalBackend::without_config(&self.dir);
         let target = dest.backend();
         for kind in [FileType::Pack, FileType::Index] {
             for info in local.list(kind).await? {

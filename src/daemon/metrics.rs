@@ -10,11 +10,25 @@ use tokio::net::TcpListener;
 /// Largest request head read.
 const MAX_HEAD: usize = 8192;
 
-/// Bind the metrics address; the error names it.
+/// Bind the metrics address; the error names it. The metrics name destinations,
+/// repository locations and error messages and have no authentication: an address other
+/// than loopback is allowed (a Prometheus on another host needs one) but warned about.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    if let Some(w) = exposure_warning(addr) {
+        tracing::warn!("{w}");
+    }
     TcpListener::bind(addr).await.map_err(|e| {
         format!(
             "cannot listen for metrics on {addr}: {e}: choose a free address in [metrics] listen"
+        )
+    })
+}
+
+/// What to warn about an address reachable from other hosts, if anything.
+pub fn exposure_warning(addr: SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "[metrics] listen = \"{addr}\" is reachable from other hosts: anyone who can connect reads destination names, repository locations and error messages (no authentication). Use 127.0.0.1 unless a firewall limits who can connect"
         )
     })
 }
@@ -75,5 +89,18 @@ pub async fn serve(listener: TcpListener, render: Arc<dyn Fn() -> String + Send 
             let _ = stream.write_all(response.as_bytes()).await;
             let _ = stream.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod exposure_tests {
+    use super::exposure_warning;
+
+    #[test]
+    fn only_non_loopback_addresses_are_warned_about() {
+        assert!(exposure_warning("127.0.0.1:9100".parse().expect("addr")).is_none());
+        assert!(exposure_warning("[::1]:9100".parse().expect("addr")).is_none());
+        let w = exposure_warning("0.0.0.0:9100".parse().expect("addr")).expect("warned");
+        assert!(w.contains("0.0.0.0:9100"), "{w}");
     }
 }

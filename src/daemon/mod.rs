@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod control;
+pub mod identity;
 pub mod journal;
 pub mod keyring;
 pub mod metrics;

@@ -66,6 +66,14 @@ pub struct DestinationStatus {
     /// The rotating read-back of this destination, once a slice has run.
     #[serde(default)]
     pub scrub: Option<ScrubStatus>,
+    /// Something the operator should know that is not an error, such as a repository
+    /// this daemon created at the destination.
+    #[serde(default)]
+    pub notice: Option<String>,
+    /// Damaged or foreign objects in `snapshots/` or `index/` that were skipped (backups
+    /// go on without them), each with why: restore them from a copy or remove them.
+    #[serde(default)]
+    pub skipped_objects: Vec<String>,
 }
 
 /// What scrubbing found: each slice reads some packs back and verifies every blob in
@@ -165,6 +173,15 @@ impl DaemonStatus {
                     out,
                     "  journaled:      {} snapshot(s), {} bytes, replayed when it is reachable",
                     d.journal_snapshots, d.journal_bytes
+                );
+            }
+            if let Some(n) = &d.notice {
+                let _ = writeln!(out, "  note:           {n}");
+            }
+            for o in &d.skipped_objects {
+                let _ = writeln!(
+                    out,
+                    "  skipped:        {o} (damaged or foreign; run `cairn check`)"
                 );
             }
             if let Some(e) = &d.last_error {

@@ -71,6 +71,10 @@ struct Record {
     commits: std::collections::VecDeque<Instant>,
     /// Id of the destination's repository, once opened.
     repo_id: Option<crate::hash::Id>,
+    /// Something the operator should know that is not an error (a repository created).
+    notice: Option<String>,
+    /// Damaged or foreign objects the session skipped, each with why.
+    skipped: Vec<String>,
 }
 
 /// Commit times remembered per destination for lag counts.
@@ -238,6 +242,8 @@ impl Destination {
             journal_snapshots: 0,
             journal_bytes: 0,
             scrub: lock(&self.scrub).clone(),
+            notice: r.notice.clone(),
+            skipped_objects: r.skipped.clone(),
         }
     }
 
@@ -378,6 +384,15 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
     while let Some((mut work, requests)) = dest.next_work(&env.schedule) {
         let started = Instant::now();
         let (made, result) = run_once(&dest, &env, &mut session, &mut memory, &mut work);
+        if let Some(s) = session.as_ref() {
+            lock(&dest.record).skipped = s
+                .repo
+                .skipped()
+                .list()
+                .into_iter()
+                .map(|(object, reason)| format!("{object}: {reason}"))
+                .collect();
+        }
         let fresh: Vec<_> = made.iter().filter(|(_, unchanged)| !unchanged).collect();
         if !fresh.is_empty() {
             tracing::info!(
@@ -846,6 +861,8 @@ fn journal_once(
         }
         opts.max_uploads = 2;
         opts.trim_cache = false;
+        // The parent may be in the destination, not the journal.
+        opts.verify_parent = false;
         opts.max_upload_bytes = Some(env.journal_limit.saturating_sub(journal.size().bytes));
         let report = backup_with(&jrepo, rt, &opts, &mut s.ctx)?;
         // What the journal now holds counts as held: the journal reaches the
@@ -902,14 +919,31 @@ fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Res
     let (backend, pass) = connect(dest, env)?;
     let name = &dest.config.name;
     let repo = match rt.block_on(read_config(backend.as_ref())) {
-        Ok(config) => match rt.block_on(Repository::open_with_config(backend, config, &pass)) {
-            Ok(r) => r,
-            Err(e) => {
-                env.keyring.release(name);
-                return Err(e);
+        Ok(config) => {
+            let cache = MetadataCache::new(&env.cache_dir, &config.body.id);
+            let hint = cache.key_hint();
+            match rt.block_on(Repository::open_preferring(backend, config, &pass, hint)) {
+                Ok(r) => {
+                    if hint != Some(r.key_id()) {
+                        cache.put_key_hint(r.key_id());
+                    }
+                    r
+                }
+                Err(e) => {
+                    env.keyring.release(name);
+                    return Err(e);
+                }
             }
-        },
+        }
         Err(Error::RepositoryNotFound { location }) => {
+            if let Some(id) = super::identity::recorded(&env.state_dir, name)? {
+                env.keyring.release(name);
+                return Err(Error::DestinationMissing {
+                    location,
+                    id: id.to_hex(),
+                    record: super::identity::record_path(&env.state_dir, name),
+                });
+            }
             let base = InitOptions::new(
                 crate::host::now_rfc3339(),
                 env.hostname.clone(),
@@ -926,15 +960,17 @@ fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Res
             let (super::keyring::Plan::Share(opts) | super::keyring::Plan::Fresh(opts)) = plan;
             match rt.block_on(init(backend, &pass, &opts)) {
                 Ok(repo) => {
-                    tracing::info!(
-                        destination = %name,
-                        "created a new repository at {location}{}",
+                    let note = format!(
+                        "created a new repository at {location} (id {}){}",
+                        repo.config().id.to_hex(),
                         if shared {
                             " on the keys of another destination with the same passphrase (the copies can heal each other)"
                         } else {
                             ""
                         }
                     );
+                    tracing::warn!(destination = %name, "{note}");
+                    lock(&dest.record).notice = Some(note);
                     repo
                 }
                 Err(e) => {
@@ -949,7 +985,22 @@ fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Res
         }
     };
     env.keyring.register(name, &repo);
-    lock(&dest.record).repo_id = Some(repo.config().id);
+    let id = repo.config().id;
+    match super::identity::recorded(&env.state_dir, name)? {
+        Some(known) if known == id => {}
+        known => {
+            if let Some(old) = known {
+                tracing::warn!(
+                    destination = %name,
+                    "the destination now holds repository {} instead of {} (a different disk or bucket); backing up into it",
+                    id.to_hex(),
+                    old.to_hex()
+                );
+            }
+            super::identity::record(&env.state_dir, name, &id)?;
+        }
+    }
+    lock(&dest.record).repo_id = Some(id);
     let cache = MetadataCache::new(&env.cache_dir, &repo.config().id);
     let mut ctx = BackupContext::new(Some(cache));
     rt.block_on(ctx.refresh(&repo))?;

@@ -128,5 +128,6 @@ pub async fn init(
         keys: Arc::new(keys),
         config: body,
         key_id,
+        skipped: Default::default(),
     })
 }

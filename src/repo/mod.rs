@@ -52,6 +52,13 @@ pub const INDEX_READ_AHEAD: ReadAhead = ReadAhead {
 };
 /// Largest key object accepted from storage.
 const MAX_KEY_LEN: u64 = 64 * 1024;
+/// Key objects read when unlocking (besides the remembered one).
+pub const MAX_KEYS_READ: usize = 256;
+/// Keys tried when unlocking, at most.
+pub const MAX_KEYS_TRIED: usize = 32;
+/// Argon2 cost (KiB times passes) spent when unlocking, at most: two keys at the
+/// largest cost a key may ask for, or about 42 at the default (64 MiB, 3 passes).
+pub const UNLOCK_BUDGET: u64 = 2 * crate::crypto::KdfParams::MAX_COST;
 
 /// An unlocked repository. Cheap to clone; share it between tasks.
 #[derive(Clone, Debug)]
@@ -60,6 +67,32 @@ pub struct Repository {
     keys: Arc<Keys>,
     config: ConfigBody,
     key_id: KeyId,
+    skipped: Skipped,
+}
+
+/// Stored objects a session passed over because they are damaged or foreign (shared by
+/// the clones of one opened repository).
+#[derive(Clone, Debug, Default)]
+pub struct Skipped(Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>);
+
+impl Skipped {
+    /// Note that `object` was passed over, and why (once per object; logged then).
+    pub fn note(&self, object: String, reason: String) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let std::collections::btree_map::Entry::Vacant(slot) = m.entry(object) {
+            tracing::warn!(
+                "{} is damaged or foreign and is skipped: {reason}",
+                slot.key()
+            );
+            slot.insert(reason);
+        }
+    }
+
+    /// What was passed over so far: each object and why.
+    pub fn list(&self) -> Vec<(String, String)> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
 }
 
 impl Repository {
@@ -78,11 +111,27 @@ impl Repository {
         config: ConfigFile,
         passphrase: &[u8],
     ) -> Result<Self> {
+        Self::open_preferring(backend, config, passphrase, None).await
+    }
+
+    /// [`Repository::open_with_config`], trying the key `preferred` first: the one that
+    /// opened this repository last time on this machine (the caller remembers
+    /// [`Repository::key_id`]). Any key listed in `keys/` is tried, and anyone with
+    /// write access to the bucket can add one, so unlocking must not be theirs to stall:
+    /// each key's Argon2 cost is capped ([`crate::crypto::KdfParams::MAX_COST`]), the
+    /// other keys are tried cheapest first, and at most [`MAX_KEYS_TRIED`] keys or
+    /// [`UNLOCK_BUDGET`] of cost are spent before giving up with the untried keys named.
+    pub async fn open_preferring(
+        backend: Arc<dyn Backend>,
+        config: ConfigFile,
+        passphrase: &[u8],
+        preferred: Option<KeyId>,
+    ) -> Result<Self> {
         let location = backend.location();
-        let keys = backend.list(FileType::Key).await?;
-        let mut tried = 0;
+        let listed = backend.list(FileType::Key).await?;
         let mut damaged = Vec::new();
-        for info in &keys {
+        let mut candidates = Vec::new();
+        for info in &listed {
             let Some(id) = Id::from_object_name(&info.name) else {
                 continue;
             };
@@ -93,19 +142,33 @@ impl Repository {
                 ));
                 continue;
             }
-            let wrapped = match load_key_file(backend.as_ref(), KeyId(id))
+            if candidates.len() >= MAX_KEYS_READ && Some(KeyId(id)) != preferred {
+                continue;
+            }
+            match load_key_file(backend.as_ref(), KeyId(id))
                 .await
                 .and_then(|k| {
                     k.wrapped()
                         .map_err(|e| Error::corrupt_format(format!("keys/{}", info.name), e))
                 }) {
-                Ok(w) => w,
-                Err(e) => {
-                    damaged.push(e.to_string());
-                    continue;
-                }
-            };
+                Ok(w) => candidates.push((KeyId(id), w)),
+                Err(e) => damaged.push(e.to_string()),
+            }
+        }
+        // The remembered key first, then the cheapest.
+        candidates.sort_by_key(|(id, w)| (Some(*id) != preferred, w.params.cost(), *id));
+        let mut tried = 0;
+        let mut spent = 0u64;
+        let mut untried = Vec::new();
+        for (id, wrapped) in candidates {
+            if tried >= MAX_KEYS_TRIED
+                || spent.saturating_add(wrapped.params.cost()) > UNLOCK_BUDGET
+            {
+                untried.push(format!("keys/{}", id.to_hex()));
+                continue;
+            }
             tried += 1;
+            spent = spent.saturating_add(wrapped.params.cost());
             match unwrap_secret(&wrapped, passphrase) {
                 Ok(secret) => {
                     let keys = Keys::derive(secret);
@@ -121,13 +184,21 @@ impl Repository {
                         backend,
                         keys: Arc::new(keys),
                         config: config.body,
-                        key_id: KeyId(id),
+                        key_id: id,
+                        skipped: Skipped::default(),
                     });
                 }
                 Err(crate::crypto::CryptoError::Inauthentic) => {}
                 // A key with hostile or broken parameters must not lock out the others.
-                Err(e) => damaged.push(format!("keys/{} is damaged: {e}", info.name)),
+                Err(e) => damaged.push(format!("keys/{} is damaged: {e}", id.to_hex())),
             }
+        }
+        if !untried.is_empty() {
+            return Err(Error::Key(format!(
+                "no key of the repository at {location} opened with this passphrase within the unlocking limit ({tried} key(s) tried, cheapest first); {} key object(s) were not tried: {}. A repository normally holds a few keys: remove key objects you did not create from keys/, then try again",
+                untried.len(),
+                untried.join(", ")
+            )));
         }
         if !damaged.is_empty() {
             return Err(Error::DamagedKeys {
@@ -156,6 +227,13 @@ impl Repository {
         &self.config
     }
 
+    /// Snapshots and index objects this session skipped as damaged or foreign. One such
+    /// object never stops backups or hides the other snapshots; the command line exits
+    /// with code 3 and the daemon's status names them.
+    pub fn skipped(&self) -> &Skipped {
+        &self.skipped
+    }
+
     /// The key object that unlocked this session.
     pub fn key_id(&self) -> KeyId {
         self.key_id
@@ -169,6 +247,7 @@ impl Repository {
             keys: self.keys.clone(),
             config: self.config.clone(),
             key_id: self.key_id,
+            skipped: Skipped::default(),
         }
     }
 

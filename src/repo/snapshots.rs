@@ -66,8 +66,11 @@ impl Repository {
             .collect())
     }
 
-    /// Every snapshot, oldest first. A damaged snapshot fails the whole listing with its
-    /// name, rather than being skipped silently.
+    /// Every snapshot, oldest first. A damaged or foreign object in `snapshots/` is
+    /// skipped and noted in [`Repository::skipped`] (one junk object must not stop every
+    /// backup or hide the other snapshots), and one deleted between the listing and its
+    /// read (a `forget` running meanwhile) is simply absent. Any other failure (the
+    /// storage cannot be read) fails the listing.
     pub async fn list_snapshots(&self) -> Result<Vec<SnapshotEntry>> {
         self.snapshots_listed(self.snapshot_ids().await?).await
     }
@@ -92,16 +95,25 @@ impl Repository {
     /// as [`Repository::list_snapshots`] reads them; taking the listing separately is
     /// what [`Repository::snapshots_with_index`] needs.
     pub async fn snapshots_listed(&self, ids: Vec<SnapshotId>) -> Result<Vec<SnapshotEntry>> {
-        let mut out: Vec<SnapshotEntry> = stream::iter(ids)
+        let loaded: Vec<Option<SnapshotEntry>> = stream::iter(ids)
             .map(|id| async move {
-                Ok::<_, Error>(SnapshotEntry {
-                    id,
-                    snapshot: self.load_snapshot(id).await?,
-                })
+                match self.load_snapshot(id).await {
+                    Ok(snapshot) => Ok(Some(SnapshotEntry { id, snapshot })),
+                    Err(Error::Backend(e)) if e.is_not_found() => {
+                        tracing::debug!("snapshots/{id} was removed after it was listed");
+                        Ok(None)
+                    }
+                    Err(Error::Corrupt { object, reason }) => {
+                        self.skipped.note(object, reason);
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
             })
             .buffered(SNAPSHOT_READS)
             .try_collect()
             .await?;
+        let mut out: Vec<SnapshotEntry> = loaded.into_iter().flatten().collect();
         out.sort_by(|a, b| {
             a.snapshot
                 .timestamp()

@@ -10,6 +10,7 @@
 //! fails only the entries that need it; each is reported by path and the run ends with an
 //! error count.
 
+mod holes;
 mod packs;
 
 use crate::error::{Error, Result};
@@ -25,8 +26,9 @@ use crossbeam_channel::{Sender, bounded};
 use packs::Batch;
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle as Runtime;
@@ -280,8 +282,13 @@ impl Restorer<'_, '_> {
                 // Only an overwrite finds directories already there (`clear_for` keeps
                 // them); otherwise the target was empty, and an entry that appeared
                 // since fails the creation.
+                // 0700 until its real mode is set at the end: files restored inside are
+                // never readable by others in between, whatever their own modes.
                 if !self.opts.overwrite || fs::symlink_metadata(dest).is_err() {
-                    fs::create_dir(dest).map_err(|e| Error::io("create directory", dest, e))?;
+                    fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(dest)
+                        .map_err(|e| Error::io("create directory", dest, e))?;
                 }
                 self.shared.count(|r| r.dirs += 1);
                 let mut meta = node.clone();
@@ -394,26 +401,26 @@ impl Shared<'_> {
     /// Fill one created, empty regular file blob by blob through the healing reader,
     /// then set its metadata: for files with blobs the primary index does not know.
     fn write_file(&self, node: &Node, dest: &Path) -> Result<()> {
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(dest)
             .map_err(|e| Error::io("open", dest, e))?;
         let mut written: u64 = 0;
+        let mut holes = false;
         self.progress.set_current(&dest.to_string_lossy());
         for id in &node.content {
             let plain = self.rt.block_on(self.reader.read(id))?;
             Progress::add(&self.progress.bytes_done, plain.len() as u64);
-            if node.sparse && plain.iter().all(|b| *b == 0) {
-                f.seek(SeekFrom::Current(plain.len() as i64))
-                    .map_err(|e| Error::io("seek in", dest, e))?;
-            } else {
-                f.write_all(&plain)
+            let ranges = holes::data_ranges(&plain, written);
+            holes |= ranges.iter().map(|r| r.len()).sum::<usize>() < plain.len();
+            for r in ranges {
+                f.write_all_at(&plain[r.clone()], written + r.start as u64)
                     .map_err(|e| Error::io("write", dest, e))?;
             }
             written += plain.len() as u64;
         }
-        if node.sparse {
+        if holes {
             f.set_len(written)
                 .map_err(|e| Error::io("extend", dest, e))?;
         }

@@ -53,6 +53,8 @@ struct FileJob {
     written: AtomicU64,
     /// A blob failed: the error is reported once, and no metadata is applied.
     failed: AtomicBool,
+    /// Some zeros were left as holes: the length is set at the end.
+    holes: AtomicBool,
 }
 
 /// One use of a blob: file and offset.
@@ -151,6 +153,7 @@ impl Batch {
             remaining: AtomicUsize::new(content.len()),
             written: AtomicU64::new(0),
             failed: AtomicBool::new(false),
+            holes: AtomicBool::new(false),
         });
         if content.is_empty() {
             sh.finish_file(&self.files[file]);
@@ -269,13 +272,18 @@ fn fetch_range(sh: &Shared<'_>, files: &[FileJob], r: Range<'_>, buf: Vec<u8>) -
         .unwrap_or_default()
 }
 
-/// Write one blob's plaintext at its place; zero blobs of sparse files stay holes.
+/// Write one blob's plaintext at its place; its zero blocks stay holes
+/// ([`super::holes`]).
 fn write_at(job: &FileJob, plain: &[u8], offset: u64) -> Result<()> {
     if job.failed.load(Ordering::Acquire) {
         return Ok(());
     }
     job.written.fetch_add(plain.len() as u64, Ordering::AcqRel);
-    if job.node.sparse && plain.iter().all(|b| *b == 0) {
+    let ranges = super::holes::data_ranges(plain, offset);
+    if ranges.iter().map(|r| r.len()).sum::<usize>() < plain.len() {
+        job.holes.store(true, Ordering::Release);
+    }
+    if ranges.is_empty() {
         return Ok(());
     }
     let f = OpenOptions::new()
@@ -283,8 +291,11 @@ fn write_at(job: &FileJob, plain: &[u8], offset: u64) -> Result<()> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&job.dest)
         .map_err(|e| Error::io("open", &job.dest, e))?;
-    f.write_all_at(plain, offset)
-        .map_err(|e| Error::io("write", &job.dest, e))
+    for r in ranges {
+        f.write_all_at(&plain[r.clone()], offset + r.start as u64)
+            .map_err(|e| Error::io("write", &job.dest, e))?;
+    }
+    Ok(())
 }
 
 impl Shared<'_> {
@@ -302,7 +313,7 @@ impl Shared<'_> {
         }
         let written = job.written.load(Ordering::Acquire);
         let done = (|| -> Result<()> {
-            if job.node.sparse {
+            if job.holes.load(Ordering::Acquire) {
                 let f = OpenOptions::new()
                     .write(true)
                     .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
