@@ -531,21 +531,23 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
     if condemned.is_empty() && dropped.is_empty() {
         return Ok(report);
     }
-    // Record what is taken out before taking it out.
+    // Record what is taken out before taking it out: in as many records as keep each
+    // well under what a reader accepts (a prune of a large repository can take out
+    // millions of entries).
     let record = DeletionFile {
         version: 1,
         created: crate::host::now_rfc3339(),
         packs: condemned,
         dropped,
     };
-    let sealed = repo
-        .keys()
-        .seal(Purpose::Deletion, &compress(&record.to_plain()))?;
-    let id = Id::of_stored(&sealed);
-    rt.block_on(backend.put(
-        &Handle::new(FileType::Deletion, id.to_hex()),
-        bytes::Bytes::from(sealed),
-    ))?;
+    for part in split_record(record, MAX_DELETION_LEN / 4) {
+        let sealed = repo.keys().seal(Purpose::Deletion, &compress(&part))?;
+        let id = Id::of_stored(&sealed);
+        rt.block_on(backend.put(
+            &Handle::new(FileType::Deletion, id.to_hex()),
+            bytes::Bytes::from(sealed),
+        ))?;
+    }
     // The new index: what is kept, plus the repacked packs; then the old objects go.
     // (The repacked packs have an index object of their own already.)
     let all = keep_packs;
@@ -556,6 +558,30 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
         rt.block_on(backend.delete(&Handle::new(FileType::Index, old.0.to_hex())))?;
     }
     Ok(report)
+}
+
+/// The plaintexts of deletion records holding together what `record` holds, each at
+/// most `limit` bytes (or a single pack's entries, if one pack alone is larger). Every
+/// part has the record's time, so each waits the same grace period.
+fn split_record(record: DeletionFile, limit: usize) -> Vec<Vec<u8>> {
+    let plain = record.to_plain();
+    let parts = record.packs.len() + record.dropped.len();
+    if plain.len() <= limit || parts <= 1 {
+        return vec![plain];
+    }
+    let (mut first, mut second) = (record.clone(), record);
+    if first.packs.len() > 1 || first.dropped.is_empty() {
+        let half = first.packs.len() / 2;
+        second.packs = first.packs.split_off(half);
+        first.dropped = Vec::new();
+    } else {
+        let half = first.dropped.len() / 2;
+        second.dropped = first.dropped.split_off(half);
+        second.packs = Vec::new();
+    }
+    let mut out = split_record(first, limit);
+    out.extend(split_record(second, limit));
+    out
 }
 
 /// Push the S3 Object Lock of every object the repository still needs (config, keys,
@@ -605,4 +631,52 @@ pub fn extend_locks(repo: &Repository, rt: &Runtime) -> Result<u64> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::index::PackedBlob;
+
+    fn pack(n: u8, blobs: usize) -> IndexPack {
+        IndexPack {
+            id: PackId(Id([n; 32])),
+            blobs: (0..blobs)
+                .map(|i| PackedBlob {
+                    id: BlobId(Id([(i % 251) as u8; 32])),
+                    kind: BlobKind::Data,
+                    offset: i as u64 * 100,
+                    length: 100,
+                    raw_length: 90,
+                    compressed: false,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_large_deletion_record_is_split_and_nothing_is_lost() {
+        let record = DeletionFile {
+            version: 1,
+            created: "2030-01-01T00:00:00Z".into(),
+            packs: (0..40).map(|n| pack(n, 200)).collect(),
+            dropped: (40..50).map(|n| pack(n, 300)).collect(),
+        };
+        let whole = record.to_plain().len();
+        let limit = whole / 7;
+        let parts = split_record(record.clone(), limit);
+        assert!(parts.len() >= 7, "{} parts", parts.len());
+        let (mut packs, mut dropped) = (Vec::new(), Vec::new());
+        for p in &parts {
+            assert!(p.len() <= limit, "a part of {} bytes", p.len());
+            let d = DeletionFile::from_plain(p).expect("parse");
+            assert_eq!(d.created, record.created);
+            packs.extend(d.packs);
+            dropped.extend(d.dropped);
+        }
+        assert_eq!(packs, record.packs);
+        assert_eq!(dropped, record.dropped);
+        // A small record stays one.
+        assert_eq!(split_record(record, whole).len(), 1);
+    }
 }
