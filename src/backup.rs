@@ -235,6 +235,9 @@ impl BackupContext {
                     names.join(", ")
                 );
                 self.missing.extend(missing.into_iter().map(|(_, p)| p));
+                // An indexed tree is no longer known to be whole: compare everything once
+                // rather than carry entries over from a parent.
+                self.rewritten = true;
             }
         }
         if let Some(c) = &self.cache {

@@ -485,11 +485,12 @@ impl TreeWalk<'_> {
         });
     }
 
-    /// Walk a tree; returns whether anything below is damaged. Iterative, with one
-    /// frame per directory level holding only that level's name and the subtrees still
-    /// to visit, so a hostile or very deep tree (100,000 levels) costs memory in
-    /// proportion to its depth, never the thread's stack; the path of an entry is built
-    /// only when a problem is reported.
+    /// Walk a tree; returns whether anything below is damaged. Entries are looked at in
+    /// name order, each directory's below it before the next entry, as a recursive walk
+    /// would; but iteratively, one frame per directory level holding that level's
+    /// entries still to look at, so a hostile or very deep tree (100,000 levels) costs
+    /// memory in proportion to its depth, never the thread's stack. The current path is
+    /// one buffer, a name pushed per level.
     fn walk(&mut self, root: &BlobId, at: &Path, snap: SnapshotId) -> bool {
         let mut path = at.to_path_buf();
         let mut stack: Vec<WalkFrame> = match self.enter(root, &path, snap) {
@@ -500,77 +501,48 @@ impl TreeWalk<'_> {
             let Some(top) = stack.last_mut() else {
                 return false;
             };
-            if let Some((name, sub)) = top.subdirs.pop() {
-                path.push(&name);
-                match self.enter(&sub, &path, snap) {
-                    Entered::Done(damaged) => {
-                        top.damaged |= damaged;
+            let Some(node) = top.nodes.next() else {
+                let done = stack
+                    .pop()
+                    .unwrap_or_else(|| unreachable!("a frame was on top"));
+                if !done.damaged {
+                    self.clean.insert(done.id);
+                }
+                match stack.last_mut() {
+                    Some(parent) => {
+                        parent.damaged |= done.damaged;
                         path.pop();
                     }
-                    Entered::Frame(f) => stack.push(f),
+                    None => return done.damaged,
                 }
                 continue;
-            }
-            let done = stack
-                .pop()
-                .unwrap_or_else(|| unreachable!("a frame was on top"));
-            if !done.damaged {
-                self.clean.insert(done.id);
-            }
-            match stack.last_mut() {
-                Some(parent) => {
-                    parent.damaged |= done.damaged;
-                    path.pop();
-                }
-                None => return done.damaged,
-            }
-        }
-    }
-
-    /// Look at one tree: its files' blobs, and which subtrees are still to walk.
-    fn enter(&mut self, id: &BlobId, path: &Path, snap: SnapshotId) -> Entered {
-        if self.clean.contains(id) {
-            return Entered::Done(false);
-        }
-        if !self.usable(id) {
-            self.affected(snap, path, id);
-            return Entered::Done(true);
-        }
-        let tree = match self.trees.load(self.rt, id).and_then(|p| {
-            Tree::from_plain(&p)
-                .map_err(|e| Error::corrupt_format(format!("tree {}", id.short()), e))
-        }) {
-            Ok(t) => t,
-            Err(e) => {
-                let proven = matches!(e, Error::Corrupt { .. })
-                    || matches!(&e, Error::Backend(b) if b.is_not_found());
-                if proven && let Some(loc) = self.index.get(id) {
-                    let at = (loc.pack, loc.offset);
-                    self.report.damaged.entry(*id).or_default().push(at);
-                }
-                self.report.problems.push(Problem {
-                    object: format!("tree {} ({})", id.short(), path.display()),
-                    message: e.to_string(),
-                });
-                self.affected(snap, path, id);
-                return Entered::Done(true);
-            }
-        };
-        let mut damaged = false;
-        let mut subdirs = Vec::new();
-        for node in &tree.nodes {
+            };
+            let tree_id = top.id;
             match node.kind {
-                NodeKind::Dir => match &node.subtree {
-                    Some(sub) => subdirs.push((node.name.to_os(), *sub)),
+                NodeKind::Dir => match node.subtree {
+                    Some(sub) => {
+                        path.push(node.name.to_os());
+                        match self.enter(&sub, &path, snap) {
+                            Entered::Done(damaged) => {
+                                path.pop();
+                                if let Some(top) = stack.last_mut() {
+                                    top.damaged |= damaged;
+                                }
+                            }
+                            Entered::Frame(f) => stack.push(f),
+                        }
+                    }
                     None => {
                         self.report.problems.push(Problem {
-                            object: format!("tree {} ({})", id.short(), path.display()),
+                            object: format!("tree {} ({})", tree_id.short(), path.display()),
                             message: format!(
                                 "directory {} has no subtree",
                                 path.join(node.name.to_os()).display()
                             ),
                         });
-                        damaged = true;
+                        if let Some(top) = stack.last_mut() {
+                            top.damaged = true;
+                        }
                     }
                 },
                 NodeKind::File => {
@@ -578,6 +550,7 @@ impl TreeWalk<'_> {
                     // million missing ids is one affected file, not a million entries.
                     // Every missing blob is still recorded once for repair.
                     let mut listed = false;
+                    let mut damaged = false;
                     for b in &node.content {
                         if self.usable(b) {
                             continue;
@@ -590,17 +563,49 @@ impl TreeWalk<'_> {
                             listed = true;
                         }
                     }
+                    if damaged && let Some(top) = stack.last_mut() {
+                        top.damaged = true;
+                    }
                 }
                 _ => {}
             }
         }
-        // Walked in name order: popped from the end.
-        subdirs.reverse();
-        Entered::Frame(WalkFrame {
-            id: *id,
-            damaged,
-            subdirs,
-        })
+    }
+
+    /// Look at one tree before walking its entries: whether it is known clean,
+    /// unusable or unreadable (then nothing below it is walked), or its entries.
+    fn enter(&mut self, id: &BlobId, path: &Path, snap: SnapshotId) -> Entered {
+        if self.clean.contains(id) {
+            return Entered::Done(false);
+        }
+        if !self.usable(id) {
+            self.affected(snap, path, id);
+            return Entered::Done(true);
+        }
+        match self.trees.load(self.rt, id).and_then(|p| {
+            Tree::from_plain(&p)
+                .map_err(|e| Error::corrupt_format(format!("tree {}", id.short()), e))
+        }) {
+            Ok(tree) => Entered::Frame(WalkFrame {
+                id: *id,
+                damaged: false,
+                nodes: tree.nodes.into_iter(),
+            }),
+            Err(e) => {
+                let proven = matches!(e, Error::Corrupt { .. })
+                    || matches!(&e, Error::Backend(b) if b.is_not_found());
+                if proven && let Some(loc) = self.index.get(id) {
+                    let at = (loc.pack, loc.offset);
+                    self.report.damaged.entry(*id).or_default().push(at);
+                }
+                self.report.problems.push(Problem {
+                    object: format!("tree {} ({})", id.short(), path.display()),
+                    message: e.to_string(),
+                });
+                self.affected(snap, path, id);
+                Entered::Done(true)
+            }
+        }
     }
 }
 
@@ -609,15 +614,15 @@ struct WalkFrame {
     id: BlobId,
     /// Whether anything seen so far below it is damaged.
     damaged: bool,
-    /// Subdirectories still to walk, the next last.
-    subdirs: Vec<(std::ffi::OsString, BlobId)>,
+    /// Its entries still to look at, in name order.
+    nodes: std::vec::IntoIter<crate::format::tree::Node>,
 }
 
 /// What looking at a tree came to.
 enum Entered {
     /// Nothing to walk below it; whether it is damaged.
     Done(bool),
-    /// Its subdirectories are to be walked.
+    /// Its entries are to be walked.
     Frame(WalkFrame),
 }
 

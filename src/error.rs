@@ -12,7 +12,7 @@ use std::path::PathBuf;
 pub enum Error {
     /// Storage failed.
     #[error(transparent)]
-    Backend(#[from] BackendError),
+    Backend(BackendError),
     /// No `config` object at the location.
     #[error(
         "there is no cairn repository at {location}: check the path, or create one with `cairn init --repo {location}`"
@@ -139,6 +139,19 @@ pub enum Error {
     /// Cryptography outside object verification failed (random source, KDF parameters).
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+}
+
+/// Storage errors become library errors as they are, except that something stored under
+/// an object's name that cannot be one of its kind ([`BackendError::Invalid`]: a link, a
+/// FIFO, an oversized object) is a damaged object: whoever skips damaged snapshots or
+/// index objects skips it too, and it is never mistaken for an outage.
+impl From<BackendError> for Error {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::Invalid { object, reason, .. } => Error::Corrupt { object, reason },
+            e => Error::Backend(e),
+        }
+    }
 }
 
 impl Error {

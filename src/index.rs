@@ -248,6 +248,17 @@ impl Repository {
     /// its blobs, naming them. (A prune loads the index its own way and stops on one:
     /// what such an object holds must not be taken for unused.)
     pub async fn load_index(&self) -> Result<MasterIndex> {
+        self.load_index_with(true).await
+    }
+
+    /// [`Repository::load_index`] that fails on a damaged index object instead of
+    /// skipping it: for a caller that decides from the index what the repository lacks
+    /// (a journal replay leaves out snapshots whose data seems missing).
+    pub async fn load_index_strict(&self) -> Result<MasterIndex> {
+        self.load_index_with(false).await
+    }
+
+    async fn load_index_with(&self, skip_damaged: bool) -> Result<MasterIndex> {
         let mut index = MasterIndex::default();
         // Index objects are listed before deletion records: a prune writes its record
         // before it deletes the index objects it replaces, so a reader that misses one
@@ -274,10 +285,11 @@ impl Repository {
                         }
                     }
                 }
-                Err(e) if crate::backup::skippable_index_error(&e) => {
-                    if let Error::Corrupt { object, reason } = e {
-                        self.skipped().note(object, reason);
-                    }
+                // Not found is not skipped: a prune replaced it after the listing, and
+                // what it held is in index objects this listing missed; the reader
+                // fails naming it and a second run lists again.
+                Err(Error::Corrupt { object, reason }) if skip_damaged => {
+                    self.skipped().note(object, reason);
                 }
                 Err(e) => return Err(e),
             }

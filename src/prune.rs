@@ -95,6 +95,8 @@ pub struct PruneReport {
     pub revived_blobs: u64,
     /// Condemned packs still waiting for their grace period to end.
     pub waiting_packs: u64,
+    /// Packs the index named that are not in `data/`; their entries were dropped.
+    pub missing_packs: u64,
     /// Condemned packs whose S3 Object Lock has not expired yet: never deleted before.
     pub locked_packs: u64,
     /// When the first of those locks expires (RFC 3339).
@@ -207,16 +209,45 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
         Ok(())
     }))
     .map_err(|e| Error::InvalidInput(format!("{e}; prune stops: run `cairn check`")))?;
+    // What earlier prunes took out.
+    let mut deletions: Vec<(Id, DeletionFile)> = Vec::new();
+    for (id, d) in rt.block_on(repo.load_deletions())? {
+        deletions.push((id, d?));
+    }
+    // The packs stored, listed after the index objects (every pack they name that is
+    // stored is in it). The index is a cache of `data/`: an entry whose pack is gone (an
+    // old index object put back after a prune deleted its packs) must count for nothing,
+    // or it would stand for a blob whose live copy elsewhere then looks unused and is
+    // deleted. Such entries are dropped from the index this run writes.
+    let pack_listing = rt.block_on(backend.list(FileType::Pack))?;
+    let stored_at: HashMap<String, std::time::SystemTime> = pack_listing
+        .iter()
+        .filter_map(|i| Some((i.name.clone(), i.modified?)))
+        .collect();
+    let listed: HashMap<String, u64> = pack_listing.into_iter().map(|i| (i.name, i.size)).collect();
+    let mut gone = 0usize;
+    for (_, f) in &mut files {
+        f.packs.retain(|p| {
+            let kept = listed.contains_key(&p.id.to_hex());
+            gone += usize::from(!kept);
+            kept
+        });
+    }
+    for (_, d) in &mut deletions {
+        d.packs.retain(|p| listed.contains_key(&p.id.to_hex()));
+        d.dropped.retain(|p| listed.contains_key(&p.id.to_hex()));
+    }
+    if gone > 0 {
+        tracing::warn!(
+            "the index names {gone} pack(s) that are not in data/: their entries are dropped from the index"
+        );
+    }
+    report.missing_packs = gone as u64;
     let mut index = MasterIndex::default();
     for (_, f) in &files {
         for p in &f.packs {
             index.add_pack(p);
         }
-    }
-    // What earlier prunes took out.
-    let mut deletions: Vec<(Id, DeletionFile)> = Vec::new();
-    for (id, d) in rt.block_on(repo.load_deletions())? {
-        deletions.push((id, d?));
     }
     // Trees taken out earlier may be needed to read a snapshot that still uses them.
     let mut full_index = MasterIndex::default();
@@ -234,11 +265,6 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
     report.used_blobs = used.len() as u64;
 
     // 2. Take back what a snapshot uses but the index lacks.
-    let listed: HashMap<String, u64> = rt
-        .block_on(backend.list(FileType::Pack))?
-        .into_iter()
-        .map(|i| (i.name, i.size))
-        .collect();
     let mut revive: BTreeMap<PackId, Vec<PackedBlob>> = BTreeMap::new();
     let mut revived: HashSet<BlobId> = HashSet::new();
     for (_, d) in &deletions {
@@ -428,16 +454,25 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
         }
     }
     // Packs in no index object and no deletion record: uploads of a backup that was
-    // interrupted before its index object, which nothing can use. The same two phases
-    // as any pack: condemned now, deleted after the grace period unless an index object
-    // lists them by then (a backup running now writes its index after its packs, and
-    // was not listed when this run read the index).
+    // interrupted before its index object, which nothing can use. Only those stored
+    // longer ago than the grace period (a writer that indexes late, such as a long
+    // repack, a journal replay or a long backup, is not cut short), and then in the same
+    // two phases as any pack: condemned now, deleted after the grace period again unless
+    // an index object lists them by then. A pack of unknown age is left alone.
+    let old_enough = |name: &str| {
+        stored_at.get(name).is_some_and(|t| {
+            std::time::SystemTime::now()
+                .duration_since(*t)
+                .is_ok_and(|age| age >= opts.grace)
+        })
+    };
     let recorded: HashSet<PackId> = deletions
         .iter()
         .flat_map(|(_, d)| d.packs.iter().map(|p| p.id))
         .collect();
     let mut orphans: Vec<(PackId, u64)> = listed
         .iter()
+        .filter(|(name, _)| old_enough(name))
         .filter_map(|(name, size)| Some((PackId(Id::from_object_name(name)?), *size)))
         .filter(|(id, _)| !indexed_packs.contains(id) && !recorded.contains(id))
         .collect();
@@ -528,19 +563,26 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
         blobs.extend(used_here);
         condemned.push(IndexPack { id: old.id, blobs });
     }
-    if condemned.is_empty() && dropped.is_empty() {
+    // Nothing to take out, and no entry of a missing pack to drop: the index stays.
+    if condemned.is_empty() && dropped.is_empty() && gone == 0 {
         return Ok(report);
     }
     // Record what is taken out before taking it out: in as many records as keep each
     // well under what a reader accepts (a prune of a large repository can take out
-    // millions of entries).
+    // millions of entries). Entries of missing packs need no record: there is nothing
+    // left to read through them.
     let record = DeletionFile {
         version: 1,
         created: crate::host::now_rfc3339(),
         packs: condemned,
         dropped,
     };
-    for part in split_record(record, MAX_DELETION_LEN / 4) {
+    let parts = if record.packs.is_empty() && record.dropped.is_empty() {
+        Vec::new()
+    } else {
+        split_record(record, MAX_DELETION_LEN / 4)
+    };
+    for part in parts {
         let sealed = repo.keys().seal(Purpose::Deletion, &compress(&part))?;
         let id = Id::of_stored(&sealed);
         rt.block_on(backend.put(

@@ -24,7 +24,14 @@ fn shim() -> &'static Path {
         let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("powercut.so");
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/powercut.c");
         let status = Command::new("cc")
-            .args(["-shared", "-fPIC", "-O2", "-Wall", "-Wno-format-truncation", "-o"])
+            .args([
+                "-shared",
+                "-fPIC",
+                "-O2",
+                "-Wall",
+                "-Wno-format-truncation",
+                "-o",
+            ])
             .arg(&out)
             .arg(&src)
             .arg("-ldl")

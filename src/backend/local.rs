@@ -148,35 +148,45 @@ impl LocalBackend {
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(self.path_of(h))
             .map_err(|err| match err.raw_os_error() {
-                Some(libc::ELOOP) => e(io::Error::other(
-                    "is a symbolic link, not a stored object: repository objects are regular files",
-                )),
+                Some(libc::ELOOP) => {
+                    self.invalid(h, "a symbolic link (repository objects are regular files)")
+                }
                 _ => e(err),
             })?;
         let meta = f.metadata().map_err(e)?;
         if !meta.is_file() {
-            return Err(e(io::Error::other(
-                "is not a regular file: repository objects are regular files",
-            )));
+            return Err(self.invalid(h, "not a regular file (repository objects are)"));
         }
         Ok((f, meta.len()))
+    }
+
+    fn invalid(&self, h: &Handle, reason: impl Into<String>) -> BackendError {
+        BackendError::Invalid {
+            object: h.path(),
+            location: self.location(),
+            reason: reason.into(),
+        }
     }
 
     fn get_sync(&self, h: &Handle) -> Result<Vec<u8>, BackendError> {
         let e = |s| self.io_err("read", h.path(), s);
         let (f, len) = self.open_object(h)?;
         let limit = h.kind.max_stored_len();
+        let too_large = |len: u64| {
+            self.invalid(
+                h,
+                format!(
+                    "{len} bytes or more, where an object of its kind has at most {limit} (docs/FORMAT.md, section 17)"
+                ),
+            )
+        };
         if len > limit {
-            return Err(e(io::Error::other(format!(
-                "is {len} bytes, more than the {limit} bytes an object of its kind may be (docs/FORMAT.md, section 17)"
-            ))));
+            return Err(too_large(len));
         }
         let mut buf = Vec::with_capacity(len as usize);
         f.take(limit + 1).read_to_end(&mut buf).map_err(e)?;
         if buf.len() as u64 > limit {
-            return Err(e(io::Error::other(format!(
-                "grew past {limit} bytes while it was read"
-            ))));
+            return Err(too_large(buf.len() as u64));
         }
         Ok(buf)
     }
@@ -235,6 +245,7 @@ impl LocalBackend {
             out.push(ObjectInfo {
                 name,
                 size: meta.len(),
+                modified: meta.modified().ok(),
             });
         }
         Ok(())
@@ -301,6 +312,7 @@ impl Backend for LocalBackend {
                     out.push(ObjectInfo {
                         name: String::new(),
                         size: m.len(),
+                        modified: m.modified().ok(),
                     });
                 }
                 return Ok(out);

@@ -125,6 +125,10 @@ pub struct ObjectInfo {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
+    /// When it was stored, where the storage says (S3 `LastModified`, a file's mtime):
+    /// prune sweeps a pack that no index names only once it is older than the grace
+    /// period. `None` when unknown.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// Why a storage operation failed, with the object and location it concerned.
@@ -154,6 +158,19 @@ pub enum BackendError {
         /// Bytes received.
         got: u64,
     },
+    /// What is stored under the name cannot be an object of its type: a symbolic link,
+    /// a FIFO or a device in a local repository, or more bytes than its type may have
+    /// ([`FileType::max_stored_len`]). Foreign or planted, not a transient failure:
+    /// readers treat it as a damaged object.
+    #[error("{object} in {location} is not a stored object of its kind: {reason}")]
+    Invalid {
+        /// Object path.
+        object: String,
+        /// Repository location.
+        location: String,
+        /// What it is instead.
+        reason: String,
+    },
     /// The operating system or the transport failed.
     #[error("{op} {object} in {location}: {source}")]
     Io {
@@ -177,7 +194,7 @@ impl BackendError {
         match self {
             BackendError::Io { retryable, .. } => *retryable,
             BackendError::Truncated { .. } => true,
-            BackendError::NotFound { .. } => false,
+            BackendError::NotFound { .. } | BackendError::Invalid { .. } => false,
         }
     }
 

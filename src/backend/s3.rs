@@ -423,7 +423,7 @@ impl S3Backend {
         let declared = out.content_length();
         let limit = range.map_or(handle.kind.max_stored_len(), |(_, length)| length);
         if declared.is_some_and(|n| n < 0 || n as u64 > limit) {
-            return Err(self.oversized("read", handle.path(), declared.unwrap_or(-1), limit));
+            return Err(self.oversized(handle, range.is_none(), declared.unwrap_or(-1), limit));
         }
         let wanted = match range {
             Some((_, length)) => Some(length),
@@ -443,7 +443,7 @@ impl S3Backend {
         {
             if (body.len() + frame.len()) as u64 > limit {
                 let got = i64::try_from(body.len() + frame.len()).unwrap_or(i64::MAX);
-                return Err(self.oversized("read", handle.path(), got, limit));
+                return Err(self.oversized(handle, range.is_none(), got, limit));
             }
             // Past the reservation, to the declared size at once rather than doubling:
             // the bytes are arriving, and the length was checked against the limit.
@@ -468,10 +468,21 @@ impl S3Backend {
         Ok(body)
     }
 
-    fn oversized(&self, op: &'static str, object: String, got: i64, limit: u64) -> BackendError {
+    /// A body larger than asked for: for a whole object, more than its type may be (the
+    /// object is not one of its kind); for a range, a server fault.
+    fn oversized(&self, handle: &Handle, whole: bool, got: i64, limit: u64) -> BackendError {
+        if whole {
+            return BackendError::Invalid {
+                object: handle.path(),
+                location: self.location.display(),
+                reason: format!(
+                    "{got} bytes or more, where an object of its kind has at most {limit} (docs/FORMAT.md, section 17)"
+                ),
+            };
+        }
         BackendError::Io {
-            op,
-            object,
+            op: "read",
+            object: handle.path(),
             location: self.location.display(),
             source: io::Error::other(format!(
                 "{} sent a body of {got} bytes where at most {limit} were expected",
@@ -765,6 +776,9 @@ impl Backend for S3Backend {
                         out.push(ObjectInfo {
                             name: String::new(),
                             size: o.size().unwrap_or(0).max(0) as u64,
+                            modified: o
+                                .last_modified()
+                                .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
                         });
                     }
                     continue;
@@ -775,6 +789,9 @@ impl Backend for S3Backend {
                 out.push(ObjectInfo {
                     name: name.to_string(),
                     size: o.size().unwrap_or(0).max(0) as u64,
+                    modified: o
+                        .last_modified()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
                 });
             }
             if resp.is_truncated() != Some(true) {

@@ -104,6 +104,13 @@ fn print_report(r: &PruneReport, json: bool, dry: bool) -> Result<()> {
         "{} snapshot(s) use {} blob(s) in {} pack(s)",
         r.snapshots, r.used_blobs, r.packs
     );
+    if r.missing_packs > 0 {
+        println!(
+            "{} pack(s) the index named are not in data/: their entries {}dropped from the index (`cairn check` lists what is affected)",
+            r.missing_packs,
+            if dry { "would be " } else { "are " }
+        );
+    }
     if r.revived_blobs > 0 {
         println!(
             "{} blob(s) a snapshot uses were {}taken back into the index",

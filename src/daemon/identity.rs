@@ -38,6 +38,25 @@ pub fn recorded(state_dir: &Path, name: &str) -> Result<Option<Id>> {
     })
 }
 
+/// Whether destination `name` was reached before, and the repository id it held (hex)
+/// as far as known: the record, or for a state directory from before records were kept,
+/// a journal kept for it (`journal/<name>/<id>/`, written only once the repository was
+/// opened). Either means the daemon once opened a repository there, so a missing
+/// `config` is an unreachable destination, not an empty one.
+pub fn reached_before(state_dir: &Path, name: &str) -> Result<Option<String>> {
+    if let Some(id) = recorded(state_dir, name)? {
+        return Ok(Some(id.to_hex()));
+    }
+    if let Ok(rd) = fs::read_dir(state_dir.join("journal").join(name)) {
+        for e in rd.flatten() {
+            if let Some(id) = e.file_name().to_str().and_then(Id::from_object_name) {
+                return Ok(Some(id.to_hex()));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Remember that destination `name` holds repository `id` (atomically and durably: a
 /// crash leaves the old record or the new one).
 pub fn record(state_dir: &Path, name: &str, id: &Id) -> Result<()> {

@@ -122,7 +122,7 @@ impl Journal {
         let journaled = self.repository(dest);
         // What the destination holds now, replayed objects included: a prune elsewhere
         // may have removed data the journal relied on while the destination was away.
-        let index = dest.load_index().await?;
+        let index = dest.load_index_strict().await?;
         let mut whole: std::collections::HashSet<crate::hash::BlobId> = Default::default();
         let mut snaps = Vec::new();
         for id in journaled.snapshot_ids().await? {

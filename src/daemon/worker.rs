@@ -936,13 +936,20 @@ fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Res
             }
         }
         Err(Error::RepositoryNotFound { location }) => {
-            if let Some(id) = super::identity::recorded(&env.state_dir, name)? {
-                env.keyring.release(name);
-                return Err(Error::DestinationMissing {
-                    location,
-                    id: id.to_hex(),
-                    record: super::identity::record_path(&env.state_dir, name),
-                });
+            match super::identity::reached_before(&env.state_dir, name) {
+                Ok(None) => {}
+                Ok(Some(id)) => {
+                    env.keyring.release(name);
+                    return Err(Error::DestinationMissing {
+                        location,
+                        id,
+                        record: super::identity::record_path(&env.state_dir, name),
+                    });
+                }
+                Err(e) => {
+                    env.keyring.release(name);
+                    return Err(e);
+                }
             }
             let base = InitOptions::new(
                 crate::host::now_rfc3339(),
@@ -986,7 +993,11 @@ fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Res
     };
     env.keyring.register(name, &repo);
     let id = repo.config().id;
-    match super::identity::recorded(&env.state_dir, name)? {
+    let known = super::identity::recorded(&env.state_dir, name);
+    if known.is_err() {
+        env.keyring.release(name);
+    }
+    match known? {
         Some(known) if known == id => {}
         known => {
             if let Some(old) = known {

@@ -131,18 +131,22 @@ impl Repository {
         let listed = backend.list(FileType::Key).await?;
         let mut damaged = Vec::new();
         let mut candidates = Vec::new();
+        let mut untried = Vec::new();
+        let mut read = 0usize;
         for info in &listed {
             let Some(id) = Id::from_object_name(&info.name) else {
                 continue;
             };
+            if read >= MAX_KEYS_READ && Some(KeyId(id)) != preferred {
+                untried.push(format!("keys/{}", info.name));
+                continue;
+            }
+            read += 1;
             if info.size > MAX_KEY_LEN {
                 damaged.push(format!(
                     "keys/{} is {} bytes, too large for a key",
                     info.name, info.size
                 ));
-                continue;
-            }
-            if candidates.len() >= MAX_KEYS_READ && Some(KeyId(id)) != preferred {
                 continue;
             }
             match load_key_file(backend.as_ref(), KeyId(id))
@@ -159,7 +163,6 @@ impl Repository {
         candidates.sort_by_key(|(id, w)| (Some(*id) != preferred, w.params.cost(), *id));
         let mut tried = 0;
         let mut spent = 0u64;
-        let mut untried = Vec::new();
         for (id, wrapped) in candidates {
             if tried >= MAX_KEYS_TRIED
                 || spent.saturating_add(wrapped.params.cost()) > UNLOCK_BUDGET
@@ -247,7 +250,8 @@ impl Repository {
             keys: self.keys.clone(),
             config: self.config.clone(),
             key_id: self.key_id,
-            skipped: Skipped::default(),
+            // What the stand-in skips is reported with the repository's own.
+            skipped: self.skipped.clone(),
         }
     }
 
@@ -281,6 +285,8 @@ impl Repository {
         purpose: Purpose,
         limit: usize,
     ) -> Result<Vec<u8>> {
+        // Something planted under the name (a link, a FIFO, an oversized object) comes
+        // back as a damaged object (see `From<BackendError> for Error`).
         let sealed = self.backend.get(&Handle::new(kind, id.to_hex())).await?;
         self.open_object(kind, id, purpose, limit, &sealed)
     }
