@@ -387,6 +387,7 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
                 .extend(p.blobs.iter().cloned());
         }
     }
+    let canonical = verified_copies(repo, rt, &used, &index, &by_pack);
     for (_, f) in &files {
         for p in &f.packs {
             if !seen_packs.insert(p.id) {
@@ -406,9 +407,11 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
             let (used_here, unused_here): (Vec<PackedBlob>, Vec<PackedBlob>) =
                 entries.into_iter().partition(|b| {
                     used.contains(&b.id)
-                        && index
+                        && canonical
                             .get(&b.id)
-                            .is_some_and(|l| l.pack == p.id && l.offset == b.offset)
+                            .copied()
+                            .or_else(|| index.get(&b.id).map(|l| (l.pack, l.offset)))
+                            == Some((p.id, b.offset))
                 });
             let used_bytes: u64 = used_here.iter().map(|b| u64::from(b.length)).sum();
             let unused_bytes: u64 = unused_here.iter().map(|b| u64::from(b.length)).sum();
@@ -600,6 +603,66 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
         rt.block_on(backend.delete(&Handle::new(FileType::Index, old.0.to_hex())))?;
     }
     Ok(report)
+}
+
+/// For each used blob stored more than once, the copy to keep when it is not the first
+/// the index gives: a prune takes the other copies out, so the one kept is read back and
+/// verified first. A `check --repair` running beside a prune writes a good copy because
+/// the first is damaged, and a prune that listed the index before the repair rewrote it
+/// puts the damaged location back first; keeping it would condemn the good copy. When
+/// the first copy does not verify and another does, that one is kept instead; when none
+/// does, nothing changes. Only duplicates are read, which are few (repairs, and the same
+/// data uploaded by backups at the same time).
+fn verified_copies(
+    repo: &Repository,
+    rt: &Runtime,
+    used: &HashSet<BlobId>,
+    index: &MasterIndex,
+    by_pack: &HashMap<PackId, Vec<PackedBlob>>,
+) -> HashMap<BlobId, (PackId, u64)> {
+    let mut others: HashMap<BlobId, Vec<(PackId, PackedBlob)>> = HashMap::new();
+    for (pack, entries) in by_pack {
+        for b in entries {
+            if !used.contains(&b.id) {
+                continue;
+            }
+            if let Some(l) = index.get(&b.id)
+                && (l.pack, l.offset) != (*pack, b.offset)
+            {
+                others.entry(b.id).or_default().push((*pack, b.clone()));
+            }
+        }
+    }
+    let intact = |id: &BlobId, loc: &BlobLocation| {
+        let handle = Handle::new(FileType::Pack, loc.pack.to_hex());
+        rt.block_on(
+            repo.backend()
+                .get_range(&handle, loc.offset, u64::from(loc.length)),
+        )
+        .is_ok_and(|sealed| open_blob(repo.keys(), id, loc, &sealed).is_ok())
+    };
+    let mut chosen = HashMap::new();
+    for (id, copies) in others {
+        let Some(first) = index.get(&id) else {
+            continue;
+        };
+        if intact(&id, &first) {
+            continue;
+        }
+        if let Some((pack, b)) = copies
+            .iter()
+            .find(|(pack, b)| intact(&id, &location(*pack, b)))
+        {
+            tracing::warn!(
+                "blob {} is damaged in data/{} and intact in data/{}: the intact copy is kept",
+                id.short(),
+                first.pack.to_hex(),
+                pack.to_hex()
+            );
+            chosen.insert(id, (*pack, b.offset));
+        }
+    }
+    chosen
 }
 
 /// The plaintexts of deletion records holding together what `record` holds, each at

@@ -912,3 +912,38 @@ fn trees_100000_levels_deep_are_walked_without_exhausting_the_stack() {
     assert!(out.status.code().is_some(), "{}", describe(&out));
     h.assert_contained(&target);
 }
+
+#[test]
+fn prune_keeps_the_intact_copy_of_a_blob_stored_twice() {
+    // What a `check --repair` beside a prune can leave: a used blob indexed in two packs,
+    // the first of them damaged. A prune keeps one copy; it must be the intact one.
+    let h = Hostile::new();
+    let payload = b"the only copy that matters".repeat(100);
+    let data = h.id(&payload);
+    let root = tree(vec![file(b"precious.txt", &payload, data)]);
+    let damaged = h.put_pack(vec![h.seal(BlobKind::Data, &payload)]);
+    let intact = h.put_pack(vec![h.seal(BlobKind::Data, &payload)]);
+    let trees = h.put_pack(vec![h.seal(BlobKind::Tree, &root)]);
+    // One index object, the damaged pack first: its location is the one readers and
+    // prune take first.
+    h.index(vec![damaged.clone(), intact.clone(), trees]);
+    let snap = h.snapshot(h.id(&root));
+    let entry = &damaged.blobs[0];
+    let hex = damaged.id.0.to_hex();
+    let path = h.env.objects_dir().join("data").join(&hex[..2]).join(&hex);
+    let mut bytes = fs::read(&path).expect("read pack");
+    bytes[entry.offset as usize + 30] ^= 0x55;
+    fs::write(&path, bytes).expect("damage pack");
+    for _ in 0..2 {
+        let out = h.run(&["prune", "--grace", "0s"]);
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    }
+    let (out, target) = h.restore(&snap, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(
+        fs::read(target.join("precious.txt")).expect("read"),
+        payload
+    );
+    let out = h.run(&["check", "--read-data"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}
