@@ -15,6 +15,7 @@ pub mod control;
 pub mod identity;
 pub mod journal;
 pub mod keyring;
+pub mod liveness;
 pub mod metrics;
 pub mod schedule;
 pub mod scrub;
@@ -90,17 +91,44 @@ async fn main_loop(path: &Path, mut config: DaemonConfig, identity: Identity) ->
     let mut term = sig(SignalKind::terminate())?;
     let mut int = sig(SignalKind::interrupt())?;
     let mut hup = sig(SignalKind::hangup())?;
-    // The watchdog is fed for the whole life of the process, reloads included: it
-    // proves the runtime is alive.
+    // The watchdog is fed for the whole life of the process, reloads included, while
+    // the runtime is alive and every busy destination makes progress (`liveness`): a
+    // worker frozen for good gets the service restarted.
+    let watched: Arc<std::sync::Mutex<Vec<Arc<Destination>>>> = Arc::default();
     let watchdog = systemd::watchdog_interval().map(|every| {
+        let watched = watched.clone();
         tokio::spawn(async move {
+            let mut live = liveness::Liveness::default();
+            let mut said = false;
             loop {
-                systemd::watchdog();
+                let observed: Vec<(String, liveness::Signature)> = watched
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .map(|d| (d.config.name.clone(), d.liveness()))
+                    .collect();
+                let stalled = live.stalled(
+                    std::time::Instant::now(),
+                    &observed,
+                    liveness::STALL_LIMIT,
+                );
+                if stalled.is_empty() {
+                    systemd::watchdog();
+                    said = false;
+                } else if !said {
+                    said = true;
+                    tracing::error!(
+                        "destination(s) {} made no progress for {}: the watchdog is no longer fed, so systemd restarts the service",
+                        stalled.join(", "),
+                        humantime::format_duration(liveness::STALL_LIMIT)
+                    );
+                }
                 tokio::time::sleep(every).await;
             }
         })
     });
     let mut instance = Instance::start(&config, &identity).await?;
+    *watched.lock().unwrap_or_else(|p| p.into_inner()) = instance.destinations.clone();
     systemd::ready();
     loop {
         tokio::select! {
@@ -125,6 +153,8 @@ async fn main_loop(path: &Path, mut config: DaemonConfig, identity: Identity) ->
                     }
                     Err(e) => tracing::error!("configuration not reloaded, the running one stays in force: {e}"),
                 }
+                *watched.lock().unwrap_or_else(|p| p.into_inner()) =
+                    instance.destinations.clone();
                 systemd::ready();
             }
         }

@@ -247,6 +247,23 @@ impl Destination {
         }
     }
 
+    /// What the watchdog watches of this destination ([`super::liveness`]).
+    pub fn liveness(&self) -> super::liveness::Signature {
+        let p = &self.control.progress;
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        super::liveness::Signature {
+            busy: p.phase() != Phase::Idle,
+            counters: [
+                n(&p.files),
+                n(&p.bytes_read),
+                n(&p.packs_uploaded),
+                n(&p.bytes_uploaded),
+                n(&p.uploads_failed),
+                n(&p.bytes_done),
+            ],
+        }
+    }
+
     /// Publish the outcome of a scrub slice.
     pub fn set_scrub(&self, s: super::status::ScrubStatus) {
         *lock(&self.scrub) = Some(s);
