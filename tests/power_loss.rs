@@ -266,3 +266,198 @@ fn every_snapshot_reported_saved_survives_a_power_cut_in_backup_and_prune() {
         m.saved.len()
     );
 }
+
+/// A daemon run under the power-cut shim, its state directory the watched disk.
+struct CutDaemon {
+    child: std::process::Child,
+}
+
+impl CutDaemon {
+    fn start(
+        env: &Env,
+        config: &Path,
+        state: &Path,
+        image: &Path,
+        store: &Path,
+        log: &Path,
+    ) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        cmd.args(["daemon", "--config"])
+            .arg(config)
+            .env(
+                "CAIRN_LOG",
+                "info,aws_config=error,aws_smithy_runtime=error",
+            )
+            .env("LD_PRELOAD", shim())
+            .env("POWERCUT_ROOT", state)
+            .env("POWERCUT_IMAGE", image)
+            .env("POWERCUT_STORE", store)
+            .env_remove("CAIRN_PASSWORD")
+            .env_remove("CAIRN_PASSWORD_FILE")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(log).expect("log"));
+        for (k, v) in &env.env {
+            cmd.env(k, v);
+        }
+        CutDaemon {
+            child: cmd.spawn().expect("start daemon"),
+        }
+    }
+
+    /// Power off: the process dies at once, and the disk keeps only what was synced.
+    fn cut(mut self, state: &Path, image: &Path, store: &Path) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        fs::remove_dir_all(state).expect("remove state");
+        copy_tree(image, state);
+        fs::remove_dir_all(store).expect("remove store");
+        fs::create_dir_all(store).expect("mkdir store");
+    }
+}
+
+impl Drop for CutDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn status(env: &Env, config: &Path) -> Option<serde_json::Value> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    cmd.args(["status", "--json", "--config"]).arg(config);
+    for (k, v) in &env.env {
+        cmd.env(k, v);
+    }
+    serde_json::from_slice(&cmd.output().ok()?.stdout).ok()
+}
+
+fn wait_for(
+    env: &Env,
+    config: &Path,
+    log: &Path,
+    what: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = status(env, config)
+            && cond(&s["destinations"][0])
+        {
+            return s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "timed out waiting for {what}: {:?}\n{}",
+            status(env, config),
+            fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn journaled_snapshots_survive_power_cuts_while_journaling_and_replaying() {
+    use support::fault_proxy::{FaultProxy, Schedule};
+    use support::s3::{S3Server, aws_env};
+    let mut env = Env::new();
+    env.env = aws_env();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("base.bin"), pseudo_random(1 << 20, 5)).expect("write");
+    fs::write(src.join("doc.txt"), b"state 0").expect("write");
+    let server = S3Server::start(&["backups"]);
+    let proxy = FaultProxy::start(server.port, Schedule::clean());
+    let repo = format!("s3:{}/backups/host1", proxy.endpoint());
+    let (state, image, store) = (env.path("state"), env.path("image"), env.path("store"));
+    for d in [&state, &image, &store] {
+        fs::create_dir_all(d).expect("mkdir");
+    }
+    let config = env.path("cairn.toml");
+    fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\npassword_file = \"{}\"\n\n[[source]]\npaths = [\"{}\"]\n\n[[destination]]\nname = \"only\"\nrepo = \"{repo}\"\noptions = {{ \"s3.retry-delay\" = \"20ms\", \"s3.retries\" = \"2\", \"s3.timeout\" = \"2s\" }}\n\n[schedule]\nquiet_period = \"300ms\"\nmin_interval = \"0s\"\n",
+            state.display(),
+            env.password_file.display(),
+            src.display()
+        ),
+    )
+    .expect("config");
+    let log = |n: u32| env.path(&format!("daemon{n}.log"));
+    let settled = |d: &serde_json::Value| {
+        !d["last_snapshot"].is_null()
+            && d["state"] == "idle"
+            && d["pending_changes"] == 0
+            && d["last_error"].is_null()
+            && d["journal_snapshots"] == 0
+    };
+    let d = CutDaemon::start(&env, &config, &state, &image, &store, &log(1));
+    wait_for(&env, &config, &log(1), "the first snapshot", settled);
+
+    // Down: two states are journaled; then the power fails.
+    proxy.set_schedule(Schedule {
+        reset: 1000,
+        ..Schedule::clean()
+    });
+    fs::write(src.join("doc.txt"), b"state 1, while the bucket is down").expect("write");
+    wait_for(&env, &config, &log(1), "one journaled snapshot", |d| {
+        d["journal_snapshots"] == 1
+    });
+    fs::write(src.join("doc.txt"), b"state 2, still down").expect("write");
+    fs::write(src.join("new.bin"), pseudo_random(300_000, 6)).expect("write");
+    wait_for(&env, &config, &log(1), "two journaled snapshots", |d| {
+        d["journal_snapshots"] == 2
+    });
+    d.cut(&state, &image, &store);
+
+    // Back up after the cut, still down: both journaled snapshots are still there.
+    let d = CutDaemon::start(&env, &config, &state, &image, &store, &log(2));
+    let s = wait_for(&env, &config, &log(2), "the journal after the cut", |d| {
+        !d["journal_snapshots"].is_null()
+    });
+    assert_eq!(
+        s["destinations"][0]["journal_snapshots"], 2,
+        "a journaled snapshot was lost in the power cut: {s}"
+    );
+    // The bucket is back, and the power fails again during the replay.
+    proxy.set_schedule(Schedule::clean());
+    let seed = 0x51ed_270b_u64 ^ u64::from(std::process::id());
+    std::thread::sleep(Duration::from_millis(seed % 1500));
+    d.cut(&state, &image, &store);
+
+    // The replay finishes after the second cut, and every state reached the bucket.
+    let d = CutDaemon::start(&env, &config, &state, &image, &store, &log(3));
+    wait_for(&env, &config, &log(3), "replay and catch-up", settled);
+    drop(d);
+    let listed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["snapshots", "--json", "--repo", &repo])).expect("json");
+    let mut docs = Vec::new();
+    for snap in listed.as_array().expect("array") {
+        let id = snap["id"].as_str().expect("id");
+        let target = env.path(&format!("r-{}", &id[..8]));
+        env.ok(&[
+            "restore",
+            id,
+            "--repo",
+            &repo,
+            "--target",
+            target.to_str().expect("utf8"),
+        ]);
+        docs.push(fs::read(restored(&target, &src).join("doc.txt")).expect("doc"));
+    }
+    for state in [
+        &b"state 1, while the bucket is down"[..],
+        b"state 2, still down",
+    ] {
+        assert!(
+            docs.iter().any(|d| d == state),
+            "the journaled state {:?} never reached the bucket",
+            String::from_utf8_lossy(state)
+        );
+    }
+    let out = env.run(&["check", "--read-data", "--repo", &repo]);
+    assert!(out.status.success(), "{}", describe(&out));
+}
