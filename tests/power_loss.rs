@@ -67,6 +67,8 @@ struct Machine {
     /// Snapshots reported saved, with the file contents they hold.
     saved: BTreeMap<String, Manifest>,
     cuts: u32,
+    /// Snapshots reported saved, forgotten ones included.
+    saved_total: u32,
     rng: u64,
 }
 
@@ -85,6 +87,7 @@ impl Machine {
             store,
             saved: BTreeMap::new(),
             cuts: 0,
+            saved_total: 0,
             rng: seed,
         }
     }
@@ -144,6 +147,7 @@ impl Machine {
             .find_map(|l| l.strip_prefix("snapshot ")?.strip_suffix(" saved"))
         {
             self.saved.insert(id.to_string(), manifest(src));
+            self.saved_total += 1;
         }
     }
 
@@ -213,14 +217,16 @@ fn every_snapshot_reported_saved_survives_a_power_cut_in_backup_and_prune() {
     for i in 0..6 {
         fs::write(src.join(format!("base-{i}.bin")), pseudo_random(600_000, i)).expect("write");
     }
-    // Backups cut anywhere: the first run's duration bounds where the cuts fall.
+    // Backups cut anywhere: an uncut run of the same size bounds where the cuts fall.
+    m.backup(&src, Duration::from_secs(600));
+    assert!(!m.saved.is_empty(), "the uncut backup saved nothing");
+    change(&src, 100);
     let t = Instant::now();
     m.backup(&src, Duration::from_secs(600));
-    let full = t.elapsed().max(Duration::from_millis(200));
-    assert!(!m.saved.is_empty(), "the uncut backup saved nothing");
+    let full = t.elapsed().max(Duration::from_millis(50));
     for round in 0..10 {
         change(&src, round);
-        m.backup(&src, full * 2);
+        m.backup(&src, full + full / 2);
         m.verify(&src);
     }
     assert!(
@@ -252,7 +258,7 @@ fn every_snapshot_reported_saved_survives_a_power_cut_in_backup_and_prune() {
     m.verify(&src);
     for round in 10..16 {
         change(&src, round);
-        m.backup(&src, full * 2);
+        m.backup(&src, full + full / 2);
         let cut = Duration::from_millis(m.next() % (prune_time.as_millis() as u64 * 2));
         m.run_until(&["prune", "--grace", "0s", "--max-unused", "1%"], cut);
         m.verify(&src);
@@ -261,9 +267,15 @@ fn every_snapshot_reported_saved_survives_a_power_cut_in_backup_and_prune() {
     let out = m.env.run(&["check", "--read-data"]);
     assert!(out.status.success(), "{}", describe(&out));
     eprintln!(
-        "{} power cuts, {} snapshots verified",
+        "{} power cuts, {} snapshots saved in all, {} kept and verified",
         m.cuts,
+        m.saved_total,
         m.saved.len()
+    );
+    assert!(
+        m.saved_total >= 4,
+        "too few backups ran to their end ({}): the cuts fall too early",
+        m.saved_total
     );
 }
 
