@@ -137,11 +137,18 @@ impl Machine {
         (out, finished)
     }
 
-    /// A backup of `src`, cut at a random moment; a snapshot it reported saved is
-    /// remembered with a copy of what it holds.
-    fn backup(&mut self, src: &Path, max: Duration) {
-        let after = Duration::from_millis(self.next() % max.as_millis() as u64);
-        let (out, _) = self.run_until(&["backup", src.to_str().expect("utf8")], after);
+    /// A backup of `src`, cut at a random moment within `window`; a snapshot it
+    /// reported saved is remembered with what it holds. The window adapts so that about
+    /// half the runs are cut whatever the machine's load: shorter after a run that
+    /// finished, longer after one that was cut.
+    fn backup(&mut self, src: &Path, window: &mut Duration) {
+        let after = Duration::from_millis(self.next() % (window.as_millis() as u64).max(1));
+        let (out, finished) = self.run_until(&["backup", src.to_str().expect("utf8")], after);
+        *window = if finished {
+            (*window * 3 / 4).max(Duration::from_millis(20))
+        } else {
+            *window * 5 / 4
+        };
         if let Some(id) = out
             .lines()
             .find_map(|l| l.strip_prefix("snapshot ")?.strip_suffix(" saved"))
@@ -217,16 +224,16 @@ fn every_snapshot_reported_saved_survives_a_power_cut_in_backup_and_prune() {
     for i in 0..6 {
         fs::write(src.join(format!("base-{i}.bin")), pseudo_random(600_000, i)).expect("write");
     }
-    // Backups cut anywhere: an uncut run of the same size bounds where the cuts fall.
-    m.backup(&src, Duration::from_secs(600));
+    // Backups cut anywhere: an uncut run of the same size sets where the cuts start.
+    m.backup(&src, &mut Duration::from_secs(600));
     assert!(!m.saved.is_empty(), "the uncut backup saved nothing");
     change(&src, 100);
     let t = Instant::now();
-    m.backup(&src, Duration::from_secs(600));
-    let full = t.elapsed().max(Duration::from_millis(50));
-    for round in 0..10 {
+    m.backup(&src, &mut Duration::from_secs(600));
+    let mut window = t.elapsed().max(Duration::from_millis(50)) * 3 / 2;
+    for round in 0..12 {
         change(&src, round);
-        m.backup(&src, full + full / 2);
+        m.backup(&src, &mut window);
         m.verify(&src);
     }
     assert!(
@@ -256,9 +263,9 @@ fn every_snapshot_reported_saved_survives_a_power_cut_in_backup_and_prune() {
     assert!(finished, "the uncut prune did not finish");
     let prune_time = t.elapsed().max(Duration::from_millis(100));
     m.verify(&src);
-    for round in 10..16 {
+    for round in 12..18 {
         change(&src, round);
-        m.backup(&src, full + full / 2);
+        m.backup(&src, &mut window);
         let cut = Duration::from_millis(m.next() % (prune_time.as_millis() as u64 * 2));
         m.run_until(&["prune", "--grace", "0s", "--max-unused", "1%"], cut);
         m.verify(&src);

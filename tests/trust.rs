@@ -384,3 +384,51 @@ fn a_prune_with_a_resurrected_index_object_keeps_the_live_copy() {
         env.restore_latest_and_compare(&src, &format!("restored-{round}"));
     }
 }
+
+/// Run with a time limit: a run past it is killed and fails the test (a hang is the bug).
+fn run_within(mut cmd: std::process::Command, limit: std::time::Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the command ran for more than {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn objects_that_are_links_to_devices_or_too_large_are_refused_before_they_are_read() {
+    let env = Env::init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("a.txt"), b"kept").expect("write");
+    env.ok(&["backup", src.to_str().expect("utf8")]);
+    let objects = env.objects_dir();
+    // A snapshot object far larger than any snapshot: skipped as damaged, unread.
+    let big = format!("snapshots/{}", "b".repeat(64));
+    let f = fs::File::create(objects.join(&big)).expect("create");
+    f.set_len(4 << 30).expect("extend");
+    drop(f);
+    let out = run_within(env.cmd(&["snapshots"]), std::time::Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert!(stderr(&out).contains(&big), "{}", describe(&out));
+    fs::remove_file(objects.join(&big)).expect("remove");
+    // `config` swapped for a link to /dev/zero: refused at once, before any passphrase.
+    fs::remove_file(objects.join("config")).expect("remove");
+    std::os::unix::fs::symlink("/dev/zero", objects.join("config")).expect("symlink");
+    let out = run_within(env.cmd(&["snapshots"]), std::time::Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("config") && stderr(&out).contains("symbolic link"),
+        "{}",
+        describe(&out)
+    );
+}

@@ -104,8 +104,10 @@ impl LocalBackend {
         let dest = self.path_of(h);
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
         let e = |s| self.io_err("write", h.path(), s);
+        // Checked on every content object, not only when a folder is created: one stat
+        // beside the writes and fsyncs of an object.
+        self.check_repository_present(h)?;
         if !dir.is_dir() {
-            self.check_repository_present(h)?;
             fs::create_dir_all(&dir).map_err(e)?;
             // Make the new folders' own entries durable too: fsync each parent up to (and
             // including) the parent of the repository root.
