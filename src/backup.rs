@@ -148,7 +148,6 @@ pub struct BackupContext {
     loaded: HashSet<IndexId>,
     cache: Option<MetadataCache>,
     rewritten: bool,
-    missing: Vec<crate::hash::PackId>,
 }
 
 impl BackupContext {
@@ -159,7 +158,6 @@ impl BackupContext {
             loaded: HashSet::new(),
             cache,
             rewritten: false,
-            missing: Vec::new(),
         }
     }
 
@@ -179,7 +177,7 @@ impl BackupContext {
     /// not there are left out, so their blobs are uploaded again. An old index object put
     /// back (a versioned bucket's undelete, or anyone with write access) would otherwise
     /// make later snapshots reference packs a prune deleted. What was left out is
-    /// reported in the log and by [`BackupContext::missing_packs`].
+    /// reported in the log, and the next backup compares everything once.
     pub async fn refresh(&mut self, repo: &Repository) -> Result<()> {
         let listing = repo.index_listing().await?;
         let listed: HashSet<IndexId> = listing.iter().map(|&(id, _)| id).collect();
@@ -234,7 +232,6 @@ impl BackupContext {
                     missing.len(),
                     names.join(", ")
                 );
-                self.missing.extend(missing.into_iter().map(|(_, p)| p));
                 // An indexed tree is no longer known to be whole: compare everything once
                 // rather than carry entries over from a parent.
                 self.rewritten = true;
@@ -244,12 +241,6 @@ impl BackupContext {
             c.retain_index(&listed);
         }
         Ok(())
-    }
-
-    /// Packs the index names that were not in `data/` when the index was loaded: their
-    /// blobs were not counted as stored (see [`BackupContext::refresh`]).
-    pub fn missing_packs(&self) -> &[crate::hash::PackId] {
-        &self.missing
     }
 
     /// Whether the index was rewritten (by a prune or repair) since the last call: a
@@ -308,7 +299,7 @@ fn clear_nonblock(file: &File) -> io::Result<()> {
 /// Whether an index object that could not be loaded may be passed over: it is damaged
 /// or foreign (its blobs then count as not stored), or it was deleted after the listing
 /// (a prune replaced it). Any other failure stops the load.
-pub(crate) fn skippable_index_error(e: &Error) -> bool {
+fn skippable_index_error(e: &Error) -> bool {
     matches!(e, Error::Corrupt { .. }) || matches!(e, Error::Backend(b) if b.is_not_found())
 }
 

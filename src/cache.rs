@@ -100,7 +100,6 @@ impl MetadataCache {
         }
     }
 
-    /// Best effort: a failed cache write only costs a later fetch.
     /// The key that opened this repository last time on this machine: tried first next
     /// time ([`crate::repo::Repository::open_preferring`]), so keys planted in the bucket
     /// cost nothing in the usual case. Only a hint: a wrong one costs one key's try.
@@ -111,39 +110,24 @@ impl MetadataCache {
 
     /// Remember the key that opened the repository (see [`MetadataCache::key_hint`]).
     pub fn put_key_hint(&self, id: KeyId) {
-        let write = || -> std::io::Result<()> {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&self.dir)?;
-            let tmp = self
-                .dir
-                .join(format!(".unlock-key.tmp{}", std::process::id()));
-            fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?
-                .write_all(id.to_hex().as_bytes())?;
-            fs::rename(&tmp, self.dir.join("unlock-key"))
-        };
-        if let Err(e) = write() {
-            tracing::debug!("cache {}: {e}", self.dir.display());
-        }
+        self.write_in(&self.dir, "unlock-key", id.to_hex().as_bytes());
     }
 
     fn write(&self, kind: &str, id: &Id, bytes: &[u8]) {
-        let dir = self.dir.join(kind);
+        self.write_in(&self.dir.join(kind), &id.to_hex(), bytes);
+    }
+
+    /// Best effort: a failed cache write only costs a later fetch.
+    fn write_in(&self, dir: &Path, name: &str, bytes: &[u8]) {
         if let Err(e) = fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&dir)
+            .create(dir)
         {
             tracing::debug!("cache {}: {e}", dir.display());
             return;
         }
-        let tmp = dir.join(format!(".{}.tmp{}", id.to_hex(), std::process::id()));
+        let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
         let result = fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -151,7 +135,7 @@ impl MetadataCache {
             .mode(0o600)
             .open(&tmp)
             .and_then(|mut f| f.write_all(bytes))
-            .and_then(|()| fs::rename(&tmp, dir.join(id.to_hex())));
+            .and_then(|()| fs::rename(&tmp, dir.join(name)));
         if let Err(e) = result {
             tracing::debug!("cache write {}: {e}", tmp.display());
             let _ = fs::remove_file(&tmp);
@@ -166,6 +150,17 @@ mod tests {
 
     fn keys() -> Keys {
         Keys::derive(MasterSecret::from_bytes([7u8; 32]))
+    }
+
+    #[test]
+    fn the_unlock_key_hint_reads_back_and_a_damaged_one_is_none() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let c = MetadataCache::new(tmp.path(), &Id([1; 32]));
+        assert_eq!(c.key_hint(), None);
+        c.put_key_hint(KeyId(Id([3; 32])));
+        assert_eq!(c.key_hint(), Some(KeyId(Id([3; 32]))));
+        fs::write(c.dir().join("unlock-key"), "not a key id").expect("write");
+        assert_eq!(c.key_hint(), None);
     }
 
     #[test]

@@ -86,15 +86,18 @@ impl<'a> Finder<'a> {
             };
             let depth = stack.len();
             at.push(node.name.to_os());
+            let below = (node.kind == NodeKind::Dir)
+                .then_some(node.subtree)
+                .flatten();
             if matches(self.patterns, &at) {
-                let mut n = node.clone();
-                n.content.clear();
+                let mut node = node;
+                node.content.clear();
                 out.push(Found {
                     path: at.clone(),
-                    node: n,
+                    node,
                 });
             }
-            if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree)
+            if let Some(sub) = below
                 && let Some(f) = self.open(&at, &sub, depth, &mut out)?
             {
                 stack.push(f);

@@ -218,7 +218,8 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
     // stored is in it). The index is a cache of `data/`: an entry whose pack is gone (an
     // old index object put back after a prune deleted its packs) must count for nothing,
     // or it would stand for a blob whose live copy elsewhere then looks unused and is
-    // deleted. Such entries are dropped from the index this run writes.
+    // deleted. Such entries are dropped from the index this run writes, and packs no
+    // longer stored from the deletion records this run reads.
     let pack_listing = rt.block_on(backend.list(FileType::Pack))?;
     let stored_at: HashMap<String, std::time::SystemTime> = pack_listing
         .iter()
@@ -268,10 +269,8 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
     let mut revive: BTreeMap<PackId, Vec<PackedBlob>> = BTreeMap::new();
     let mut revived: HashSet<BlobId> = HashSet::new();
     for (_, d) in &deletions {
+        // Only packs still stored are left in the records (see above).
         for p in d.packs.iter().chain(&d.dropped) {
-            if !listed.contains_key(&p.id.to_hex()) {
-                continue;
-            }
             for b in &p.blobs {
                 if used.contains(&b.id) && !index.contains(&b.id) && revived.insert(b.id) {
                     revive.entry(p.id).or_default().push(b.clone());
@@ -330,7 +329,7 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
         let waiting: Vec<&IndexPack> = d
             .packs
             .iter()
-            .filter(|p| listed.contains_key(&p.id.to_hex()) && !indexed_packs.contains(&p.id))
+            .filter(|p| !indexed_packs.contains(&p.id))
             .collect();
         if now < due {
             report.waiting_packs += waiting.len() as u64;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use support::{Env, describe, pseudo_random, restored};
+use support::{Env, copy_dir, describe, pseudo_random, restored};
 
 /// The shim, built once per test binary with the system C compiler.
 fn shim() -> &'static Path {
@@ -43,22 +43,6 @@ fn shim() -> &'static Path {
     })
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("mkdir");
-    for e in fs::read_dir(from).expect("read_dir").flatten() {
-        let name = e.file_name();
-        if name.to_string_lossy().starts_with(".powercut-") {
-            continue;
-        }
-        let ty = e.file_type().expect("type");
-        if ty.is_dir() {
-            copy_tree(&e.path(), &to.join(&name));
-        } else if ty.is_file() {
-            fs::copy(e.path(), to.join(&name)).expect("copy");
-        }
-    }
-}
-
 /// A local repository whose durable image is kept by the shim.
 struct Machine {
     env: Env,
@@ -80,7 +64,7 @@ impl Machine {
         let store = env.path("store");
         fs::create_dir_all(&store).expect("mkdir");
         // What init wrote is durable (it fsyncs every object): the image starts as it.
-        copy_tree(Path::new(&env.repo), &image);
+        copy_dir(Path::new(&env.repo), &image);
         Machine {
             env,
             image,
@@ -131,7 +115,7 @@ impl Machine {
         // contents of the last run's files are of no use any more).
         let repo = PathBuf::from(&self.env.repo);
         fs::remove_dir_all(&repo).expect("remove");
-        copy_tree(&self.image, &repo);
+        copy_dir(&self.image, &repo);
         fs::remove_dir_all(&self.store).expect("remove");
         fs::create_dir_all(&self.store).expect("mkdir");
         (out, finished)
@@ -331,7 +315,7 @@ impl CutDaemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
         fs::remove_dir_all(state).expect("remove state");
-        copy_tree(image, state);
+        copy_dir(image, state);
         fs::remove_dir_all(store).expect("remove store");
         fs::create_dir_all(store).expect("mkdir store");
     }

@@ -4,11 +4,7 @@
 mod support;
 
 use std::fs;
-use support::{Env, describe};
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use support::{Env, describe, stderr};
 
 fn repo_files(env: &Env) -> Vec<String> {
     let mut v = Vec::new();

@@ -15,20 +15,7 @@ use cairn::repo::Repository;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use support::{Env, describe, pseudo_random};
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("mkdir");
-    for e in fs::read_dir(from).expect("read_dir") {
-        let e = e.expect("entry");
-        let dest = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            fs::copy(e.path(), &dest).expect("copy");
-        }
-    }
-}
+use support::{Env, copy_dir, describe, pseudo_random};
 
 fn objects(root: &Path, out: &mut Vec<PathBuf>) {
     for e in fs::read_dir(root).expect("read_dir") {

@@ -7,22 +7,20 @@ mod support;
 
 use std::fs;
 use std::path::Path;
-use support::{Env, Kind, assert_same_tree, describe, pseudo_random, restored};
+use support::{Env, Kind, assert_same_tree, copy_dir, describe, pseudo_random, restored, stderr};
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("mkdir");
-    for e in fs::read_dir(from).expect("read_dir").flatten() {
-        let target = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            fs::copy(e.path(), &target).expect("copy");
-        }
-    }
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+/// Restore `latest` into `name` where some objects are skipped: the restore ends with
+/// exit code 3 (it named them) and the tree equals `src`.
+fn restore_latest_past_skipped_objects(env: &Env, src: &Path, name: &str) {
+    let target = env.path(name);
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert_same_tree(src, &restored(&target, src));
 }
 
 #[test]
@@ -56,26 +54,6 @@ fn a_resurrected_index_object_does_not_make_a_later_backup_unrestorable() {
             describe(&out)
         );
     }
-}
-
-#[test]
-fn a_missing_local_repository_is_never_written_into() {
-    let env = Env::init();
-    let src = env.path("src");
-    fs::create_dir_all(&src).expect("mkdir");
-    fs::write(src.join("a.txt"), b"precious").expect("write");
-    env.ok(&["backup", src.to_str().expect("utf8")]);
-    // The disk holding the repository did not mount: its mount point is an empty folder.
-    let repo = Path::new(&env.repo);
-    fs::rename(repo, env.path("repo-on-the-unmounted-disk")).expect("move away");
-    fs::create_dir(repo).expect("empty mount point");
-    let out = env.run(&["backup", src.to_str().expect("utf8")]);
-    assert_eq!(out.status.code(), Some(10), "{}", describe(&out));
-    assert_eq!(
-        fs::read_dir(repo).expect("read").count(),
-        0,
-        "nothing may be written into a location without a repository"
-    );
 }
 
 #[test]
@@ -137,15 +115,7 @@ fn one_junk_object_among_snapshots_or_index_objects_is_skipped_with_exit_code_3(
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(list.as_array().expect("array").len(), 2, "{list}");
 
-    let target = env.path("restored");
-    let out = env.run(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf8"),
-    ]);
-    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
-    assert_same_tree(&src, &restored(&target, &src));
+    restore_latest_past_skipped_objects(&env, &src, "restored");
 }
 
 /// Bytes allocated on disk for a file.
@@ -343,15 +313,7 @@ fn a_link_or_a_fifo_planted_among_snapshots_or_index_objects_is_skipped_too() {
         "{}",
         describe(&out)
     );
-    let target = env.path("restored-after-junk");
-    let out = env.run(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf8"),
-    ]);
-    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
-    assert_same_tree(&src, &restored(&target, &src));
+    restore_latest_past_skipped_objects(&env, &src, "restored-after-junk");
 }
 
 #[test]

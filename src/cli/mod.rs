@@ -43,12 +43,11 @@ pub use cairn::host::{hostname, now_rfc3339, username};
 static OPENED: std::sync::Mutex<Vec<cairn::repo::Skipped>> = std::sync::Mutex::new(Vec::new());
 
 /// Remember an opened repository's record of skipped objects (see [`skipped_objects`]).
-pub fn opened(repo: &cairn::repo::Repository) -> &cairn::repo::Repository {
+pub fn opened(repo: &cairn::repo::Repository) {
     OPENED
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(repo.skipped().clone());
-    repo
 }
 
 /// Every object the repositories of this command skipped as damaged or foreign, with

@@ -33,8 +33,6 @@ impl KdfParams {
         parallelism: 4,
     };
 
-    /// Upper bounds accepted when *reading* a key, so a hostile key object cannot make
-    /// unlock allocate unbounded memory or spin for hours.
     /// Limits on what a key object may ask of the machine that unlocks it, checked before
     /// anything is allocated (docs/FORMAT.md, sections 5 and 17): any key listed in a
     /// bucket is tried, so a planted key must not cost gigabytes or minutes. The default

@@ -1008,26 +1008,28 @@ fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Res
             return Err(e);
         }
     };
-    env.keyring.register(name, &repo);
     let id = repo.config().id;
-    let known = super::identity::recorded(&env.state_dir, name);
-    if known.is_err() {
-        env.keyring.release(name);
-    }
-    match known? {
-        Some(known) if known == id => {}
-        known => {
-            if let Some(old) = known {
-                tracing::warn!(
-                    destination = %name,
-                    "the destination now holds repository {} instead of {} (a different disk or bucket); backing up into it",
-                    id.to_hex(),
-                    old.to_hex()
-                );
+    let remembered = super::identity::recorded(&env.state_dir, name).and_then(|known| {
+        match known {
+            Some(known) if known == id => Ok(()),
+            known => {
+                if let Some(old) = known {
+                    tracing::warn!(
+                        destination = %name,
+                        "the destination now holds repository {} instead of {} (a different disk or bucket); backing up into it",
+                        id.to_hex(),
+                        old.to_hex()
+                    );
+                }
+                super::identity::record(&env.state_dir, name, &id)
             }
-            super::identity::record(&env.state_dir, name, &id)?;
         }
+    });
+    if let Err(e) = remembered {
+        env.keyring.release(name);
+        return Err(e);
     }
+    env.keyring.register(name, &repo);
     lock(&dest.record).repo_id = Some(id);
     let cache = MetadataCache::new(&env.cache_dir, &repo.config().id);
     let mut ctx = BackupContext::new(Some(cache));

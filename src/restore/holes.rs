@@ -33,6 +33,38 @@ pub fn data_ranges(plain: &[u8], offset: u64) -> Vec<std::ops::Range<usize>> {
     out
 }
 
+/// How one blob's plaintext goes into its file: the ranges to write, and whether any
+/// zeros are left as holes (then the file's length must be set at the end).
+pub struct Layout {
+    ranges: Vec<std::ops::Range<usize>>,
+    /// Some zeros of the blob are not written.
+    pub holes: bool,
+}
+
+/// The [`Layout`] of `plain`, which lies at `offset` in its file.
+pub fn layout(plain: &[u8], offset: u64) -> Layout {
+    let ranges = data_ranges(plain, offset);
+    let holes = ranges.iter().map(|r| r.len()).sum::<usize>() < plain.len();
+    Layout { ranges, holes }
+}
+
+impl Layout {
+    /// Whether nothing is to be written (the blob is all zeros).
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Write the ranges of `plain` at their places in `file` (`plain` at `offset`, as
+    /// given to [`layout`]).
+    pub fn write(&self, file: &std::fs::File, plain: &[u8], offset: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        for r in &self.ranges {
+            file.write_all_at(&plain[r.clone()], offset + r.start as u64)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,6 @@ use packs::Batch;
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -281,9 +280,9 @@ impl Restorer<'_, '_> {
             NodeKind::Dir => {
                 // Only an overwrite finds directories already there (`clear_for` keeps
                 // them); otherwise the target was empty, and an entry that appeared
-                // since fails the creation.
-                // 0700 until its real mode is set at the end: files restored inside are
-                // never readable by others in between, whatever their own modes.
+                // since fails the creation. Created 0700 until its real mode is set at
+                // the end: files restored inside are never readable by others in
+                // between, whatever their own modes.
                 if !self.opts.overwrite || fs::symlink_metadata(dest).is_err() {
                     fs::DirBuilder::new()
                         .mode(0o700)
@@ -412,12 +411,11 @@ impl Shared<'_> {
         for id in &node.content {
             let plain = self.rt.block_on(self.reader.read(id))?;
             Progress::add(&self.progress.bytes_done, plain.len() as u64);
-            let ranges = holes::data_ranges(&plain, written);
-            holes |= ranges.iter().map(|r| r.len()).sum::<usize>() < plain.len();
-            for r in ranges {
-                f.write_all_at(&plain[r.clone()], written + r.start as u64)
-                    .map_err(|e| Error::io("write", dest, e))?;
-            }
+            let layout = holes::layout(&plain, written);
+            holes |= layout.holes;
+            layout
+                .write(&f, &plain, written)
+                .map_err(|e| Error::io("write", dest, e))?;
             written += plain.len() as u64;
         }
         if holes {

@@ -26,7 +26,7 @@ use crossbeam_channel::bounded;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::OpenOptions;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -279,11 +279,11 @@ fn write_at(job: &FileJob, plain: &[u8], offset: u64) -> Result<()> {
         return Ok(());
     }
     job.written.fetch_add(plain.len() as u64, Ordering::AcqRel);
-    let ranges = super::holes::data_ranges(plain, offset);
-    if ranges.iter().map(|r| r.len()).sum::<usize>() < plain.len() {
+    let layout = super::holes::layout(plain, offset);
+    if layout.holes {
         job.holes.store(true, Ordering::Release);
     }
-    if ranges.is_empty() {
+    if layout.is_empty() {
         return Ok(());
     }
     let f = OpenOptions::new()
@@ -291,11 +291,9 @@ fn write_at(job: &FileJob, plain: &[u8], offset: u64) -> Result<()> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&job.dest)
         .map_err(|e| Error::io("open", &job.dest, e))?;
-    for r in ranges {
-        f.write_all_at(&plain[r.clone()], offset + r.start as u64)
-            .map_err(|e| Error::io("write", &job.dest, e))?;
-    }
-    Ok(())
+    layout
+        .write(&f, plain, offset)
+        .map_err(|e| Error::io("write", &job.dest, e))
 }
 
 impl Shared<'_> {

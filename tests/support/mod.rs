@@ -405,6 +405,27 @@ pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Copy a folder tree: folders and regular files (anything else, such as a socket, is
+/// left out).
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let dest = to.join(e.file_name());
+        let ty = e.file_type().expect("type");
+        if ty.is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else if ty.is_file() {
+            fs::copy(e.path(), &dest).expect("copy");
+        }
+    }
+}
+
+/// A command's standard error as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Deterministic pseudo-random bytes (xorshift64), cheap enough for hundreds of MiB.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
