@@ -321,15 +321,23 @@ pub fn check_with(
     // Snapshots are small; they are read several at a time, in order, ahead of the walk.
     let snapshots = rt.block_on(repo.load_snapshots(snapshot_ids));
     for (id, snapshot) in snapshots {
-        walker.report.snapshots += 1;
         match snapshot {
+            // Forgotten after the listing (a `forget` running meanwhile): not damage.
+            Err(Error::Backend(e)) if e.is_not_found() => {
+                tracing::debug!("snapshots/{id} was forgotten after it was listed");
+                continue;
+            }
             Ok(s) => {
+                walker.report.snapshots += 1;
                 walker.walk(&s.tree, Path::new("/"), id);
             }
-            Err(e) => walker.report.problems.push(Problem {
-                object: format!("snapshot {}", id.short()),
-                message: e.to_string(),
-            }),
+            Err(e) => {
+                walker.report.snapshots += 1;
+                walker.report.problems.push(Problem {
+                    object: format!("snapshot {}", id.short()),
+                    message: e.to_string(),
+                });
+            }
         }
     }
     Ok(report)

@@ -66,6 +66,7 @@ pub fn node_from_metadata(name: ByteName, kind: NodeKind, meta: &Metadata) -> No
         subtree: None,
         link_target: None,
         xattrs: Vec::new(),
+        changing: false,
     }
 }
 

@@ -258,8 +258,38 @@ impl Repository {
         self.load_index_with(false).await
     }
 
+    /// Load the index, listing again while an index object listed is gone when it is
+    /// read: a prune replaced it, and what it held is in index objects that listing
+    /// may have missed (they are written before the old ones are deleted). A few tries;
+    /// a prune's rewrite takes one.
     async fn load_index_with(&self, skip_damaged: bool) -> Result<MasterIndex> {
+        const ATTEMPTS: usize = 5;
+        let mut last = None;
+        for _ in 0..ATTEMPTS {
+            match self.load_index_once(skip_damaged).await? {
+                Ok(index) => return Ok(index),
+                Err(replaced) => {
+                    tracing::info!(
+                        "index/{replaced} was replaced after it was listed (a prune); listing the index again"
+                    );
+                    last = Some(replaced);
+                }
+            }
+        }
+        let replaced = last.map(|id| id.to_string()).unwrap_or_default();
+        Err(Error::InvalidInput(format!(
+            "the index kept being rewritten while it was read ({ATTEMPTS} times; last index/{replaced}): run the command again when the prunes are done"
+        )))
+    }
+
+    /// One load of the index; the inner error names an index object that was listed
+    /// but is gone.
+    async fn load_index_once(
+        &self,
+        skip_damaged: bool,
+    ) -> Result<std::result::Result<MasterIndex, IndexId>> {
         let mut index = MasterIndex::default();
+        let mut replaced = None;
         // Index objects are listed before deletion records: a prune writes its record
         // before it deletes the index objects it replaces, so a reader that misses one
         // of those finds the record (docs/FORMAT.md, section 15). The records are then
@@ -274,7 +304,7 @@ impl Repository {
         let mut missing = 0usize;
         // A damaged or foreign index object is passed over (noted in `skipped`): what
         // needs its blobs fails naming them, and everything else is still readable.
-        let objects = self.for_each_index_file(None, listed, |_, file| {
+        let objects = self.for_each_index_file(None, listed, |id, file| {
             match file {
                 Ok(file) => {
                     for p in &file.packs {
@@ -286,8 +316,10 @@ impl Repository {
                     }
                 }
                 // Not found is not skipped: a prune replaced it after the listing, and
-                // what it held is in index objects this listing missed; the reader
-                // fails naming it and a second run lists again.
+                // what it held is in index objects this listing missed: list again.
+                Err(Error::Backend(e)) if e.is_not_found() => {
+                    replaced = replaced.or(Some(id));
+                }
                 Err(Error::Corrupt { object, reason }) if skip_damaged => {
                     self.skipped().note(object, reason);
                 }
@@ -297,6 +329,9 @@ impl Repository {
         });
         let ((), deletions) =
             futures_util::future::try_join(objects, self.load_deletions()).await?;
+        if let Some(id) = replaced {
+            return Ok(Err(id));
+        }
         // For reading only: blobs a prune took out of the index but has not deleted yet
         // (a snapshot made by a backup that overlapped the prune may use them; the next
         // prune takes them back). They come last, so indexed copies win. Backups load
@@ -315,7 +350,7 @@ impl Repository {
                 "the index names {missing} pack(s) that are not in data/ (deleted by a prune, an index object put back, or lost): their entries are ignored; `cairn check` lists what is affected"
             );
         }
-        Ok(index)
+        Ok(Ok(index))
     }
 
     /// Every stored index object's id and stored size (which bounds how many are read

@@ -133,6 +133,7 @@ fn node(name: &[u8], kind: NodeKind) -> Node {
         subtree: None,
         link_target: None,
         xattrs: Vec::new(),
+        changing: false,
     }
 }
 

@@ -222,7 +222,13 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs, out: Output) -> 
         v["warnings"] = report
             .warnings
             .iter()
-            .map(|w| serde_json::json!({ "path": w.path.to_string_lossy(), "reason": w.reason }))
+            .map(|w| {
+                serde_json::json!({
+                    "path": w.path.to_string_lossy(),
+                    "reason": w.reason,
+                    "stored": w.stored,
+                })
+            })
             .collect();
         println!("{v}");
     } else {
@@ -248,12 +254,24 @@ pub fn cmd_backup(rt: &Runtime, args: &RepoArgs, b: BackupArgs, out: Output) -> 
     if report.warnings.is_empty() {
         return Ok(0);
     }
-    eprintln!(
-        "warning: {} path(s) could not be stored (the snapshot has everything else):",
-        report.warnings.len()
-    );
-    for w in &report.warnings {
-        eprintln!("  {}: {}", w.path.display(), w.reason);
+    let (changing, skipped): (Vec<_>, Vec<_>) = report.warnings.iter().partition(|w| w.stored);
+    if !skipped.is_empty() {
+        eprintln!(
+            "warning: {} path(s) could not be stored (the snapshot has everything else):",
+            skipped.len()
+        );
+        for w in skipped {
+            eprintln!("  {}: {}", w.path.display(), w.reason);
+        }
+    }
+    if !changing.is_empty() {
+        eprintln!(
+            "warning: {} file(s) never stood still and are stored as read, marked as changing (a restore names them):",
+            changing.len()
+        );
+        for w in changing {
+            eprintln!("  {}: {}", w.path.display(), w.reason);
+        }
     }
     Ok(EXIT_WARNINGS)
 }
@@ -469,12 +487,26 @@ pub fn cmd_restore(
             "total_duration": (seconds * 1000.0).round() / 1000.0,
             "errors": report.errors.iter().map(|(p, e)| serde_json::json!({"path": p.to_string_lossy(), "error": e})).collect::<Vec<_>>(),
             "healed": report.healed,
+            "changing": report.changing.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
         });
         if let Some(vr) = &verified {
             v["verify"] = serde_json::to_value(vr)?;
         }
         println!("{v}");
         return Ok(if failed { 1 } else { 0 });
+    }
+    // Said even when quiet: these files are not what a clean backup would have stored.
+    if !report.changing.is_empty() {
+        eprintln!(
+            "warning: {} file(s) never stood still while they were backed up and are restored as read then (they may mix older and newer bytes):",
+            report.changing.len()
+        );
+        for p in report.changing.iter().take(50) {
+            eprintln!("  {}", p.display());
+        }
+        if report.changing.len() > 50 {
+            eprintln!("  ... and {} more", report.changing.len() - 50);
+        }
     }
     if !out.chatty() && !failed {
         return Ok(0);

@@ -30,8 +30,17 @@ pub struct Summary {
     pub total_files_processed: u64,
     /// Bytes of file content in the snapshot.
     pub total_bytes_processed: u64,
-    /// Paths that could not be stored (changed while read, vanished, unreadable).
+    /// Paths that could not be stored (vanished, unreadable), or were stored only as
+    /// read while they changed.
     pub warnings: u64,
+    /// Files stored as read while they kept changing: marked `changing` in their nodes
+    /// (written only when not 0; informational, so older readers may ignore it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub files_changing: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// A snapshot as stored (sealed, compressed JSON).

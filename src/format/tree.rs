@@ -100,6 +100,11 @@ pub struct Node {
     /// Extended attributes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub xattrs: Vec<Xattr>,
+    /// The file never stood still while it was backed up and is stored as read: its
+    /// content may mix older and newer bytes. Informational: a reader that ignores it
+    /// restores the same bytes, so it needs no new repository version.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub changing: bool,
 }
 
 /// A directory listing, sorted by name bytes.

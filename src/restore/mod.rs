@@ -60,6 +60,9 @@ pub struct RestoreReport {
     pub errors: Vec<(PathBuf, String)>,
     /// Blobs the primary repository could not serve and a copy did.
     pub healed: Vec<Healed>,
+    /// Files restored as the backup stored them while they kept changing (`changing` in
+    /// their nodes): their content may mix older and newer bytes, so the user is told.
+    pub changing: Vec<PathBuf>,
 }
 
 /// Restore the tree `root` into `opts.target`. Must be called from a thread that is not
@@ -351,6 +354,9 @@ impl Restorer<'_, '_> {
     /// Create the file now, so hard links to it can follow at once in walk order, and
     /// queue its contents; the batch runs whenever it is full, and at the end.
     fn restore_file(&mut self, node: &Node, dest: &Path) -> Result<()> {
+        if node.changing {
+            self.shared.count(|r| r.changing.push(dest.to_path_buf()));
+        }
         if node.links > 1 && node.inode != 0 {
             let key = (node.device, node.inode);
             if let Some(first) = self.links.get(&key) {

@@ -24,12 +24,10 @@ use crate::format::compress;
 pub use crate::format::deletion::DeletionFile;
 use crate::format::deletion::MAX_DELETION_LEN;
 use crate::format::index::{BlobKind, IndexFile, IndexPack, PackedBlob};
-use crate::format::tree::Tree;
 use crate::hash::{BlobId, Id, IndexId, PackId};
 use crate::index::{BlobLocation, MasterIndex};
 use crate::pack::{PackBuilder, SealedBlob, open_blob};
 use crate::repo::{INDEX_READ_AHEAD, Repository, in_order};
-use crate::tree_loader::TreeLoader;
 use futures_util::StreamExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -38,6 +36,9 @@ use tokio::runtime::Handle as Runtime;
 
 /// Packs listed per rewritten index object.
 const PACKS_PER_INDEX: usize = 1000;
+
+mod survey;
+use survey::Survey;
 
 /// How to prune.
 #[derive(Clone, Debug)]
@@ -132,52 +133,6 @@ impl Repository {
     }
 }
 
-/// Every blob the snapshots use (trees and file contents). Any unreadable snapshot or
-/// tree is an error: without it, what is used is unknown. Trees are read through a
-/// [`TreeLoader`], each with its neighbours in one request: one GET per tree took a
-/// round trip each, minutes for a large repository.
-fn used_blobs(
-    repo: &Repository,
-    rt: &Runtime,
-    snapshots: &[crate::hash::SnapshotId],
-    index: &MasterIndex,
-    report: &mut PruneReport,
-) -> Result<HashSet<BlobId>> {
-    let trees = TreeLoader::for_repo(repo, index);
-    let mut used = HashSet::new();
-    let mut stack = Vec::new();
-    for (id, snap) in rt.block_on(repo.load_snapshots(snapshots.to_vec())) {
-        let snap = snap.map_err(|e| {
-            Error::InvalidInput(format!(
-                "snapshot {} cannot be read ({e}); prune stops, because what it uses cannot be known: run `cairn check`",
-                id.short()
-            ))
-        })?;
-        report.snapshots += 1;
-        stack.push(snap.tree);
-    }
-    while let Some(tree_id) = stack.pop() {
-        if !used.insert(tree_id) {
-            continue;
-        }
-        let plain = trees.load(rt, &tree_id).map_err(|e| {
-            Error::InvalidInput(format!(
-                "tree {} cannot be read ({e}); prune stops: run `cairn check`",
-                tree_id.short()
-            ))
-        })?;
-        let tree = Tree::from_plain(&plain)
-            .map_err(|e| Error::corrupt_format(format!("tree {}", tree_id.short()), e))?;
-        for node in tree.nodes {
-            if let Some(sub) = node.subtree {
-                stack.push(sub);
-            }
-            used.extend(node.content);
-        }
-    }
-    Ok(used)
-}
-
 fn location(pack: PackId, b: &PackedBlob) -> BlobLocation {
     BlobLocation {
         pack,
@@ -191,85 +146,27 @@ fn location(pack: PackId, b: &PackedBlob) -> BlobLocation {
 
 /// Run a prune.
 pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<PruneReport> {
-    let mut report = PruneReport::default();
     let backend = repo.backend().clone();
-    // Snapshots first: a snapshot committed meanwhile has its index objects written
-    // before it, so they are among those listed next. One committed later is protected
-    // by the grace period.
-    let now = time::OffsetDateTime::now_utc();
-    let snapshots = rt.block_on(repo.snapshot_ids())?;
     let progress = &opts.progress;
-    progress.set_current("reading the index");
-
-    // Everything the index says, object by object.
-    let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
-    let listed = rt.block_on(repo.index_listing())?;
-    rt.block_on(repo.for_each_index_file(None, listed, |id, file| {
-        files.push((id, file?));
-        Ok(())
-    }))
-    .map_err(|e| Error::InvalidInput(format!("{e}; prune stops: run `cairn check`")))?;
-    // What earlier prunes took out.
-    let mut deletions: Vec<(Id, DeletionFile)> = Vec::new();
-    for (id, d) in rt.block_on(repo.load_deletions())? {
-        deletions.push((id, d?));
-    }
-    // The packs stored, listed after the index objects (every pack they name that is
-    // stored is in it). The index is a cache of `data/`: an entry whose pack is gone (an
-    // old index object put back after a prune deleted its packs) must count for nothing,
-    // or it would stand for a blob whose live copy elsewhere then looks unused and is
-    // deleted. Such entries are dropped from the index this run writes, and packs no
-    // longer stored from the deletion records this run reads.
-    let pack_listing = rt.block_on(backend.list(FileType::Pack))?;
-    let stored_at: HashMap<String, std::time::SystemTime> = pack_listing
-        .iter()
-        .filter_map(|i| Some((i.name.clone(), i.modified?)))
-        .collect();
-    let listed: HashMap<String, u64> = pack_listing.into_iter().map(|i| (i.name, i.size)).collect();
-    let mut gone = 0usize;
-    for (_, f) in &mut files {
-        f.packs.retain(|p| {
-            let kept = listed.contains_key(&p.id.to_hex());
-            gone += usize::from(!kept);
-            kept
-        });
-    }
-    for (_, d) in &mut deletions {
-        d.packs.retain(|p| listed.contains_key(&p.id.to_hex()));
-        d.dropped.retain(|p| listed.contains_key(&p.id.to_hex()));
-    }
-    if gone > 0 {
-        tracing::warn!(
-            "the index names {gone} pack(s) that are not in data/: their entries are dropped from the index"
-        );
-    }
-    report.missing_packs = gone as u64;
-    let mut index = MasterIndex::default();
-    for (_, f) in &files {
-        for p in &f.packs {
-            index.add_pack(p);
-        }
-    }
-    // Trees taken out earlier may be needed to read a snapshot that still uses them.
-    let mut full_index = MasterIndex::default();
-    for (_, f) in &files {
-        for p in &f.packs {
-            full_index.add_pack(p);
-        }
-    }
-    for (_, d) in &deletions {
-        for p in d.packs.iter().chain(&d.dropped) {
-            full_index.add_pack(p);
-        }
-    }
-    let used = used_blobs(repo, rt, &snapshots, &full_index, &mut report)?;
-    report.used_blobs = used.len() as u64;
+    let (
+        mut report,
+        Survey {
+            now,
+            mut files,
+            deletions,
+            listed,
+            stored_at,
+            gone,
+            mut index,
+            used,
+        },
+    ) = survey::survey(repo, rt, progress)?;
 
     // 2. Take back what a snapshot uses but the index lacks.
     let mut revive: BTreeMap<PackId, Vec<PackedBlob>> = BTreeMap::new();
     let mut revived: HashSet<BlobId> = HashSet::new();
     for (_, d) in &deletions {
-        // Only packs still stored are left in the records (see above).
+        // Only packs still stored are left in the records (see the survey).
         for p in d.packs.iter().chain(&d.dropped) {
             for b in &p.blobs {
                 if used.contains(&b.id) && !index.contains(&b.id) && revived.insert(b.id) {

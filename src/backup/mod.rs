@@ -15,7 +15,6 @@
 use crate::bufset::BufferSet;
 use crate::cache::MetadataCache;
 use crate::changes::ChangedPaths;
-use crate::chunker::{ChunkStream, Chunker};
 use crate::error::{Error, Result};
 use crate::exclude::Excludes;
 use crate::format::index::{BlobKind, IndexFile};
@@ -32,15 +31,17 @@ use crate::repo::Repository;
 use crate::tree_loader::TreeLoader;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, Metadata, OpenOptions};
-use std::io;
+use std::fs::{self, Metadata};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::runtime::Handle as Runtime;
+
+mod reader;
+use reader::{FileRead, FileReader, StoredFile, same_file};
 
 /// What to back up and how to label it.
 #[derive(Clone, Debug)]
@@ -260,42 +261,6 @@ impl BackupContext {
     }
 }
 
-/// Open a source file the walker saw as a regular file, and its metadata as opened.
-/// `O_NONBLOCK`: a FIFO swapped in since the walk would otherwise block open(2) until a
-/// writer came, freezing the reader for good; with it the open returns at once and the
-/// caller turns away anything that is not a regular file (by the metadata returned,
-/// from `fstat` on the descriptor). `O_NOFOLLOW`: a symlink swapped in is not followed.
-/// A regular file gets blocking reads back.
-fn open_source(path: &Path) -> io::Result<(File, Metadata)> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if meta.is_file() {
-        clear_nonblock(&file)?;
-    }
-    Ok((file, meta))
-}
-
-/// Clear `O_NONBLOCK` on an open descriptor (set only to open a path that might be a
-/// FIFO without blocking).
-fn clear_nonblock(file: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor this function borrows open; F_GETFL/F_SETFL only read
-    // and set its status flags.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Whether an index object that could not be loaded may be passed over: it is damaged
 /// or foreign (its blobs then count as not stored), or it was deleted after the listing
 /// (a prune replaced it). Any other failure stops the load.
@@ -303,13 +268,17 @@ fn skippable_index_error(e: &Error) -> bool {
     matches!(e, Error::Corrupt { .. }) || matches!(e, Error::Backend(b) if b.is_not_found())
 }
 
-/// A source path that could not be stored, and why.
+/// A source path that could not be stored, or that was stored only as read while it
+/// changed; and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Warning {
     /// The path.
     pub path: PathBuf,
     /// What went wrong.
     pub reason: String,
+    /// The path is in the snapshot, marked `changing` (it never stood still while it
+    /// was read); false when it is not in the snapshot at all.
+    pub stored: bool,
 }
 
 /// The outcome of a backup.
@@ -319,7 +288,8 @@ pub struct BackupReport {
     pub id: SnapshotId,
     /// Its contents.
     pub snapshot: Snapshot,
-    /// Paths skipped; non-empty means "snapshot made, with warnings".
+    /// Paths skipped or stored while changing; non-empty means "snapshot made, with
+    /// warnings".
     pub warnings: Vec<Warning>,
     /// No new snapshot was written: nothing changed since the parent, which `id` names.
     pub unchanged: bool,
@@ -742,14 +712,6 @@ struct ReadJob {
     reply: Sender<Result<FileRead>>,
 }
 
-/// What reading a file came to.
-enum FileRead {
-    /// Its content blobs, and its metadata as it was while read.
-    Stored(Vec<BlobId>, Metadata),
-    /// Not stored, and why (a warning).
-    Skipped(String),
-}
-
 /// An entry of a directory being walked: a finished node, a file a reader has yet to
 /// finish, or a file that was not stored (its warning already given).
 enum Slot {
@@ -761,16 +723,6 @@ enum Slot {
         had_parent: bool,
         reply: Receiver<Result<FileRead>>,
     },
-}
-
-/// Reads files consistently into stored blobs; one per reader thread (and one for the
-/// walker's own reads), each keeping its chunk buffer from file to file.
-struct FileReader<'a> {
-    sink: &'a BlobSink<'a>,
-    tx: BlobSender,
-    control: &'a RunControl,
-    chunker: Chunker,
-    buf: Vec<u8>,
 }
 
 struct Walker<'a> {
@@ -797,7 +749,7 @@ struct Walker<'a> {
     multi_link: Vec<PathBuf>,
     control: &'a RunControl,
     excludes: &'a Excludes,
-    hardlinks: HashMap<(u64, u64), (Metadata, Vec<BlobId>)>,
+    hardlinks: HashMap<(u64, u64), StoredFile>,
     summary: Summary,
     warnings: Vec<Warning>,
 }
@@ -815,16 +767,6 @@ fn find<'t>(tree: Option<&'t Tree>, name: &[u8]) -> Option<&'t Node> {
         .map(|i| &t.nodes[i])
 }
 
-fn same_file(a: &Metadata, b: &Metadata) -> bool {
-    a.dev() == b.dev()
-        && a.ino() == b.ino()
-        && a.size() == b.size()
-        && a.mtime() == b.mtime()
-        && a.mtime_nsec() == b.mtime_nsec()
-        && a.ctime() == b.ctime()
-        && a.ctime_nsec() == b.ctime_nsec()
-}
-
 impl Walker<'_> {
     fn warn(&mut self, path: &Path, reason: impl Into<String>) {
         let reason = reason.into();
@@ -832,6 +774,17 @@ impl Walker<'_> {
         self.warnings.push(Warning {
             path: path.to_path_buf(),
             reason,
+            stored: false,
+        });
+    }
+
+    /// A file that is in the snapshot only as read while it changed (its node marked).
+    fn warn_stored(&mut self, path: &Path, reason: String) {
+        tracing::debug!("{}: {reason}", path.display());
+        self.warnings.push(Warning {
+            path: path.to_path_buf(),
+            reason,
+            stored: true,
         });
     }
 
@@ -1052,11 +1005,23 @@ impl Walker<'_> {
                 self.warn(path, why);
                 None
             }
-            FileRead::Stored(content, read_meta) => {
+            FileRead::Stored(stored) => {
                 let xattrs = std::mem::take(&mut node.xattrs);
-                let mut node = fsmeta::node_from_metadata(node.name, NodeKind::File, &read_meta);
+                let mut node = fsmeta::node_from_metadata(node.name, NodeKind::File, &stored.meta);
                 node.xattrs = xattrs;
+                let StoredFile {
+                    content,
+                    size,
+                    changing,
+                    ..
+                } = *stored;
                 node.content = content;
+                node.size = size;
+                if let Some(why) = changing {
+                    node.changing = true;
+                    self.summary.files_changing += 1;
+                    self.warn_stored(path, why);
+                }
                 if had_parent {
                     self.summary.files_changed += 1;
                 } else {
@@ -1124,6 +1089,8 @@ impl Walker<'_> {
                         && p.mtime_nsec == meta.mtime_nsec() as u32
                         && p.ctime == meta.ctime()
                         && p.ctime_nsec == meta.ctime_nsec() as u32
+                        // Stored while it changed: read again, whatever its times say.
+                        && !p.changing
                         && p.content.iter().all(|b| self.index.contains(b))
                 });
                 if let Some(p) = unchanged {
@@ -1161,14 +1128,18 @@ impl Walker<'_> {
     /// same unchanged file reuses what the first read stored.
     fn linked_file_content(&mut self, path: &Path, meta: &Metadata) -> Result<FileRead> {
         let key = (meta.dev(), meta.ino());
-        if let Some((m, content)) = self.hardlinks.get(&key)
-            && same_file(m, meta)
+        if let Some(stored) = self.hardlinks.get(&key)
+            && same_file(&stored.meta, meta)
         {
-            return Ok(FileRead::Stored(content.clone(), m.clone()));
+            return Ok(FileRead::Stored(Box::new(stored.clone())));
         }
         let read = self.reader.read(path, meta)?;
-        if let FileRead::Stored(content, after) = &read {
-            self.hardlinks.insert(key, (after.clone(), content.clone()));
+        // Only a version read while the file stood still describes the next link too.
+        if let FileRead::Stored(stored) = &read
+            && stored.changing.is_none()
+            && stored.size == stored.meta.size()
+        {
+            self.hardlinks.insert(key, (**stored).clone());
         }
         Ok(read)
     }
@@ -1178,186 +1149,11 @@ impl Walker<'_> {
 /// the first: bounds the walker's bookkeeping, not the readers' parallelism.
 const MAX_PENDING_PER_DIR: usize = 256;
 
-impl<'a> FileReader<'a> {
-    fn new(sink: &'a BlobSink<'a>, tx: BlobSender, control: &'a RunControl) -> Self {
-        FileReader {
-            sink,
-            tx,
-            control,
-            chunker: sink.repo.chunker(),
-            buf: Vec::new(),
-        }
-    }
-
-    /// Read a file into stored blobs, trying again when it changed while being read.
-    /// The error is a repository failure or a stop; a file that cannot be read
-    /// consistently is [`FileRead::Skipped`].
-    fn read(&mut self, path: &Path, meta: &Metadata) -> Result<FileRead> {
-        const ATTEMPTS: usize = 3;
-        // Files queued before the walker failed are not worth reading.
-        if self.sink.abandoned.load(Ordering::Acquire) {
-            return Err(pipeline_closed());
-        }
-        let mut last = String::new();
-        for _ in 0..ATTEMPTS {
-            match self.read_once(path, meta)? {
-                Ok((content, after)) => return Ok(FileRead::Stored(content, after)),
-                Err(Skip::Retry(why)) => last = why,
-                Err(Skip::Fail(why)) => return Ok(FileRead::Skipped(why)),
-            }
-        }
-        Ok(FileRead::Skipped(format!(
-            "not stored: {last} ({ATTEMPTS} attempts)"
-        )))
-    }
-
-    /// One attempt at reading a file. The outer `Result` carries repository failures, the
-    /// inner one reasons to skip or retry this file.
-    fn read_once(
-        &mut self,
-        path: &Path,
-        lmeta: &Metadata,
-    ) -> Result<Result<(Vec<BlobId>, Metadata), Skip>> {
-        let (file, before) = match open_source(path) {
-            Ok(x) => x,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Err(Skip::Fail("vanished before it could be read".into())));
-            }
-            Err(e) => return Ok(Err(Skip::Fail(format!("cannot open: {e}")))),
-        };
-        if !before.is_file() || before.ino() != lmeta.ino() || before.dev() != lmeta.dev() {
-            return Ok(Err(Skip::Retry("was replaced while being read".into())));
-        }
-        let before = match wait_until_still(&file, before) {
-            Ok(Some(m)) => m,
-            Ok(None) => return Ok(Err(Skip::Retry("is being written right now".into()))),
-            Err(e) => return Ok(Err(Skip::Fail(format!("cannot stat: {e}")))),
-        };
-        self.control.progress.set_current(&path.to_string_lossy());
-        // A file of several chunks reads through a window and a half (6 MiB with the default
-        // sizes): borrowed from a small shared set, so that many readers can keep a cold
-        // disk busy with small files without each holding that much.
-        let mut loan = (before.size() > SMALL_FILE).then(|| self.sink.windows.lend());
-        let buf = match &mut loan {
-            Some(l) => l.take(),
-            None => std::mem::take(&mut self.buf),
-        };
-        let mut stream = ChunkStream::with_buffer(&file, self.chunker.clone(), buf);
-        let chunked = self.chunk_all(&mut stream);
-        let read = stream.bytes_read();
-        let buf = stream.into_buffer();
-        match &mut loan {
-            Some(l) => l.put(buf),
-            // A file that grew while it was read may have grown the buffer: not kept.
-            None if buf.len() > 2 * SMALL_FILE as usize => {}
-            None => self.buf = buf,
-        }
-        drop(loan);
-        self.sink.data_read.fetch_add(read, Ordering::Relaxed);
-        let content = match chunked? {
-            Ok(content) => content,
-            Err(e) => return Ok(Err(Skip::Fail(format!("read error: {e}")))),
-        };
-        let after = match File::metadata(&file) {
-            Ok(m) => m,
-            Err(e) => return Ok(Err(Skip::Fail(format!("cannot stat: {e}")))),
-        };
-        if !same_file(&before, &after) || read != after.size() {
-            return Ok(Err(Skip::Retry("changed while being read".into())));
-        }
-        Ok(Ok((content, after)))
-    }
-
-    /// Every chunk of the stream, stored; the inner error is the file's read error.
-    fn chunk_all(&self, stream: &mut ChunkStream<&File>) -> Result<io::Result<Vec<BlobId>>> {
-        let mut content = Vec::new();
-        loop {
-            match stream.next_chunk_ref() {
-                Ok(Some(chunk)) => {
-                    self.control.check()?;
-                    if self.sink.abandoned.load(Ordering::Acquire) {
-                        return Err(pipeline_closed());
-                    }
-                    let len = chunk.len() as u64;
-                    Progress::add(&self.control.progress.bytes_read, len);
-                    Progress::add(&self.control.progress.bytes_done, len);
-                    let id = self.sink.repo.keys().blob_id(chunk);
-                    self.sink.store(&self.tx, id, BlobKind::Data, chunk)?;
-                    content.push(id);
-                }
-                Ok(None) => return Ok(Ok(content)),
-                Err(e) => return Ok(Err(e)),
-            }
-        }
-    }
-}
-
-/// How long a file must have been left alone before it is read. File times come from a
-/// coarse clock (one tick is 1 to 10 ms), so a write within the tick of the previous one
-/// leaves mtime and ctime unchanged, and a read it overlapped would look clean. Once the
-/// file's last change is older than a tick, any write during the read moves its times and
-/// the before/after comparison catches it (git's "racy file" problem, solved the same way).
-const STILL_FOR: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Wait (a few times at most) until the open file's last change is older than
-/// [`STILL_FOR`]; `None` if it keeps changing.
-fn wait_until_still(file: &File, mut meta: Metadata) -> io::Result<Option<Metadata>> {
-    for _ in 0..4 {
-        // ctime, not mtime: every write moves both, but only mtime can be set by hand
-        // (an archive's dates, a clock in the future), and ctime cannot.
-        let changed = std::time::UNIX_EPOCH
-            + std::time::Duration::new(
-                u64::try_from(meta.ctime()).unwrap_or(0),
-                u32::try_from(meta.ctime_nsec()).unwrap_or(0),
-            );
-        match std::time::SystemTime::now().duration_since(changed) {
-            Ok(age) if age < STILL_FOR => std::thread::sleep(STILL_FOR - age),
-            // Old enough, or changed "in the future" after the clock was set back: the
-            // wait cannot help, read it.
-            _ => return Ok(Some(meta)),
-        }
-        meta = file.metadata()?;
-    }
-    Ok(None)
-}
-
-enum Skip {
-    Retry(String),
-    Fail(String),
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     use crate::repo::test_repo as repo;
-
-    #[test]
-    fn a_fifo_swapped_in_for_a_file_does_not_block_the_reader() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("swapped");
-        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
-        // SAFETY: mkfifo reads a NUL-terminated path that lives across the call.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let p = path.clone();
-        std::thread::spawn(move || {
-            let _ = tx.send(open_source(&p).map(|(_, m)| m.is_file()));
-        });
-        let opened = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| {
-            // Unblock the stuck open so the thread ends, then fail.
-            let _ = OpenOptions::new().write(true).open(&path);
-            panic!("opening a FIFO blocked the reader");
-        });
-        assert!(!opened.expect("opened"), "a FIFO is not a regular file");
-        // A regular file reads with blocking reads.
-        fs::write(dir.path().join("plain"), b"data").expect("write");
-        let (f, m) = open_source(&dir.path().join("plain")).expect("open");
-        assert!(m.is_file());
-        // SAFETY: F_GETFL on a descriptor `f` keeps open.
-        let flags = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::F_GETFL) };
-        assert_eq!(flags & libc::O_NONBLOCK, 0);
-    }
 
     fn run_backup(
         repo: &Repository,

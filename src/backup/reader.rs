@@ -1,0 +1,389 @@
+//! Reading a source file into stored blobs, as one consistent version of it.
+//!
+//! A file is read when it has been left alone for a moment, and read again (three
+//! attempts) when it changed while being read. A file that never stops changing (an
+//! application log appended to all the time, a database written without pause) still
+//! gets a version in every snapshot, by this rule (docs/FORMAT.md, section 12, `changing`):
+//! - It is read once more up to the length it had when opened, and that much is read
+//!   again, only hashing. When both reads agree and the file did not shrink, those bytes
+//!   did not change while they were read: they are the file as it was when opened (a log
+//!   that only grew), stored clean with that length and the times it had then.
+//! - Otherwise it was changed in place: what the first of the two reads gave is stored,
+//!   its node marked `changing`, and the backup reports it, so a restore can say so.
+//!   Its stored times are those from before the read, so the next backup reads it again.
+//!
+//! So a file that exists is never left out for changing, and a version that may mix
+//! older and newer bytes is never presented as clean.
+
+use super::{BlobSender, BlobSink, SMALL_FILE, pipeline_closed};
+use crate::chunker::{ChunkStream, Chunker};
+use crate::error::Result;
+use crate::format::index::BlobKind;
+use crate::hash::BlobId;
+use crate::progress::{Progress, RunControl};
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, Read, Seek};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+/// Open a source file the walker saw as a regular file, and its metadata as opened.
+/// `O_NONBLOCK`: a FIFO swapped in since the walk would otherwise block open(2) until a
+/// writer came, freezing the reader for good; with it the open returns at once and the
+/// caller turns away anything that is not a regular file (by the metadata returned,
+/// from `fstat` on the descriptor). `O_NOFOLLOW`: a symlink swapped in is not followed.
+/// A regular file gets blocking reads back.
+pub(super) fn open_source(path: &Path) -> io::Result<(File, Metadata)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_file() {
+        clear_nonblock(&file)?;
+    }
+    Ok((file, meta))
+}
+
+/// Clear `O_NONBLOCK` on an open descriptor (set only to open a path that might be a
+/// FIFO without blocking).
+fn clear_nonblock(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function borrows open; F_GETFL/F_SETFL only read
+    // and set its status flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What reading a file came to.
+pub(super) enum FileRead {
+    /// Stored.
+    Stored(Box<StoredFile>),
+    /// Not stored, and why (a warning).
+    Skipped(String),
+}
+
+/// A version of a file that was stored.
+#[derive(Clone)]
+pub(super) struct StoredFile {
+    /// Its content blobs, in order.
+    pub content: Vec<BlobId>,
+    /// The file's metadata for this version: as it was while read, or before the read
+    /// when it kept changing.
+    pub meta: Metadata,
+    /// Its length: the content's, which may differ from `meta`'s when it kept changing.
+    pub size: u64,
+    /// Set when it was changing while read, and stored as read: why (for the report).
+    pub changing: Option<String>,
+}
+
+impl StoredFile {
+    /// A version read while the file stood still: all `meta` says is true of it.
+    fn clean(content: Vec<BlobId>, meta: Metadata) -> Self {
+        StoredFile {
+            content,
+            size: meta.size(),
+            meta,
+            changing: None,
+        }
+    }
+}
+
+/// Reads files consistently into stored blobs; one per reader thread (and one for the
+/// walker's own reads), each keeping its chunk buffer from file to file.
+pub(super) struct FileReader<'a> {
+    sink: &'a BlobSink<'a>,
+    pub tx: BlobSender,
+    control: &'a RunControl,
+    chunker: Chunker,
+    buf: Vec<u8>,
+}
+
+pub(super) fn same_file(a: &Metadata, b: &Metadata) -> bool {
+    a.dev() == b.dev()
+        && a.ino() == b.ino()
+        && a.size() == b.size()
+        && a.mtime() == b.mtime()
+        && a.mtime_nsec() == b.mtime_nsec()
+        && a.ctime() == b.ctime()
+        && a.ctime_nsec() == b.ctime_nsec()
+}
+
+impl<'a> FileReader<'a> {
+    pub(super) fn new(sink: &'a BlobSink<'a>, tx: BlobSender, control: &'a RunControl) -> Self {
+        FileReader {
+            sink,
+            tx,
+            control,
+            chunker: sink.repo.chunker(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Read a file into stored blobs, trying again when it changed while being read, and
+    /// storing a version by the module's rule when it never stopped changing. The error
+    /// is a repository failure or a stop; a file that cannot be read at all (gone, not
+    /// readable, no longer a regular file) is [`FileRead::Skipped`].
+    pub(super) fn read(&mut self, path: &Path, meta: &Metadata) -> Result<FileRead> {
+        const ATTEMPTS: usize = 3;
+        // Files queued before the walker failed are not worth reading.
+        if self.sink.abandoned.load(Ordering::Acquire) {
+            return Err(pipeline_closed());
+        }
+        let mut last = String::new();
+        for _ in 0..ATTEMPTS {
+            match self.read_once(path, meta)? {
+                Ok((content, after)) => {
+                    return Ok(FileRead::Stored(Box::new(StoredFile::clean(
+                        content, after,
+                    ))));
+                }
+                Err(Skip::Retry(why)) => last = why,
+                Err(Skip::Fail(why)) => return Ok(FileRead::Skipped(why)),
+            }
+        }
+        Ok(
+            match self.read_changing(path, &format!("{last} ({ATTEMPTS} attempts)"))? {
+                Ok(stored) => FileRead::Stored(Box::new(stored)),
+                Err(Skip::Fail(why) | Skip::Retry(why)) => FileRead::Skipped(why),
+            },
+        )
+    }
+
+    /// One attempt at reading a file. The outer `Result` carries repository failures, the
+    /// inner one reasons to skip or retry this file.
+    fn read_once(
+        &mut self,
+        path: &Path,
+        lmeta: &Metadata,
+    ) -> Result<Result<(Vec<BlobId>, Metadata), Skip>> {
+        let (file, before) = match open_regular(path)? {
+            Ok(x) => x,
+            Err(skip) => return Ok(Err(skip)),
+        };
+        if before.ino() != lmeta.ino() || before.dev() != lmeta.dev() {
+            return Ok(Err(Skip::Retry("was replaced while being read".into())));
+        }
+        let before = match wait_until_still(&file, before) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(Err(Skip::Retry("is being written right now".into()))),
+            Err(e) => return Ok(Err(Skip::Fail(format!("cannot stat: {e}")))),
+        };
+        self.control.progress.set_current(&path.to_string_lossy());
+        let (chunked, read) = self.chunk(&file, before.size(), None, Store::Yes)?;
+        let content = match chunked {
+            Ok(content) => content,
+            Err(e) => return Ok(Err(Skip::Fail(format!("read error: {e}")))),
+        };
+        let after = match File::metadata(&file) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(Skip::Fail(format!("cannot stat: {e}")))),
+        };
+        if !same_file(&before, &after) || read != after.size() {
+            return Ok(Err(Skip::Retry("changed while being read".into())));
+        }
+        Ok(Ok((content, after)))
+    }
+
+    /// A version of a file that kept changing through every attempt (`why`), by the
+    /// module's rule: its bytes up to the length it had when opened, read twice; clean
+    /// when both reads agree and it did not shrink, else marked `changing`.
+    fn read_changing(&mut self, path: &Path, why: &str) -> Result<Result<StoredFile, Skip>> {
+        let (file, before) = match open_regular(path)? {
+            Ok(x) => x,
+            Err(skip) => return Ok(Err(skip)),
+        };
+        self.control.progress.set_current(&path.to_string_lossy());
+        let len = before.size();
+        let (first, read) = match self.chunk(&file, len, Some(len), Store::Yes)? {
+            (Ok(content), read) => (content, read),
+            (Err(e), _) => return Ok(Err(Skip::Fail(format!("read error: {e}")))),
+        };
+        let again = match (&file).rewind() {
+            Ok(()) => match self.chunk(&file, len, Some(len), Store::No)? {
+                (Ok(ids), reread) if reread == read => Some(ids),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        let after = file.metadata().ok();
+        let settled = read == len
+            && again.as_ref() == Some(&first)
+            && after.as_ref().is_some_and(|a| a.size() >= len);
+        if settled {
+            tracing::info!(
+                "{}: {why}; stored as it was when reading started ({len} bytes): it only grew while it was read",
+                path.display()
+            );
+            return Ok(Ok(StoredFile::clean(first, before)));
+        }
+        Ok(Ok(StoredFile {
+            content: first,
+            meta: before,
+            size: read,
+            changing: Some(format!(
+                "stored while it was being changed ({why}): it may mix older and newer bytes; the snapshot marks it"
+            )),
+        }))
+    }
+
+    /// Chunk `file` (`size` bytes when opened) from where it stands, to its end or at
+    /// most `limit` bytes, storing each chunk (or, with [`Store::No`], only naming it);
+    /// also how many bytes were read. The inner error is the file's read error.
+    fn chunk(
+        &mut self,
+        file: &File,
+        size: u64,
+        limit: Option<u64>,
+        store: Store,
+    ) -> Result<(io::Result<Vec<BlobId>>, u64)> {
+        // A file of several chunks reads through a window and a half (6 MiB with the default
+        // sizes): borrowed from a small shared set, so that many readers can keep a cold
+        // disk busy with small files without each holding that much.
+        let mut loan = (size > SMALL_FILE).then(|| self.sink.windows.lend());
+        let buf = match &mut loan {
+            Some(l) => l.take(),
+            None => std::mem::take(&mut self.buf),
+        };
+        let reader = file.take(limit.unwrap_or(u64::MAX));
+        let mut stream = ChunkStream::with_buffer(reader, self.chunker.clone(), buf);
+        let chunked = self.chunk_all(&mut stream, store);
+        let read = stream.bytes_read();
+        let buf = stream.into_buffer();
+        match &mut loan {
+            Some(l) => l.put(buf),
+            // A file that grew while it was read may have grown the buffer: not kept.
+            None if buf.len() > 2 * SMALL_FILE as usize => {}
+            None => self.buf = buf,
+        }
+        drop(loan);
+        self.sink.data_read.fetch_add(read, Ordering::Relaxed);
+        Ok((chunked?, read))
+    }
+
+    /// Every chunk of the stream, stored (or only named); the inner error is the file's
+    /// read error.
+    fn chunk_all<R: Read>(
+        &self,
+        stream: &mut ChunkStream<R>,
+        store: Store,
+    ) -> Result<io::Result<Vec<BlobId>>> {
+        let mut content = Vec::new();
+        loop {
+            match stream.next_chunk_ref() {
+                Ok(Some(chunk)) => {
+                    self.control.check()?;
+                    if self.sink.abandoned.load(Ordering::Acquire) {
+                        return Err(pipeline_closed());
+                    }
+                    let id = self.sink.repo.keys().blob_id(chunk);
+                    if store == Store::Yes {
+                        let len = chunk.len() as u64;
+                        Progress::add(&self.control.progress.bytes_read, len);
+                        Progress::add(&self.control.progress.bytes_done, len);
+                        self.sink.store(&self.tx, id, BlobKind::Data, chunk)?;
+                    }
+                    content.push(id);
+                }
+                Ok(None) => return Ok(Ok(content)),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+    }
+}
+
+/// Whether [`FileReader::chunk`] stores what it reads or only names it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Yes,
+    No,
+}
+
+/// Open `path` as a regular file, with its metadata as opened; why not, as a skip.
+fn open_regular(path: &Path) -> Result<Result<(File, Metadata), Skip>> {
+    Ok(match open_source(path) {
+        Ok((file, meta)) if meta.is_file() => Ok((file, meta)),
+        Ok(_) => Err(Skip::Retry("was replaced while being read".into())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(Skip::Fail("vanished before it could be read".into()))
+        }
+        Err(e) => Err(Skip::Fail(format!("cannot open: {e}"))),
+    })
+}
+
+/// How long a file must have been left alone before it is read. File times come from a
+/// coarse clock (one tick is 1 to 10 ms), so a write within the tick of the previous one
+/// leaves mtime and ctime unchanged, and a read it overlapped would look clean. Once the
+/// file's last change is older than a tick, any write during the read moves its times and
+/// the before/after comparison catches it (git's "racy file" problem, solved the same way).
+const STILL_FOR: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Wait (a few times at most) until the open file's last change is older than
+/// [`STILL_FOR`]; `None` if it keeps changing.
+fn wait_until_still(file: &File, mut meta: Metadata) -> io::Result<Option<Metadata>> {
+    for _ in 0..4 {
+        // ctime, not mtime: every write moves both, but only mtime can be set by hand
+        // (an archive's dates, a clock in the future), and ctime cannot.
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                u64::try_from(meta.ctime()).unwrap_or(0),
+                u32::try_from(meta.ctime_nsec()).unwrap_or(0),
+            );
+        match std::time::SystemTime::now().duration_since(changed) {
+            Ok(age) if age < STILL_FOR => std::thread::sleep(STILL_FOR - age),
+            // Old enough, or changed "in the future" after the clock was set back: the
+            // wait cannot help, read it.
+            _ => return Ok(Some(meta)),
+        }
+        meta = file.metadata()?;
+    }
+    Ok(None)
+}
+
+enum Skip {
+    Retry(String),
+    Fail(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::ffi::OsStrExt;
+    use std::time::Duration;
+
+    #[test]
+    fn a_fifo_swapped_in_for_a_file_does_not_block_the_reader() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("swapped");
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+        // SAFETY: mkfifo reads a NUL-terminated path that lives across the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(open_source(&p).map(|(_, m)| m.is_file()));
+        });
+        let opened = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| {
+            // Unblock the stuck open so the thread ends, then fail.
+            let _ = OpenOptions::new().write(true).open(&path);
+            panic!("opening a FIFO blocked the reader");
+        });
+        assert!(!opened.expect("opened"), "a FIFO is not a regular file");
+        // A regular file reads with blocking reads.
+        fs::write(dir.path().join("plain"), b"data").expect("write");
+        let (f, m) = open_source(&dir.path().join("plain")).expect("open");
+        assert!(m.is_file());
+        // SAFETY: F_GETFL on a descriptor `f` keeps open.
+        let flags = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0);
+    }
+}
