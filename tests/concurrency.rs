@@ -337,12 +337,31 @@ fn an_application_log_that_never_stops_growing_is_stored_as_it_was_when_reading_
         writeln!(f, "event {n:08}: something happened").expect("append");
         std::thread::sleep(Duration::from_millis(1));
     });
+    // A large log appended to every 20 ms: a read of it may meet growth every time.
+    let big = src.join("big.log");
+    let mut g = fs::File::create(&big).expect("create");
+    for n in 0..200_000 {
+        writeln!(g, "entry {n:08} of a large log that keeps on growing").expect("write");
+    }
+    let big_writer = Writer::start(move || {
+        writeln!(g, "another entry").expect("append");
+        std::thread::sleep(Duration::from_millis(20));
+    });
     let (code, summary) = env.backup_json(&[&src], &[]);
     drop(writer);
+    drop(big_writer);
     assert_eq!(
         code,
         Some(0),
         "a log that only grew is stored clean: {summary}"
+    );
+    let (_, stored_big) = restore_one(&env, &src, "big.log", "restored-big");
+    let now_big = fs::read(&big).expect("read log");
+    assert!(
+        stored_big.len() >= 200_000 * 50 && now_big.starts_with(&stored_big),
+        "the large log is stored as a prefix of itself ({} of {} bytes)",
+        stored_big.len(),
+        now_big.len()
     );
     let (out, stored) = restore_one(&env, &src, "app.log", "restored");
     assert!(out.status.success(), "{}", describe(&out));

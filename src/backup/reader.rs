@@ -1,7 +1,8 @@
 //! Reading a source file into stored blobs, as one consistent version of it.
 //!
 //! A file is read when it has been left alone for a moment, and read again (three
-//! attempts) when it changed while being read. A file that never stops changing (an
+//! attempts) when it changed while being read; a file of more than one read window that
+//! grew while read goes to the rule below at once. A file that never stops changing (an
 //! application log appended to all the time, a database written without pause) still
 //! gets a version in every snapshot, by this rule (docs/FORMAT.md, section 12, `changing`):
 //! - It is read once more up to the length it had when opened, and that much is read
@@ -139,23 +140,26 @@ impl<'a> FileReader<'a> {
             return Err(pipeline_closed());
         }
         let mut last = String::new();
-        for _ in 0..ATTEMPTS {
+        for attempt in 1..=ATTEMPTS {
             match self.read_once(path, meta)? {
                 Ok((content, after)) => {
-                    return Ok(FileRead::Stored(Box::new(StoredFile::clean(
-                        content, after,
-                    ))));
+                    let stored = StoredFile::clean(content, after);
+                    return Ok(FileRead::Stored(Box::new(stored)));
                 }
-                Err(Skip::Retry(why)) => last = why,
+                Err(Skip::Retry(why)) => last = attempts(&why, attempt),
+                // Another whole read would only grow with it (a large log read for
+                // longer than its writer pauses): take its prefix now.
+                Err(Skip::Grew(why)) => {
+                    last = attempts(&why, attempt);
+                    break;
+                }
                 Err(Skip::Fail(why)) => return Ok(FileRead::Skipped(why)),
             }
         }
-        Ok(
-            match self.read_changing(path, &format!("{last} ({ATTEMPTS} attempts)"))? {
-                Ok(stored) => FileRead::Stored(Box::new(stored)),
-                Err(Skip::Fail(why) | Skip::Retry(why)) => FileRead::Skipped(why),
-            },
-        )
+        Ok(match self.read_changing(path, &last)? {
+            Ok(stored) => FileRead::Stored(Box::new(stored)),
+            Err(Skip::Fail(why) | Skip::Retry(why) | Skip::Grew(why)) => FileRead::Skipped(why),
+        })
     }
 
     /// One attempt at reading a file. The outer `Result` carries repository failures, the
@@ -187,10 +191,16 @@ impl<'a> FileReader<'a> {
             Ok(m) => m,
             Err(e) => return Ok(Err(Skip::Fail(format!("cannot stat: {e}")))),
         };
-        if !same_file(&before, &after) || read != after.size() {
-            return Ok(Err(Skip::Retry("changed while being read".into())));
+        if same_file(&before, &after) && read == after.size() {
+            return Ok(Ok((content, after)));
         }
-        Ok(Ok((content, after)))
+        // A file of more than one read window that grew: reading it whole again is slow
+        // and would most likely meet more growth.
+        if after.ino() == before.ino() && after.size() > before.size() && before.size() > SMALL_FILE
+        {
+            return Ok(Err(Skip::Grew("grew while being read".into())));
+        }
+        Ok(Err(Skip::Retry("changed while being read".into())))
     }
 
     /// A version of a file that kept changing through every attempt (`why`), by the
@@ -348,8 +358,19 @@ fn wait_until_still(file: &File, mut meta: Metadata) -> io::Result<Option<Metada
     Ok(None)
 }
 
+/// `why`, with how many reads it took.
+fn attempts(why: &str, n: usize) -> String {
+    format!("{why} ({n} attempt{})", if n == 1 { "" } else { "s" })
+}
+
+/// Why a read of a file stored nothing.
 enum Skip {
+    /// It changed: try again.
     Retry(String),
+    /// A large file grew while it was read: go to the rule for files that never stand
+    /// still at once.
+    Grew(String),
+    /// It cannot be read (gone, unreadable): say so.
     Fail(String),
 }
 

@@ -175,3 +175,48 @@ impl Tree {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(changing: bool) -> Tree {
+        Tree {
+            nodes: vec![Node {
+                name: ByteName(b"db".to_vec()),
+                kind: NodeKind::File,
+                mode: 0o600,
+                mtime: 1,
+                mtime_nsec: 0,
+                ctime: 1,
+                ctime_nsec: 0,
+                uid: 0,
+                gid: 0,
+                inode: 0,
+                device: 0,
+                links: 0,
+                size: 0,
+                rdev: 0,
+                sparse: false,
+                content: Vec::new(),
+                subtree: None,
+                link_target: None,
+                xattrs: Vec::new(),
+                changing,
+            }],
+        }
+    }
+
+    #[test]
+    fn changing_is_written_last_and_only_when_set() {
+        let plain = String::from_utf8(file(true).to_plain()).expect("utf8");
+        assert!(plain.ends_with(r#""changing":true}]}"#), "{plain}");
+        let plain = String::from_utf8(file(false).to_plain()).expect("utf8");
+        assert!(!plain.contains("changing"), "{plain}");
+        // A tree written before the field existed reads as not changing, and so the
+        // bytes (and the tree id) of an unmarked tree are what they always were.
+        assert_eq!(Tree::from_plain(plain.as_bytes()).ok(), Some(file(false)));
+        let marked = file(true).to_plain();
+        assert_eq!(Tree::from_plain(&marked).ok(), Some(file(true)));
+    }
+}
