@@ -112,25 +112,40 @@ impl CheckReport {
 }
 
 /// Every index object, those that decode, and problems for those that do not; several
-/// are read at a time, in listing order.
+/// are read at a time, in listing order. An index object gone since the listing was
+/// replaced by a prune running meanwhile: the index is listed again (a few times).
 async fn load_indexes(
     repo: &Repository,
     report: &mut CheckReport,
 ) -> Result<Vec<(IndexId, IndexFile)>> {
-    let listed = repo.index_listing().await?;
-    let mut files = Vec::new();
-    repo.for_each_index_file(None, listed, |id, file| {
-        match file {
-            Ok(f) => files.push((id, f)),
-            Err(e) => report.problems.push(Problem {
-                object: format!("index/{id}"),
-                message: e.to_string(),
-            }),
+    const ATTEMPTS: usize = 5;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let listed = repo.index_listing().await?;
+        let mut files = Vec::new();
+        let mut problems = Vec::new();
+        let mut replaced = false;
+        repo.for_each_index_file(None, listed, |id, file| {
+            match file {
+                Ok(f) => files.push((id, f)),
+                Err(Error::Backend(e)) if e.is_not_found() && attempt < ATTEMPTS => {
+                    replaced = true;
+                }
+                Err(e) => problems.push(Problem {
+                    object: format!("index/{id}"),
+                    message: e.to_string(),
+                }),
+            }
+            Ok(())
+        })
+        .await?;
+        if !replaced {
+            report.problems.extend(problems);
+            return Ok(files);
         }
-        Ok(())
-    })
-    .await?;
-    Ok(files)
+        tracing::info!("an index object was replaced while check read it; listing again");
+    }
 }
 
 /// Check `repo`.
@@ -182,6 +197,8 @@ pub fn check_with(
                     }
                 }
             }
+            // Finished by a prune meanwhile (it removes a record after its packs).
+            Err(Error::Backend(e)) if e.is_not_found() => {}
             Err(e) => report.problems.push(Problem {
                 object: format!("deletions/{}", id.to_hex()),
                 message: e.to_string(),
@@ -400,14 +417,7 @@ fn verify_pack(
     };
     report.packs_read += 1;
     for b in blobs {
-        let loc = crate::index::BlobLocation {
-            pack,
-            kind: b.kind,
-            offset: b.offset,
-            length: b.length,
-            raw_length: b.raw_length,
-            compressed: b.compressed,
-        };
+        let loc = crate::index::BlobLocation::in_pack(pack, b);
         let sealed: std::result::Result<Vec<u8>, String> = match &whole {
             Some(bytes) => {
                 let end = b.offset.saturating_add(u64::from(b.length));

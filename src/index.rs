@@ -5,7 +5,7 @@ use crate::backend::{FileType, Handle};
 use crate::cache::MetadataCache;
 use crate::crypto::Purpose;
 use crate::error::{Error, Result};
-use crate::format::index::{BlobKind, INDEX_VERSION, IndexFile, IndexPack};
+use crate::format::index::{BlobKind, INDEX_VERSION, IndexFile, IndexPack, PackedBlob};
 use crate::hash::{BlobId, Id, IndexId, PackId};
 use crate::repo::{INDEX_READ_AHEAD, MAX_INDEX_LEN, Repository, in_order};
 use futures_util::StreamExt;
@@ -26,6 +26,20 @@ pub struct BlobLocation {
     pub raw_length: u32,
     /// Whether the payload is zstd-compressed.
     pub compressed: bool,
+}
+
+impl BlobLocation {
+    /// Where an index entry of `pack` says its blob is.
+    pub fn in_pack(pack: PackId, b: &PackedBlob) -> Self {
+        BlobLocation {
+            pack,
+            kind: b.kind,
+            offset: b.offset,
+            length: b.length,
+            raw_length: b.raw_length,
+            compressed: b.compressed,
+        }
+    }
 }
 
 /// One indexed blob, packed: 56 bytes, the pack named by its number in

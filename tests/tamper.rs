@@ -114,26 +114,8 @@ fn flipped_byte_in_any_object_fails_restore_and_names_it() {
 
 fn node(name: &[u8], kind: NodeKind) -> Node {
     Node {
-        name: ByteName(name.to_vec()),
-        kind,
         mode: 0o644,
-        mtime: 0,
-        mtime_nsec: 0,
-        ctime: 0,
-        ctime_nsec: 0,
-        uid: 0,
-        gid: 0,
-        inode: 0,
-        device: 0,
-        links: 0,
-        size: 0,
-        rdev: 0,
-        sparse: false,
-        content: Vec::new(),
-        subtree: None,
-        link_target: None,
-        xattrs: Vec::new(),
-        changing: false,
+        ..Node::bare(ByteName(name.to_vec()), kind)
     }
 }
 

@@ -107,6 +107,36 @@ pub struct Node {
     pub changing: bool,
 }
 
+impl Node {
+    /// An entry with only a name and a type, every other field zero, empty or unset:
+    /// the base that a writer fills in, and that trees built by hand (tests) start from
+    /// without naming every field.
+    pub fn bare(name: ByteName, kind: NodeKind) -> Node {
+        Node {
+            name,
+            kind,
+            mode: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            ctime: 0,
+            ctime_nsec: 0,
+            uid: 0,
+            gid: 0,
+            inode: 0,
+            device: 0,
+            links: 0,
+            size: 0,
+            rdev: 0,
+            sparse: false,
+            content: Vec::new(),
+            subtree: None,
+            link_target: None,
+            xattrs: Vec::new(),
+            changing: false,
+        }
+    }
+}
+
 /// A directory listing, sorted by name bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
@@ -183,26 +213,9 @@ mod tests {
     fn file(changing: bool) -> Tree {
         Tree {
             nodes: vec![Node {
-                name: ByteName(b"db".to_vec()),
-                kind: NodeKind::File,
                 mode: 0o600,
-                mtime: 1,
-                mtime_nsec: 0,
-                ctime: 1,
-                ctime_nsec: 0,
-                uid: 0,
-                gid: 0,
-                inode: 0,
-                device: 0,
-                links: 0,
-                size: 0,
-                rdev: 0,
-                sparse: false,
-                content: Vec::new(),
-                subtree: None,
-                link_target: None,
-                xattrs: Vec::new(),
                 changing,
+                ..Node::bare(ByteName(b"db".to_vec()), NodeKind::File)
             }],
         }
     }

@@ -133,17 +133,6 @@ impl Repository {
     }
 }
 
-fn location(pack: PackId, b: &PackedBlob) -> BlobLocation {
-    BlobLocation {
-        pack,
-        kind: b.kind,
-        offset: b.offset,
-        length: b.length,
-        raw_length: b.raw_length,
-        compressed: b.compressed,
-    }
-}
-
 /// Run a prune.
 pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<PruneReport> {
     let backend = repo.backend().clone();
@@ -425,11 +414,15 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
         for b in used_here {
             crate::progress::Progress::add(&progress.bytes_done, u64::from(b.length));
             let sealed = rt.block_on(backend.get_range(&handle, b.offset, u64::from(b.length)))?;
-            open_blob(repo.keys(), &b.id, &location(old.id, b), &sealed).map_err(|why| {
-                Error::Corrupt {
-                    object: format!("blob {} in {}", b.id.short(), handle.path()),
-                    reason: format!("{why}; prune stops before repacking it: run `cairn check`"),
-                }
+            open_blob(
+                repo.keys(),
+                &b.id,
+                &BlobLocation::in_pack(old.id, b),
+                &sealed,
+            )
+            .map_err(|why| Error::Corrupt {
+                object: format!("blob {} in {}", b.id.short(), handle.path()),
+                reason: format!("{why}; prune stops before repacking it: run `cairn check`"),
             })?;
             report.repacked_bytes += u64::from(b.length);
             let builder = match b.kind {
@@ -547,7 +540,7 @@ fn verified_copies(
         }
         if let Some((pack, b)) = copies
             .iter()
-            .find(|(pack, b)| intact(&id, &location(*pack, b)))
+            .find(|(pack, b)| intact(&id, &BlobLocation::in_pack(*pack, b)))
         {
             tracing::warn!(
                 "blob {} is damaged in data/{} and intact in data/{}: the intact copy is kept",
