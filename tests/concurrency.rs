@@ -18,15 +18,17 @@ use support::s3::S3Server;
 use support::{Env, Kind, describe, snapshot_ids, stderr};
 
 /// How long the proxy holds back each read of the kind under test: ample time for the
-/// test to remove what the command listed before the read reaches the server.
+/// test to remove what the command listed before the read reaches the server (for
+/// index objects, time for a whole prune on another host).
 const HOLD: Duration = Duration::from_secs(2);
+const HOLD_FOR_A_PRUNE: Duration = Duration::from_secs(6);
 
-/// Hold back every GET whose request line contains `what` by [`HOLD`].
-fn hold_reads(env: &Env, what: &'static str) {
+/// Hold back every GET whose request line contains `what` by `hold`.
+fn hold_reads(env: &Env, what: &'static str, hold: Duration) {
     let mut s = Schedule::clean();
     s.methods = vec!["GET"];
     s.target_contains = Some(what);
-    s.delay = Some(HOLD);
+    s.delay = Some(hold);
     env.proxy.as_ref().expect("proxy").set_schedule(s);
 }
 
@@ -118,7 +120,7 @@ fn a_backup_whose_parent_is_forgotten_between_listing_and_read_picks_another() {
     let (first, latest) = (ids[0].clone(), ids[1].clone());
     fs::write(src.join("sub/c.txt"), "new\n").expect("write");
 
-    hold_reads(&env, "/snapshots/");
+    hold_reads(&env, "/snapshots/", HOLD);
     let mark = server(&env).seen().len();
     let child = spawn(env.cmd(&["backup", "--json", s]));
     wait_for_request(
@@ -168,7 +170,7 @@ fn a_prune_during_which_a_snapshot_is_forgotten_carries_on() {
     }
     let ids = snapshot_ids(&env);
 
-    hold_reads(&env, "/snapshots/");
+    hold_reads(&env, "/snapshots/", HOLD);
     let mark = server(&env).seen().len();
     let child = spawn(env.cmd(&["prune", "--grace", "0s"]));
     wait_for_request(
@@ -195,6 +197,41 @@ fn a_prune_during_which_a_snapshot_is_forgotten_carries_on() {
     env.restore_latest_and_compare(&src, "restored");
 }
 
+#[test]
+fn a_check_during_which_a_snapshot_is_forgotten_reports_no_damage() {
+    let env = Env::init_on(Kind::S3Proxied);
+    let src = source(&env, "src", 5);
+    let s = src.to_str().expect("utf8");
+    env.ok(&["backup", s]);
+    fs::write(src.join("sub/b.txt"), "changed\n").expect("write");
+    env.ok(&["backup", s]);
+    let first = snapshot_ids(&env)[0].clone();
+
+    hold_reads(&env, "/snapshots/", HOLD);
+    let mark = server(&env).seen().len();
+    let child = spawn(env.cmd(&["check"]));
+    wait_for_request(
+        &env,
+        mark,
+        "the listing of snapshots/",
+        is_listing("snapshots"),
+    );
+    fs::remove_file(env.objects_dir().join("snapshots").join(&first)).expect("forget");
+    let out = finish(child);
+    assert!(
+        read_after(&env, mark, &format!("snapshots/{first}")),
+        "the check never tried to read the removed snapshot: the interleaving did not happen"
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}
+
+/// The environment with a request timeout longer than [`HOLD_FOR_A_PRUNE`].
+fn slow_reads_allowed(mut env: Env) -> Env {
+    env.options.retain(|o| !o.starts_with("s3.timeout="));
+    env.options.push("s3.timeout=30s".into());
+    env
+}
+
 /// Two snapshots, the first forgotten: a prune then has index objects to replace.
 fn repository_with_work_for_prune(env: &Env) -> PathBuf {
     let old = source(env, "old", 3);
@@ -210,7 +247,7 @@ fn repository_with_work_for_prune(env: &Env) -> PathBuf {
 /// (past the proxy) replacing the index objects it listed before it reads them; its
 /// output, once it is known that it read an index object the other prune had deleted.
 fn beside_a_prune_rewriting_the_index(env: &Env, args: &[&str]) -> Output {
-    hold_reads(env, "/index/");
+    hold_reads(env, "/index/", HOLD_FOR_A_PRUNE);
     let mark = server(env).seen().len();
     let child = spawn(env.cmd(args));
     wait_for_request(env, mark, "the listing of index/", is_listing("index"));
@@ -243,7 +280,7 @@ fn beside_a_prune_rewriting_the_index(env: &Env, args: &[&str]) -> Output {
 
 #[test]
 fn a_prune_whose_index_objects_another_prune_replaces_starts_its_survey_again() {
-    let env = Env::init_on(Kind::S3Proxied);
+    let env = slow_reads_allowed(Env::init_on(Kind::S3Proxied));
     let src = repository_with_work_for_prune(&env);
     let out = beside_a_prune_rewriting_the_index(&env, &["prune", "--grace", "0s", "-v"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
@@ -258,7 +295,7 @@ fn a_prune_whose_index_objects_another_prune_replaces_starts_its_survey_again() 
 
 #[test]
 fn a_restore_while_a_prune_replaces_the_index_lists_it_again() {
-    let env = Env::init_on(Kind::S3Proxied);
+    let env = slow_reads_allowed(Env::init_on(Kind::S3Proxied));
     let src = repository_with_work_for_prune(&env);
     let target = env.path("restored");
     let out = beside_a_prune_rewriting_the_index(
@@ -337,31 +374,12 @@ fn an_application_log_that_never_stops_growing_is_stored_as_it_was_when_reading_
         writeln!(f, "event {n:08}: something happened").expect("append");
         std::thread::sleep(Duration::from_millis(1));
     });
-    // A large log appended to every 20 ms: a read of it may meet growth every time.
-    let big = src.join("big.log");
-    let mut g = fs::File::create(&big).expect("create");
-    for n in 0..200_000 {
-        writeln!(g, "entry {n:08} of a large log that keeps on growing").expect("write");
-    }
-    let big_writer = Writer::start(move || {
-        writeln!(g, "another entry").expect("append");
-        std::thread::sleep(Duration::from_millis(20));
-    });
     let (code, summary) = env.backup_json(&[&src], &[]);
     drop(writer);
-    drop(big_writer);
     assert_eq!(
         code,
         Some(0),
         "a log that only grew is stored clean: {summary}"
-    );
-    let (_, stored_big) = restore_one(&env, &src, "big.log", "restored-big");
-    let now_big = fs::read(&big).expect("read log");
-    assert!(
-        stored_big.len() >= 200_000 * 50 && now_big.starts_with(&stored_big),
-        "the large log is stored as a prefix of itself ({} of {} bytes)",
-        stored_big.len(),
-        now_big.len()
     );
     let (out, stored) = restore_one(&env, &src, "app.log", "restored");
     assert!(out.status.success(), "{}", describe(&out));
@@ -374,6 +392,41 @@ fn an_application_log_that_never_stops_growing_is_stored_as_it_was_when_reading_
     assert!(
         stored.len() > 20_000 * 40 && now.starts_with(&stored),
         "the stored log ({} bytes) is a prefix of the log ({} bytes) with its history",
+        stored.len(),
+        now.len()
+    );
+}
+
+#[test]
+fn a_large_log_that_grows_while_read_is_read_once_and_stored_as_its_prefix() {
+    let env = Env::init();
+    let src = env.path("src");
+    fs::create_dir(&src).expect("mkdir");
+    let log = src.join("big.log");
+    let mut f = fs::File::create(&log).expect("create");
+    for n in 0..800_000 {
+        writeln!(f, "entry {n:08} of a large log that keeps on growing").expect("write");
+    }
+    // Still for 50 ms between lines (so a read starts at once), but reading 40 MB takes
+    // longer than that: every whole read would meet growth.
+    let writer = Writer::start(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        writeln!(f, "another entry").expect("append");
+    });
+    let out = env.run(&["backup", "-v", src.to_str().expect("utf8")]);
+    drop(writer);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stderr(&out)
+            .contains("grew while being read (1 attempt); stored as it was when reading started"),
+        "one whole read, then only its prefix checked: {}",
+        describe(&out)
+    );
+    let (_, stored) = restore_one(&env, &src, "big.log", "restored");
+    let now = fs::read(&log).expect("read log");
+    assert!(
+        stored.len() >= 800_000 * 50 && now.starts_with(&stored),
+        "the large log is stored as a prefix of itself ({} of {} bytes)",
         stored.len(),
         now.len()
     );

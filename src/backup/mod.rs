@@ -276,8 +276,9 @@ pub struct Warning {
     pub path: PathBuf,
     /// What went wrong.
     pub reason: String,
-    /// The path is in the snapshot, marked `changing` (it never stood still while it
-    /// was read); false when it is not in the snapshot at all.
+    /// True: the file is in the snapshot as read while it changed, marked `changing`.
+    /// False: something could not be stored (the path itself, or part of what it has,
+    /// such as its extended attributes or a directory's listing).
     pub stored: bool,
 }
 
@@ -939,6 +940,7 @@ impl Walker<'_> {
             if let Some(changed) = self.changed
                 && !changed.touches(&path)
                 && let Some(prev) = find(parent, name.as_bytes())
+                && !prev.changing
                 && self.still_stored(prev)
             {
                 // Nothing was reported here since the parent snapshot: carry it over.
@@ -1013,10 +1015,16 @@ impl Walker<'_> {
                     content,
                     size,
                     changing,
-                    ..
+                    read_again,
+                    meta,
                 } = *stored;
                 node.content = content;
                 node.size = size;
+                node.sparse = meta.blocks().saturating_mul(512) < size;
+                if read_again {
+                    // Never carried over unread (see `reader`).
+                    node.ctime_nsec = crate::format::tree::UNSETTLED_CTIME_NSEC;
+                }
                 if let Some(why) = changing {
                     node.changing = true;
                     self.summary.files_changing += 1;
@@ -1136,8 +1144,7 @@ impl Walker<'_> {
         let read = self.reader.read(path, meta)?;
         // Only a version read while the file stood still describes the next link too.
         if let FileRead::Stored(stored) = &read
-            && stored.changing.is_none()
-            && stored.size == stored.meta.size()
+            && !stored.read_again
         {
             self.hardlinks.insert(key, (**stored).clone());
         }

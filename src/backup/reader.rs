@@ -1,20 +1,26 @@
 //! Reading a source file into stored blobs, as one consistent version of it.
 //!
-//! A file is read when it has been left alone for a moment, and read again (three
-//! attempts) when it changed while being read; a file of more than one read window that
-//! grew while read goes to the rule below at once. A file that never stops changing (an
-//! application log appended to all the time, a database written without pause) still
-//! gets a version in every snapshot, by this rule (docs/FORMAT.md, section 12, `changing`):
-//! - It is read once more up to the length it had when opened, and that much is read
-//!   again, only hashing. When both reads agree and the file did not shrink, those bytes
-//!   did not change while they were read: they are the file as it was when opened (a log
-//!   that only grew), stored clean with that length and the times it had then.
+//! A file is read when it has been left alone for a moment (its ctime older than
+//! [`STILL_FOR`]), up to the length it had then, and read again (three attempts) when
+//! its size or times moved meanwhile. A file of more than [`SMALL_FILE`] that grew
+//! while read goes to the rule below at once, with the bytes already read. A file that
+//! never stops changing (an application log appended to all the time, a database written
+//! without pause) still gets a version in every snapshot, by this rule (docs/FORMAT.md,
+//! section 12, `changing`):
+//! - Its bytes up to the length it had when opened are read, then read again, only
+//!   hashing. When both reads give the same chunks and the file did not shrink, each
+//!   chunk was the same at both of its reads: the file is taken to have only grown (a
+//!   log), and that prefix is stored clean, with that length and the times it had when
+//!   opened.
 //! - Otherwise it was changed in place: what the first of the two reads gave is stored,
 //!   its node marked `changing`, and the backup reports it, so a restore can say so.
-//!   Its stored times are those from before the read, so the next backup reads it again.
 //!
-//! So a file that exists is never left out for changing, and a version that may mix
-//! older and newer bytes is never presented as clean.
+//! Either way the node's ctime is stored as one no file has (nanoseconds past a second,
+//! [`crate::format::tree::UNSETTLED_CTIME_NSEC`]): such a version is never carried over
+//! by the next backup (of this or an older cairn) without reading the file again, even
+//! when the file's times did not move after the read. So a file that exists is never
+//! left out for changing, and a version that may mix older and newer bytes is never
+//! presented as clean.
 
 use super::{BlobSender, BlobSink, SMALL_FILE, pipeline_closed};
 use crate::chunker::{ChunkStream, Chunker};
@@ -84,6 +90,9 @@ pub(super) struct StoredFile {
     pub size: u64,
     /// Set when it was changing while read, and stored as read: why (for the report).
     pub changing: Option<String>,
+    /// Read by the rule for files that never stand still: the next backup must read it
+    /// again whatever its times say.
+    pub read_again: bool,
 }
 
 impl StoredFile {
@@ -94,6 +103,7 @@ impl StoredFile {
             size: meta.size(),
             meta,
             changing: None,
+            read_again: false,
         }
     }
 }
@@ -130,8 +140,8 @@ impl<'a> FileReader<'a> {
     }
 
     /// Read a file into stored blobs, trying again when it changed while being read, and
-    /// storing a version by the module's rule when it never stopped changing. The error
-    /// is a repository failure or a stop; a file that cannot be read at all (gone, not
+    /// storing a version by the module's rule when it never stood still. The error is a
+    /// repository failure or a stop; a file that cannot be read at all (gone, not
     /// readable, no longer a regular file) is [`FileRead::Skipped`].
     pub(super) fn read(&mut self, path: &Path, meta: &Metadata) -> Result<FileRead> {
         const ATTEMPTS: usize = 3;
@@ -142,107 +152,121 @@ impl<'a> FileReader<'a> {
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
             match self.read_once(path, meta)? {
-                Ok((content, after)) => {
+                Attempt::Clean(content, after) => {
                     let stored = StoredFile::clean(content, after);
                     return Ok(FileRead::Stored(Box::new(stored)));
                 }
-                Err(Skip::Retry(why)) => last = attempts(&why, attempt),
                 // Another whole read would only grow with it (a large log read for
-                // longer than its writer pauses): take its prefix now.
-                Err(Skip::Grew(why)) => {
-                    last = attempts(&why, attempt);
-                    break;
+                // longer than its writer pauses): the prefix read is checked now.
+                Attempt::Grew(file, before, first) => {
+                    let why = attempts("grew while being read", attempt);
+                    let read = before.size();
+                    let stored = self.settle(path, &file, *before, first, read, &why)?;
+                    return Ok(FileRead::Stored(Box::new(stored)));
                 }
-                Err(Skip::Fail(why)) => return Ok(FileRead::Skipped(why)),
+                Attempt::Skip(Skip::Retry(why)) => last = attempts(&why, attempt),
+                Attempt::Skip(Skip::Fail(why)) => return Ok(FileRead::Skipped(why)),
             }
         }
-        Ok(match self.read_changing(path, &last)? {
-            Ok(stored) => FileRead::Stored(Box::new(stored)),
-            Err(Skip::Fail(why) | Skip::Retry(why) | Skip::Grew(why)) => FileRead::Skipped(why),
-        })
-    }
-
-    /// One attempt at reading a file. The outer `Result` carries repository failures, the
-    /// inner one reasons to skip or retry this file.
-    fn read_once(
-        &mut self,
-        path: &Path,
-        lmeta: &Metadata,
-    ) -> Result<Result<(Vec<BlobId>, Metadata), Skip>> {
+        // Changed through every attempt: one more read, by the module's rule.
         let (file, before) = match open_regular(path)? {
             Ok(x) => x,
-            Err(skip) => return Ok(Err(skip)),
-        };
-        if before.ino() != lmeta.ino() || before.dev() != lmeta.dev() {
-            return Ok(Err(Skip::Retry("was replaced while being read".into())));
-        }
-        let before = match wait_until_still(&file, before) {
-            Ok(Some(m)) => m,
-            Ok(None) => return Ok(Err(Skip::Retry("is being written right now".into()))),
-            Err(e) => return Ok(Err(Skip::Fail(format!("cannot stat: {e}")))),
-        };
-        self.control.progress.set_current(&path.to_string_lossy());
-        let (chunked, read) = self.chunk(&file, before.size(), None, Store::Yes)?;
-        let content = match chunked {
-            Ok(content) => content,
-            Err(e) => return Ok(Err(Skip::Fail(format!("read error: {e}")))),
-        };
-        let after = match File::metadata(&file) {
-            Ok(m) => m,
-            Err(e) => return Ok(Err(Skip::Fail(format!("cannot stat: {e}")))),
-        };
-        if same_file(&before, &after) && read == after.size() {
-            return Ok(Ok((content, after)));
-        }
-        // A file of more than one read window that grew: reading it whole again is slow
-        // and would most likely meet more growth.
-        if after.ino() == before.ino() && after.size() > before.size() && before.size() > SMALL_FILE
-        {
-            return Ok(Err(Skip::Grew("grew while being read".into())));
-        }
-        Ok(Err(Skip::Retry("changed while being read".into())))
-    }
-
-    /// A version of a file that kept changing through every attempt (`why`), by the
-    /// module's rule: its bytes up to the length it had when opened, read twice; clean
-    /// when both reads agree and it did not shrink, else marked `changing`.
-    fn read_changing(&mut self, path: &Path, why: &str) -> Result<Result<StoredFile, Skip>> {
-        let (file, before) = match open_regular(path)? {
-            Ok(x) => x,
-            Err(skip) => return Ok(Err(skip)),
+            Err(Skip::Fail(why) | Skip::Retry(why)) => return Ok(FileRead::Skipped(why)),
         };
         self.control.progress.set_current(&path.to_string_lossy());
         let len = before.size();
         let (first, read) = match self.chunk(&file, len, Some(len), Store::Yes)? {
             (Ok(content), read) => (content, read),
-            (Err(e), _) => return Ok(Err(Skip::Fail(format!("read error: {e}")))),
+            (Err(e), _) => return Ok(FileRead::Skipped(format!("read error: {e}"))),
         };
-        let again = match (&file).rewind() {
-            Ok(()) => match self.chunk(&file, len, Some(len), Store::No)? {
-                (Ok(ids), reread) if reread == read => Some(ids),
-                _ => None,
-            },
-            Err(_) => None,
+        let stored = self.settle(path, &file, before, first, read, &last)?;
+        Ok(FileRead::Stored(Box::new(stored)))
+    }
+
+    /// One attempt at reading a file. The error carries repository failures.
+    fn read_once(&mut self, path: &Path, lmeta: &Metadata) -> Result<Attempt> {
+        let (file, before) = match open_regular(path)? {
+            Ok(x) => x,
+            Err(skip) => return Ok(Attempt::Skip(skip)),
         };
-        let after = file.metadata().ok();
-        let settled = read == len
-            && again.as_ref() == Some(&first)
-            && after.as_ref().is_some_and(|a| a.size() >= len);
-        if settled {
+        if before.ino() != lmeta.ino() || before.dev() != lmeta.dev() {
+            let why = "was replaced while being read".into();
+            return Ok(Attempt::Skip(Skip::Retry(why)));
+        }
+        let before = match wait_until_still(&file, before) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                let why = "is being written right now".into();
+                return Ok(Attempt::Skip(Skip::Retry(why)));
+            }
+            Err(e) => return Ok(Attempt::Skip(Skip::Fail(format!("cannot stat: {e}")))),
+        };
+        self.control.progress.set_current(&path.to_string_lossy());
+        // Up to the length it had: a file appended faster than it is read is not chased.
+        let len = before.size();
+        let (chunked, read) = self.chunk(&file, len, Some(len), Store::Yes)?;
+        let content = match chunked {
+            Ok(content) => content,
+            Err(e) => return Ok(Attempt::Skip(Skip::Fail(format!("read error: {e}")))),
+        };
+        let after = match File::metadata(&file) {
+            Ok(m) => m,
+            Err(e) => return Ok(Attempt::Skip(Skip::Fail(format!("cannot stat: {e}")))),
+        };
+        if same_file(&before, &after) && read == after.size() {
+            return Ok(Attempt::Clean(content, after));
+        }
+        // A large file that grew: reading it whole again is slow and would most likely
+        // meet more growth.
+        if read == len && after.ino() == before.ino() && after.size() > len && len > SMALL_FILE {
+            return Ok(Attempt::Grew(file, Box::new(before), content));
+        }
+        let why = "changed while being read".into();
+        Ok(Attempt::Skip(Skip::Retry(why)))
+    }
+
+    /// The version of a file that never stood still (`why`), by the module's rule, from
+    /// its first read (`first`: `read` bytes of the `before.size()` it had when opened,
+    /// stored already): clean when a second read agrees and it did not shrink, else
+    /// marked `changing`.
+    fn settle(
+        &mut self,
+        path: &Path,
+        file: &File,
+        before: Metadata,
+        first: Vec<BlobId>,
+        read: u64,
+        why: &str,
+    ) -> Result<StoredFile> {
+        let len = before.size();
+        let mut again = None;
+        if read == len && (&*file).rewind().is_ok() {
+            match self.chunk(file, len, Some(len), Store::No)? {
+                (Ok(ids), n) if n == read => again = Some(ids),
+                _ => {}
+            }
+        }
+        let grown = file.metadata().is_ok_and(|after| after.size() >= len);
+        let meta = before;
+        if grown && again.as_ref() == Some(&first) {
             tracing::info!(
                 "{}: {why}; stored as it was when reading started ({len} bytes): it only grew while it was read",
                 path.display()
             );
-            return Ok(Ok(StoredFile::clean(first, before)));
+            return Ok(StoredFile {
+                read_again: true,
+                ..StoredFile::clean(first, meta)
+            });
         }
-        Ok(Ok(StoredFile {
+        Ok(StoredFile {
             content: first,
-            meta: before,
+            meta,
             size: read,
             changing: Some(format!(
                 "stored while it was being changed ({why}): it may mix older and newer bytes; the snapshot marks it"
             )),
-        }))
+            read_again: true,
+        })
     }
 
     /// Chunk `file` (`size` bytes when opened) from where it stands, to its end or at
@@ -367,13 +391,20 @@ fn attempts(why: &str, n: usize) -> String {
 enum Skip {
     /// It changed: try again.
     Retry(String),
-    /// A large file grew while it was read: go to the rule for files that never stand
-    /// still at once.
-    Grew(String),
     /// It cannot be read (gone, unreadable): say so.
     Fail(String),
 }
 
+/// What one attempt at reading a file came to.
+enum Attempt {
+    /// Read while it stood still: its content and metadata.
+    Clean(Vec<BlobId>, Metadata),
+    /// A large file that grew while read: the open file, its metadata when opened, and
+    /// the content of its first `size` bytes (stored).
+    Grew(File, Box<Metadata>, Vec<BlobId>),
+    /// Nothing stored.
+    Skip(Skip),
+}
 #[cfg(test)]
 mod tests {
     use super::*;

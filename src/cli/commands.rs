@@ -587,6 +587,12 @@ fn dump(
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     match node.kind {
         NodeKind::File => {
+            if node.changing {
+                eprintln!(
+                    "warning: {} never stood still while it was backed up and is written as read then (it may mix older and newer bytes)",
+                    path.display()
+                );
+            }
             cairn::dump::dump_file(reader, rt.handle(), node, &mut out)?;
         }
         NodeKind::Dir => {

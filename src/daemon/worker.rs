@@ -680,7 +680,7 @@ fn run_once(
             tracing::warn!(destination = %dest.config.name, "{}: {}", warning.path.display(), warning.reason);
         }
         if report.warnings.len() > 20 {
-            tracing::warn!(destination = %dest.config.name, "... and {} more paths skipped", report.warnings.len() - 20);
+            tracing::warn!(destination = %dest.config.name, "... and {} more paths not stored, or stored while changing", report.warnings.len() - 20);
         }
         let mut sticky = ChangedPaths::new();
         if !full {

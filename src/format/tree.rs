@@ -48,6 +48,11 @@ fn is_false(v: &bool) -> bool {
     !*v
 }
 
+/// The `ctime_nsec` of a file stored by the rule for files that never stand still
+/// (docs/FORMAT.md, section 12): nanoseconds no clock gives, so the node never matches
+/// the file's times and the next backup reads it again, whatever cairn version makes it.
+pub const UNSETTLED_CTIME_NSEC: u32 = u32::MAX;
+
 /// One directory entry with everything restore needs and what change detection compares.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {

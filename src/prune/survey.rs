@@ -91,6 +91,7 @@ fn survey_once(
     let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
     let mut replaced: Option<IndexId> = None;
     let listing = rt.block_on(repo.index_listing())?;
+    let mut listed_at_start = Listings::of_index(&listing);
     rt.block_on(repo.for_each_index_file(None, listing, |id, file| {
         match file {
             Ok(file) => files.push((id, file)),
@@ -109,7 +110,9 @@ fn survey_once(
     // What earlier prunes took out. A record gone since the listing was finished by
     // another prune, which removes a record only after its packs.
     let mut deletions: Vec<(Id, DeletionFile)> = Vec::new();
-    for (id, d) in rt.block_on(repo.load_deletions())? {
+    let loaded = rt.block_on(repo.load_deletions())?;
+    listed_at_start.deletions = loaded.iter().map(|(id, _)| *id).collect();
+    for (id, d) in loaded {
         match d {
             Ok(d) => deletions.push((id, d)),
             Err(Error::Backend(e)) if e.is_not_found() => {}
@@ -164,10 +167,24 @@ fn survey_once(
             full_index.add_pack(p);
         }
     }
-    let used = match used_blobs(repo, rt, &snapshots, &full_index, report)? {
+    let used = match used_blobs(repo, rt, &snapshots, &full_index, &listed_at_start, report)? {
         Ok(used) => used,
         Err(changed) => return Ok(Err(changed)),
     };
+    // Every used blob must be somewhere: in the index, or in a deletion record whose
+    // pack is stored (the next step takes it back). Another prune may have moved one
+    // from a record this survey listed into an index object it did not list.
+    let missing: Vec<&BlobId> = used.iter().filter(|b| !full_index.contains(b)).collect();
+    if let Some(b) = missing.first() {
+        if let Some(changed) = listed_at_start.changed(repo, rt)? {
+            return Ok(Err(changed));
+        }
+        return Err(Error::InvalidInput(format!(
+            "{} blob(s) that snapshots use are stored nowhere (first: {}); prune stops: run `cairn check`",
+            missing.len(),
+            b.short()
+        )));
+    }
     report.used_blobs = used.len() as u64;
     Ok(Ok(Survey {
         now,
@@ -193,17 +210,20 @@ fn used_blobs(
     rt: &Runtime,
     snapshots: &[SnapshotId],
     index: &MasterIndex,
+    listed: &Listings,
     report: &mut PruneReport,
 ) -> Result<std::result::Result<HashSet<BlobId>, String>> {
     let trees = TreeLoader::for_repo(repo, index);
     let mut used = HashSet::new();
     let mut stack = Vec::new();
     let mut read = Vec::new();
+    let mut absent = Vec::new();
     for (id, snap) in rt.block_on(repo.load_snapshots(snapshots.to_vec())) {
         let snap = match snap {
             Ok(snap) => snap,
             Err(Error::Backend(e)) if e.is_not_found() => {
                 tracing::debug!("snapshots/{id} was forgotten after it was listed");
+                absent.push(id);
                 continue;
             }
             Err(e) => {
@@ -217,6 +237,17 @@ fn used_blobs(
         read.push(id);
         stack.push(snap.tree);
     }
+    // A snapshot taken for forgotten must really be gone: one a storage answered "not
+    // found" for by mistake (a proxy, an inconsistent listing) is still listed, and
+    // what it uses must not be taken for unused.
+    if !absent.is_empty() {
+        let now: HashSet<SnapshotId> = rt.block_on(repo.snapshot_ids())?.into_iter().collect();
+        if let Some(id) = absent.iter().find(|id| now.contains(id)) {
+            return Err(Error::InvalidInput(format!(
+                "snapshots/{id} is listed but could not be found when read; prune stops, because what it uses cannot be known: check the storage, then run prune again"
+            )));
+        }
+    }
     while let Some(tree_id) = stack.pop() {
         if !used.insert(tree_id) {
             continue;
@@ -229,6 +260,9 @@ fn used_blobs(
                         "snapshot {} was forgotten while prune read its trees",
                         gone.short()
                     )));
+                }
+                if let Some(changed) = listed.changed(repo, rt)? {
+                    return Ok(Err(changed));
                 }
                 return Err(Error::InvalidInput(format!(
                     "tree {} cannot be read ({e}); prune stops: run `cairn check`",
@@ -256,4 +290,47 @@ fn forgotten_since(
 ) -> Result<Option<SnapshotId>> {
     let now: HashSet<SnapshotId> = rt.block_on(repo.snapshot_ids())?.into_iter().collect();
     Ok(read.iter().find(|id| !now.contains(id)).copied())
+}
+
+/// The index objects and deletion records a survey listed: when something it needs is
+/// not found, a change in either says another prune moved it (start again) rather
+/// than that it is lost.
+struct Listings {
+    index: HashSet<IndexId>,
+    deletions: HashSet<Id>,
+}
+
+impl Listings {
+    /// The index objects listed; the deletion records are added once listed.
+    fn of_index(index: &[(IndexId, u64)]) -> Self {
+        Listings {
+            index: index.iter().map(|(id, _)| *id).collect(),
+            deletions: HashSet::new(),
+        }
+    }
+
+    /// What changed since, as a reason to start again; `None` when nothing did.
+    fn changed(&self, repo: &Repository, rt: &Runtime) -> Result<Option<String>> {
+        let index: HashSet<IndexId> = rt
+            .block_on(repo.index_listing())?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        if index != self.index {
+            return Ok(Some(
+                "the index was rewritten while prune read it (another prune)".into(),
+            ));
+        }
+        let deletions: HashSet<Id> = rt
+            .block_on(repo.backend().list(FileType::Deletion))?
+            .iter()
+            .filter_map(|info| Id::from_object_name(&info.name))
+            .collect();
+        if deletions != self.deletions {
+            return Ok(Some(
+                "the deletion records changed while prune read them (another prune)".into(),
+            ));
+        }
+        Ok(None)
+    }
 }
