@@ -914,3 +914,142 @@ fn backup_now_never_answers_with_a_forgotten_snapshot() {
     );
     env.restore_latest_and_compare(&src, "restored");
 }
+
+#[test]
+fn a_source_whose_disk_was_unmounted_makes_no_snapshot_until_allowed() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::with(Kind::Local);
+    // The source sits below a link standing for a mount: what it points at can change
+    // file system the way a mount point does.
+    let real = env.path("real");
+    let mnt = env.path("mnt");
+    fill(&real.join("src"));
+    std::os::unix::fs::symlink(&real, &mnt).expect("link");
+    let src = mnt.join("src");
+    let config = write_config(&env, &src, "");
+    let mut d = Daemon::start(&env, &config);
+    d.wait_for("the first snapshot", Duration::from_secs(60), settled);
+    let before = support::snapshot_ids(&env).len();
+
+    // The disk is not mounted: its mount point is an empty folder.
+    let away = env.path("away");
+    std::fs::rename(real.join("src"), &away).expect("unmount");
+    std::fs::create_dir(real.join("src")).expect("mount point");
+    let (ok, results) = backup_now(&d);
+    assert!(!ok, "an emptied source is an error: {results}\n{}", d.log());
+    let error = results[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("is empty, but held") && error.contains("allow_root_change"),
+        "{results}"
+    );
+    assert_eq!(
+        support::snapshot_ids(&env).len(),
+        before,
+        "no snapshot made"
+    );
+    let s = d.status().expect("status");
+    assert!(
+        s["destinations"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("is empty")),
+        "{s}"
+    );
+    std::fs::remove_dir(real.join("src")).expect("rmdir");
+    std::fs::rename(&away, real.join("src")).expect("mount again");
+
+    // Another file system at the same path, where /dev/shm is one.
+    let shm = PathBuf::from(format!("/dev/shm/cairn-test-{}", std::process::id()));
+    let other_fs = std::fs::create_dir_all(shm.join("src")).is_ok()
+        && std::fs::metadata(&shm).map(|m| m.dev()).ok()
+            != std::fs::metadata(&real).map(|m| m.dev()).ok();
+    if other_fs {
+        std::fs::write(shm.join("src/elsewhere.txt"), b"another disk").expect("write");
+        std::fs::remove_file(&mnt).expect("unlink");
+        std::os::unix::fs::symlink(&shm, &mnt).expect("link");
+        let (ok, results) = backup_now(&d);
+        assert!(
+            !ok,
+            "another file system is an error: {results}\n{}",
+            d.log()
+        );
+        let error = results[0]["error"].as_str().unwrap_or_default();
+        assert!(error.contains("another file system"), "{results}");
+        assert_eq!(
+            support::snapshot_ids(&env).len(),
+            before,
+            "no snapshot made"
+        );
+        std::fs::remove_file(&mnt).expect("unlink");
+        std::os::unix::fs::symlink(&real, &mnt).expect("link");
+    }
+    let _ = std::fs::remove_dir_all(&shm);
+
+    // Meant: with `allow_root_change` the emptied source is backed up.
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replacen(
+        "[[destination]]",
+        "allow_root_change = true\n\n[[destination]]",
+        1,
+    );
+    std::fs::write(&config, text).expect("write config");
+    d.signal(libc::SIGHUP);
+    d.wait_for("the reload", Duration::from_secs(30), |_| true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !d.log().contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::rename(real.join("src"), &away).expect("unmount");
+    std::fs::create_dir(real.join("src")).expect("mount point");
+    let (ok, results) = backup_now(&d);
+    assert!(ok, "{results}\n{}", d.log());
+    assert_eq!(support::snapshot_ids(&env).len(), before + 1);
+    d.terminate();
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_directory_is_refused() {
+    let env = Env::with(Kind::Local);
+    let src = env.path("src");
+    fill(&src);
+    let config = write_config(&env, &src, "");
+    let mut first = Daemon::start(&env, &config);
+    first.wait_for("the first snapshot", Duration::from_secs(60), settled);
+    // A copy of the configuration with its own control socket, same state directory.
+    let text = std::fs::read_to_string(&config).expect("config");
+    let socket = env.path("second.sock");
+    let second_config = env.path("second.toml");
+    std::fs::write(
+        &second_config,
+        format!("{text}\n[control]\nsocket = \"{}\"\n", socket.display()),
+    )
+    .expect("write");
+    let mut second = Daemon::start(&env, &second_config);
+    let child = second.child.as_mut().expect("running");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a second daemon on the same state directory kept running:\n{}",
+            second.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    second.child = None;
+    assert!(!status.success(), "{}", second.log());
+    assert!(
+        second.log().contains("another cairn daemon") && second.log().contains("state directory"),
+        "{}",
+        second.log()
+    );
+    // The first one is untouched.
+    first.wait_for(
+        "the first daemon to answer",
+        Duration::from_secs(10),
+        settled,
+    );
+    first.terminate();
+}

@@ -523,6 +523,85 @@ fn snapshots_taken_while_the_only_destination_is_down_are_journaled_and_replayed
 }
 
 #[test]
+fn a_replay_that_cannot_read_the_destination_keeps_the_journal_and_replays_later() {
+    let mut env = Env::new();
+    env.env = aws_env();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("base.bin"), pseudo_random(1 << 20, 7)).expect("write");
+    std::fs::write(src.join("doc.txt"), b"state 0").expect("write");
+    let server = S3Server::start(&["backups"]);
+    let proxy = FaultProxy::start(server.port, Schedule::clean());
+    let repo = format!("s3:{}/backups/host1", proxy.endpoint());
+    let config = write_config(
+        &env,
+        &src,
+        &format!(
+            "[[destination]]\nname = \"only\"\nrepo = \"{repo}\"\noptions = {{ \"s3.retry-delay\" = \"20ms\", \"s3.retries\" = \"2\", \"s3.timeout\" = \"2s\" }}"
+        ),
+        "quiet_period = \"300ms\"\nmin_interval = \"0s\"\n",
+    );
+    let mut d = Daemon::start(&config, &env.path("daemon.log"));
+    d.wait_for("the first snapshot", Duration::from_secs(60), |s| {
+        settled(dest(s, "only"))
+    });
+    // Down: a state is journaled.
+    proxy.set_schedule(Schedule {
+        reset: 1000,
+        ..Schedule::clean()
+    });
+    std::fs::write(src.join("doc.txt"), b"state 1, journaled").expect("write");
+    d.wait_for("a journaled snapshot", Duration::from_secs(30), |s| {
+        dest(s, "only")["journal_snapshots"] == 1
+    });
+    // Half back: everything answers but reads of packs (what the replay reads to see
+    // that the journaled snapshot's data is all there) are refused.
+    let refused = proxy.faults();
+    proxy.set_schedule(Schedule {
+        reset: 1000,
+        methods: vec!["GET"],
+        target_contains: Some("/data/"),
+        ..Schedule::clean()
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while proxy.faults() < refused + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no replay read a pack:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Give it a few rounds of trying.
+    std::thread::sleep(Duration::from_secs(5));
+    let s = d.wait_for("status", Duration::from_secs(10), |_| true);
+    assert!(
+        !d.log().contains("is left out"),
+        "a refused read is not a pruned destination:\n{}",
+        d.log()
+    );
+    assert_eq!(
+        dest(&s, "only")["journal_snapshots"],
+        1,
+        "the journal stays: {s}"
+    );
+
+    // Back for good: the journal is replayed.
+    proxy.set_schedule(Schedule::clean());
+    d.wait_for("replay and catch-up", Duration::from_secs(90), |s| {
+        let o = dest(s, "only");
+        settled(o) && o["journal_snapshots"] == 0
+    });
+    assert!(
+        d.log().contains("replayed 1 journaled snapshot(s)"),
+        "{}",
+        d.log()
+    );
+    d.terminate();
+    restore_from(&env, &repo, &src, "latest");
+}
+
+#[test]
 fn repair_without_a_good_copy_changes_nothing() {
     let env = Env::init_on(Kind::S3);
     let src = env.path("src");

@@ -95,6 +95,10 @@ pub struct BackupOptions {
     /// caller already runs a [`crate::warm::ReadAhead`] over the same paths (started
     /// before opening the repository, so the disk works while the key is derived).
     pub read_ahead: bool,
+    /// Refuse to make a snapshot when a source path that is a directory became empty, or
+    /// moved to another file system, since the parent snapshot: most often a disk that
+    /// did not mount, whose empty snapshot would push good history out of retention.
+    pub guard_roots: bool,
     /// With `skip_if_unchanged`, answer "unchanged" only after seeing the parent is still
     /// stored (one request): a parent forgotten meanwhile must not be named as saved. Off
     /// only where the parent lives elsewhere (a journal builds on its destination's).
@@ -130,6 +134,7 @@ impl BackupOptions {
             // the benchmark) and hold 32 MiB with the default pack size instead of 64.
             max_uploads: 2,
             one_file_system: false,
+            guard_roots: false,
             changed: None,
             control: RunControl::default(),
             skip_if_unchanged: false,
@@ -463,6 +468,7 @@ fn run(
                     parent_trees: None,
                     changed,
                     one_file_system: opts.one_file_system,
+                    guard_roots: opts.guard_roots,
                     dev: 0,
                     trees_seen: full_walk.then(HashSet::new),
                     multi_link: Vec::new(),
@@ -742,6 +748,8 @@ struct Walker<'a> {
     parent_trees: Option<TreeLoader<'a>>,
     changed: Option<&'a ChangedPaths>,
     one_file_system: bool,
+    /// See [`BackupOptions::guard_roots`].
+    guard_roots: bool,
     /// Device of the source path being walked (for `one_file_system`).
     dev: u64,
     /// Every tree of the new snapshot, on a full walk (to trim the cache to them).
@@ -881,6 +889,9 @@ impl Walker<'_> {
                     }
                 };
                 self.dev = meta.dev();
+                if self.guard_roots {
+                    self.check_root(&path, &meta, prev)?;
+                }
                 match self.node_for(&path, ByteName::from_os(name), &meta, prev)? {
                     Some(slot) => self.resolve(slot)?,
                     None => None,
@@ -909,6 +920,37 @@ impl Walker<'_> {
             }
         }
         self.store_blob(BlobKind::Tree, tree.to_plain())
+    }
+
+    /// Refuse a source directory that is on another file system than in the parent, or
+    /// empty where the parent's was not (see [`BackupOptions::guard_roots`]).
+    fn check_root(&mut self, path: &Path, meta: &Metadata, prev: Option<&Node>) -> Result<()> {
+        let Some(prev) = prev.filter(|p| p.kind == NodeKind::Dir && meta.is_dir()) else {
+            return Ok(());
+        };
+        let fix = "a disk that is not mounted? Mount it; if the change is meant, set `allow_root_change = true` in the source's section";
+        if prev.device != 0 && prev.device != meta.dev() {
+            return Err(Error::InvalidInput(format!(
+                "source {} is on another file system than at the last snapshot (device {:#x} then, {:#x} now): {fix}",
+                path.display(),
+                prev.device,
+                meta.dev()
+            )));
+        }
+        let empty_now = fs::read_dir(path)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        let had = match prev.subtree.and_then(|id| self.load_tree(&id)) {
+            Some(t) => t.nodes.len(),
+            None => 0,
+        };
+        if empty_now && had > 0 {
+            return Err(Error::InvalidInput(format!(
+                "source {} is empty, but held {had} entries at the last snapshot: {fix}",
+                path.display()
+            )));
+        }
+        Ok(())
     }
 
     /// Store a real directory's entries; returns its tree id.

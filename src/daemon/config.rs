@@ -91,6 +91,10 @@ pub struct SourceConfig {
     pub one_file_system: bool,
     /// Tags on every snapshot of this source.
     pub tags: Vec<String>,
+    /// Take a snapshot even when a source path became empty or moved to another file
+    /// system since the last snapshot (off: that is an error, since it is most often a
+    /// disk that did not mount, and the empty snapshot would push good history out).
+    pub allow_root_change: bool,
 }
 
 /// One repository that receives every source.
@@ -209,6 +213,8 @@ struct RawSource {
     one_file_system: bool,
     #[serde(default)]
     tags: Vec<String>,
+    #[serde(default)]
+    allow_root_change: bool,
 }
 
 #[derive(Deserialize)]
@@ -314,6 +320,7 @@ const SOURCE_KEYS: &[(&str, Shape)] = &[
     ("exclude", Shape::Value),
     ("one_file_system", Shape::Value),
     ("tags", Shape::Value),
+    ("allow_root_change", Shape::Value),
 ];
 const DESTINATION_KEYS: &[(&str, Shape)] = &[
     ("name", Shape::Value),
@@ -718,6 +725,7 @@ fn resolve(
             excludes,
             one_file_system: s.one_file_system,
             tags: s.tags.clone(),
+            allow_root_change: s.allow_root_change,
         });
     }
 

@@ -139,7 +139,10 @@ impl Journal {
         for (_, id) in &snaps {
             control.check()?;
             let snap = journaled.load_snapshot(*id).await?;
-            if !complete(dest, &index, &snap.tree, &mut whole).await {
+            // A read that failed for any other reason than absence or damage (the
+            // destination blinked) fails the replay: the journal stays and is replayed
+            // again, never judged on a connection that was refused.
+            if !complete(dest, &index, &snap.tree, &mut whole).await? {
                 tracing::warn!(
                     "journaled snapshot {} is left out: data it relies on is no longer in the destination (pruned meanwhile)",
                     id.short()
@@ -163,27 +166,31 @@ impl Journal {
 }
 
 /// Whether every tree and data blob below `tree` is in `index` (trees read through it).
+/// `false` only on a confirmed absence (not indexed, its pack not found) or damage; any
+/// other failure to read is the error, and decides nothing.
 async fn complete(
     repo: &Repository,
     index: &crate::index::MasterIndex,
     tree: &crate::hash::BlobId,
     whole: &mut std::collections::HashSet<crate::hash::BlobId>,
-) -> bool {
+) -> Result<bool> {
     let mut stack = vec![*tree];
     let mut seen = Vec::new();
     while let Some(t) = stack.pop() {
         if whole.contains(&t) {
             continue;
         }
-        let Ok(plain) = repo.read_blob(index, &t).await else {
-            return false;
+        let plain = match repo.read_blob(index, &t).await {
+            Ok(plain) => plain,
+            Err(e) if absent_or_damaged(&e) => return Ok(false),
+            Err(e) => return Err(e),
         };
         let Ok(tree) = crate::format::tree::Tree::from_plain(&plain) else {
-            return false;
+            return Ok(false);
         };
         for n in tree.nodes {
             if n.content.iter().any(|b| !index.contains(b)) {
-                return false;
+                return Ok(false);
             }
             if let Some(sub) = n.subtree {
                 stack.push(sub);
@@ -192,7 +199,19 @@ async fn complete(
         seen.push(t);
     }
     whole.extend(seen);
-    true
+    Ok(true)
+}
+
+/// Whether a failed read says the blob is not there to be read: not in the index, its
+/// pack not found, or what was read is damaged. Anything else (refused, reset, timed
+/// out, a server error) says nothing about the destination's content.
+fn absent_or_damaged(e: &crate::error::Error) -> bool {
+    use crate::error::Error;
+    match e {
+        Error::MissingBlob { .. } | Error::Corrupt { .. } | Error::Crypto(_) => true,
+        Error::Backend(b) => b.is_not_found(),
+        _ => false,
+    }
 }
 
 async fn copy_one(from: &dyn Backend, to: &dyn Backend, kind: FileType, name: &str) -> Result<()> {

@@ -19,6 +19,7 @@ pub mod liveness;
 pub mod metrics;
 pub mod schedule;
 pub mod scrub;
+pub mod state_lock;
 pub mod status;
 pub mod systemd;
 pub mod watch;
@@ -257,6 +258,8 @@ impl Router {
 
 /// One running configuration.
 struct Instance {
+    /// This daemon's hold on the state directory, for as long as the instance runs.
+    _state: state_lock::StateLock,
     destinations: Vec<Arc<Destination>>,
     workers: Vec<std::thread::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -279,6 +282,7 @@ impl Instance {
                     ))
                 })?;
         }
+        let state = state_lock::StateLock::acquire(&config.state_dir)?;
         let listener =
             control::bind(&config.socket).map_err(|e| Error::InvalidInput(e.to_string()))?;
         let metrics_listener = match config.metrics_listen {
@@ -532,6 +536,7 @@ impl Instance {
                 .join(", ")
         );
         Ok(Instance {
+            _state: state,
             destinations,
             workers,
             tasks,

@@ -786,6 +786,7 @@ fn source_options(
     opts.excludes = src.excludes.clone();
     opts.tags = src.tags.clone();
     opts.one_file_system = src.one_file_system;
+    opts.guard_roots = !src.allow_root_change;
     opts.workers = env.cpu_threads;
     opts.parent = parent;
     opts.parent_snapshot = parent_content(remembered, parent);
