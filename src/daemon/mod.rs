@@ -604,12 +604,14 @@ mod tests {
                 excludes: vec!["*.tmp".into(), "/srv/data/cache".into()],
                 one_file_system: false,
                 tags: vec![],
+                allow_root_change: false,
             },
             SourceConfig {
                 paths: vec!["/etc".into()],
                 excludes: vec![],
                 one_file_system: false,
                 tags: vec![],
+                allow_root_change: false,
             },
         ];
         let r = Router::new(&sources, vec!["/srv/data/.cairn-state".into()]);
