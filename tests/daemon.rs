@@ -1053,3 +1053,98 @@ fn a_second_daemon_on_the_same_state_directory_is_refused() {
     );
     first.terminate();
 }
+
+/// The metrics text of the daemon listening on `port`.
+fn metrics(port: u16) -> String {
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .expect("request");
+    let mut body = String::new();
+    conn.read_to_string(&mut body).expect("read");
+    body
+}
+
+#[test]
+fn a_file_written_without_pause_stays_in_daemon_snapshots_and_shows_in_status_and_metrics() {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = Env::with(Kind::Local);
+    let src = env.path("src");
+    fill(&src);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let config = write_config(
+        &env,
+        &src,
+        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let mut d = Daemon::start(&env, &config);
+    d.wait_for("the first snapshot", Duration::from_secs(60), settled);
+
+    // A database rewriting its pages in place, without pause.
+    let db = src.join("photos/a.raw");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&db)
+        .expect("open");
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let page = (n * 7919) % 700;
+                file.write_all_at(&n.to_le_bytes().repeat(512), page * 4096)
+                    .expect("write page");
+            }
+        });
+        let (ok, results) = backup_now(&d);
+        stop.store(true, Ordering::Relaxed);
+        assert!(ok, "{results}\n{}", d.log());
+    });
+    let s = d.status().expect("status");
+    let dest = &s["destinations"][0];
+    assert_eq!(dest["changing_files"], 1, "{s}");
+    assert_eq!(dest["unsettled_paths"], 1, "{s}");
+    assert!(
+        dest["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("a.raw") && w.contains("may mix older and newer bytes")),
+        "{s}"
+    );
+    let m = metrics(port);
+    assert!(
+        m.contains("cairn_changing_files{destination=\"primary\"} 1\n"),
+        "{m}"
+    );
+    let text = String::from_utf8_lossy(&d.cli(&["status"]).stdout).into_owned();
+    assert!(text.contains("stored while changing"), "{text}");
+    // The file is in the snapshot, whole.
+    let target = env.path("restored");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf8"),
+    ]);
+    let restored = support::restored(&target, &src).join("photos/a.raw");
+    assert_eq!(
+        std::fs::metadata(&restored).map(|m| m.len()).ok(),
+        Some(3 << 20),
+        "the file is in the snapshot"
+    );
+
+    // It stands still again: the next snapshot stores it clean, and the status says so.
+    let (ok, results) = backup_now(&d);
+    assert!(ok, "{results}\n{}", d.log());
+    let s = d.status().expect("status");
+    assert_eq!(s["destinations"][0]["changing_files"], 0, "{s}");
+    assert!(
+        m.contains("cairn_unsettled_paths{destination=\"primary\"} 1\n"),
+        "{m}"
+    );
+    d.terminate();
+    env.restore_latest_and_compare(&src, "clean");
+}

@@ -74,7 +74,21 @@ pub struct DestinationStatus {
     /// go on without them), each with why: restore them from a copy or remove them.
     #[serde(default)]
     pub skipped_objects: Vec<String>,
+    /// Paths the latest snapshot of each source did not store (vanished, unreadable)
+    /// or stored only as read while they changed: a file written without pause is
+    /// never silently missing from, or torn in, the history.
+    #[serde(default)]
+    pub unsettled_paths: u64,
+    /// Of those, files stored marked `changing` (they may mix older and newer bytes).
+    #[serde(default)]
+    pub changing_files: u64,
+    /// The first of those paths, each with why ([`MAX_LISTED_WARNINGS`] at most).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
+
+/// Paths with their warnings listed in a destination's status.
+pub const MAX_LISTED_WARNINGS: usize = 20;
 
 /// What scrubbing found: each slice reads some packs back and verifies every blob in
 /// them; over `scrub_period` every pack is read.
@@ -183,6 +197,16 @@ impl DaemonStatus {
                     out,
                     "  skipped:        {o} (damaged or foreign; run `cairn check`)"
                 );
+            }
+            if d.unsettled_paths > 0 {
+                let _ = writeln!(
+                    out,
+                    "  not clean:      {} path(s) in the latest snapshots not stored, {} of them files stored while changing:",
+                    d.unsettled_paths, d.changing_files
+                );
+                for w in &d.warnings {
+                    let _ = writeln!(out, "                  {w}");
+                }
             }
             if let Some(e) = &d.last_error {
                 let _ = writeln!(
@@ -372,6 +396,18 @@ impl DaemonStatus {
             "gauge",
             "Disk space of the local journal of a destination.",
             per(&|d| d.journal_bytes.to_string()),
+        );
+        family(
+            "cairn_unsettled_paths",
+            "gauge",
+            "Paths the latest snapshots did not store, or stored while they changed.",
+            per(&|d| d.unsettled_paths.to_string()),
+        );
+        family(
+            "cairn_changing_files",
+            "gauge",
+            "Files the latest snapshots stored as read while they changed.",
+            per(&|d| d.changing_files.to_string()),
         );
         family(
             "cairn_consecutive_failures",

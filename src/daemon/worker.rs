@@ -75,6 +75,10 @@ struct Record {
     notice: Option<String>,
     /// Damaged or foreign objects the session skipped, each with why.
     skipped: Vec<String>,
+    /// Per source, the warnings of its latest snapshot: how many paths were not stored
+    /// or stored while changing, how many of them changing, and the first of them,
+    /// each with why.
+    warnings: Vec<(u64, u64, Vec<String>)>,
 }
 
 /// Commit times remembered per destination for lag counts.
@@ -120,7 +124,10 @@ impl Destination {
             config,
             queue: Mutex::new(queue),
             wake: Condvar::new(),
-            record: Mutex::new(Record::default()),
+            record: Mutex::new(Record {
+                warnings: vec![(0, 0, Vec::new()); sources],
+                ..Record::default()
+            }),
             scrub: Mutex::new(None),
             control,
         }
@@ -244,6 +251,15 @@ impl Destination {
             scrub: lock(&self.scrub).clone(),
             notice: r.notice.clone(),
             skipped_objects: r.skipped.clone(),
+            unsettled_paths: r.warnings.iter().map(|(n, _, _)| n).sum(),
+            changing_files: r.warnings.iter().map(|(_, c, _)| c).sum(),
+            warnings: r
+                .warnings
+                .iter()
+                .flat_map(|(_, _, w)| w)
+                .take(super::status::MAX_LISTED_WARNINGS)
+                .cloned()
+                .collect(),
         }
     }
 
@@ -695,11 +711,24 @@ fn run_once(
         memory.sticky[i] = sticky;
         parents[i] = Some(report.id);
         memory.parent_snaps[i] = Some((report.id, report.snapshot.clone()));
-        lock(&dest.record).last_snapshot = Some(LastSnapshot {
-            id: report.id.to_hex(),
-            time: report.snapshot.time.clone(),
-            completed_unix: now_unix(),
-        });
+        {
+            let mut r = lock(&dest.record);
+            r.last_snapshot = Some(LastSnapshot {
+                id: report.id.to_hex(),
+                time: report.snapshot.time.clone(),
+                completed_unix: now_unix(),
+            });
+            if let Some(slot) = r.warnings.get_mut(i) {
+                let changing = report.warnings.iter().filter(|w| w.stored).count() as u64;
+                let listed = report
+                    .warnings
+                    .iter()
+                    .take(super::status::MAX_LISTED_WARNINGS)
+                    .map(|w| format!("{}: {}", w.path.display(), w.reason))
+                    .collect();
+                *slot = (report.warnings.len() as u64, changing, listed);
+            }
+        }
         *w = SourceWork::default();
         made.push((report.id, report.unchanged));
         // The next source dedups against what other writers stored meanwhile (what
