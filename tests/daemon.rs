@@ -1148,3 +1148,53 @@ fn a_file_written_without_pause_stays_in_daemon_snapshots_and_shows_in_status_an
     d.terminate();
     env.restore_latest_and_compare(&src, "clean");
 }
+
+#[test]
+fn a_stalled_destination_shows_in_status_and_holds_up_neither_reload_nor_shutdown() {
+    let env = Env::with(Kind::S3Proxied);
+    let src = env.path("src");
+    fill(&src);
+    let config = write_config(&env, &src, "");
+    let mut d = Daemon::start(&env, &config);
+    d.wait_for("the first snapshot", Duration::from_secs(60), settled);
+
+    // The server stops answering, without closing the connections (SIGSTOP, a dead
+    // NAT entry): every request waits for its timeout (5 s here), ten times.
+    env.proxy.as_ref().expect("proxy").set_schedule(Schedule {
+        stall: 1000,
+        stall_for: Duration::from_secs(600),
+        ..Schedule::clean()
+    });
+    std::fs::write(src.join("docs/new.txt"), b"while the server hangs").expect("write");
+    let started = Instant::now();
+    let s = d.wait_for("the stall to show", Duration::from_secs(40), |s| {
+        s["destinations"][0]["state"] == "stalled"
+    });
+    assert!(
+        s["destinations"][0]["stalled_seconds"].as_u64() >= Some(5),
+        "{s}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "{s}");
+    let text = String::from_utf8_lossy(&d.cli(&["status"]).stdout).into_owned();
+    assert!(text.contains("stalled:"), "{text}");
+
+    // A reload does not wait for the hung request.
+    d.signal(libc::SIGHUP);
+    let t = Instant::now();
+    while !d.log().contains("configuration reloaded") {
+        assert!(
+            t.elapsed() < Duration::from_secs(25),
+            "the reload waited for the stalled destination:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d.wait_for(
+        "an answer after the reload",
+        Duration::from_secs(10),
+        |_| true,
+    );
+    // Nor does shutdown.
+    let took = d.terminate();
+    assert!(took < Duration::from_secs(20), "SIGTERM took {took:?}");
+}

@@ -74,6 +74,11 @@ fn load_config(path: &Path, identity: &Identity) -> Result<DaemonConfig> {
     Ok(config)
 }
 
+/// How long stopping (SIGTERM, SIGINT, a reload) waits for the destinations' workers:
+/// each stops at its next check of the stop flag, within moments, unless a request
+/// hangs on a destination that does not answer.
+const WORKER_STOP_WAIT: Duration = Duration::from_secs(10);
+
 /// Run the daemon with the configuration at `path` until SIGTERM or SIGINT.
 pub fn run(path: &Path, identity: Identity) -> Result<()> {
     let config = load_config(path, &identity)?;
@@ -83,7 +88,10 @@ pub fn run(path: &Path, identity: Identity) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::io("start the runtime", "/", e))?;
-    rt.block_on(main_loop(path, config, identity))
+    let result = rt.block_on(main_loop(path, config, identity));
+    // Not waiting for blocking work a hung request holds: the process ends here.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 async fn main_loop(path: &Path, mut config: DaemonConfig, identity: Identity) -> Result<()> {
@@ -560,8 +568,22 @@ impl Instance {
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
-        for w in self.workers.drain(..) {
-            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        // A worker stops at its next check of the stop flag; one whose request hangs on a
+        // destination that does not answer is not waited for past WORKER_STOP_WAIT: it
+        // commits nothing once stopped, and the process exit (or, on reload, its request
+        // timing out) ends it. Every other destination, a reload and the exit go on.
+        let workers: Vec<_> = self.workers.drain(..).collect();
+        let joined = tokio::time::timeout(WORKER_STOP_WAIT, async {
+            for w in workers {
+                let _ = tokio::task::spawn_blocking(move || w.join()).await;
+            }
+        })
+        .await;
+        if joined.is_err() {
+            tracing::warn!(
+                "a destination did not stop within {}s (a request that hangs): not waiting for it",
+                WORKER_STOP_WAIT.as_secs()
+            );
         }
         let _ = std::fs::remove_file(&self.socket);
     }

@@ -70,6 +70,10 @@ pub struct DestinationStatus {
     /// this daemon created at the destination.
     #[serde(default)]
     pub notice: Option<String>,
+    /// Seconds the current round has gone without progress, once longer than a request
+    /// may take (state `stalled`); 0 otherwise.
+    #[serde(default)]
+    pub stalled_seconds: u64,
     /// Damaged or foreign objects in `snapshots/` or `index/` that were skipped (backups
     /// go on without them), each with why: restore them from a copy or remove them.
     #[serde(default)]
@@ -196,6 +200,13 @@ impl DaemonStatus {
                 let _ = writeln!(
                     out,
                     "  skipped:        {o} (damaged or foreign; run `cairn check`)"
+                );
+            }
+            if d.stalled_seconds > 0 {
+                let _ = writeln!(
+                    out,
+                    "  stalled:        no progress for {}: the destination does not answer (its requests are retried; shutdown and reload do not wait for them)",
+                    humantime::format_duration(std::time::Duration::from_secs(d.stalled_seconds))
                 );
             }
             if d.unsettled_paths > 0 {

@@ -92,6 +92,11 @@ pub struct Destination {
     wake: Condvar,
     record: Mutex<Record>,
     scrub: Mutex<Option<super::status::ScrubStatus>>,
+    /// Set while the worker runs a round (connecting, replaying, backing up): a round
+    /// in which nothing moves for a request timeout hangs on the destination.
+    in_round: std::sync::atomic::AtomicBool,
+    /// The progress last seen, and since when it has not changed.
+    motion: Mutex<Option<(super::liveness::Signature, Instant, bool)>>,
     /// Stop flag (shared by all destinations) and this destination's counters.
     pub control: RunControl,
 }
@@ -129,6 +134,8 @@ impl Destination {
                 ..Record::default()
             }),
             scrub: Mutex::new(None),
+            in_round: std::sync::atomic::AtomicBool::new(false),
+            motion: Mutex::new(None),
             control,
         }
     }
@@ -221,7 +228,9 @@ impl Destination {
         let p = &self.control.progress;
         let pending_changes = q.sources.iter().map(|w| w.changes.len() as u64).sum();
         let pending = q.waiting.pending;
+        let stalled = self.stalled_for();
         let state = match p.phase() {
+            _ if stalled.is_some() => "stalled",
             Phase::Idle if pending && r.failures > 0 => "retrying",
             Phase::Idle if pending => "waiting",
             phase => phase.name(),
@@ -250,6 +259,7 @@ impl Destination {
             journal_bytes: 0,
             scrub: lock(&self.scrub).clone(),
             notice: r.notice.clone(),
+            stalled_seconds: stalled.map_or(0, |d| d.as_secs()),
             skipped_objects: r.skipped.clone(),
             unsettled_paths: r.warnings.iter().map(|(n, _, _)| n).sum(),
             changing_files: r.warnings.iter().map(|(_, c, _)| c).sum(),
@@ -263,12 +273,39 @@ impl Destination {
         }
     }
 
+    /// How long the current round has gone without any progress, once that is longer
+    /// than a request may take (`s3.timeout`): a destination that stopped answering
+    /// without closing the connection, whose requests are still being retried.
+    pub fn stalled_for(&self) -> Option<std::time::Duration> {
+        let now = Instant::now();
+        let seen = self.liveness();
+        let mut motion = lock(&self.motion);
+        let (since, said) = match &mut *motion {
+            Some((last, since, said)) if *last == seen => (*since, said),
+            other => {
+                let fresh = other.insert((seen, now, false));
+                (now, &mut fresh.2)
+            }
+        };
+        let still = now.duration_since(since);
+        let stalled = seen.busy && still > self.config.backend.timeout;
+        if stalled && !*said {
+            *said = true;
+            tracing::warn!(
+                destination = %self.config.name,
+                "no progress for {}: the destination does not answer; its requests are retried, and shutdown and reload do not wait for them",
+                humantime::format_duration(std::time::Duration::from_secs(still.as_secs()))
+            );
+        }
+        stalled.then_some(still)
+    }
+
     /// What the watchdog watches of this destination ([`super::liveness`]).
     pub fn liveness(&self) -> super::liveness::Signature {
         let p = &self.control.progress;
         let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         super::liveness::Signature {
-            busy: p.phase() != Phase::Idle,
+            busy: p.phase() != Phase::Idle || self.in_round.load(Ordering::Relaxed),
             counters: [
                 n(&p.files),
                 n(&p.bytes_read),
@@ -416,7 +453,9 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
     };
     while let Some((mut work, requests)) = dest.next_work(&env.schedule) {
         let started = Instant::now();
+        dest.in_round.store(true, Ordering::Relaxed);
         let (made, result) = run_once(&dest, &env, &mut session, &mut memory, &mut work);
+        dest.in_round.store(false, Ordering::Relaxed);
         if let Some(s) = session.as_ref() {
             lock(&dest.record).skipped = s
                 .repo
