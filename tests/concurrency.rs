@@ -36,38 +36,34 @@ fn server(env: &Env) -> &S3Server {
     env.server.as_ref().expect("server")
 }
 
-/// Wait until the server has seen, after the first `from` requests, a request that
-/// `matches`; its position.
-fn wait_for_request(
-    env: &Env,
-    from: usize,
-    what: &str,
-    matches: impl Fn(&str, &str) -> bool,
-) -> usize {
+/// Wait until the proxy has received (and holds back) a GET of `object`: the command
+/// has listed it and is about to read it.
+fn wait_for_held_read(env: &Env, from: usize, object: &str) {
+    let proxy = env.proxy.as_ref().expect("proxy");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let seen = server(env).seen();
-        if let Some(i) = seen
-            .iter()
-            .enumerate()
-            .skip(from)
-            .find(|(_, r)| matches(&r.method, &r.target))
-            .map(|(i, _)| i)
-        {
-            return i;
+        let asked = proxy
+            .stats
+            .received
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .skip(from)
+                    .any(|l| l.starts_with("GET ") && l.contains(object))
+            })
+            .unwrap_or(false);
+        if asked {
+            return;
         }
-        assert!(Instant::now() < deadline, "the server never saw {what}");
+        assert!(Instant::now() < deadline, "nobody asked for {object}");
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
-/// A listing of `folder` (as the S3 ListObjectsV2 query names it).
-fn is_listing(folder: &'static str) -> impl Fn(&str, &str) -> bool {
-    move |method, target| {
-        method == "GET"
-            && target.contains("list-type=2")
-            && target.contains(&format!("{folder}%2F"))
-    }
+/// How many requests the proxy has received so far.
+fn received(env: &Env) -> usize {
+    let proxy = env.proxy.as_ref().expect("proxy");
+    proxy.stats.received.lock().map(|r| r.len()).unwrap_or(0)
 }
 
 /// The command against the server itself, past the proxy (another host, not slowed).
@@ -122,13 +118,9 @@ fn a_backup_whose_parent_is_forgotten_between_listing_and_read_picks_another() {
 
     hold_reads(&env, "/snapshots/", HOLD);
     let mark = server(&env).seen().len();
+    let held = received(&env);
     let child = spawn(env.cmd(&["backup", "--json", s]));
-    wait_for_request(
-        &env,
-        mark,
-        "the listing of snapshots/",
-        is_listing("snapshots"),
-    );
+    wait_for_held_read(&env, held, &format!("snapshots/{}", latest));
     // A `forget` on another host, between the backup's listing and its reads.
     fs::remove_file(env.objects_dir().join("snapshots").join(&latest)).expect("forget");
     let out = finish(child);
@@ -172,13 +164,9 @@ fn a_prune_during_which_a_snapshot_is_forgotten_carries_on() {
 
     hold_reads(&env, "/snapshots/", HOLD);
     let mark = server(&env).seen().len();
+    let held = received(&env);
     let child = spawn(env.cmd(&["prune", "--grace", "0s"]));
-    wait_for_request(
-        &env,
-        mark,
-        "the listing of snapshots/",
-        is_listing("snapshots"),
-    );
+    wait_for_held_read(&env, held, &format!("snapshots/{}", ids[0]));
     fs::remove_file(env.objects_dir().join("snapshots").join(&ids[0])).expect("forget");
     let out = finish(child);
     assert!(
@@ -209,13 +197,9 @@ fn a_check_during_which_a_snapshot_is_forgotten_reports_no_damage() {
 
     hold_reads(&env, "/snapshots/", HOLD);
     let mark = server(&env).seen().len();
+    let held = received(&env);
     let child = spawn(env.cmd(&["check"]));
-    wait_for_request(
-        &env,
-        mark,
-        "the listing of snapshots/",
-        is_listing("snapshots"),
-    );
+    wait_for_held_read(&env, held, &format!("snapshots/{}", first));
     fs::remove_file(env.objects_dir().join("snapshots").join(&first)).expect("forget");
     let out = finish(child);
     assert!(
@@ -249,8 +233,9 @@ fn repository_with_work_for_prune(env: &Env) -> PathBuf {
 fn beside_a_prune_rewriting_the_index(env: &Env, args: &[&str]) -> Output {
     hold_reads(env, "/index/", HOLD_FOR_A_PRUNE);
     let mark = server(env).seen().len();
+    let held = received(env);
     let child = spawn(env.cmd(args));
-    wait_for_request(env, mark, "the listing of index/", is_listing("index"));
+    wait_for_held_read(env, held, "/index/");
     let other = direct(env, &["prune", "--grace", "0s"])
         .output()
         .expect("prune");

@@ -130,6 +130,9 @@ pub struct Stats {
     pub in_flight: AtomicU64,
     /// The most delayed requests ever in the proxy at once.
     pub max_in_flight: AtomicU64,
+    /// The request line of every request, as it reached the proxy (before any delay):
+    /// a test knows a client has asked for something the proxy still holds back.
+    pub received: Mutex<Vec<String>>,
 }
 
 /// Counts one delayed request as in flight until dropped.
@@ -492,6 +495,9 @@ async fn handle(
             req.body = read_chunked(&mut client, &mut cbuf).await?;
         }
         stats.requests.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut r) = stats.received.lock() {
+            r.push(req.first_line.clone());
+        }
         let (fault, delay) = state
             .lock()
             .map(|mut s| {
