@@ -1198,3 +1198,46 @@ fn a_stalled_destination_shows_in_status_and_holds_up_neither_reload_nor_shutdow
     let took = d.terminate();
     assert!(took < Duration::from_secs(20), "SIGTERM took {took:?}");
 }
+
+#[test]
+fn a_repository_creation_cut_short_is_finished_on_the_next_try() {
+    let env = Env::with(Kind::Local);
+    // A creation killed between its key and its config (written last): the key alone.
+    env.ok(&["init"]);
+    let repo = PathBuf::from(&env.repo);
+    std::fs::remove_file(repo.join("config")).expect("lose the config");
+    let key = walk_files(&repo.join("keys"));
+    assert_eq!(key.len(), 1);
+
+    // With another passphrase it is not finished (nor taken over): the error says why.
+    let other = env.path("other-passphrase");
+    std::fs::write(&other, "another passphrase\n").expect("write");
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let out = env
+        .cmd(&["init"])
+        .env("CAIRN_PASSWORD_FILE", &other)
+        .output()
+        .expect("init");
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds a key object but no config"),
+        "{}",
+        describe(&out)
+    );
+
+    // The daemon, with the passphrase that made the key, finishes it and backs up.
+    let src = env.path("src");
+    fill(&src);
+    let config = write_config(&env, &src, "");
+    let mut d = Daemon::start(&env, &config);
+    d.wait_for("the first snapshot", Duration::from_secs(60), settled);
+    assert!(d.log().contains("cut short"), "{}", d.log());
+    d.terminate();
+    assert_eq!(
+        walk_files(&repo.join("keys")),
+        key,
+        "finished on the key it had"
+    );
+    env.restore_latest_and_compare(&src, "restored");
+}

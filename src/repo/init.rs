@@ -1,5 +1,8 @@
 //! Creating a repository: a fresh master secret, its first key, then `config` last, so a
-//! crash during `init` never leaves something that looks like a usable repository.
+//! crash during `init` never leaves something that looks like a usable repository. A
+//! creation cut short between its key and its config (a `kill -9`, a power cut) left
+//! one key object and nothing else: creating again with the same passphrase finishes it
+//! on that key, instead of refusing the location forever.
 
 use super::{Repository, keys::write_key};
 use crate::backend::{Backend, FileType, Handle};
@@ -9,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::format::config::{
     ConfigBody, ConfigFile, DEFAULT_PACK_SIZE, FORMAT_VERSION, MAGIC, OLDEST_FORMAT_VERSION,
 };
-use crate::hash::Id;
+use crate::hash::{Id, KeyId};
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -65,6 +68,42 @@ impl InitOptions {
     }
 }
 
+/// The master secret and key of a creation that was cut short after its key was written
+/// (one key object, no config, snapshots or index), when `passphrase` opens it; `None`
+/// when `keys/` is empty. Any other key objects there are not ours to build on: an
+/// error saying so.
+async fn interrupted_creation(
+    backend: &dyn Backend,
+    passphrase: &[u8],
+) -> Result<Option<(MasterSecret, KeyId)>> {
+    let location = backend.location();
+    let listed = backend.list(FileType::Key).await?;
+    let [only] = listed.as_slice() else {
+        return if listed.is_empty() {
+            Ok(None)
+        } else {
+            Err(Error::AlreadyExists { location })
+        };
+    };
+    let refuse = |why: String| {
+        Error::InvalidInput(format!(
+            "{location} holds a key object but no config (keys/{}: {why}): a creation cut short with another passphrase? Create it again with that passphrase to finish it, or empty the location",
+            only.name
+        ))
+    };
+    let Some(id) = Id::from_object_name(&only.name).map(KeyId) else {
+        return Err(Error::AlreadyExists { location });
+    };
+    let wrapped = super::load_key_file(backend, id)
+        .await?
+        .wrapped()
+        .map_err(|e| refuse(e.to_string()))?;
+    match crate::crypto::unwrap_secret(&wrapped, passphrase) {
+        Ok(secret) => Ok(Some((secret, id))),
+        Err(e) => Err(refuse(e.to_string())),
+    }
+}
+
 /// Create a new repository and return it opened.
 pub async fn init(
     backend: Arc<dyn Backend>,
@@ -91,21 +130,29 @@ pub async fn init(
             opts.pack_size
         )));
     }
-    for kind in [
-        FileType::Config,
-        FileType::Key,
-        FileType::Snapshot,
-        FileType::Index,
-    ] {
+    for kind in [FileType::Config, FileType::Snapshot, FileType::Index] {
         if !backend.list(kind).await?.is_empty() {
             return Err(Error::AlreadyExists { location });
         }
     }
-    let secret = match &opts.secret {
-        Some(s) => s.clone(),
-        None => MasterSecret::generate()?,
+    let (secret, key_id) = match interrupted_creation(backend.as_ref(), passphrase).await? {
+        Some((secret, key_id)) if opts.secret.as_ref().is_none_or(|s| s.same_as(&secret)) => {
+            tracing::info!(
+                "{location} holds only the key of a creation that was cut short: finishing it on keys/{}",
+                key_id.to_hex()
+            );
+            (secret, key_id)
+        }
+        Some(_) => return Err(Error::AlreadyExists { location }),
+        None => {
+            let secret = match &opts.secret {
+                Some(s) => s.clone(),
+                None => MasterSecret::generate()?,
+            };
+            let key_id = write_key(backend.as_ref(), &secret, passphrase, opts.kdf, opts).await?;
+            (secret, key_id)
+        }
     };
-    let key_id = write_key(backend.as_ref(), &secret, passphrase, opts.kdf, opts).await?;
     let keys = Keys::derive(secret);
     let mut repo_id = [0u8; 32];
     random_bytes(&mut repo_id)?;
