@@ -1241,3 +1241,38 @@ fn a_repository_creation_cut_short_is_finished_on_the_next_try() {
     );
     env.restore_latest_and_compare(&src, "restored");
 }
+
+#[test]
+fn the_same_repository_under_two_names_is_refused_for_one_of_them() {
+    let env = Env::with(Kind::Local);
+    env.ok(&["init"]);
+    let alias = env.path("alias");
+    std::os::unix::fs::symlink(&env.repo, &alias).expect("link");
+    let src = env.path("src");
+    fill(&src);
+    let config = write_config(
+        &env,
+        &src,
+        &format!(
+            "\n[[destination]]\nname = \"again\"\nrepo = \"{}\"\n",
+            alias.display()
+        ),
+    );
+    let mut d = Daemon::start(&env, &config);
+    let s = d.wait_for(
+        "one destination refused, the other backing up",
+        Duration::from_secs(60),
+        |s| {
+            let ds = s["destinations"].as_array().cloned().unwrap_or_default();
+            let refused = ds.iter().filter(|d| {
+                d["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("is the same repository as destination"))
+            });
+            let working = ds.iter().filter(|d| d["last_snapshot"]["id"].is_string());
+            refused.count() == 1 && working.count() == 1
+        },
+    );
+    d.terminate();
+    assert_eq!(support::snapshot_ids(&env).len(), 1, "backed up once: {s}");
+}

@@ -29,6 +29,9 @@ struct State {
     tried: HashSet<String>,
     /// Passphrase groups in which a worker is creating the first repository, and which.
     claimed: HashMap<String, String>,
+    /// Which destination opened each repository (by id): one repository under two
+    /// names would be backed up twice, and its journals and records would disagree.
+    holders: HashMap<crate::hash::Id, String>,
 }
 
 /// Shared by every worker of one daemon.
@@ -98,6 +101,20 @@ impl KeyRing {
         self.changed.notify_all();
     }
 
+    /// Claim the repository `id` for `dest`; the name of the destination that holds it
+    /// already, if another one does (the same repository configured under two names).
+    pub fn claim(&self, dest: &str, id: crate::hash::Id) -> Result<(), String> {
+        let mut s = self.lock();
+        match s.holders.get(&id) {
+            Some(other) if other != dest => Err(other.clone()),
+            _ => {
+                s.holders.retain(|_, holder| holder != dest);
+                s.holders.insert(id, dest.to_string());
+                Ok(())
+            }
+        }
+    }
+
     /// Record that `dest`'s attempt finished without a repository.
     pub fn release(&self, dest: &str) {
         let (group, _) = self.group(dest);
@@ -161,6 +178,18 @@ mod tests {
 
     fn base() -> InitOptions {
         InitOptions::new("t".into(), "h".into(), "u".into())
+    }
+
+    #[test]
+    fn a_repository_is_held_by_one_destination_at_a_time() {
+        let ring = KeyRing::new(&[("a".into(), "pw".into()), ("b".into(), "pw".into())]);
+        let (x, y) = (crate::hash::Id([1; 32]), crate::hash::Id([2; 32]));
+        assert_eq!(ring.claim("a", x), Ok(()));
+        assert_eq!(ring.claim("a", x), Ok(()), "claiming again is fine");
+        assert_eq!(ring.claim("b", x), Err("a".to_string()));
+        // a moves to another repository (another disk): x is free again.
+        assert_eq!(ring.claim("a", y), Ok(()));
+        assert_eq!(ring.claim("b", x), Ok(()));
     }
 
     #[test]

@@ -1078,6 +1078,13 @@ fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Res
         }
     };
     let id = repo.config().id;
+    if let Err(other) = env.keyring.claim(name, id) {
+        env.keyring.release(name);
+        return Err(Error::InvalidInput(format!(
+            "destination {name:?} is the same repository as destination {other:?} (id {}): list it once in the configuration, or point each at its own location",
+            id.to_hex()
+        )));
+    }
     let remembered = super::identity::recorded(&env.state_dir, name).and_then(|known| {
         match known {
             Some(known) if known == id => Ok(()),
