@@ -602,6 +602,86 @@ fn a_replay_that_cannot_read_the_destination_keeps_the_journal_and_replays_later
 }
 
 #[test]
+fn a_destination_renamed_while_its_journal_waits_replays_it_under_the_new_name() {
+    let mut env = Env::new();
+    env.env = aws_env();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("doc.txt"), b"state 0").expect("write");
+    let server = S3Server::start(&["backups"]);
+    let proxy = FaultProxy::start(server.port, Schedule::clean());
+    let repo = format!("s3:{}/backups/host1", proxy.endpoint());
+    let destination = |name: &str| {
+        format!(
+            "[[destination]]\nname = \"{name}\"\nrepo = \"{repo}\"\noptions = {{ \"s3.retry-delay\" = \"20ms\", \"s3.retries\" = \"2\", \"s3.timeout\" = \"2s\" }}"
+        )
+    };
+    let schedule = "quiet_period = \"300ms\"\nmin_interval = \"0s\"\n";
+    let config = write_config(&env, &src, &destination("old"), schedule);
+    let mut d = Daemon::start(&config, &env.path("daemon.log"));
+    d.wait_for("the first snapshot", Duration::from_secs(60), |s| {
+        settled(dest(s, "old"))
+    });
+    // Down: a state is journaled under the old name.
+    proxy.set_schedule(Schedule {
+        reset: 1000,
+        ..Schedule::clean()
+    });
+    std::fs::write(
+        src.join("doc.txt"),
+        b"state 1, journaled under the old name",
+    )
+    .expect("write");
+    d.wait_for("a journaled snapshot", Duration::from_secs(30), |s| {
+        dest(s, "old")["journal_snapshots"] == 1
+    });
+    d.terminate();
+
+    // The destination is renamed, and the bucket is back.
+    let config = write_config(&env, &src, &destination("new"), schedule);
+    proxy.set_schedule(Schedule::clean());
+    let mut d = Daemon::start(&config, &env.path("daemon2.log"));
+    d.wait_for("replay and catch-up", Duration::from_secs(90), |s| {
+        let o = dest(s, "new");
+        settled(o) && o["journal_snapshots"] == 0
+    });
+    let log = d.log();
+    d.terminate();
+    assert!(log.contains("took over the journal"), "{log}");
+    assert!(log.contains("replayed 1 journaled snapshot(s)"), "{log}");
+    // The journaled state reached the bucket.
+    let listed: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(
+        &env.cmd(&["snapshots", "--json", "--repo", &repo])
+            .output()
+            .expect("list")
+            .stdout,
+    ))
+    .expect("json");
+    let mut by_time: Vec<&serde_json::Value> = listed.as_array().expect("array").iter().collect();
+    by_time.sort_by_key(|s| s["time"].as_str().unwrap_or("").to_string());
+    assert!(by_time.len() >= 2, "{listed}");
+    let target = env.path("state1");
+    let out = env
+        .cmd(&[
+            "restore",
+            by_time[1]["id"].as_str().expect("id"),
+            "--target",
+            target.to_str().expect("utf8"),
+            "--repo",
+            &repo,
+        ])
+        .output()
+        .expect("restore");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = std::fs::read(restored(&target, &src).join("doc.txt")).expect("doc");
+    assert_eq!(doc, b"state 1, journaled under the old name");
+}
+
+#[test]
 fn repair_without_a_good_copy_changes_nothing() {
     let env = Env::init_on(Kind::S3);
     let src = env.path("src");

@@ -77,6 +77,44 @@ impl Journal {
         total
     }
 
+    /// Take over, for destination `name`, a journal for repository `repo_id` kept under
+    /// a name no longer configured (`configured` lists the names that are): a
+    /// destination renamed in the configuration keeps the history journaled under its
+    /// old name. Returns the former name when one was taken over. A journal already
+    /// there under `name` is left as it is (and the other one with it).
+    pub fn adopt(
+        state_dir: &Path,
+        name: &str,
+        repo_id: &Id,
+        configured: &[String],
+    ) -> std::io::Result<Option<String>> {
+        let root = state_dir.join("journal");
+        let target = root.join(name).join(repo_id.to_hex());
+        if target.exists() {
+            return Ok(None);
+        }
+        let Ok(rd) = std::fs::read_dir(&root) else {
+            return Ok(None);
+        };
+        for e in rd.flatten() {
+            let former = e.file_name().to_string_lossy().into_owned();
+            if configured.contains(&former) {
+                continue;
+            }
+            let orphan = e.path().join(repo_id.to_hex());
+            if orphan.is_dir() {
+                std::fs::create_dir_all(root.join(name))?;
+                std::fs::rename(&orphan, &target)?;
+                // The move is durable before anything relies on it.
+                std::fs::File::open(root.join(name))?.sync_all()?;
+                std::fs::File::open(e.path())?.sync_all()?;
+                let _ = std::fs::remove_dir(e.path());
+                return Ok(Some(former));
+            }
+        }
+        Ok(None)
+    }
+
     /// Where it lives.
     pub fn dir(&self) -> &Path {
         &self.dir

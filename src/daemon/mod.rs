@@ -327,6 +327,7 @@ impl Instance {
             degraded: env_degraded.clone(),
             state_dir: config.state_dir.clone(),
             journal_limit: config.journal_limit,
+            destination_names: config.destinations.iter().map(|d| d.name.clone()).collect(),
             keyring: keyring::KeyRing::new(
                 &config
                     .destinations

@@ -411,6 +411,10 @@ pub struct WorkerEnv {
     pub state_dir: PathBuf,
     /// Disk space one destination's journal may use (0: no journal).
     pub journal_limit: u64,
+    /// Every configured destination's name: a journal kept under a name that is no
+    /// longer configured (a destination renamed) is taken over by the destination that
+    /// now holds its repository.
+    pub destination_names: Vec<String>,
 }
 
 /// An open repository and its index.
@@ -1107,6 +1111,16 @@ fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Res
     }
     env.keyring.register(name, &repo);
     lock(&dest.record).repo_id = Some(id);
+    match super::journal::Journal::adopt(&env.state_dir, name, &id, &env.destination_names) {
+        Ok(Some(from)) => tracing::warn!(
+            destination = %name,
+            "took over the journal kept under the former name {from:?} for this repository: it is replayed here"
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(destination = %name, "a journal under a former name could not be taken over: {e}")
+        }
+    }
     let cache = MetadataCache::new(&env.cache_dir, &repo.config().id);
     let mut ctx = BackupContext::new(Some(cache));
     rt.block_on(ctx.refresh(&repo))?;
