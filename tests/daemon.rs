@@ -915,26 +915,42 @@ fn backup_now_never_answers_with_a_forgotten_snapshot() {
     env.restore_latest_and_compare(&src, "restored");
 }
 
+/// A tmpfs mounted on a folder for as long as it lives, where the test may mount (root
+/// with the right to); unmounted (lazily) on drop.
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn tmpfs(at: &Path) -> Option<Mounted> {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Mounted(at.to_path_buf()))
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 #[test]
 fn a_source_whose_disk_was_unmounted_makes_no_snapshot_until_allowed() {
-    use std::os::unix::fs::MetadataExt;
     let env = Env::with(Kind::Local);
-    // The source sits below a link standing for a mount: what it points at can change
-    // file system the way a mount point does.
-    let real = env.path("real");
-    let mnt = env.path("mnt");
-    fill(&real.join("src"));
-    std::os::unix::fs::symlink(&real, &mnt).expect("link");
-    let src = mnt.join("src");
+    let src = env.path("src");
+    fill(&src);
     let config = write_config(&env, &src, "");
     let mut d = Daemon::start(&env, &config);
     d.wait_for("the first snapshot", Duration::from_secs(60), settled);
     let before = support::snapshot_ids(&env).len();
 
-    // The disk is not mounted: its mount point is an empty folder.
+    // The disk is gone and its mount point is an empty folder.
     let away = env.path("away");
-    std::fs::rename(real.join("src"), &away).expect("unmount");
-    std::fs::create_dir(real.join("src")).expect("mount point");
+    std::fs::rename(&src, &away).expect("unmount");
+    std::fs::create_dir(&src).expect("mount point");
     let (ok, results) = backup_now(&d);
     assert!(!ok, "an emptied source is an error: {results}\n{}", d.log());
     let error = results[0]["error"].as_str().unwrap_or_default();
@@ -954,35 +970,33 @@ fn a_source_whose_disk_was_unmounted_makes_no_snapshot_until_allowed() {
             .is_some_and(|e| e.contains("is empty")),
         "{s}"
     );
-    std::fs::remove_dir(real.join("src")).expect("rmdir");
-    std::fs::rename(&away, real.join("src")).expect("mount again");
+    std::fs::remove_dir(&src).expect("rmdir");
+    std::fs::rename(&away, &src).expect("mount again");
 
-    // Another file system at the same path, where /dev/shm is one.
-    let shm = PathBuf::from(format!("/dev/shm/cairn-test-{}", std::process::id()));
-    let other_fs = std::fs::create_dir_all(shm.join("src")).is_ok()
-        && std::fs::metadata(&shm).map(|m| m.dev()).ok()
-            != std::fs::metadata(&real).map(|m| m.dev()).ok();
-    if other_fs {
-        std::fs::write(shm.join("src/elsewhere.txt"), b"another disk").expect("write");
-        std::fs::remove_file(&mnt).expect("unlink");
-        std::os::unix::fs::symlink(&shm, &mnt).expect("link");
+    // A real mount, where this test may mount one: once unmounted, the folder below
+    // shows through (not empty), and it is no longer a mount point.
+    if let Some(mounted) = Mounted::tmpfs(&src) {
+        std::fs::write(src.join("on-the-disk.txt"), b"lives on the mounted disk").expect("write");
+        let (ok, results) = backup_now(&d);
+        assert!(ok, "{results}\n{}", d.log());
+        let with_disk = support::snapshot_ids(&env).len();
+        drop(mounted);
         let (ok, results) = backup_now(&d);
         assert!(
             !ok,
-            "another file system is an error: {results}\n{}",
+            "an unmounted source is an error: {results}\n{}",
             d.log()
         );
         let error = results[0]["error"].as_str().unwrap_or_default();
-        assert!(error.contains("another file system"), "{results}");
+        assert!(error.contains("was a mount point"), "{results}");
         assert_eq!(
             support::snapshot_ids(&env).len(),
-            before,
+            with_disk,
             "no snapshot made"
         );
-        std::fs::remove_file(&mnt).expect("unlink");
-        std::os::unix::fs::symlink(&real, &mnt).expect("link");
+    } else {
+        eprintln!("cannot mount here: the mount-point case is not exercised");
     }
-    let _ = std::fs::remove_dir_all(&shm);
 
     // Meant: with `allow_root_change` the emptied source is backed up.
     let text = std::fs::read_to_string(&config).expect("config");
@@ -993,17 +1007,25 @@ fn a_source_whose_disk_was_unmounted_makes_no_snapshot_until_allowed() {
     );
     std::fs::write(&config, text).expect("write config");
     d.signal(libc::SIGHUP);
-    d.wait_for("the reload", Duration::from_secs(30), |_| true);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !d.log().contains("configuration reloaded") {
         assert!(Instant::now() < deadline, "{}", d.log());
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::fs::rename(real.join("src"), &away).expect("unmount");
-    std::fs::create_dir(real.join("src")).expect("mount point");
+    d.wait_for(
+        "an answer after the reload",
+        Duration::from_secs(10),
+        |_| true,
+    );
+    std::fs::rename(&src, &away).expect("unmount");
+    std::fs::create_dir(&src).expect("mount point");
     let (ok, results) = backup_now(&d);
     assert!(ok, "{results}\n{}", d.log());
-    assert_eq!(support::snapshot_ids(&env).len(), before + 1);
+    let listing = env.ok(&["ls", "latest"]);
+    assert!(
+        !listing.contains("report.txt"),
+        "the empty source is what was stored: {listing}"
+    );
     d.terminate();
 }
 
@@ -1141,8 +1163,11 @@ fn a_file_written_without_pause_stays_in_daemon_snapshots_and_shows_in_status_an
     assert!(ok, "{results}\n{}", d.log());
     let s = d.status().expect("status");
     assert_eq!(s["destinations"][0]["changing_files"], 0, "{s}");
+    assert_eq!(s["destinations"][0]["unsettled_paths"], 0, "{s}");
+    let m = metrics(port);
     assert!(
-        m.contains("cairn_unsettled_paths{destination=\"primary\"} 1\n"),
+        m.contains("cairn_changing_files{destination=\"primary\"} 0\n")
+            && m.contains("cairn_unsettled_paths{destination=\"primary\"} 0\n"),
         "{m}"
     );
     d.terminate();

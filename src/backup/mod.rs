@@ -479,7 +479,10 @@ fn run(
                     warnings: Vec::new(),
                 };
                 let parent_tree = parent.as_ref().and_then(|(_, p)| w.load_tree(&p.tree));
-                let root = w.walk_virtual(Path::new("/"), &roots, parent_tree.as_ref());
+                // No snapshot records `/` itself: its device now stands for then (the
+                // root file system is the one thing that stays mounted).
+                let slash = fs::metadata("/").map(|m| m.dev()).ok();
+                let root = w.walk_virtual(Path::new("/"), &roots, parent_tree.as_ref(), slash);
                 if root.is_err() {
                     sink.abandoned.store(true, Ordering::Release);
                 }
@@ -855,12 +858,14 @@ impl Walker<'_> {
         Tree::from_plain(&plain).ok()
     }
 
-    /// The tree of `prefix`, holding only the parts that lead to `roots`.
+    /// The tree of `prefix`, holding only the parts that lead to `roots`. `prefix_then`
+    /// is the device `prefix` was on in the parent snapshot, where known.
     fn walk_virtual(
         &mut self,
         prefix: &Path,
         roots: &[PathBuf],
         parent: Option<&Tree>,
+        prefix_then: Option<u64>,
     ) -> Result<BlobId> {
         if roots.iter().any(|r| r == prefix) {
             self.dev = fs::metadata(prefix).map(|m| m.dev()).unwrap_or(0);
@@ -890,7 +895,7 @@ impl Walker<'_> {
                 };
                 self.dev = meta.dev();
                 if self.guard_roots {
-                    self.check_root(&path, &meta, prev)?;
+                    self.check_root(&path, &meta, prev, prefix, prefix_then)?;
                 }
                 match self.node_for(&path, ByteName::from_os(name), &meta, prev)? {
                     Some(slot) => self.resolve(slot)?,
@@ -911,7 +916,8 @@ impl Walker<'_> {
                     .collect();
                 let mut node =
                     fsmeta::node_from_metadata(ByteName::from_os(name), NodeKind::Dir, &meta);
-                node.subtree = Some(self.walk_virtual(&path, &sub, prev_tree.as_ref())?);
+                let then = prev.map(|p| p.device).filter(|d| *d != 0);
+                node.subtree = Some(self.walk_virtual(&path, &sub, prev_tree.as_ref(), then)?);
                 self.summary.dirs_processed += 1;
                 Some(node)
             };
@@ -922,19 +928,29 @@ impl Walker<'_> {
         self.store_blob(BlobKind::Tree, tree.to_plain())
     }
 
-    /// Refuse a source directory that is on another file system than in the parent, or
-    /// empty where the parent's was not (see [`BackupOptions::guard_roots`]).
-    fn check_root(&mut self, path: &Path, meta: &Metadata, prev: Option<&Node>) -> Result<()> {
+    /// Refuse a source directory that was a mount point in the parent snapshot (on
+    /// another device than the directory holding it) and is not now, or that is empty
+    /// where the parent's was not (see [`BackupOptions::guard_roots`]). Device numbers
+    /// themselves may change (a reboot, a remount), so only whether it is a mount point
+    /// is compared.
+    fn check_root(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        prev: Option<&Node>,
+        prefix: &Path,
+        prefix_then: Option<u64>,
+    ) -> Result<()> {
         let Some(prev) = prev.filter(|p| p.kind == NodeKind::Dir && meta.is_dir()) else {
             return Ok(());
         };
         let fix = "a disk that is not mounted? Mount it; if the change is meant, set `allow_root_change = true` in the source's section";
-        if prev.device != 0 && prev.device != meta.dev() {
+        let was_mount = prev.device != 0 && prefix_then.is_some_and(|d| d != prev.device);
+        let is_mount = fs::metadata(prefix).is_ok_and(|m| m.dev() != meta.dev());
+        if was_mount && !is_mount {
             return Err(Error::InvalidInput(format!(
-                "source {} is on another file system than at the last snapshot (device {:#x} then, {:#x} now): {fix}",
+                "source {} was a mount point at the last snapshot and is not now (its file system is not mounted): {fix}",
                 path.display(),
-                prev.device,
-                meta.dev()
             )));
         }
         let empty_now = fs::read_dir(path)

@@ -319,9 +319,11 @@ impl<'a> FileReader<'a> {
                         return Err(pipeline_closed());
                     }
                     let id = self.sink.repo.keys().blob_id(chunk);
+                    let len = chunk.len() as u64;
+                    // A read that only checks moves the read counter too (the daemon
+                    // sees progress), not what is done.
+                    Progress::add(&self.control.progress.bytes_read, len);
                     if store == Store::Yes {
-                        let len = chunk.len() as u64;
-                        Progress::add(&self.control.progress.bytes_read, len);
                         Progress::add(&self.control.progress.bytes_done, len);
                         self.sink.store(&self.tx, id, BlobKind::Data, chunk)?;
                     }

@@ -104,6 +104,7 @@ impl Journal {
             let orphan = e.path().join(repo_id.to_hex());
             if orphan.is_dir() {
                 std::fs::create_dir_all(root.join(name))?;
+                std::fs::File::open(&root)?.sync_all()?;
                 std::fs::rename(&orphan, &target)?;
                 // The move is durable before anything relies on it.
                 std::fs::File::open(root.join(name))?.sync_all()?;
@@ -155,6 +156,8 @@ impl Journal {
             for info in local.list(kind).await? {
                 control.check()?;
                 copy_one(&local, target.as_ref(), kind, &info.name).await?;
+                // Progress for the status and the stall detection: a long replay moves.
+                crate::progress::Progress::add(&control.progress.bytes_uploaded, info.size);
             }
         }
         let journaled = self.repository(dest);
@@ -247,7 +250,9 @@ fn absent_or_damaged(e: &crate::error::Error) -> bool {
     use crate::error::Error;
     match e {
         Error::MissingBlob { .. } | Error::Corrupt { .. } | Error::Crypto(_) => true,
-        Error::Backend(b) => b.is_not_found(),
+        Error::Backend(b) => {
+            b.is_not_found() || matches!(b, crate::backend::BackendError::Invalid { .. })
+        }
         _ => false,
     }
 }

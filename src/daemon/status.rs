@@ -133,7 +133,9 @@ impl DaemonStatus {
     /// The overall state from the destinations'.
     pub fn overall(destinations: &[DestinationStatus]) -> &'static str {
         let any = |s: &str| destinations.iter().any(|d| d.state == s);
-        if any("scanning") {
+        if any("stalled") {
+            "stalled"
+        } else if any("scanning") {
             "scanning"
         } else if any("uploading") || any("committing") {
             "uploading"
@@ -212,7 +214,7 @@ impl DaemonStatus {
             if d.unsettled_paths > 0 {
                 let _ = writeln!(
                     out,
-                    "  not clean:      {} path(s) in the latest snapshots not stored, {} of them files stored while changing:",
+                    "  not clean:      {} path(s) in the latest snapshots not stored or stored while changing ({} stored while changing):",
                     d.unsettled_paths, d.changing_files
                 );
                 for w in &d.warnings {

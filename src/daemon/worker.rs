@@ -278,7 +278,10 @@ impl Destination {
     /// without closing the connection, whose requests are still being retried.
     pub fn stalled_for(&self) -> Option<std::time::Duration> {
         let now = Instant::now();
-        let seen = self.liveness();
+        let mut seen = self.liveness();
+        // A round counts as busy here even between phases (connecting, replaying); the
+        // watchdog's idea of busy stays the phases alone, since it restarts everything.
+        seen.busy |= self.in_round.load(Ordering::Relaxed);
         let mut motion = lock(&self.motion);
         let (since, said) = match &mut *motion {
             Some((last, since, said)) if *last == seen => (*since, said),
@@ -305,7 +308,7 @@ impl Destination {
         let p = &self.control.progress;
         let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         super::liveness::Signature {
-            busy: p.phase() != Phase::Idle || self.in_round.load(Ordering::Relaxed),
+            busy: p.phase() != Phase::Idle,
             counters: [
                 n(&p.files),
                 n(&p.bytes_read),
@@ -446,9 +449,52 @@ struct Memory {
     locks_extended_at: Option<Instant>,
 }
 
+/// Destinations (by name) with a worker thread alive in this process, across reloads.
+static RUNNING: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static RUNNING_CHANGED: Condvar = Condvar::new();
+
+/// A destination's place as its one live worker: a worker a reload stopped but did not
+/// wait for (a request hanging on the destination) may still finish that request, so
+/// the next worker of the same destination starts only once it has exited. Workers of
+/// other destinations never wait for it.
+struct OnlyWorker(String);
+
+impl OnlyWorker {
+    /// Wait for the previous worker of `name` to exit; `None` if `stop` is raised first.
+    fn take(name: &str, stop: &std::sync::atomic::AtomicBool) -> Option<Self> {
+        let mut running = lock(&RUNNING);
+        let mut said = false;
+        while running.iter().any(|n| n == name) {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            if !said {
+                said = true;
+                tracing::warn!(destination = %name, "waiting for the previous worker of this destination to finish its request before starting");
+            }
+            running = RUNNING_CHANGED
+                .wait_timeout(running, std::time::Duration::from_millis(500))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        running.push(name.to_string());
+        Some(OnlyWorker(name.to_string()))
+    }
+}
+
+impl Drop for OnlyWorker {
+    fn drop(&mut self) {
+        lock(&RUNNING).retain(|n| n != &self.0);
+        RUNNING_CHANGED.notify_all();
+    }
+}
+
 /// The worker loop; returns on shutdown.
 pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
     let name = dest.config.name.clone();
+    let Some(_only) = OnlyWorker::take(&name, &dest.control.cancel) else {
+        return;
+    };
     let mut session: Option<Session> = None;
     let mut memory = Memory {
         sticky: vec![ChangedPaths::new(); env.sources.len()],
@@ -1118,7 +1164,12 @@ fn open_session(dest: &Destination, env: &WorkerEnv, memory: &mut Memory) -> Res
         ),
         Ok(None) => {}
         Err(e) => {
-            tracing::warn!(destination = %name, "a journal under a former name could not be taken over: {e}")
+            tracing::warn!(
+                destination = %name,
+                "a journal of this repository under a former name (in {}) could not be taken over: {e}; move its folder {} to journal/{name}/ by hand",
+                env.state_dir.join("journal").display(),
+                id.to_hex()
+            )
         }
     }
     let cache = MetadataCache::new(&env.cache_dir, &repo.config().id);
@@ -1185,5 +1236,41 @@ pub fn read_passphrase(source: &PasswordSource) -> Result<Zeroizing<Vec<u8>>> {
                 "no passphrase configured: set password_file (or password_credential) in the configuration, or CAIRN_PASSWORD_FILE in the daemon's environment".into(),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn a_destination_has_one_live_worker_and_others_do_not_wait() {
+        let stop = AtomicBool::new(false);
+        let first = OnlyWorker::take("unit-a", &stop).expect("first");
+        // Another destination starts at once.
+        let other = OnlyWorker::take("unit-b", &stop).expect("other");
+        // The same destination waits for the first to exit.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let stop = AtomicBool::new(false);
+            let second = OnlyWorker::take("unit-a", &stop);
+            let _ = tx.send(());
+            second.is_some()
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(700)).is_err(),
+            "the second worker started while the first was alive"
+        );
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the second worker starts once the first exits");
+        assert!(waiter.join().expect("join"));
+        drop(other);
+        // A stop ends the wait without a place.
+        let held = OnlyWorker::take("unit-c", &stop).expect("held");
+        let stopped = AtomicBool::new(true);
+        assert!(OnlyWorker::take("unit-c", &stopped).is_none());
+        drop(held);
     }
 }

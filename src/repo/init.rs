@@ -135,15 +135,31 @@ pub async fn init(
             return Err(Error::AlreadyExists { location });
         }
     }
-    let (secret, key_id) = match interrupted_creation(backend.as_ref(), passphrase).await? {
+    let resumed = match interrupted_creation(backend.as_ref(), passphrase).await? {
         Some((secret, key_id)) if opts.secret.as_ref().is_none_or(|s| s.same_as(&secret)) => {
             tracing::info!(
                 "{location} holds only the key of a creation that was cut short: finishing it on keys/{}",
                 key_id.to_hex()
             );
-            (secret, key_id)
+            Some((secret, key_id))
         }
-        Some(_) => return Err(Error::AlreadyExists { location }),
+        // Ours (the passphrase opens it), but on another secret than the one this
+        // creation must share (a sibling destination created the group's keys since):
+        // nothing was written on it (no config, so no data either), so it goes.
+        Some((_, key_id)) => {
+            tracing::info!(
+                "{location} holds only the key of a creation that was cut short, on other keys than its siblings': replacing keys/{}",
+                key_id.to_hex()
+            );
+            backend
+                .delete(&Handle::new(FileType::Key, key_id.to_hex()))
+                .await?;
+            None
+        }
+        None => None,
+    };
+    let (secret, key_id) = match resumed {
+        Some(found) => found,
         None => {
             let secret = match &opts.secret {
                 Some(s) => s.clone(),
@@ -177,4 +193,55 @@ pub async fn init(
         key_id,
         skipped: Default::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::local::LocalBackend;
+
+    fn cheap() -> InitOptions {
+        let mut o = InitOptions::new("2026-01-01T00:00:00Z".into(), "h".into(), "u".into());
+        o.kdf = KdfParams {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        };
+        o
+    }
+
+    /// Lose the config, as a creation killed before writing it would.
+    fn cut_short(dir: &std::path::Path) {
+        std::fs::remove_file(dir.join("config")).expect("remove config");
+    }
+
+    #[test]
+    fn a_creation_cut_short_is_finished_on_its_key_or_replaced_for_a_siblings_keys() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("repo");
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(&dir));
+        let first = rt.block_on(init(backend.clone(), b"pw", &cheap())).expect("init");
+        cut_short(&dir);
+        // The same passphrase finishes it on the key it left.
+        let again = rt.block_on(init(backend.clone(), b"pw", &cheap())).expect("finish");
+        assert_eq!(again.key_id(), first.key_id());
+        assert!(again.shares_keys_with(&first));
+        cut_short(&dir);
+        // A creation that must share a sibling's keys replaces the key.
+        let sibling = crate::repo::test_repo(&rt, &tmp.path().join("sibling"));
+        let shared = cheap().sharing_keys_with(&sibling);
+        let third = rt.block_on(init(backend.clone(), b"pw", &shared)).expect("replace");
+        assert_ne!(third.key_id(), first.key_id());
+        assert!(third.shares_keys_with(&sibling));
+        assert_eq!(rt.block_on(backend.list(FileType::Key)).expect("keys").len(), 1);
+        cut_short(&dir);
+        // Another passphrase neither finishes nor replaces it: the error says what is there.
+        let err = match rt.block_on(init(backend.clone(), b"other", &cheap())) {
+            Ok(_) => panic!("another passphrase must be refused"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("holds a key object but no config"), "{err}");
+        assert_eq!(rt.block_on(backend.list(FileType::Key)).expect("keys").len(), 1);
+    }
 }
