@@ -96,8 +96,8 @@ pub struct BackupOptions {
     /// before opening the repository, so the disk works while the key is derived).
     pub read_ahead: bool,
     /// Refuse to make a snapshot when a source path that is a directory became empty, or
-    /// moved to another file system, since the parent snapshot: most often a disk that
-    /// did not mount, whose empty snapshot would push good history out of retention.
+    /// was a mount point in the parent snapshot and is not now: most often a disk that
+    /// did not mount, whose snapshot would push good history out of retention.
     pub guard_roots: bool,
     /// With `skip_if_unchanged`, answer "unchanged" only after seeing the parent is still
     /// stored (one request): a parent forgotten meanwhile must not be named as saved. Off

@@ -91,9 +91,9 @@ pub struct SourceConfig {
     pub one_file_system: bool,
     /// Tags on every snapshot of this source.
     pub tags: Vec<String>,
-    /// Take a snapshot even when a source path became empty or moved to another file
-    /// system since the last snapshot (off: that is an error, since it is most often a
-    /// disk that did not mount, and the empty snapshot would push good history out).
+    /// Take a snapshot even when a source path became empty, or is no longer the mount
+    /// point it was, since the last snapshot (off: that is an error, since it is most
+    /// often a disk that did not mount, whose snapshot would push good history out).
     pub allow_root_change: bool,
 }
 
