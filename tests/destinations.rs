@@ -522,6 +522,50 @@ fn snapshots_taken_while_the_only_destination_is_down_are_journaled_and_replayed
     restore_from(&env, &repo, &src, "latest");
 }
 
+/// One S3 destination `name` behind the fault proxy (quick retries, 2 s timeouts), and
+/// a configuration backing `src` up into it; the server is returned to keep it running.
+fn one_proxied_destination(
+    env: &Env,
+    src: &Path,
+    name: &str,
+) -> (S3Server, FaultProxy, String, PathBuf) {
+    let server = S3Server::start(&["backups"]);
+    let proxy = FaultProxy::start(server.port, Schedule::clean());
+    let repo = format!("s3:{}/backups/host1", proxy.endpoint());
+    let config = write_config(env, src, &proxied_destination(name, &repo), QUICK_SCHEDULE);
+    (server, proxy, repo, config)
+}
+
+/// The configuration table of destination `name` at `repo`, with quick retries.
+fn proxied_destination(name: &str, repo: &str) -> String {
+    format!(
+        "[[destination]]\nname = \"{name}\"\nrepo = \"{repo}\"\noptions = {{ \"s3.retry-delay\" = \"20ms\", \"s3.retries\" = \"2\", \"s3.timeout\" = \"2s\" }}"
+    )
+}
+
+/// Snapshots soon after a change, as often as wanted.
+const QUICK_SCHEDULE: &str = "quiet_period = \"300ms\"\nmin_interval = \"0s\"\n";
+
+/// Take the destination behind `proxy` down (every connection reset), write `content`
+/// into `src/doc.txt`, and wait until the daemon has journaled `n` snapshots for it.
+fn journal_while_down(
+    d: &mut Daemon,
+    proxy: &FaultProxy,
+    src: &Path,
+    name: &str,
+    content: &[u8],
+    n: u64,
+) {
+    proxy.set_schedule(Schedule {
+        reset: 1000,
+        ..Schedule::clean()
+    });
+    std::fs::write(src.join("doc.txt"), content).expect("write");
+    d.wait_for("a journaled snapshot", Duration::from_secs(30), |s| {
+        dest(s, name)["journal_snapshots"] == n
+    });
+}
+
 #[test]
 fn a_replay_that_cannot_read_the_destination_keeps_the_journal_and_replays_later() {
     let mut env = Env::new();
@@ -530,30 +574,12 @@ fn a_replay_that_cannot_read_the_destination_keeps_the_journal_and_replays_later
     std::fs::create_dir_all(&src).expect("mkdir");
     std::fs::write(src.join("base.bin"), pseudo_random(1 << 20, 7)).expect("write");
     std::fs::write(src.join("doc.txt"), b"state 0").expect("write");
-    let server = S3Server::start(&["backups"]);
-    let proxy = FaultProxy::start(server.port, Schedule::clean());
-    let repo = format!("s3:{}/backups/host1", proxy.endpoint());
-    let config = write_config(
-        &env,
-        &src,
-        &format!(
-            "[[destination]]\nname = \"only\"\nrepo = \"{repo}\"\noptions = {{ \"s3.retry-delay\" = \"20ms\", \"s3.retries\" = \"2\", \"s3.timeout\" = \"2s\" }}"
-        ),
-        "quiet_period = \"300ms\"\nmin_interval = \"0s\"\n",
-    );
+    let (_server, proxy, repo, config) = one_proxied_destination(&env, &src, "only");
     let mut d = Daemon::start(&config, &env.path("daemon.log"));
     d.wait_for("the first snapshot", Duration::from_secs(60), |s| {
         settled(dest(s, "only"))
     });
-    // Down: a state is journaled.
-    proxy.set_schedule(Schedule {
-        reset: 1000,
-        ..Schedule::clean()
-    });
-    std::fs::write(src.join("doc.txt"), b"state 1, journaled").expect("write");
-    d.wait_for("a journaled snapshot", Duration::from_secs(30), |s| {
-        dest(s, "only")["journal_snapshots"] == 1
-    });
+    journal_while_down(&mut d, &proxy, &src, "only", b"state 1, journaled", 1);
     // Half back: everything answers but reads of packs (what the replay reads to see
     // that the journaled snapshot's data is all there) are refused.
     let refused = proxy.faults();
@@ -608,37 +634,23 @@ fn a_destination_renamed_while_its_journal_waits_replays_it_under_the_new_name()
     let src = env.path("src");
     std::fs::create_dir_all(&src).expect("mkdir");
     std::fs::write(src.join("doc.txt"), b"state 0").expect("write");
-    let server = S3Server::start(&["backups"]);
-    let proxy = FaultProxy::start(server.port, Schedule::clean());
-    let repo = format!("s3:{}/backups/host1", proxy.endpoint());
-    let destination = |name: &str| {
-        format!(
-            "[[destination]]\nname = \"{name}\"\nrepo = \"{repo}\"\noptions = {{ \"s3.retry-delay\" = \"20ms\", \"s3.retries\" = \"2\", \"s3.timeout\" = \"2s\" }}"
-        )
-    };
-    let schedule = "quiet_period = \"300ms\"\nmin_interval = \"0s\"\n";
-    let config = write_config(&env, &src, &destination("old"), schedule);
+    let (_server, proxy, repo, config) = one_proxied_destination(&env, &src, "old");
     let mut d = Daemon::start(&config, &env.path("daemon.log"));
     d.wait_for("the first snapshot", Duration::from_secs(60), |s| {
         settled(dest(s, "old"))
     });
     // Down: a state is journaled under the old name.
-    proxy.set_schedule(Schedule {
-        reset: 1000,
-        ..Schedule::clean()
-    });
-    std::fs::write(
-        src.join("doc.txt"),
-        b"state 1, journaled under the old name",
-    )
-    .expect("write");
-    d.wait_for("a journaled snapshot", Duration::from_secs(30), |s| {
-        dest(s, "old")["journal_snapshots"] == 1
-    });
+    let state1 = b"state 1, journaled under the old name";
+    journal_while_down(&mut d, &proxy, &src, "old", state1, 1);
     d.terminate();
 
     // The destination is renamed, and the bucket is back.
-    let config = write_config(&env, &src, &destination("new"), schedule);
+    let config = write_config(
+        &env,
+        &src,
+        &proxied_destination("new", &repo),
+        QUICK_SCHEDULE,
+    );
     proxy.set_schedule(Schedule::clean());
     let mut d = Daemon::start(&config, &env.path("daemon2.log"));
     d.wait_for("replay and catch-up", Duration::from_secs(90), |s| {
@@ -678,7 +690,7 @@ fn a_destination_renamed_while_its_journal_waits_replays_it_under_the_new_name()
         String::from_utf8_lossy(&out.stderr)
     );
     let doc = std::fs::read(restored(&target, &src).join("doc.txt")).expect("doc");
-    assert_eq!(doc, b"state 1, journaled under the old name");
+    assert_eq!(doc, state1);
 }
 
 #[test]

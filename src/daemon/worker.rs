@@ -1259,7 +1259,8 @@ mod tests {
             second.is_some()
         });
         assert!(
-            rx.recv_timeout(std::time::Duration::from_millis(700)).is_err(),
+            rx.recv_timeout(std::time::Duration::from_millis(700))
+                .is_err(),
             "the second worker started while the first was alive"
         );
         drop(first);

@@ -221,20 +221,31 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("repo");
         let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(&dir));
-        let first = rt.block_on(init(backend.clone(), b"pw", &cheap())).expect("init");
+        let first = rt
+            .block_on(init(backend.clone(), b"pw", &cheap()))
+            .expect("init");
         cut_short(&dir);
         // The same passphrase finishes it on the key it left.
-        let again = rt.block_on(init(backend.clone(), b"pw", &cheap())).expect("finish");
+        let again = rt
+            .block_on(init(backend.clone(), b"pw", &cheap()))
+            .expect("finish");
         assert_eq!(again.key_id(), first.key_id());
         assert!(again.shares_keys_with(&first));
         cut_short(&dir);
         // A creation that must share a sibling's keys replaces the key.
         let sibling = crate::repo::test_repo(&rt, &tmp.path().join("sibling"));
         let shared = cheap().sharing_keys_with(&sibling);
-        let third = rt.block_on(init(backend.clone(), b"pw", &shared)).expect("replace");
+        let third = rt
+            .block_on(init(backend.clone(), b"pw", &shared))
+            .expect("replace");
         assert_ne!(third.key_id(), first.key_id());
         assert!(third.shares_keys_with(&sibling));
-        assert_eq!(rt.block_on(backend.list(FileType::Key)).expect("keys").len(), 1);
+        assert_eq!(
+            rt.block_on(backend.list(FileType::Key))
+                .expect("keys")
+                .len(),
+            1
+        );
         cut_short(&dir);
         // Another passphrase neither finishes nor replaces it: the error says what is there.
         let err = match rt.block_on(init(backend.clone(), b"other", &cheap())) {
@@ -242,6 +253,11 @@ mod tests {
             Err(e) => e.to_string(),
         };
         assert!(err.contains("holds a key object but no config"), "{err}");
-        assert_eq!(rt.block_on(backend.list(FileType::Key)).expect("keys").len(), 1);
+        assert_eq!(
+            rt.block_on(backend.list(FileType::Key))
+                .expect("keys")
+                .len(),
+            1
+        );
     }
 }
