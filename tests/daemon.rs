@@ -222,15 +222,7 @@ fn daemon_keeps_an_s3_bucket_current_through_every_kind_of_change() {
     let env = Env::with(Kind::S3);
     let src = env.path("src");
     fill(&src);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let config = write_config(
-        &env,
-        &src,
-        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
-    );
+    let (config, port) = config_with_metrics(&env, &src);
     let mut d = Daemon::start(&env, &config);
     // First start: the repository is created and a first snapshot taken.
     let s = d.wait_for("the first snapshot", Duration::from_secs(60), settled);
@@ -264,11 +256,7 @@ fn daemon_keeps_an_s3_bucket_current_through_every_kind_of_change() {
     env.restore_latest_and_compare(&src, "restore2");
 
     // The metrics endpoint tells the same story.
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics");
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-        .expect("request");
-    let mut body = String::new();
-    conn.read_to_string(&mut body).expect("read");
+    let body = metrics(port);
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     assert!(body.contains("cairn_uploads_total{destination=\"primary\",result=\"ok\"}"));
     let ts_line = body
@@ -1076,7 +1064,18 @@ fn a_second_daemon_on_the_same_state_directory_is_refused() {
     first.terminate();
 }
 
-/// The metrics text of the daemon listening on `port`.
+/// A configuration (as [`write_config`]) with metrics served on a free port, and the
+/// port.
+fn config_with_metrics(env: &Env, source: &Path) -> (PathBuf, u16) {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let extra = format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    (write_config(env, source, &extra), port)
+}
+
+/// The metrics response (head and text) of the daemon listening on `port`.
 fn metrics(port: u16) -> String {
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics");
     conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -1093,15 +1092,7 @@ fn a_file_written_without_pause_stays_in_daemon_snapshots_and_shows_in_status_an
     let env = Env::with(Kind::Local);
     let src = env.path("src");
     fill(&src);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let config = write_config(
-        &env,
-        &src,
-        &format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
-    );
+    let (config, port) = config_with_metrics(&env, &src);
     let mut d = Daemon::start(&env, &config);
     d.wait_for("the first snapshot", Duration::from_secs(60), settled);
 

@@ -487,28 +487,40 @@ fn snapshots_taken_while_the_only_destination_is_down_are_journaled_and_replayed
         d.log()
     );
     d.terminate();
+    // The journaled state 1 is in the bucket: restore it and read doc.txt.
+    let (count, doc) = doc_of_snapshot(&env, &repo, &src, 1);
+    assert!(count >= 3, "{count} snapshots");
+    assert_eq!(doc, b"state 1, written while the bucket is down");
+    restore_from(&env, &repo, &src, "latest");
+}
+
+/// How many snapshots `repo` holds, and `doc.txt` of `src` as the `nth` oldest of
+/// them stored it (restored into a folder of its own).
+fn doc_of_snapshot(env: &Env, repo: &str, src: &Path, nth: usize) -> (usize, Vec<u8>) {
     let listed: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(
-        &env.cmd(&["snapshots", "--json", "--repo", &repo])
+        &env.cmd(&["snapshots", "--json", "--repo", repo])
             .output()
             .expect("list")
             .stdout,
     ))
     .expect("json");
-    let snaps = listed.as_array().expect("array");
-    assert!(snaps.len() >= 3, "{listed}");
-    // The journaled state 1 is in the bucket: restore it and read doc.txt.
-    let mut by_time: Vec<&serde_json::Value> = snaps.iter().collect();
+    let mut by_time: Vec<&serde_json::Value> = listed.as_array().expect("array").iter().collect();
     by_time.sort_by_key(|s| s["time"].as_str().unwrap_or("").to_string());
-    let state1 = by_time[1]["id"].as_str().expect("id");
-    let target = env.path("state1");
+    let id = by_time
+        .get(nth)
+        .and_then(|s| s["id"].as_str())
+        .unwrap_or_else(|| {
+            panic!("no snapshot number {nth} in {listed}");
+        });
+    let target = env.path(&format!("snapshot-{nth}-{id}"));
     let out = env
         .cmd(&[
             "restore",
-            state1,
+            id,
             "--target",
             target.to_str().expect("utf8"),
             "--repo",
-            &repo,
+            repo,
         ])
         .output()
         .expect("restore");
@@ -517,9 +529,8 @@ fn snapshots_taken_while_the_only_destination_is_down_are_journaled_and_replayed
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let doc = std::fs::read(restored(&target, &src).join("doc.txt")).expect("doc");
-    assert_eq!(doc, b"state 1, written while the bucket is down");
-    restore_from(&env, &repo, &src, "latest");
+    let doc = std::fs::read(restored(&target, src).join("doc.txt")).expect("doc");
+    (by_time.len(), doc)
 }
 
 /// One S3 destination `name` behind the fault proxy (quick retries, 2 s timeouts), and
@@ -662,34 +673,8 @@ fn a_destination_renamed_while_its_journal_waits_replays_it_under_the_new_name()
     assert!(log.contains("took over the journal"), "{log}");
     assert!(log.contains("replayed 1 journaled snapshot(s)"), "{log}");
     // The journaled state reached the bucket.
-    let listed: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(
-        &env.cmd(&["snapshots", "--json", "--repo", &repo])
-            .output()
-            .expect("list")
-            .stdout,
-    ))
-    .expect("json");
-    let mut by_time: Vec<&serde_json::Value> = listed.as_array().expect("array").iter().collect();
-    by_time.sort_by_key(|s| s["time"].as_str().unwrap_or("").to_string());
-    assert!(by_time.len() >= 2, "{listed}");
-    let target = env.path("state1");
-    let out = env
-        .cmd(&[
-            "restore",
-            by_time[1]["id"].as_str().expect("id"),
-            "--target",
-            target.to_str().expect("utf8"),
-            "--repo",
-            &repo,
-        ])
-        .output()
-        .expect("restore");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc = std::fs::read(restored(&target, &src).join("doc.txt")).expect("doc");
+    let (count, doc) = doc_of_snapshot(&env, &repo, &src, 1);
+    assert!(count >= 2, "{count} snapshots");
     assert_eq!(doc, state1);
 }
 
