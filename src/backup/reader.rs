@@ -175,7 +175,7 @@ impl<'a> FileReader<'a> {
         };
         self.control.progress.set_current(&path.to_string_lossy());
         let len = before.size();
-        let (first, read) = match self.chunk(&file, len, Some(len), Store::Yes)? {
+        let (first, read) = match self.chunk(&file, len, Store::Yes)? {
             (Ok(content), read) => (content, read),
             (Err(e), _) => return Ok(FileRead::Skipped(format!("read error: {e}"))),
         };
@@ -204,7 +204,7 @@ impl<'a> FileReader<'a> {
         self.control.progress.set_current(&path.to_string_lossy());
         // Up to the length it had: a file appended faster than it is read is not chased.
         let len = before.size();
-        let (chunked, read) = self.chunk(&file, len, Some(len), Store::Yes)?;
+        let (chunked, read) = self.chunk(&file, len, Store::Yes)?;
         let content = match chunked {
             Ok(content) => content,
             Err(e) => return Ok(Attempt::Skip(Skip::Fail(format!("read error: {e}")))),
@@ -241,13 +241,12 @@ impl<'a> FileReader<'a> {
         let len = before.size();
         let mut again = None;
         if read == len && (&*file).rewind().is_ok() {
-            match self.chunk(file, len, Some(len), Store::No)? {
+            match self.chunk(file, len, Store::No)? {
                 (Ok(ids), n) if n == read => again = Some(ids),
                 _ => {}
             }
         }
         let grown = file.metadata().is_ok_and(|after| after.size() >= len);
-        let meta = before;
         if grown && again.as_ref() == Some(&first) {
             tracing::info!(
                 "{}: {why}; stored as it was when reading started ({len} bytes): it only grew while it was read",
@@ -255,12 +254,12 @@ impl<'a> FileReader<'a> {
             );
             return Ok(StoredFile {
                 read_again: true,
-                ..StoredFile::clean(first, meta)
+                ..StoredFile::clean(first, before)
             });
         }
         Ok(StoredFile {
             content: first,
-            meta,
+            meta: before,
             size: read,
             changing: Some(format!(
                 "stored while it was being changed ({why}): it may mix older and newer bytes; the snapshot marks it"
@@ -269,25 +268,24 @@ impl<'a> FileReader<'a> {
         })
     }
 
-    /// Chunk `file` (`size` bytes when opened) from where it stands, to its end or at
-    /// most `limit` bytes, storing each chunk (or, with [`Store::No`], only naming it);
-    /// also how many bytes were read. The inner error is the file's read error.
+    /// Chunk at most `len` bytes of `file` (the length it had when opened) from where it
+    /// stands, storing each chunk (or, with [`Store::No`], only naming it); also how many
+    /// bytes were read. The inner error is the file's read error.
     fn chunk(
         &mut self,
         file: &File,
-        size: u64,
-        limit: Option<u64>,
+        len: u64,
         store: Store,
     ) -> Result<(io::Result<Vec<BlobId>>, u64)> {
         // A file of several chunks reads through a window and a half (6 MiB with the default
         // sizes): borrowed from a small shared set, so that many readers can keep a cold
         // disk busy with small files without each holding that much.
-        let mut loan = (size > SMALL_FILE).then(|| self.sink.windows.lend());
+        let mut loan = (len > SMALL_FILE).then(|| self.sink.windows.lend());
         let buf = match &mut loan {
             Some(l) => l.take(),
             None => std::mem::take(&mut self.buf),
         };
-        let reader = file.take(limit.unwrap_or(u64::MAX));
+        let reader = file.take(len);
         let mut stream = ChunkStream::with_buffer(reader, self.chunker.clone(), buf);
         let chunked = self.chunk_all(&mut stream, store);
         let read = stream.bytes_read();
