@@ -130,6 +130,11 @@ pub enum Error {
     /// A user-supplied value is unusable.
     #[error("{0}")]
     InvalidInput(String),
+    /// A fault inside cairn itself (a worker thread that panicked or hung up), not anything
+    /// the user gave or storage returned. Kept apart from [`Error::InvalidInput`] so nobody is
+    /// told to fix their input for a bug; the message asks for a report instead.
+    #[error("internal fault in cairn: {0}; please report it with the log")]
+    Internal(String),
     /// The run was asked to stop (shutdown); nothing was committed.
     #[error("stopped before completion; no snapshot was written")]
     Cancelled,

@@ -84,7 +84,7 @@ pub fn run_packer(
         Progress::add(&progress.upload_bytes_pending, len);
         let permit = rt
             .block_on(permits.clone().acquire_owned())
-            .map_err(|e| Error::InvalidInput(format!("upload limiter closed: {e}")))?;
+            .map_err(|e| Error::Internal(format!("upload limiter closed: {e}")))?;
         let backend = repo.backend().clone();
         let progress = progress.clone();
         uploads.push(rt.spawn(async move {
@@ -172,7 +172,7 @@ pub fn run_packer(
 
 fn join(rt: &Runtime, h: JoinHandle<Result<IndexPack>>) -> Result<IndexPack> {
     rt.block_on(h)
-        .map_err(|e| Error::InvalidInput(format!("pack upload task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("pack upload task failed: {e}")))?
 }
 
 fn collect_finished(

@@ -79,7 +79,7 @@ pub fn verify_restored(
                     (NodeKind::File, _) if sel == Selection::All => {
                         let rel = snap.strip_prefix("/").unwrap_or(&snap);
                         if tx.send((node.clone(), target.join(rel))).is_err() {
-                            return Err(Error::InvalidInput("the verify readers stopped".into()));
+                            return Err(Error::Internal("the verify readers stopped".into()));
                         }
                     }
                     _ => {}

@@ -500,14 +500,14 @@ fn run(
             .map_err(|e| Error::io("start walker thread", "/", e))
             .and_then(|h| {
                 h.join()
-                    .map_err(|_| Error::InvalidInput("the walker thread panicked".into()))
+                    .map_err(|_| Error::Internal("the walker thread panicked".into()))
             });
         warm_done.store(true, Ordering::Release);
         // Joined here, so that a panic in one of them is this backup's error rather
         // than the scope's (the daemon would die of it).
         let read: Result<()> = reader_threads.into_iter().try_for_each(|h| {
             h.join()
-                .map_err(|_| Error::InvalidInput("a file reader thread panicked".into()))
+                .map_err(|_| Error::Internal("a file reader thread panicked".into()))
         });
         for h in warm.into_iter().chain(warm_trees) {
             if h.join().is_err() {
@@ -516,7 +516,7 @@ fn run(
         }
         let packed = packer
             .join()
-            .map_err(|_| Error::InvalidInput("the packer thread panicked".into()));
+            .map_err(|_| Error::Internal("the packer thread panicked".into()));
         (walk, packed, read)
     });
     // A packer failure explains a walker failure (the walker sees only a closed channel).
@@ -695,7 +695,7 @@ impl BlobSink<'_> {
         let fresh = self
             .queued
             .lock()
-            .map_err(|_| Error::InvalidInput("a backup thread panicked".into()))?
+            .map_err(|_| Error::Internal("a backup thread panicked".into()))?
             .insert(id);
         if fresh {
             match kind {
@@ -768,7 +768,7 @@ struct Walker<'a> {
 
 /// Stopped because the pipeline behind the walker failed; the packer has the reason.
 fn pipeline_closed() -> Error {
-    Error::InvalidInput("the upload pipeline stopped".into())
+    Error::Internal("the upload pipeline stopped".into())
 }
 
 fn find<'t>(tree: Option<&'t Tree>, name: &[u8]) -> Option<&'t Node> {

@@ -132,7 +132,7 @@ pub fn restore_with(
         drop(batches);
         match sent {
             Ok(()) => walked.map(|()| dirs),
-            Err(_) => Err(Error::InvalidInput("the restore writer stopped".into())),
+            Err(_) => Err(Error::Internal("the restore writer stopped".into())),
         }
     });
     let dirs = walked?;
@@ -373,7 +373,7 @@ impl Restorer<'_, '_> {
             let next = self.batch.successor();
             self.batches
                 .send(std::mem::replace(&mut self.batch, next))
-                .map_err(|_| Error::InvalidInput("the restore writer stopped".into()))?;
+                .map_err(|_| Error::Internal("the restore writer stopped".into()))?;
         }
         Ok(())
     }
