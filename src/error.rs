@@ -130,6 +130,9 @@ pub enum Error {
     /// A user-supplied value is unusable.
     #[error("{0}")]
     InvalidInput(String),
+    /// The daemon's configuration file has problems; each has its line and the fix.
+    #[error(transparent)]
+    Config(#[from] crate::daemon::config::problem::ConfigError),
     /// A fault inside cairn itself (a worker thread that panicked or hung up), not anything
     /// the user gave or storage returned. Kept apart from [`Error::InvalidInput`] so nobody is
     /// told to fix their input for a bug; the message asks for a report instead.

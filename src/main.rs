@@ -167,6 +167,12 @@ enum Command {
         /// Configuration file.
         #[arg(long, default_value = config::DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Back this folder up continuously with no configuration file: to a local
+        /// repository in the user's data directory ($XDG_DATA_HOME/cairn, or
+        /// /var/lib/cairn as root), created with a generated passphrase kept beside the
+        /// configuration it writes there. Repeat for several folders.
+        #[arg(long, value_name = "DIR", conflicts_with = "config")]
+        watch: Vec<PathBuf>,
     },
     /// Work with the daemon's configuration file.
     Config {
@@ -397,9 +403,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         } => cli::explore::cmd_find(&rt, r, &patterns, &snapshots, host.as_deref(), json),
         Command::Stats => cli::explore::cmd_stats(&rt, r, json),
         Command::Completions { .. } | Command::Man { .. } => Ok(0),
-        Command::Daemon { config } => {
+        Command::Daemon { config, watch } => {
             drop(rt);
-            cli::daemon::cmd_daemon(&config, r.password_file.as_deref())
+            cli::daemon::cmd_daemon(&config, r.password_file.as_deref(), &watch)
         }
         Command::Config {
             action: ConfigCommand::Check { config },

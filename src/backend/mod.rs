@@ -322,19 +322,28 @@ pub enum OpenError {
 /// the backend itself, then the concurrency limit, then retries outermost (so a retry
 /// waits for a permit like any request, and a waiting retry holds none).
 pub async fn open(spec: &str, opts: &BackendOptions) -> Result<Arc<dyn Backend>, OpenError> {
+    open_location(&parse_location(spec)?, opts).await
+}
+
+/// [`open`] for a location parsed already (the daemon parses each destination's once,
+/// when it reads the configuration).
+pub async fn open_location(
+    location: &Location,
+    opts: &BackendOptions,
+) -> Result<Arc<dyn Backend>, OpenError> {
     let seed = {
         let mut b = [0u8; 8];
         crate::crypto::random_bytes(&mut b).ok();
         u64::from_le_bytes(b)
     };
-    Ok(match (parse_location(spec)?, opts.upload_limit) {
-        (Location::Local(path), None) => Arc::new(local::LocalBackend::new(path)),
+    Ok(match (location, opts.upload_limit) {
+        (Location::Local(path), None) => Arc::new(local::LocalBackend::new(path.clone())),
         (Location::Local(path), Some(rate)) => Arc::new(throttle::ThrottleBackend::new(
-            local::LocalBackend::new(path),
+            local::LocalBackend::new(path.clone()),
             rate,
         )),
         (Location::S3(loc), limit) => {
-            let s3 = s3::S3Backend::connect(loc, opts).await?;
+            let s3 = s3::S3Backend::connect(loc.clone(), opts).await?;
             let limited = limit::LimitBackend::new(s3, opts.connections);
             match limit {
                 None => Arc::new(retry::RetryBackend::new(

@@ -14,6 +14,23 @@ pub enum Location {
     S3(S3Location),
 }
 
+impl Location {
+    /// Whether the repository is in an S3 bucket (where Object Lock and S3 options apply).
+    pub fn is_s3(&self) -> bool {
+        matches!(self, Location::S3(_))
+    }
+}
+
+/// The location in a form `--repo` accepts again, for status, logs and messages.
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Local(p) => write!(f, "{}", p.display()),
+            Location::S3(s3) => f.write_str(&s3.display()),
+        }
+    }
+}
+
 /// An S3 repository location.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct S3Location {
@@ -253,68 +270,76 @@ fn parse_count(key: &str, v: &str) -> Result<u64, String> {
 }
 
 impl BackendOptions {
-    /// Apply `key=value` options; the error names the option and what it accepts.
+    /// Apply `-o key=value` options from the command line; the error names the option
+    /// and what it accepts.
     pub fn apply(&mut self, options: &[String]) -> Result<(), String> {
         for o in options {
             let Some((key, value)) = o.split_once('=') else {
                 return Err(format!("option {o:?} is not KEY=VALUE"));
             };
-            let (key, value) = (key.trim(), value.trim());
-            let dur = || {
-                humantime::parse_duration(value)
-                    .map_err(|e| format!("option {key}={value}: {e} (write it like 30s)"))
-            };
-            match key {
-                "s3.region" => self.region = Some(value.to_string()),
-                "s3.path-style" => self.path_style = Some(parse_bool(key, value)?),
-                "s3.storage-class" => self.storage_class = Some(value.to_string()),
-                "s3.ca-bundle" => self.ca_bundle = Some(PathBuf::from(value)),
-                "s3.sign-payload" => {
-                    self.always_sign_payload = match value {
-                        "auto" => false,
-                        "always" => true,
-                        _ => {
-                            return Err(format!(
-                                "option {key}={value}: expected auto (sign over http only) or always"
-                            ));
-                        }
+            self.set(key, value)?;
+        }
+        Ok(())
+    }
+
+    /// Hold S3 Object Lock retention on every upload. S3 requires a checksum on every
+    /// write that carries a lock, so this also asks for checksums whenever supported.
+    pub fn set_object_lock(&mut self, lock: ObjectLock) {
+        self.object_lock = Some(lock);
+        self.checksum = ChecksumMode::WhenSupported;
+    }
+
+    /// Set one option by its name (the `-o` names, which are also the keys of a
+    /// destination's `options` table); the error names the option and what it accepts.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let (key, value) = (key.trim(), value.trim());
+        let dur = || {
+            humantime::parse_duration(value)
+                .map_err(|e| format!("option {key}={value}: {e} (write it like 30s)"))
+        };
+        match key {
+            "s3.region" => self.region = Some(value.to_string()),
+            "s3.path-style" => self.path_style = Some(parse_bool(key, value)?),
+            "s3.storage-class" => self.storage_class = Some(value.to_string()),
+            "s3.ca-bundle" => self.ca_bundle = Some(PathBuf::from(value)),
+            "s3.sign-payload" => {
+                self.always_sign_payload = match value {
+                    "auto" => false,
+                    "always" => true,
+                    _ => {
+                        return Err(format!(
+                            "option {key}={value}: expected auto (sign over http only) or always"
+                        ));
                     }
                 }
-                "s3.checksum" => {
-                    self.checksum = match value {
-                        "when-required" => ChecksumMode::WhenRequired,
-                        "when-supported" => ChecksumMode::WhenSupported,
-                        _ => {
-                            return Err(format!(
-                                "option {key}={value}: expected when-required or when-supported"
-                            ));
-                        }
+            }
+            "s3.checksum" => {
+                self.checksum = match value {
+                    "when-required" => ChecksumMode::WhenRequired,
+                    "when-supported" => ChecksumMode::WhenSupported,
+                    _ => {
+                        return Err(format!(
+                            "option {key}={value}: expected when-required or when-supported"
+                        ));
                     }
                 }
-                "s3.connections" => self.connections = parse_count(key, value)? as usize,
-                "s3.timeout" => self.timeout = dur()?,
-                "s3.retries" => self.attempts = parse_count(key, value)? as u32,
-                "s3.retry-delay" => self.retry_delay = dur()?,
-                "s3.multipart-threshold" => {
-                    self.multipart_threshold = parse_size(key, value)?.max(5 * 1024 * 1024)
-                }
-                "s3.part-size" => self.part_size = parse_size(key, value)?.max(5 * 1024 * 1024),
-                "s3.part-concurrency" => self.part_concurrency = parse_count(key, value)? as usize,
-                "s3.profile" => self.profile = Some(value.to_string()),
-                "s3.object-lock" => {
-                    let lock = ObjectLock::parse(value)?;
-                    self.object_lock = Some(lock);
-                    // S3 requires a checksum on every write that carries a lock.
-                    self.checksum = ChecksumMode::WhenSupported;
-                }
-                "upload-limit" => {
-                    self.upload_limit = Some(parse_size(key, value)?).filter(|n| *n > 0)
-                }
-                _ => {
-                    return Err(format!(
-                        "unknown option {key:?}: known are s3.region, s3.path-style, s3.storage-class, s3.ca-bundle, s3.checksum, s3.sign-payload, s3.connections, s3.timeout, s3.retries, s3.retry-delay, s3.multipart-threshold, s3.part-size, s3.part-concurrency, s3.profile, s3.object-lock, upload-limit"
-                    ));
-                }
+            }
+            "s3.connections" => self.connections = parse_count(key, value)? as usize,
+            "s3.timeout" => self.timeout = dur()?,
+            "s3.retries" => self.attempts = parse_count(key, value)? as u32,
+            "s3.retry-delay" => self.retry_delay = dur()?,
+            "s3.multipart-threshold" => {
+                self.multipart_threshold = parse_size(key, value)?.max(5 * 1024 * 1024)
+            }
+            "s3.part-size" => self.part_size = parse_size(key, value)?.max(5 * 1024 * 1024),
+            "s3.part-concurrency" => self.part_concurrency = parse_count(key, value)? as usize,
+            "s3.profile" => self.profile = Some(value.to_string()),
+            "s3.object-lock" => self.set_object_lock(ObjectLock::parse(value)?),
+            "upload-limit" => self.upload_limit = Some(parse_size(key, value)?).filter(|n| *n > 0),
+            _ => {
+                return Err(format!(
+                    "unknown option {key:?}: known are s3.region, s3.path-style, s3.storage-class, s3.ca-bundle, s3.checksum, s3.sign-payload, s3.connections, s3.timeout, s3.retries, s3.retry-delay, s3.multipart-threshold, s3.part-size, s3.part-concurrency, s3.profile, s3.object-lock, upload-limit"
+                ));
             }
         }
         Ok(())

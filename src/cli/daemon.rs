@@ -4,18 +4,45 @@
 use anyhow::{Context, Result, bail};
 use cairn::daemon::config::{self, DaemonConfig, PasswordSource};
 use cairn::daemon::control::{self, Request, Response};
+use cairn::daemon::quickstart;
 use cairn::daemon::status::DaemonStatus;
 use std::path::{Path, PathBuf};
 
-/// `cairn daemon`.
-pub fn cmd_daemon(config: &Path, password_file: Option<&Path>) -> Result<i32> {
+/// `cairn daemon`; with `--watch DIR`, on the quick start's embedded default instead of
+/// a configuration file.
+pub fn cmd_daemon(config: &Path, password_file: Option<&Path>, watch: &[PathBuf]) -> Result<i32> {
+    let (config, notice) = if watch.is_empty() {
+        (config.to_path_buf(), None)
+    } else {
+        let layout = quickstart::Layout::in_dir(&quickstart::DataHome::of_process().data_dir()?);
+        let cwd = std::env::current_dir().context("the current directory")?;
+        let path = quickstart::prepare(&layout, watch, &cwd)?;
+        (path, Some(layout.notice()))
+    };
     let identity = cairn::daemon::Identity {
         hostname: super::hostname(),
         username: super::username(),
         password_file: password_file.map(Path::to_path_buf),
+        notice,
     };
-    cairn::daemon::run(config, identity)?;
+    cairn::daemon::run(&config, identity)?;
     Ok(0)
+}
+
+/// The configuration `status` and `backup --now` read: the one given, or, when that is
+/// the default and does not exist, the quick start's (`cairn daemon --watch DIR`).
+fn configuration_in_use(config: &Path) -> PathBuf {
+    if config == Path::new(config::DEFAULT_CONFIG) && !config.exists() {
+        let quick = quickstart::DataHome::of_process()
+            .data_dir()
+            .map(|d| quickstart::Layout::in_dir(&d).config);
+        if let Ok(q) = quick
+            && q.exists()
+        {
+            return q;
+        }
+    }
+    config.to_path_buf()
 }
 
 /// `cairn config check`: every problem with its line, then what would run.
@@ -40,7 +67,7 @@ pub fn cmd_config_check(path: &Path, password_file: Option<&Path>) -> Result<i32
         }
     }
     for (dest, source) in sources {
-        if let Err(e) = cairn::daemon::worker::read_passphrase(source) {
+        if let Err(e) = source.read() {
             let scope = if dest.is_empty() {
                 String::new()
             } else {
@@ -100,7 +127,7 @@ fn describe(cfg: &DaemonConfig) -> String {
         ));
     }
     for d in &cfg.destinations {
-        out.push_str(&format!("  destination {}: {}\n", d.name, d.repo));
+        out.push_str(&format!("  destination {}: {}\n", d.name, d.location));
     }
     let s = &cfg.schedule;
     out.push_str(&format!(
@@ -126,7 +153,7 @@ fn socket(config: &Path, socket: Option<&Path>) -> Result<PathBuf> {
     if let Some(s) = socket {
         return Ok(s.to_path_buf());
     }
-    let cfg = config::load(config).map_err(|e| {
+    let cfg = config::load(&configuration_in_use(config)).map_err(|e| {
         anyhow::anyhow!("{e}\n(the control socket is named in the configuration; pass --config FILE or --socket PATH)")
     })?;
     Ok(control::socket_of(&cfg))
@@ -188,9 +215,8 @@ pub fn open_configured(
 ) -> Result<(cairn::repo::Repository, Vec<cairn::repo::Repository>)> {
     let cfg = config::load(config_path)?;
     let open = |d: &config::DestinationConfig| -> Result<cairn::repo::Repository> {
-        let pass =
-            cairn::daemon::worker::read_passphrase(d.password.as_ref().unwrap_or(&cfg.password))?;
-        let backend = rt.block_on(cairn::backend::open(&d.repo, &d.backend))?;
+        let pass = d.password.as_ref().unwrap_or(&cfg.password).read()?;
+        let backend = rt.block_on(cairn::backend::open_location(&d.location, &d.backend))?;
         let repo = rt.block_on(cairn::repo::Repository::open(backend, &pass))?;
         super::opened(&repo);
         Ok(repo)

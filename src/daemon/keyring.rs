@@ -5,6 +5,7 @@
 //! at first start, when none exists yet, exactly one is created fresh and the others
 //! are built on it.
 
+use super::config::PasswordSource;
 use crate::chunker::ChunkerParams;
 use crate::crypto::MasterSecret;
 use crate::repo::{InitOptions, Repository};
@@ -22,13 +23,22 @@ struct Template {
     version: u32,
 }
 
+/// A passphrase group: the destinations that read their passphrase from one source.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Group {
+    /// Destinations configured with this passphrase source.
+    Source(PasswordSource),
+    /// A destination the ring was not told about: a group of its own.
+    Alone(String),
+}
+
 #[derive(Default)]
 struct State {
-    templates: HashMap<String, Template>,
+    templates: HashMap<Group, Template>,
     /// Destinations whose first open attempt has finished (whatever its outcome).
     tried: HashSet<String>,
     /// Passphrase groups in which a worker is creating the first repository, and which.
-    claimed: HashMap<String, String>,
+    claimed: HashMap<Group, String>,
     /// Which destination opened each repository (by id): one repository under two
     /// names would be backed up twice, and its journals and records would disagree.
     holders: HashMap<crate::hash::Id, String>,
@@ -40,30 +50,30 @@ pub struct KeyRing {
     state: Mutex<State>,
     changed: Condvar,
     /// For each destination, its passphrase group and the other members.
-    groups: HashMap<String, (String, Vec<String>)>,
+    groups: HashMap<String, (Group, Vec<String>)>,
 }
 
 /// What a worker about to create a repository should do.
 pub enum Plan {
     /// Build on this sibling's keys.
     Share(InitOptions),
-    /// Create fresh keys; call [`KeyRing::register`] (or [`KeyRing::release`] on
-    /// failure) afterwards.
+    /// Create fresh keys, then [`Attempt::register`] the repository (or drop the
+    /// attempt on failure, which lets a sibling try).
     Fresh(InitOptions),
 }
 
 impl KeyRing {
-    /// A registry for destinations `(name, passphrase group)`.
-    pub fn new(members: &[(String, String)]) -> Self {
+    /// A registry for destinations `(name, where its passphrase comes from)`.
+    pub fn new(members: &[(String, PasswordSource)]) -> Self {
         let groups = members
             .iter()
-            .map(|(name, group)| {
+            .map(|(name, source)| {
                 let others = members
                     .iter()
-                    .filter(|(n, g)| g == group && n != name)
+                    .filter(|(n, s)| s == source && n != name)
                     .map(|(n, _)| n.clone())
                     .collect();
-                (name.clone(), (group.clone(), others))
+                (name.clone(), (Group::Source(source.clone()), others))
             })
             .collect();
         KeyRing {
@@ -76,15 +86,26 @@ impl KeyRing {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn group(&self, dest: &str) -> (String, Vec<String>) {
+    fn group(&self, dest: &str) -> (Group, Vec<String>) {
         self.groups
             .get(dest)
             .cloned()
-            .unwrap_or_else(|| (dest.to_string(), Vec::new()))
+            .unwrap_or_else(|| (Group::Alone(dest.to_string()), Vec::new()))
+    }
+
+    /// Begin `dest`'s attempt to open (or create) its repository. However the attempt
+    /// ends without [`Attempt::register`] (an error, a refusal, a stop), dropping it
+    /// tells the ring, so siblings waiting on this destination go on.
+    pub fn attempt(&self, dest: &str) -> Attempt<'_> {
+        Attempt {
+            ring: self,
+            dest: dest.to_string(),
+            registered: false,
+        }
     }
 
     /// Record that `dest` opened `repo` (an existing repository or one it created).
-    pub fn register(&self, dest: &str, repo: &Repository) {
+    fn register(&self, dest: &str, repo: &Repository) {
         let (group, _) = self.group(dest);
         let mut s = self.lock();
         s.tried.insert(dest.to_string());
@@ -116,7 +137,7 @@ impl KeyRing {
     }
 
     /// Record that `dest`'s attempt finished without a repository.
-    pub fn release(&self, dest: &str) {
+    fn release(&self, dest: &str) {
         let (group, _) = self.group(dest);
         let mut s = self.lock();
         s.tried.insert(dest.to_string());
@@ -170,11 +191,38 @@ impl KeyRing {
     }
 }
 
+/// A destination's attempt to open its repository, in progress; see [`KeyRing::attempt`].
+pub struct Attempt<'a> {
+    ring: &'a KeyRing,
+    dest: String,
+    registered: bool,
+}
+
+impl Attempt<'_> {
+    /// The attempt succeeded with `repo`: its keys become the group's template.
+    pub fn register(mut self, repo: &Repository) {
+        self.ring.register(&self.dest, repo);
+        self.registered = true;
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.registered {
+            self.ring.release(&self.dest);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::AtomicBool;
+
+    fn pw(file: &str) -> PasswordSource {
+        PasswordSource::File(file.into())
+    }
 
     fn base() -> InitOptions {
         InitOptions::new("t".into(), "h".into(), "u".into())
@@ -182,7 +230,7 @@ mod tests {
 
     #[test]
     fn a_repository_is_held_by_one_destination_at_a_time() {
-        let ring = KeyRing::new(&[("a".into(), "pw".into()), ("b".into(), "pw".into())]);
+        let ring = KeyRing::new(&[("a".into(), pw("pw")), ("b".into(), pw("pw"))]);
         let (x, y) = (crate::hash::Id([1; 32]), crate::hash::Id([2; 32]));
         assert_eq!(ring.claim("a", x), Ok(()));
         assert_eq!(ring.claim("a", x), Ok(()), "claiming again is fine");
@@ -195,9 +243,9 @@ mod tests {
     #[test]
     fn exactly_one_of_a_group_starts_fresh_and_a_stop_ends_the_wait() {
         let ring = Arc::new(KeyRing::new(&[
-            ("a".into(), "pw".into()),
-            ("b".into(), "pw".into()),
-            ("c".into(), "other".into()),
+            ("a".into(), pw("pw")),
+            ("b".into(), pw("pw")),
+            ("c".into(), pw("other")),
         ]));
         let stop = AtomicBool::new(false);
         // c has no sibling: fresh at once.
@@ -224,7 +272,7 @@ mod tests {
         });
         std::thread::sleep(Duration::from_millis(300));
         // a gives up without a repository: b may now claim and start fresh.
-        ring.release("a");
+        drop(ring.attempt("a"));
         let (none, waited) = waiter.join().expect("join");
         assert!(!none);
         assert!(waited >= Duration::from_millis(250), "{waited:?}");

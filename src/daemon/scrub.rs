@@ -6,7 +6,9 @@
 //! counts only when a second look confirms it (a prune elsewhere may have moved a pack
 //! between the index read and the pack read).
 
-use super::worker::{Destination, WorkerEnv, connect, now_unix};
+use super::destination::Destination;
+use super::session::connect;
+use super::worker::{WorkerEnv, now_unix};
 use crate::check::{CheckReport, ReadData, check_with};
 use crate::error::{Error, Result};
 use crate::hash::{Id, PackId};
@@ -141,7 +143,10 @@ fn slice(
     state: &mut ScrubState,
 ) -> Result<(CheckReport, Vec<String>, u64)> {
     let rt = &env.rt;
-    let (backend, pass) = connect(dest, env)?;
+    let super::session::Connection {
+        backend,
+        passphrase: pass,
+    } = connect(dest, env)?;
     let config = rt.block_on(read_config(backend.as_ref()))?;
     let repo = rt.block_on(Repository::open_with_config(backend, config, &pass))?;
     let total = rt

@@ -127,6 +127,10 @@ pub struct DaemonStatus {
     pub version: String,
     /// Per destination, in configuration order.
     pub destinations: Vec<DestinationStatus>,
+    /// What the operator must know for as long as the daemon runs (the quick start's
+    /// passphrase that needs a copy elsewhere).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
 }
 
 impl DaemonStatus {
@@ -156,6 +160,9 @@ impl DaemonStatus {
                 " (file watching limited: changes are found by periodic scans)"
             }
         );
+        for n in &self.notices {
+            let _ = writeln!(out, "NOTE: {n}");
+        }
         for d in &self.destinations {
             let _ = writeln!(out, "\n{} ({})", d.name, d.repo);
             let _ = writeln!(out, "  state:          {}", d.state);
@@ -465,6 +472,7 @@ mod tests {
                 }),
                 ..DestinationStatus::default()
             }],
+            notices: Vec::new(),
         };
         let m = s.metrics();
         assert!(m.contains("cairn_uploads_total{destination=\"lan\",result=\"ok\"} 3\n"));

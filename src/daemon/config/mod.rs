@@ -1,0 +1,352 @@
+//! The daemon's configuration file: TOML with a fixed set of keys, checked as a whole so
+//! that `cairn config check` lists every problem at once, each with its line and the fix.
+//!
+//! Checking runs in three passes: TOML syntax; unknown keys anywhere (a typo such as
+//! `quiet_perod` must never be silently ignored, so each unknown key is reported with the
+//! closest known one); then types and values (durations, paths, repository forms,
+//! options). Relative paths are refused rather than guessed at: a service's working
+//! directory is `/`.
+
+//!
+//! The module is in layers: [`raw`] is the file as TOML gives it, with the key schema and
+//! the typo hints; [`resolve`] (and [`destination`] for `[[destination]]`) judge the values
+//! section by section and build the typed model defined here; [`password`] says where a
+//! passphrase comes from and reads it; [`problem`] is what is wrong.
+
+mod destination;
+pub mod password;
+pub mod problem;
+mod raw;
+mod resolve;
+
+pub use password::PasswordSource;
+pub use problem::{ConfigError, Problem};
+
+use crate::backend::{BackendOptions, Location};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Longest duration accepted in `[schedule]` (timers beyond it are mistakes).
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Default bound of one destination's journal.
+pub const DEFAULT_JOURNAL_LIMIT: u64 = 1024 * 1024 * 1024;
+
+/// Where the daemon looks when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/cairn/cairn.toml";
+
+/// A set of paths backed up together into one snapshot series.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceConfig {
+    /// Absolute paths.
+    pub paths: Vec<PathBuf>,
+    /// Exclude globs (restic syntax).
+    pub excludes: Vec<String>,
+    /// Stay on the file system of each path.
+    pub one_file_system: bool,
+    /// Tags on every snapshot of this source.
+    pub tags: Vec<String>,
+    /// Take a snapshot even when a source path became empty, or is no longer the mount
+    /// point it was, since the last snapshot (off: that is an error, since it is most
+    /// often a disk that did not mount, whose snapshot would push good history out).
+    pub allow_root_change: bool,
+}
+
+/// One repository that receives every source.
+#[derive(Clone, Debug)]
+pub struct DestinationConfig {
+    /// Short unique name used in status, metrics and logs.
+    pub name: String,
+    /// Where the repository lives, parsed once from the `repo` key.
+    pub location: Location,
+    /// Passphrase source for this destination, if not the global one.
+    pub password: Option<PasswordSource>,
+    /// Storage options (S3 settings, credentials, upload limit).
+    pub backend: BackendOptions,
+    /// Pack uploads in flight at once.
+    pub upload_concurrency: usize,
+    /// Snapshots to keep (restic's `forget` rules), applied to this host's snapshots.
+    pub retention: Option<crate::retention::Policy>,
+    /// Also prune after removing snapshots (needs delete permission on the bucket).
+    pub prune: bool,
+}
+
+/// When snapshots are taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    /// Time without new changes before a snapshot starts.
+    pub quiet_period: Duration,
+    /// Shortest time between the starts of two snapshots of one destination.
+    pub min_interval: Duration,
+    /// Longest a change waits for a snapshot even while files keep changing.
+    pub max_delay: Duration,
+    /// Full comparison of every file against the last snapshot, as a safety net for
+    /// changes the watcher missed.
+    pub rescan_interval: Duration,
+    /// Shortest time between two applications of a destination's retention rules.
+    pub retention_interval: Duration,
+    /// Every destination is read back in full once per this period, a slice at a time
+    /// (0: no scrubbing).
+    pub scrub_period: Duration,
+    /// Time between two scrub slices.
+    pub scrub_interval: Duration,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            quiet_period: Duration::from_secs(2),
+            min_interval: Duration::from_secs(10),
+            max_delay: Duration::from_secs(300),
+            rescan_interval: Duration::from_secs(3600),
+            retention_interval: Duration::from_secs(3600),
+            scrub_period: Duration::from_secs(30 * 86_400),
+            scrub_interval: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// A checked configuration, ready to run.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Local state: caches and the control socket by default.
+    pub state_dir: PathBuf,
+    /// Metadata cache (defaults to `<state_dir>/cache`).
+    pub cache_dir: PathBuf,
+    /// Passphrase of every destination without its own.
+    pub password: PasswordSource,
+    /// Host name recorded in snapshots (default: this machine's).
+    pub hostname: Option<String>,
+    /// What to back up.
+    pub sources: Vec<SourceConfig>,
+    /// Where to.
+    pub destinations: Vec<DestinationConfig>,
+    /// When.
+    pub schedule: Schedule,
+    /// Threads per backup that read, compress and seal (at least), and large files read
+    /// at once.
+    pub cpu_threads: usize,
+    /// Disk space one unreachable destination's journal may use.
+    pub journal_limit: u64,
+    /// Unix socket for `cairn status` and `cairn backup --now`.
+    pub socket: PathBuf,
+    /// Address for Prometheus metrics, if enabled.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Read and check a configuration file.
+pub fn load(path: &Path) -> Result<DaemonConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        problems: vec![Problem {
+            line: None,
+            message: match e.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    "cannot read it: {e}. Create it from the example (/usr/share/doc/cairn/examples/cairn.toml or config/cairn.toml in the source) or pass --config FILE"
+                ),
+                _ => format!("cannot read it: {e}"),
+            },
+        }],
+    })?;
+    parse(path, &text)
+}
+
+/// Check configuration text (`path` is for messages).
+pub fn parse(path: &Path, text: &str) -> Result<DaemonConfig, ConfigError> {
+    let fail = |problems| ConfigError {
+        path: path.to_path_buf(),
+        problems,
+    };
+    let lines = raw::Lines(text);
+    let doc = toml::de::DeTable::parse(text).map_err(|e| {
+        fail(vec![Problem {
+            line: e.span().map(|s| lines.of(s.start)),
+            message: format!("not valid TOML: {}", e.message().trim()),
+        }])
+    })?;
+    let mut problems = Vec::new();
+    raw::check_keys(doc.get_ref(), raw::TOP_KEYS, "", &lines, &mut problems);
+    if !problems.is_empty() {
+        problems.sort_by_key(|p| p.line);
+        return Err(fail(problems));
+    }
+    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+        fail(vec![Problem {
+            line: e.span().map(|s| lines.of(s.start)),
+            message: e.message().trim().to_string(),
+        }])
+    })?;
+    let config = resolve::resolve(path, raw, &lines, &mut problems);
+    problems.sort_by_key(|p| p.line);
+    match config {
+        Some(c) if problems.is_empty() => Ok(c),
+        _ => Err(fail(problems)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+state_dir = "/var/lib/cairn"
+password_file = "/etc/cairn/passphrase"
+
+[[source]]
+paths = ["/srv/data"]
+exclude = ["*.tmp"]
+
+[[destination]]
+name = "lan"
+repo = "s3:http://127.0.0.1:9000/backups/host1"
+options = { "s3.region" = "garage", "s3.retries" = 3 }
+
+[[destination]]
+name = "disk"
+repo = "/mnt/backup/cairn"
+
+[schedule]
+quiet_period = "2s"
+min_interval = "1m"
+
+[control]
+socket = "/run/cairn/control.sock"
+"#;
+
+    fn problems(text: &str) -> Vec<String> {
+        parse(Path::new("t.toml"), text)
+            .err()
+            .map(|e| e.problems.iter().map(|p| p.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn fixed_keys_parse() {
+        let c = parse(Path::new("t.toml"), GOOD).expect("valid");
+        assert_eq!(c.state_dir, Path::new("/var/lib/cairn"));
+        assert_eq!(
+            c.password,
+            PasswordSource::File("/etc/cairn/passphrase".into())
+        );
+        assert_eq!(c.sources[0].paths, [PathBuf::from("/srv/data")]);
+        assert_eq!(c.destinations.len(), 2);
+        assert_eq!(c.destinations[0].backend.region.as_deref(), Some("garage"));
+        assert_eq!(c.destinations[0].backend.attempts, 3);
+        assert_eq!(c.schedule.quiet_period, Duration::from_secs(2));
+        assert_eq!(c.schedule.min_interval, Duration::from_secs(60));
+        assert_eq!(c.socket, Path::new("/run/cairn/control.sock"));
+        assert_eq!(c.cache_dir, Path::new("/var/lib/cairn/cache"));
+    }
+
+    #[test]
+    fn every_unknown_key_is_named_with_its_line_and_a_suggestion() {
+        let text = GOOD
+            .replace("quiet_period", "quiet_perod")
+            .replace("exclude =", "excludes =")
+            .replace("[control]", "[control]\nbogus = 1");
+        let p = problems(&text);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p.iter().any(|m| m.starts_with(
+                "line 7: unknown key `source.excludes`: did you mean `source.exclude`?"
+            )),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(
+                |m| m.contains("`schedule.quiet_perod`: did you mean `schedule.quiet_period`?")
+            ),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("line 23: unknown key `control.bogus`")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let text = GOOD
+            .replace("\"2s\"", "\"2 seconds please\"")
+            .replace("/srv/data", "srv/data")
+            .replace("\"lan\"", "\"disk\"")
+            .replace("\"s3.retries\" = 3", "\"s3.retries\" = 0");
+        let p = problems(&text);
+        assert!(
+            p.iter()
+                .any(|m| m.contains("`schedule.quiet_period`") && m.starts_with("line 19")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.contains("relative") && m.starts_with("line 6")),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|m| m.contains("used twice")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("s3.retries")), "{p:?}");
+    }
+
+    #[test]
+    fn syntax_and_type_errors_have_lines() {
+        let p = problems("state_dir = \"/x\"\n[[source]\n");
+        assert!(p[0].starts_with("line 2: not valid TOML"), "{p:?}");
+        let p = problems(&GOOD.replace("paths = [\"/srv/data\"]", "paths = \"/srv/data\""));
+        assert!(p[0].starts_with("line 6:"), "{p:?}");
+    }
+
+    #[test]
+    fn missing_sections_say_what_to_add() {
+        let p = problems("state_dir = \"/var/lib/cairn\"\n");
+        assert!(p.iter().any(|m| m.contains("no [[source]]")));
+        assert!(p.iter().any(|m| m.contains("no [[destination]]")));
+    }
+
+    #[test]
+    fn sources_inside_the_daemons_own_folders_are_refused() {
+        let p = problems(&GOOD.replace("/srv/data", "/var/lib/cairn/x"));
+        assert!(
+            p.iter().any(|m| m.contains("lies inside state_dir")),
+            "{p:?}"
+        );
+        let p = problems(&GOOD.replace("/srv/data", "/mnt/backup/cairn/data"));
+        assert!(
+            p.iter()
+                .any(|m| m.contains("lies inside a local destination")),
+            "{p:?}"
+        );
+        let p = problems(&GOOD.replace("min_interval = \"1m\"", "min_interval = \"9999 days\""));
+        assert!(p.iter().any(|m| m.contains("longer than a year")), "{p:?}");
+    }
+
+    #[test]
+    fn retention_tables_are_checked() {
+        let with = GOOD.replace(
+            "[[destination]]\nname = \"disk\"",
+            "[[destination]]\nname = \"disk\"\n[destination.retention]\nkeep_daily = 7\nkeep_within = \"2d\"",
+        );
+        // The table must come after the destination's keys: put it at the end of "disk".
+        let with = with.replace(
+            "[destination.retention]\nkeep_daily = 7\nkeep_within = \"2d\"\nrepo = \"/mnt/backup/cairn\"",
+            "repo = \"/mnt/backup/cairn\"\n[destination.retention]\nkeep_daily = 7\nkeep_within = \"2d\"",
+        );
+        let c = parse(Path::new("t.toml"), &with).expect("valid");
+        let r = c.destinations[1].retention.as_ref().expect("retention");
+        assert_eq!(r.daily, 7);
+        assert_eq!(r.within.days, 2);
+        assert!(c.destinations[0].retention.is_none());
+        let p = problems(&with.replace("keep_daily = 7", "keep_daly = 7"));
+        assert!(
+            p.iter()
+                .any(|m| m.contains("did you mean `destination.retention.keep_daily`?")),
+            "{p:?}"
+        );
+        let p = problems(&with.replace("keep_daily = 7", "keep_daily = -3"));
+        assert!(p.iter().any(|m| m.contains("-1 for every period")), "{p:?}");
+        let p = problems(&with.replace("\"2d\"", "\"2 days\""));
+        assert!(p.iter().any(|m| m.contains("1y2m3d4h")), "{p:?}");
+    }
+}

@@ -1,0 +1,339 @@
+//! Judging a configuration's values, section by section (paths, sources, limits,
+//! schedule, control, metrics, the daemon's own folders), into the typed model; each
+//! `[[destination]]` is judged in [`super::destination`].
+
+use super::destination;
+use super::raw::{Lines, RawConfig};
+use super::{
+    DEFAULT_JOURNAL_LIMIT, DaemonConfig, MAX_DURATION, PasswordSource, Problem, Schedule,
+    SourceConfig,
+};
+use crate::backend::Location;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// Collects the problems of one file while its values are judged: each check reports and
+/// goes on, so one run lists every problem.
+pub(super) struct Ctx<'a, 'b> {
+    pub(super) lines: &'a Lines<'b>,
+    pub(super) problems: &'a mut Vec<Problem>,
+}
+
+impl Ctx<'_, '_> {
+    /// Report a problem at `span`; returns `None` so a caller can write `cx.problem(..)?`-like fallbacks.
+    pub(super) fn problem<T>(
+        &mut self,
+        span: std::ops::Range<usize>,
+        message: String,
+    ) -> Option<T> {
+        self.problems.push(Problem {
+            line: Some(self.lines.of(span.start)),
+            message,
+        });
+        None
+    }
+
+    /// An absolute path, or a problem: a service runs in `/`, so a relative path is never guessed at.
+    pub(super) fn abs_path(&mut self, key: &str, v: &Spanned<String>) -> Option<PathBuf> {
+        let p = PathBuf::from(v.get_ref());
+        if v.get_ref().is_empty() {
+            return self.problem(v.span(), format!("`{key}` is empty: give an absolute path"));
+        }
+        if !p.is_absolute() {
+            return self.problem(
+                v.span(),
+                format!(
+                    "`{key}` = {:?} is relative: write it as an absolute path (the service runs in /)",
+                    v.get_ref()
+                ),
+            );
+        }
+        Some(p)
+    }
+
+    /// A `[schedule]` duration, or the default after reporting why the value is unusable.
+    pub(super) fn duration(
+        &mut self,
+        key: &str,
+        v: &Option<Spanned<String>>,
+        default: Duration,
+    ) -> Duration {
+        let Some(v) = v else { return default };
+        match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if d > MAX_DURATION => self
+                .problem(
+                    v.span(),
+                    format!("`schedule.{key}` = {:?} is longer than a year: choose a shorter one", v.get_ref()),
+                )
+                .unwrap_or(default),
+            Ok(d) => d,
+            Err(e) => self
+                .problem(
+                    v.span(),
+                    format!(
+                        "`schedule.{key}` = {:?} is not a duration ({e}): write it like \"2s\", \"500ms\" or \"1h 30m\"",
+                        v.get_ref()
+                    ),
+                )
+                .unwrap_or(default),
+        }
+    }
+
+    /// The passphrase source named by `password_file` or `password_credential` (at most one).
+    pub(super) fn password(
+        &mut self,
+        scope: &str,
+        file: &Option<Spanned<String>>,
+        credential: &Option<Spanned<String>>,
+    ) -> Option<PasswordSource> {
+        match (file, credential) {
+            (Some(f), Some(c)) => self.problem(
+                c.span().start.min(f.span().start)..0,
+                format!("{scope}both `password_file` and `password_credential` are set: keep one"),
+            ),
+            (Some(f), None) => self.abs_path("password_file", f).map(PasswordSource::File),
+            (None, Some(c)) => {
+                let name = c.get_ref();
+                if name.is_empty() || name.contains('/') {
+                    self.problem(
+                        c.span(),
+                        format!(
+                            "`password_credential` = {name:?} must be a systemd credential name (as in LoadCredential=NAME:PATH), without '/'"
+                        ),
+                    )
+                } else {
+                    Some(PasswordSource::Credential(name.clone()))
+                }
+            }
+            (None, None) => None,
+        }
+    }
+}
+
+/// Judge every value of a file whose keys are known, section by section; `None` when a
+/// value the model cannot do without is unusable (its problem is in `problems`).
+pub(super) fn resolve(
+    path: &Path,
+    raw: RawConfig,
+    lines: &Lines<'_>,
+    problems: &mut Vec<Problem>,
+) -> Option<DaemonConfig> {
+    let mut cx = Ctx { lines, problems };
+    let state_dir = match &raw.state_dir {
+        Some(v) => cx.abs_path("state_dir", v),
+        None => Some(PathBuf::from("/var/lib/cairn")),
+    };
+    let cache_dir = match &raw.cache_dir {
+        Some(v) => cx.abs_path("cache_dir", v),
+        None => state_dir.as_ref().map(|s| s.join("cache")),
+    };
+    let password = cx
+        .password("", &raw.password_file, &raw.password_credential)
+        .unwrap_or(PasswordSource::Environment);
+    let hostname = match &raw.hostname {
+        Some(h) if h.get_ref().trim().is_empty() => cx.problem(
+            h.span(),
+            "`hostname` is empty: remove it to use this machine's name".into(),
+        ),
+        Some(h) => Some(h.get_ref().clone()),
+        None => None,
+    };
+
+    let mut sources = Vec::new();
+    if raw.source.is_empty() {
+        cx.problems.push(Problem {
+            line: None,
+            message: "no [[source]]: add one with `paths = [\"/srv/data\"]` naming what to back up"
+                .into(),
+        });
+    }
+    for s in &raw.source {
+        if s.paths.get_ref().is_empty() {
+            cx.problem::<()>(
+                s.paths.span(),
+                "`paths` is empty: name at least one directory or file to back up".into(),
+            );
+        }
+        let paths: Vec<PathBuf> = s
+            .paths
+            .get_ref()
+            .iter()
+            .filter_map(|p| cx.abs_path("paths", p))
+            .collect();
+        let excludes: Vec<String> = s.exclude.iter().map(|e| e.get_ref().clone()).collect();
+        for e in &s.exclude {
+            if let Err(why) = crate::exclude::Excludes::new(std::slice::from_ref(e.get_ref())) {
+                cx.problem::<()>(e.span(), format!("`exclude` pattern: {why}"));
+            }
+        }
+        sources.push(SourceConfig {
+            paths,
+            excludes,
+            one_file_system: s.one_file_system,
+            tags: s.tags.clone(),
+            allow_root_change: s.allow_root_change,
+        });
+    }
+
+    let default_uploads = match &raw.limits.upload_concurrency {
+        Some(v) if *v.get_ref() == 0 => cx
+            .problem(
+                v.span(),
+                "`limits.upload_concurrency` must be at least 1".into(),
+            )
+            .unwrap_or(4),
+        Some(v) => *v.get_ref() as usize,
+        None => 4,
+    };
+    let cpu_threads = match &raw.limits.cpu_threads {
+        Some(v) if *v.get_ref() == 0 => cx
+            .problem(v.span(), "`limits.cpu_threads` must be at least 1".into())
+            .unwrap_or(1),
+        Some(v) => *v.get_ref() as usize,
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+    };
+
+    let journal_limit = match &raw.limits.journal_size {
+        Some(v) => match crate::backend::options::parse_size("journal_size", v.get_ref()) {
+            Ok(n) => n,
+            Err(_) => cx
+                .problem(
+                    v.span(),
+                    format!(
+                        "`limits.journal_size` = {:?}: write a size like \"1GiB\" or \"500M\" (\"0\" turns journaling off)",
+                        v.get_ref()
+                    ),
+                )
+                .unwrap_or(DEFAULT_JOURNAL_LIMIT),
+        },
+        None => DEFAULT_JOURNAL_LIMIT,
+    };
+
+    let destinations = destination::resolve_all(&mut cx, &raw.destination, default_uploads);
+
+    let defaults = Schedule::default();
+    let schedule = Schedule {
+        quiet_period: cx.duration(
+            "quiet_period",
+            &raw.schedule.quiet_period,
+            defaults.quiet_period,
+        ),
+        min_interval: cx.duration(
+            "min_interval",
+            &raw.schedule.min_interval,
+            defaults.min_interval,
+        ),
+        max_delay: cx.duration("max_delay", &raw.schedule.max_delay, defaults.max_delay),
+        rescan_interval: cx.duration(
+            "rescan_interval",
+            &raw.schedule.rescan_interval,
+            defaults.rescan_interval,
+        ),
+        retention_interval: cx.duration(
+            "retention_interval",
+            &raw.schedule.retention_interval,
+            defaults.retention_interval,
+        ),
+        scrub_period: cx.duration(
+            "scrub_period",
+            &raw.schedule.scrub_period,
+            defaults.scrub_period,
+        ),
+        scrub_interval: cx.duration(
+            "scrub_interval",
+            &raw.schedule.scrub_interval,
+            defaults.scrub_interval,
+        ),
+    };
+    if !schedule.scrub_period.is_zero()
+        && schedule.scrub_interval > schedule.scrub_period
+        && let Some(v) = &raw.schedule.scrub_interval
+    {
+        cx.problem::<()>(
+            v.span(),
+            "`schedule.scrub_interval` is longer than `scrub_period`: make it shorter (each interval reads one slice of the period)".into(),
+        );
+    }
+    if schedule.max_delay < schedule.quiet_period
+        && let Some(v) = &raw.schedule.max_delay
+    {
+        cx.problem::<()>(
+            v.span(),
+            "`schedule.max_delay` is shorter than `quiet_period`: make it longer (it caps the wait while files keep changing)".into(),
+        );
+    }
+    if schedule.rescan_interval < Duration::from_secs(1)
+        && let Some(v) = &raw.schedule.rescan_interval
+    {
+        cx.problem::<()>(
+            v.span(),
+            "`schedule.rescan_interval` must be at least 1s".into(),
+        );
+    }
+
+    let socket = match &raw.control.socket {
+        Some(v) => cx.abs_path("control.socket", v),
+        None => state_dir.as_ref().map(|s| s.join("cairn.sock")),
+    };
+    let metrics_listen = match &raw.metrics.listen {
+        Some(v) => match v.get_ref().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => cx.problem(
+                v.span(),
+                format!(
+                    "`metrics.listen` = {:?} is not an address: write it like \"127.0.0.1:9184\"",
+                    v.get_ref()
+                ),
+            ),
+        },
+        None => None,
+    };
+
+    // The daemon's own directories must not contain what it backs up: it writes there
+    // constantly (and a local repository inside its own source would back itself up).
+    let mut own: Vec<(&str, PathBuf)> = Vec::new();
+    if let Some(s) = &state_dir {
+        own.push(("state_dir", s.clone()));
+    }
+    if let Some(c) = &cache_dir {
+        own.push(("cache_dir", c.clone()));
+    }
+    for d in &destinations {
+        if let Location::Local(p) = &d.location {
+            own.push(("a local destination", p.clone()));
+        }
+    }
+    for (s, raw_s) in sources.iter().zip(&raw.source) {
+        for p in &s.paths {
+            if let Some((what, dir)) = own.iter().find(|(_, dir)| p.starts_with(dir)) {
+                cx.problem::<()>(
+                    raw_s.paths.span(),
+                    format!(
+                        "source path {} lies inside {what} ({}): back up a folder outside it, or move {what} elsewhere",
+                        p.display(),
+                        dir.display()
+                    ),
+                );
+            }
+        }
+    }
+
+    Some(DaemonConfig {
+        file: path.to_path_buf(),
+        state_dir: state_dir?,
+        cache_dir: cache_dir?,
+        password,
+        hostname,
+        sources,
+        destinations,
+        schedule,
+        cpu_threads,
+        journal_limit,
+        socket: socket?,
+        metrics_listen,
+    })
+}

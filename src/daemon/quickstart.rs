@@ -1,0 +1,249 @@
+//! `cairn daemon --watch DIR` with no configuration file: the daemon's main job on an
+//! embedded default. Everything lives in one data directory (`$XDG_DATA_HOME/cairn`,
+//! else `~/.local/share/cairn`, or `/var/lib/cairn` as root): the configuration written
+//! from `config/quickstart.toml`, a generated passphrase (mode 600) beside it, the state
+//! and the local repository. Because that passphrase is the only key to the backups and
+//! the repository shares the machine's disk, the daemon says so loudly, in the log and
+//! in `status`.
+
+use crate::error::{Error, Result};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// The embedded default configuration, with `{placeholders}` filled in by [`prepare`].
+const TEMPLATE: &str = include_str!("../../config/quickstart.toml");
+
+/// What the environment says about where user data goes, passed in so the choice is a
+/// plain function of it.
+#[derive(Clone, Debug, Default)]
+pub struct DataHome {
+    /// Whether the daemon runs as root.
+    pub root: bool,
+    /// `$XDG_DATA_HOME`, if set and not empty.
+    pub xdg_data_home: Option<PathBuf>,
+    /// `$HOME`, if set and not empty.
+    pub home: Option<PathBuf>,
+}
+
+impl DataHome {
+    /// The environment of this process.
+    pub fn of_process() -> Self {
+        let var = |name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        DataHome {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            root: unsafe { libc::geteuid() } == 0,
+            xdg_data_home: var("XDG_DATA_HOME"),
+            home: var("HOME"),
+        }
+    }
+
+    /// The quick start's data directory: `/var/lib/cairn` as root, else
+    /// `$XDG_DATA_HOME/cairn`, else `$HOME/.local/share/cairn` (the XDG default). A
+    /// relative `XDG_DATA_HOME` is ignored, as the XDG specification says.
+    pub fn data_dir(&self) -> Result<PathBuf> {
+        if self.root {
+            return Ok(PathBuf::from("/var/lib/cairn"));
+        }
+        if let Some(x) = self.xdg_data_home.as_ref().filter(|x| x.is_absolute()) {
+            return Ok(x.join("cairn"));
+        }
+        match self.home.as_ref().filter(|h| h.is_absolute()) {
+            Some(h) => Ok(h.join(".local/share/cairn")),
+            None => Err(Error::InvalidInput(
+                "cannot tell where to keep the backups: neither XDG_DATA_HOME nor HOME is set to an absolute path; set one, or write a configuration and pass --config FILE".into(),
+            )),
+        }
+    }
+}
+
+/// Where the quick start keeps its parts, all inside one data directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// The data directory.
+    pub dir: PathBuf,
+    /// The generated configuration.
+    pub config: PathBuf,
+    /// The generated passphrase, beside the configuration.
+    pub passphrase: PathBuf,
+    /// The local repository.
+    pub repository: PathBuf,
+    /// The daemon's state (journal, cache, control socket).
+    pub state: PathBuf,
+}
+
+impl Layout {
+    /// The parts' places inside `dir`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Layout {
+            dir: dir.to_path_buf(),
+            config: dir.join("cairn.toml"),
+            passphrase: dir.join("passphrase"),
+            repository: dir.join("repository"),
+            state: dir.join("state"),
+        }
+    }
+
+    /// What the daemon says at start and `status` shows for as long as it runs.
+    pub fn notice(&self) -> String {
+        format!(
+            "backing up to the local repository {repo} with the passphrase generated in {pass}: KEEP A COPY OF THAT PASSPHRASE SOMEWHERE ELSE (a password manager, or paper); without it these backups cannot be read. A repository on this machine's disk does not survive the disk: add a destination elsewhere by copying {config} to /etc/cairn/cairn.toml and running `cairn daemon --config` with it",
+            repo = self.repository.display(),
+            pass = self.passphrase.display(),
+            config = self.config.display(),
+        )
+    }
+}
+
+/// The configuration text for watching `paths` with `layout`.
+pub fn render(layout: &Layout, paths: &[PathBuf]) -> Result<String> {
+    let quoted = |p: &Path| -> Result<String> {
+        let s = p.to_str().ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "{} is not valid UTF-8: the quick start cannot write it into its configuration; write a configuration by hand and pass --config FILE",
+                p.display()
+            ))
+        })?;
+        // A TOML basic string: escape what would end or bend it.
+        Ok(s.replace('\\', "\\\\").replace('"', "\\\""))
+    };
+    let list = paths
+        .iter()
+        .map(|p| quoted(p).map(|q| format!("\"{q}\"")))
+        .collect::<Result<Vec<_>>>()?
+        .join(", ");
+    Ok(TEMPLATE
+        .replace("{state_dir}", &quoted(&layout.state)?)
+        .replace("{password_file}", &quoted(&layout.passphrase)?)
+        .replace("{repository}", &quoted(&layout.repository)?)
+        .replace("{paths}", &list))
+}
+
+/// Set up the data directory for watching `paths`: the directory (mode 700), a new
+/// passphrase unless one is there, and the configuration (rewritten, so it always names
+/// the folders of this start). Returns where the configuration is. The watched paths
+/// are made absolute against `cwd`, since a service runs in `/`.
+pub fn prepare(layout: &Layout, paths: &[PathBuf], cwd: &Path) -> Result<PathBuf> {
+    if paths.is_empty() {
+        return Err(Error::InvalidInput(
+            "--watch needs a folder to back up: cairn daemon --watch DIR".into(),
+        ));
+    }
+    let paths: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| {
+            let abs = cwd.join(p);
+            std::fs::canonicalize(&abs).map_err(|e| {
+                Error::InvalidInput(format!(
+                    "--watch {}: {e}: name an existing folder to back up",
+                    p.display()
+                ))
+            })
+        })
+        .collect::<Result<_>>()?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&layout.dir)
+        .map_err(|e| Error::io("create the data directory", &layout.dir, e))?;
+    if !layout.passphrase.exists() {
+        write_new_passphrase(&layout.passphrase)?;
+    }
+    let text = render(layout, &paths)?;
+    let tmp = layout.dir.join(".cairn.toml.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &layout.config)?;
+        std::fs::File::open(&layout.dir)?.sync_all()
+    };
+    write().map_err(|e| Error::io("write the quick start's configuration", &layout.config, e))?;
+    Ok(layout.config.clone())
+}
+
+/// A fresh random passphrase in a new file readable only by this user, written whole
+/// and synced before anything relies on it (a repository created with a passphrase
+/// that did not reach the disk could never be opened again).
+fn write_new_passphrase(path: &Path) -> Result<()> {
+    let mut raw = [0u8; 24];
+    crate::crypto::random_bytes(&mut raw)
+        .map_err(|e| Error::Internal(format!("no randomness for a passphrase: {e}")))?;
+    let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(raw)));
+    let tmp = path.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::io("create the passphrase file", &tmp, e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io("write the passphrase file", &tmp, e))?;
+    // A link, not a rename: it never replaces a passphrase that appeared meanwhile.
+    std::fs::hard_link(&tmp, path).map_err(|e| Error::io("create the passphrase file", path, e))?;
+    let _ = std::fs::remove_file(&tmp);
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("sync the data directory", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_directory_follows_xdg_then_home_and_root_uses_var_lib() {
+        let home = |xdg: Option<&str>, home: Option<&str>, root| DataHome {
+            root,
+            xdg_data_home: xdg.map(PathBuf::from),
+            home: home.map(PathBuf::from),
+        };
+        let dir = |h: DataHome| h.data_dir().ok();
+        assert_eq!(
+            dir(home(Some("/x/data"), Some("/home/a"), false)),
+            Some("/x/data/cairn".into())
+        );
+        assert_eq!(
+            dir(home(None, Some("/home/a"), false)),
+            Some("/home/a/.local/share/cairn".into())
+        );
+        assert_eq!(
+            dir(home(Some("relative"), Some("/home/a"), false)),
+            Some("/home/a/.local/share/cairn".into()),
+            "a relative XDG_DATA_HOME is ignored"
+        );
+        assert_eq!(
+            dir(home(Some("/x"), Some("/root"), true)),
+            Some("/var/lib/cairn".into())
+        );
+        assert_eq!(dir(home(None, None, false)), None);
+    }
+
+    #[test]
+    fn the_rendered_configuration_is_accepted_and_names_every_part() {
+        let layout = Layout::in_dir(Path::new("/home/a/.local/share/cairn"));
+        let text =
+            render(&layout, &["/home/a/My \"Documents\"".into(), "/srv".into()]).expect("render");
+        let cfg = crate::daemon::config::parse(&layout.config, &text).expect("parses");
+        assert_eq!(cfg.state_dir, layout.state);
+        assert_eq!(
+            cfg.password,
+            crate::daemon::config::PasswordSource::File(layout.passphrase.clone())
+        );
+        assert_eq!(
+            cfg.sources[0].paths,
+            [PathBuf::from("/home/a/My \"Documents\""), "/srv".into()]
+        );
+        assert_eq!(
+            cfg.destinations[0].location,
+            crate::backend::Location::Local(layout.repository.clone())
+        );
+    }
+}

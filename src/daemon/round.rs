@@ -1,0 +1,327 @@
+//! One round of a destination's worker: snapshot every source with work into the
+//! repository, or, while the destination cannot be reached, into its local journal.
+
+use super::destination::{Destination, SourceWork, lock};
+use super::session::{Memory, Session, open_session};
+use super::status::LastSnapshot;
+use super::worker::{WorkerEnv, now_unix};
+use crate::backup::{BackupContext, BackupOptions, backup_with};
+use crate::cache::MetadataCache;
+use crate::changes::ChangedPaths;
+use crate::error::{Error, Result};
+use crate::hash::SnapshotId;
+use std::sync::atomic::Ordering;
+
+/// Snapshot every source with work. Each source that succeeds has its work cleared from
+/// `work`, so afterwards `work` holds exactly what is left; one failing source does not
+/// stop the others. Returns the snapshots made (and whether each was unchanged) and the
+/// first error.
+pub(super) fn run_once(
+    dest: &Destination,
+    env: &WorkerEnv,
+    session: &mut Option<Session>,
+    memory: &mut Memory,
+    work: &mut [SourceWork],
+) -> (Vec<(SnapshotId, bool)>, Result<()>) {
+    let mut made = Vec::new();
+    let rt = &env.rt;
+    if session.is_none() {
+        match open_session(dest, env, memory) {
+            Ok(s) => *session = Some(s),
+            Err(e) => return (made, Err(e)),
+        }
+    }
+    let Some(s) = session.as_mut() else {
+        return (
+            made,
+            Err(Error::InvalidInput("no repository session".into())),
+        );
+    };
+    // History journaled while the destination was unreachable goes in first, oldest
+    // snapshot first.
+    let journal =
+        super::journal::Journal::new(&env.state_dir, &dest.config.name, &s.repo.config().id);
+    match rt.block_on(journal.replay(&s.repo, &dest.control)) {
+        Ok(None) if !memory.journal_indexes.is_empty() => {
+            // The journal vanished before it was replayed (deleted by hand, or its disk
+            // failed): the index must forget the blobs it held, and the parents built
+            // on it are gone too.
+            tracing::warn!(destination = %dest.config.name, "the journal disappeared before it was replayed; comparing everything again");
+            let cache = MetadataCache::new(&env.cache_dir, &s.repo.config().id);
+            s.ctx = BackupContext::new(Some(cache));
+            memory.journal_indexes.clear();
+            memory.parents = None;
+            for p in &mut memory.parent_snaps {
+                *p = None;
+            }
+            for w in work.iter_mut() {
+                w.full = true;
+            }
+            *session = None;
+            return (
+                made,
+                Err(Error::InvalidInput(
+                    "the journal disappeared before it was replayed; comparing everything again"
+                        .into(),
+                )),
+            );
+        }
+        Ok(None | Some(0)) => {
+            memory.journal_indexes.clear();
+        }
+        Ok(Some(n)) => {
+            tracing::info!(destination = %dest.config.name, "replayed {n} journaled snapshot(s)");
+            lock(&dest.record).snapshots += n;
+            memory.journal_indexes.clear();
+            memory.journal_full_said = false;
+        }
+        Err(e) => return (made, Err(e)),
+    }
+    if journal.left_some_out() {
+        // The parents may be snapshots that were left out: start from what the
+        // destination really holds, comparing everything.
+        memory.parents = None;
+        for p in &mut memory.parent_snaps {
+            *p = None;
+        }
+        for w in work.iter_mut() {
+            w.full = true;
+        }
+        let cache = MetadataCache::new(&env.cache_dir, &s.repo.config().id);
+        s.ctx = BackupContext::new(Some(cache));
+    }
+    if let Err(e) = rt.block_on(s.ctx.refresh(&s.repo)) {
+        return (made, Err(e));
+    }
+    // After a prune or repair elsewhere, compare everything once: entries carried over
+    // from the parent might name data that is gone.
+    let degraded = env.degraded.load(Ordering::Relaxed) || s.ctx.take_rewritten();
+    let parents = memory
+        .parents
+        .get_or_insert_with(|| vec![None; env.sources.len()]);
+    let mut first_error = None;
+    for (i, w) in work.iter_mut().enumerate() {
+        if w.is_empty() {
+            continue;
+        }
+        if dest.control.cancelled() {
+            return (made, Err(Error::Cancelled));
+        }
+        let src = &env.sources[i];
+        let full = w.full || degraded || parents[i].is_none();
+        let mut opts = source_options(
+            dest,
+            env,
+            i,
+            w,
+            &memory.sticky[i],
+            &memory.parent_snaps[i],
+            parents[i],
+            full,
+        );
+        opts.max_uploads = dest.config.upload_concurrency;
+        opts.trim_cache = env.sources.len() == 1;
+        let report = match backup_with(&s.repo, rt, &opts, &mut s.ctx) {
+            Ok(r) => r,
+            Err(Error::Cancelled) => return (made, Err(Error::Cancelled)),
+            Err(e) => {
+                let e = if env.sources.len() > 1 && !e.is_unreachable() {
+                    Error::InvalidInput(format!("source {}: {e}", src.paths[0].display()))
+                } else {
+                    e
+                };
+                tracing::warn!(destination = %dest.config.name, "{e}");
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        for warning in report.warnings.iter().take(20) {
+            tracing::warn!(destination = %dest.config.name, "{}: {}", warning.path.display(), warning.reason);
+        }
+        if report.warnings.len() > 20 {
+            tracing::warn!(destination = %dest.config.name, "... and {} more paths not stored, or stored while changing", report.warnings.len() - 20);
+        }
+        let mut sticky = ChangedPaths::new();
+        if !full {
+            sticky.merge(&memory.sticky[i]);
+        }
+        for p in &report.multi_link_files {
+            sticky.insert(p);
+        }
+        for warning in &report.warnings {
+            sticky.insert(&warning.path);
+        }
+        memory.sticky[i] = sticky;
+        parents[i] = Some(report.id);
+        memory.parent_snaps[i] = Some((report.id, report.snapshot.clone()));
+        {
+            let mut r = lock(&dest.record);
+            r.last_snapshot = Some(LastSnapshot {
+                id: report.id.to_hex(),
+                time: report.snapshot.time.clone(),
+                completed_unix: now_unix(),
+            });
+            if let Some(slot) = r.warnings.get_mut(i) {
+                let changing = report.warnings.iter().filter(|w| w.stored).count() as u64;
+                let listed = report
+                    .warnings
+                    .iter()
+                    .take(super::status::MAX_LISTED_WARNINGS)
+                    .map(|w| format!("{}: {}", w.path.display(), w.reason))
+                    .collect();
+                *slot = (report.warnings.len() as u64, changing, listed);
+            }
+        }
+        *w = SourceWork::default();
+        made.push((report.id, report.unchanged));
+        // The next source dedups against what other writers stored meanwhile (what
+        // this one stored is in the index already); if the destination just went
+        // down, the next source's own run finds out.
+        if let Err(e) = rt.block_on(s.ctx.refresh(&s.repo)) {
+            tracing::debug!(destination = %dest.config.name, "index refresh after a snapshot: {e}");
+        }
+    }
+    (made, first_error.map_or(Ok(()), Err))
+}
+
+/// Backup options for source `i`, building on `parent`: a comparison of everything
+/// when `full`, else of the changed and sticky paths only.
+#[allow(clippy::too_many_arguments)]
+fn source_options(
+    dest: &Destination,
+    env: &WorkerEnv,
+    i: usize,
+    work: &SourceWork,
+    sticky: &ChangedPaths,
+    remembered: &Option<(SnapshotId, crate::format::snapshot::Snapshot)>,
+    parent: Option<SnapshotId>,
+    full: bool,
+) -> BackupOptions {
+    let src = &env.sources[i];
+    let mut opts = BackupOptions::new(
+        src.paths.clone(),
+        env.hostname.clone(),
+        env.username.clone(),
+        crate::host::now_rfc3339(),
+    );
+    opts.excludes = src.excludes.clone();
+    opts.tags = src.tags.clone();
+    opts.one_file_system = src.one_file_system;
+    opts.guard_roots = !src.allow_root_change;
+    opts.workers = env.cpu_threads;
+    opts.parent = parent;
+    opts.parent_snapshot = parent_content(remembered, parent);
+    opts.changed = (!full).then(|| {
+        let mut c = work.changes.clone();
+        c.merge(sticky);
+        c
+    });
+    opts.control = dest.control.clone();
+    opts.skip_if_unchanged = true;
+    opts
+}
+
+/// The remembered content of the parent, only if it is the parent's.
+fn parent_content(
+    remembered: &Option<(SnapshotId, crate::format::snapshot::Snapshot)>,
+    parent: Option<SnapshotId>,
+) -> Option<crate::format::snapshot::Snapshot> {
+    match (remembered, parent) {
+        (Some((id, snap)), Some(p)) if *id == p => Some(snap.clone()),
+        _ => None,
+    }
+}
+
+/// The journal of this destination's repository, once its identity is known.
+pub(super) fn journal_of(env: &WorkerEnv, dest: &Destination) -> Option<super::journal::Journal> {
+    let id = lock(&dest.record).repo_id?;
+    Some(super::journal::Journal::new(
+        &env.state_dir,
+        &dest.config.name,
+        &id,
+    ))
+}
+
+/// Snapshot the remaining work into the local journal, building on what the session's
+/// index says the destination holds. Returns how many snapshots were journaled; each
+/// journaled source's work is cleared from `work`.
+pub(super) fn journal_once(
+    dest: &Destination,
+    env: &WorkerEnv,
+    session: Option<&mut Session>,
+    memory: &mut Memory,
+    work: &mut [SourceWork],
+) -> Result<u64> {
+    let Some(s) = session else {
+        return Ok(0);
+    };
+    if env.journal_limit == 0 || work.iter().all(SourceWork::is_empty) {
+        return Ok(0);
+    }
+    let journal =
+        super::journal::Journal::new(&env.state_dir, &dest.config.name, &s.repo.config().id);
+    let size = journal.size();
+    if size.bytes >= env.journal_limit {
+        if !memory.journal_full_said {
+            memory.journal_full_said = true;
+            tracing::warn!(
+                destination = %dest.config.name,
+                "the journal is full ({} bytes of {}): no more snapshots are journaled; the destination catches up from the source data when it is back",
+                size.bytes,
+                env.journal_limit
+            );
+        }
+        return Ok(0);
+    }
+    let rt = &env.rt;
+    let jrepo = journal.repository(&s.repo);
+    let Some(parents) = memory.parents.as_mut() else {
+        return Ok(0);
+    };
+    let mut journaled = 0;
+    for (i, w) in work.iter_mut().enumerate() {
+        if w.is_empty() || parents[i].is_none() {
+            continue;
+        }
+        dest.control.check()?;
+        let mut opts = source_options(
+            dest,
+            env,
+            i,
+            w,
+            &memory.sticky[i],
+            &memory.parent_snaps[i],
+            parents[i],
+            w.full,
+        );
+        if opts.parent_snapshot.is_none() {
+            // The parent's content must come from memory: the destination is down.
+            continue;
+        }
+        opts.max_uploads = 2;
+        opts.trim_cache = false;
+        // The parent may be in the destination, not the journal.
+        opts.verify_parent = false;
+        opts.max_upload_bytes = Some(env.journal_limit.saturating_sub(journal.size().bytes));
+        let report = backup_with(&jrepo, rt, &opts, &mut s.ctx)?;
+        // What the journal now holds counts as held: the journal reaches the
+        // destination before anything built on it.
+        for info in rt.block_on(jrepo.backend().list(crate::backend::FileType::Index))? {
+            let Some(id) = crate::hash::Id::from_object_name(&info.name).map(crate::hash::IndexId)
+            else {
+                continue;
+            };
+            if memory.journal_indexes.insert(id) {
+                let file = rt.block_on(jrepo.load_index_file(id))?;
+                s.ctx.add_packs(&file);
+            }
+        }
+        parents[i] = Some(report.id);
+        memory.parent_snaps[i] = Some((report.id, report.snapshot.clone()));
+        *w = SourceWork::default();
+        if !report.unchanged {
+            journaled += 1;
+        }
+    }
+    Ok(journaled)
+}
