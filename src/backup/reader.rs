@@ -22,7 +22,7 @@
 //! left out for changing, and a version that may mix older and newer bytes is never
 //! presented as clean.
 
-use super::{BlobSender, BlobSink, SMALL_FILE, pipeline_closed};
+use super::sink::{BlobSender, BlobSink, SMALL_FILE, pipeline_closed};
 use crate::chunker::{ChunkStream, Chunker};
 use crate::error::Result;
 use crate::format::index::BlobKind;
@@ -118,6 +118,8 @@ pub(super) struct FileReader<'a> {
     buf: Vec<u8>,
 }
 
+/// Whether two looks at a file saw the same version of it (same inode, size and times):
+/// what was stored for one then stands for the other.
 pub(super) fn same_file(a: &Metadata, b: &Metadata) -> bool {
     a.dev() == b.dev()
         && a.ino() == b.ino()
@@ -129,6 +131,8 @@ pub(super) fn same_file(a: &Metadata, b: &Metadata) -> bool {
 }
 
 impl<'a> FileReader<'a> {
+    /// A reader that stores through `sink` and sends sealed blobs on `tx` (its own sender,
+    /// so the packer sees the channel close when the last reader is done).
     pub(super) fn new(sink: &'a BlobSink<'a>, tx: BlobSender, control: &'a RunControl) -> Self {
         FileReader {
             sink,
