@@ -168,8 +168,8 @@ enum Command {
         #[arg(long, default_value = config::DEFAULT_CONFIG)]
         config: PathBuf,
         /// Back this folder up continuously with no configuration file: to a local
-        /// repository in the user's data directory ($XDG_DATA_HOME/cairn, or
-        /// /var/lib/cairn as root), created with a generated passphrase kept beside the
+        /// repository in the user's data directory ($XDG_DATA_HOME/cairn; if unset,
+        /// ~/.local/share/cairn, or /var/lib/cairn as root), created with a generated passphrase kept beside the
         /// configuration it writes there. Repeat for several folders.
         #[arg(long, value_name = "DIR", conflicts_with = "config")]
         watch: Vec<PathBuf>,

@@ -44,8 +44,8 @@ struct Shared<'a> {
 /// Asks the kernel to read small files ahead of the backup's readers. The walker hands a
 /// directory's files to the readers and waits for them all before the next directory, so
 /// where directories hold a few files each, a cold disk saw only a few reads at a time;
-/// with the files' data already on its way, those waits are short (first backup of the
-/// benchmark corpus 7.1 s to 6.1 s). Only for a backup that reads every file (no
+/// with the files' data already on its way, those waits are short (figures in
+/// docs/PERFORMANCE.md, session 6). Only for a backup that reads every file (no
 /// parent): read ahead of a backup that finds them unchanged would be wasted disk work.
 /// Bounded: no more than [`DATA_AHEAD_WINDOW`] bytes requested beyond what the readers
 /// have consumed (the read-ahead waits for them), so a huge tree cannot push its own data

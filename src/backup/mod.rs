@@ -128,8 +128,8 @@ impl BackupOptions {
                 .map(|n| n.get())
                 .unwrap_or(2),
             readers: DEFAULT_READERS,
-            // Two keep a loopback or LAN server busy (measured: no faster with four on
-            // the benchmark) and hold 32 MiB with the default pack size instead of 64.
+            // Two keep a loopback or LAN server busy (docs/PERFORMANCE.md, session 7: more
+            // were barely faster) and hold 32 MiB with the default pack size instead of 64.
             max_uploads: 2,
             one_file_system: false,
             guard_roots: false,

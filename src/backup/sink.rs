@@ -46,8 +46,8 @@ pub(super) const SMALL_FILE: u64 = 1024 * 1024;
 
 /// Files of more than [`SMALL_FILE`] read at once (or
 /// [`BackupOptions::workers`](super::BackupOptions::workers), if more): each holds a read
-/// window of one and a half chunks (6 MiB with the default sizes). Two keep both cores of the benchmark machine busy chunking and sealing large
-/// files; three were no faster and held 8 MiB more.
+/// window of one and a half chunks (6 MiB with the default sizes). Two keep both cores busy
+/// chunking and sealing large files; three were no faster (docs/PERFORMANCE.md, session 5).
 const LARGE_READS: usize = 2;
 
 impl<'a> BlobSink<'a> {

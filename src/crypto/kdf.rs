@@ -25,7 +25,7 @@ pub struct KdfParams {
 impl KdfParams {
     /// The default for new keys: 64 MiB, 3 passes, 4 lanes, RFC 9106's second recommended
     /// option. The lanes are computed on up to four cores, so unlocking costs every
-    /// command less wall time (0.18 s on one core here) for the same memory and work;
+    /// command less wall time for the same memory and work (docs/PERFORMANCE.md);
     /// keys made with 1 lane (before this default) keep theirs.
     pub const DEFAULT: KdfParams = KdfParams {
         memory_kib: 64 * 1024,

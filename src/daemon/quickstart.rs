@@ -1,6 +1,6 @@
 //! `cairn daemon --watch DIR` with no configuration file: the daemon's main job on an
-//! embedded default. Everything lives in one data directory (`$XDG_DATA_HOME/cairn`,
-//! else `~/.local/share/cairn`, or `/var/lib/cairn` as root): the configuration written
+//! embedded default. Everything lives in one data directory (`$XDG_DATA_HOME/cairn`; when
+//! that is unset, `/var/lib/cairn` as root, else `~/.local/share/cairn`): the configuration written
 //! from `config/quickstart.toml`, a generated passphrase (mode 600) beside it, the state
 //! and the local repository. Because that passphrase is the only key to the backups and
 //! the repository shares the machine's disk, the daemon says so loudly, in the log and
@@ -42,15 +42,16 @@ impl DataHome {
         }
     }
 
-    /// The quick start's data directory: `/var/lib/cairn` as root, else
-    /// `$XDG_DATA_HOME/cairn`, else `$HOME/.local/share/cairn` (the XDG default). A
-    /// relative `XDG_DATA_HOME` is ignored, as the XDG specification says.
+    /// The quick start's data directory: `$XDG_DATA_HOME/cairn` when that is set (for
+    /// root too: it is set on purpose), else `/var/lib/cairn` as root (a service), else
+    /// `$HOME/.local/share/cairn` (the XDG default). A relative `XDG_DATA_HOME` is
+    /// ignored, as the XDG specification says.
     pub fn data_dir(&self) -> Result<PathBuf> {
-        if self.root {
-            return Ok(PathBuf::from("/var/lib/cairn"));
-        }
         if let Some(x) = self.xdg_data_home.as_ref().filter(|x| x.is_absolute()) {
             return Ok(x.join("cairn"));
+        }
+        if self.root {
+            return Ok(PathBuf::from("/var/lib/cairn"));
         }
         match self.home.as_ref().filter(|h| h.is_absolute()) {
             Some(h) => Ok(h.join(".local/share/cairn")),
@@ -220,8 +221,13 @@ mod tests {
             "a relative XDG_DATA_HOME is ignored"
         );
         assert_eq!(
-            dir(home(Some("/x"), Some("/root"), true)),
+            dir(home(None, Some("/root"), true)),
             Some("/var/lib/cairn".into())
+        );
+        assert_eq!(
+            dir(home(Some("/x"), Some("/root"), true)),
+            Some("/x/cairn".into()),
+            "an XDG_DATA_HOME set on purpose wins, also for root"
         );
         assert_eq!(dir(home(None, None, false)), None);
     }

@@ -6,7 +6,7 @@
 
 /// Leaves an upload's body out of its SigV4 signature (`UNSIGNED-PAYLOAD`) when, and only
 /// when, the request itself goes over TLS. TLS already guards every byte on the wire, and
-/// hashing each body cost a first backup a tenth of cairn's CPU (user time 5.35 to 4.82 s),
+/// hashing each body cost a first backup a tenth of cairn's CPU (docs/PERFORMANCE.md, session 7),
 /// plus as much again on a server that checks it. Over plain HTTP the signed hash is the
 /// only check against a body damaged in transit, so it stays, as AWS's own SDKs do; also
 /// with `s3.checksum=when-supported`, since a server may accept a body whose CRC32
