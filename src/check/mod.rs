@@ -7,7 +7,7 @@
 //!
 //! This module holds the report and the order of the work: the index is loaded here,
 //! then `packs` checks the packs against it and `walk` walks the snapshots' trees.
-//! [`repair`] (in its own module) writes good copies of what a check found damaged back
+//! [`repair()`] (in its own module) writes good copies of what a check found damaged back
 //! from a copy on the same keys.
 
 mod packs;
