@@ -9,7 +9,7 @@
 use crate::crypto::{Keys, Purpose};
 use crate::format::{compress, decompress};
 use crate::hash::{BlobId, Id, IndexId, KeyId};
-use crate::pack::MAX_BLOB_LEN;
+use crate::limits::MAX_BLOB_LEN;
 use std::collections::HashSet;
 use std::fs;
 use std::io::Write;

@@ -256,6 +256,39 @@ fn search(sorted: &[Entry], buckets: &Buckets, id: &BlobId) -> Option<usize> {
         .map(|i| start + i)
 }
 
+/// Times the index is listed and read before a reader gives up on it changing under
+/// it; a prune's rewrite takes one.
+const RELIST_ATTEMPTS: usize = 5;
+
+/// Run `pass`, one listing and reading of the index, again while it names an index
+/// object that was listed but gone when read: a prune replaced it, and what it held is
+/// in index objects that listing may have missed (they are written before the old ones
+/// are deleted). A few tries; after the last one still cut short, an error saying to
+/// run again. `pass` is told whether its try is the last, so a caller that can go on
+/// without the object (check reports it as a finding) does so then instead of failing.
+/// The one loop both the readers' index load and check use.
+pub(crate) async fn relist_while_replaced<T, F>(mut pass: impl FnMut(bool) -> F) -> Result<T>
+where
+    F: Future<Output = Result<std::result::Result<T, IndexId>>>,
+{
+    let mut last = None;
+    for attempt in 1..=RELIST_ATTEMPTS {
+        match pass(attempt == RELIST_ATTEMPTS).await? {
+            Ok(done) => return Ok(done),
+            Err(replaced) => {
+                tracing::info!(
+                    "index/{replaced} was replaced after it was listed (a prune); listing the index again"
+                );
+                last = Some(replaced);
+            }
+        }
+    }
+    let replaced = last.map(|id| id.to_string()).unwrap_or_default();
+    Err(Error::InvalidInput(format!(
+        "the index kept being rewritten while it was read ({RELIST_ATTEMPTS} times; last index/{replaced}): run the command again when the prunes are done"
+    )))
+}
+
 impl Repository {
     /// Load every index object, for reading. A damaged or foreign index object is
     /// skipped and noted in [`Repository::skipped`]: a reader then fails only what needs
@@ -273,27 +306,9 @@ impl Repository {
     }
 
     /// Load the index, listing again while an index object listed is gone when it is
-    /// read: a prune replaced it, and what it held is in index objects that listing
-    /// may have missed (they are written before the old ones are deleted). A few tries;
-    /// a prune's rewrite takes one.
+    /// read ([`relist_while_replaced`]).
     async fn load_index_with(&self, skip_damaged: bool) -> Result<MasterIndex> {
-        const ATTEMPTS: usize = 5;
-        let mut last = None;
-        for _ in 0..ATTEMPTS {
-            match self.load_index_once(skip_damaged).await? {
-                Ok(index) => return Ok(index),
-                Err(replaced) => {
-                    tracing::info!(
-                        "index/{replaced} was replaced after it was listed (a prune); listing the index again"
-                    );
-                    last = Some(replaced);
-                }
-            }
-        }
-        let replaced = last.map(|id| id.to_string()).unwrap_or_default();
-        Err(Error::InvalidInput(format!(
-            "the index kept being rewritten while it was read ({ATTEMPTS} times; last index/{replaced}): run the command again when the prunes are done"
-        )))
+        relist_while_replaced(|_| self.load_index_once(skip_damaged)).await
     }
 
     /// One load of the index; the inner error names an index object that was listed

@@ -26,6 +26,7 @@ pub mod hash;
 pub mod heal;
 pub mod host;
 pub mod index;
+pub mod limits;
 pub mod ls;
 pub mod pack;
 pub mod packer;

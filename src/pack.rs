@@ -19,8 +19,10 @@ use crate::repo::Repository;
 use bytes::Bytes;
 use std::borrow::Cow;
 
-/// Largest blob plaintext accepted from storage (trees of huge directories included).
-pub const MAX_BLOB_LEN: u32 = 128 * 1024 * 1024;
+/// Largest blob plaintext accepted from storage: the limit lives in [`crate::limits`],
+/// shared with the cache; named here too for the code and tests that know it as a
+/// pack limit.
+pub use crate::limits::MAX_BLOB_LEN;
 
 /// A blob ready to go into a pack.
 #[derive(Debug)]

@@ -18,17 +18,11 @@
 //! a prune interrupted anywhere leaves a readable repository and can simply run again.
 
 use crate::backend::{FileType, Handle};
-use crate::crypto::Purpose;
 use crate::error::{Error, Result};
-use crate::format::compress;
 pub use crate::format::deletion::DeletionFile;
-use crate::format::deletion::MAX_DELETION_LEN;
-use crate::format::index::{BlobKind, IndexFile, IndexPack, PackedBlob};
+use crate::format::index::{IndexFile, IndexPack, PackedBlob};
 use crate::hash::{BlobId, Id, IndexId, PackId};
-use crate::index::{BlobLocation, MasterIndex};
-use crate::pack::{PackBuilder, SealedBlob, open_blob};
-use crate::repo::{INDEX_READ_AHEAD, Repository, in_order};
-use futures_util::StreamExt;
+use crate::repo::Repository;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -37,6 +31,8 @@ use tokio::runtime::Handle as Runtime;
 /// Packs listed per rewritten index object.
 const PACKS_PER_INDEX: usize = 1000;
 
+mod records;
+mod repack;
 mod survey;
 use survey::Survey;
 
@@ -102,35 +98,6 @@ pub struct PruneReport {
     pub locked_packs: u64,
     /// When the first of those locks expires (RFC 3339).
     pub next_unlock: Option<String>,
-}
-
-impl Repository {
-    /// Every `deletions/` object, each loaded or with the reason it could not be; the
-    /// caller decides whether a damaged one matters. In listing order, read ahead within
-    /// [`INDEX_READ_AHEAD`] (they are about as large as index objects).
-    pub async fn load_deletions(&self) -> Result<Vec<(Id, Result<DeletionFile>)>> {
-        let listed: Vec<(Id, u64)> = self
-            .backend()
-            .list(FileType::Deletion)
-            .await?
-            .iter()
-            .filter_map(|info| Some((Id::from_object_name(&info.name)?, info.size)))
-            .collect();
-        Ok(in_order(listed, INDEX_READ_AHEAD, |id| async move {
-            (id, self.load_deletion(id).await)
-        })
-        .collect()
-        .await)
-    }
-
-    /// Load one `deletions/` object.
-    pub async fn load_deletion(&self, id: Id) -> Result<DeletionFile> {
-        let plain = self
-            .load_object(FileType::Deletion, id, Purpose::Deletion, MAX_DELETION_LEN)
-            .await?;
-        DeletionFile::from_plain(&plain)
-            .map_err(|e| Error::corrupt_format(format!("deletions/{}", id.to_hex()), e))
-    }
 }
 
 /// Run a prune.
@@ -262,7 +229,7 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
                 .extend(p.blobs.iter().cloned());
         }
     }
-    let canonical = verified_copies(repo, rt, &used, &index, &by_pack);
+    let canonical = repack::verified_copies(repo, rt, &used, &index, &by_pack);
     for (_, f) in &files {
         for p in &f.packs {
             if !seen_packs.insert(p.id) {
@@ -374,72 +341,7 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
         return Ok(report);
     }
     // Repack: copy the used blobs verbatim (verified) into new packs.
-    progress.set_current("repacking");
-    progress
-        .files_total
-        .store(to_repack.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    progress.bytes_total.store(
-        to_repack
-            .iter()
-            .flat_map(|(_, used)| used.iter().map(|b| u64::from(b.length)))
-            .sum(),
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    let target = repo.config().pack_size as usize;
-    let mut data = PackBuilder::default();
-    let mut trees = PackBuilder::default();
-    let mut new_packs: Vec<IndexPack> = Vec::new();
-    let flush = |b: PackBuilder, out: &mut Vec<IndexPack>| -> Result<()> {
-        if b.is_empty() {
-            return Ok(());
-        }
-        let pack = b.finish(repo.keys(), repo.config().version)?;
-        rt.block_on(backend.put(&Handle::new(FileType::Pack, pack.id.to_hex()), pack.bytes))?;
-        out.push(pack.index);
-        Ok(())
-    };
-    for (old, used_here) in &to_repack {
-        let handle = Handle::new(FileType::Pack, old.id.to_hex());
-        crate::progress::Progress::add(&progress.files, 1);
-        for b in used_here {
-            crate::progress::Progress::add(&progress.bytes_done, u64::from(b.length));
-            let sealed = rt.block_on(backend.get_range(&handle, b.offset, u64::from(b.length)))?;
-            open_blob(
-                repo.keys(),
-                &b.id,
-                &BlobLocation::in_pack(old.id, b),
-                &sealed,
-            )
-            .map_err(|why| Error::Corrupt {
-                object: format!("blob {} in {}", b.id.short(), handle.path()),
-                reason: format!("{why}; prune stops before repacking it: run `cairn check`"),
-            })?;
-            report.repacked_bytes += u64::from(b.length);
-            let builder = match b.kind {
-                BlobKind::Data => &mut data,
-                BlobKind::Tree => &mut trees,
-            };
-            builder.add(SealedBlob {
-                id: b.id,
-                kind: b.kind,
-                raw_length: b.raw_length,
-                compressed: b.compressed,
-                bytes: sealed,
-            });
-            if builder.len() >= target || builder.blob_count() >= crate::packer::MAX_BLOBS_PER_PACK
-            {
-                flush(std::mem::take(builder), &mut new_packs)?;
-            }
-        }
-        report.repacked_packs += 1;
-        report.condemned_packs += 1;
-        report.condemned_bytes += listed.get(&old.id.to_hex()).copied().unwrap_or(0);
-    }
-    flush(data, &mut new_packs)?;
-    flush(trees, &mut new_packs)?;
-    if !new_packs.is_empty() {
-        rt.block_on(repo.save_index(new_packs.clone()))?;
-    }
+    repack::repack(repo, rt, &to_repack, &listed, progress, &mut report)?;
     for (old, used_here) in to_repack {
         let mut blobs = old.blobs;
         blobs.extend(used_here);
@@ -449,29 +351,16 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
     if condemned.is_empty() && dropped.is_empty() && gone == 0 {
         return Ok(report);
     }
-    // Record what is taken out before taking it out: in as many records as keep each
-    // well under what a reader accepts (a prune of a large repository can take out
-    // millions of entries). Entries of missing packs need no record: there is nothing
-    // left to read through them.
+    // Record what is taken out before taking it out (in several records when it is
+    // much). Entries of missing packs need no record: there is nothing left to read
+    // through them.
     let record = DeletionFile {
         version: 1,
         created: crate::host::now_rfc3339(),
         packs: condemned,
         dropped,
     };
-    let parts = if record.packs.is_empty() && record.dropped.is_empty() {
-        Vec::new()
-    } else {
-        split_record(record, MAX_DELETION_LEN / 4)
-    };
-    for part in parts {
-        let sealed = repo.keys().seal(Purpose::Deletion, &compress(&part))?;
-        let id = Id::of_stored(&sealed);
-        rt.block_on(backend.put(
-            &Handle::new(FileType::Deletion, id.to_hex()),
-            bytes::Bytes::from(sealed),
-        ))?;
-    }
+    records::write_record(repo, rt, record)?;
     // The new index: what is kept, plus the repacked packs; then the old objects go.
     // (The repacked packs have an index object of their own already.)
     let all = keep_packs;
@@ -482,90 +371,6 @@ pub fn prune(repo: &Repository, rt: &Runtime, opts: &PruneOptions) -> Result<Pru
         rt.block_on(backend.delete(&Handle::new(FileType::Index, old.0.to_hex())))?;
     }
     Ok(report)
-}
-
-/// For each used blob stored more than once, the copy to keep when it is not the first
-/// the index gives: a prune takes the other copies out, so the one kept is read back and
-/// verified first. A `check --repair` running beside a prune writes a good copy because
-/// the first is damaged, and a prune that listed the index before the repair rewrote it
-/// puts the damaged location back first; keeping it would condemn the good copy. When
-/// the first copy does not verify and another does, that one is kept instead; when none
-/// does, nothing changes. Only duplicates are read, which are few (repairs, and the same
-/// data uploaded by backups at the same time).
-fn verified_copies(
-    repo: &Repository,
-    rt: &Runtime,
-    used: &HashSet<BlobId>,
-    index: &MasterIndex,
-    by_pack: &HashMap<PackId, Vec<PackedBlob>>,
-) -> HashMap<BlobId, (PackId, u64)> {
-    let mut others: HashMap<BlobId, Vec<(PackId, PackedBlob)>> = HashMap::new();
-    for (pack, entries) in by_pack {
-        for b in entries {
-            if !used.contains(&b.id) {
-                continue;
-            }
-            if let Some(l) = index.get(&b.id)
-                && (l.pack, l.offset) != (*pack, b.offset)
-            {
-                others.entry(b.id).or_default().push((*pack, b.clone()));
-            }
-        }
-    }
-    let intact = |id: &BlobId, loc: &BlobLocation| {
-        let handle = Handle::new(FileType::Pack, loc.pack.to_hex());
-        rt.block_on(
-            repo.backend()
-                .get_range(&handle, loc.offset, u64::from(loc.length)),
-        )
-        .is_ok_and(|sealed| open_blob(repo.keys(), id, loc, &sealed).is_ok())
-    };
-    let mut chosen = HashMap::new();
-    for (id, copies) in others {
-        let Some(first) = index.get(&id) else {
-            continue;
-        };
-        if intact(&id, &first) {
-            continue;
-        }
-        if let Some((pack, b)) = copies
-            .iter()
-            .find(|(pack, b)| intact(&id, &BlobLocation::in_pack(*pack, b)))
-        {
-            tracing::warn!(
-                "blob {} is damaged in data/{} and intact in data/{}: the intact copy is kept",
-                id.short(),
-                first.pack.to_hex(),
-                pack.to_hex()
-            );
-            chosen.insert(id, (*pack, b.offset));
-        }
-    }
-    chosen
-}
-
-/// The plaintexts of deletion records holding together what `record` holds, each at
-/// most `limit` bytes (or a single pack's entries, if one pack alone is larger). Every
-/// part has the record's time, so each waits the same grace period.
-fn split_record(record: DeletionFile, limit: usize) -> Vec<Vec<u8>> {
-    let plain = record.to_plain();
-    let parts = record.packs.len() + record.dropped.len();
-    if plain.len() <= limit || parts <= 1 {
-        return vec![plain];
-    }
-    let (mut first, mut second) = (record.clone(), record);
-    if first.packs.len() > 1 || first.dropped.is_empty() {
-        let half = first.packs.len() / 2;
-        second.packs = first.packs.split_off(half);
-        first.dropped = Vec::new();
-    } else {
-        let half = first.dropped.len() / 2;
-        second.dropped = first.dropped.split_off(half);
-        second.packs = Vec::new();
-    }
-    let mut out = split_record(first, limit);
-    out.extend(split_record(second, limit));
-    out
 }
 
 /// Push the S3 Object Lock of every object the repository still needs (config, keys,
@@ -615,52 +420,4 @@ pub fn extend_locks(repo: &Repository, rt: &Runtime) -> Result<u64> {
         }
     }
     Ok(n)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::format::index::PackedBlob;
-
-    fn pack(n: u8, blobs: usize) -> IndexPack {
-        IndexPack {
-            id: PackId(Id([n; 32])),
-            blobs: (0..blobs)
-                .map(|i| PackedBlob {
-                    id: BlobId(Id([(i % 251) as u8; 32])),
-                    kind: BlobKind::Data,
-                    offset: i as u64 * 100,
-                    length: 100,
-                    raw_length: 90,
-                    compressed: false,
-                })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn a_large_deletion_record_is_split_and_nothing_is_lost() {
-        let record = DeletionFile {
-            version: 1,
-            created: "2030-01-01T00:00:00Z".into(),
-            packs: (0..40).map(|n| pack(n, 200)).collect(),
-            dropped: (40..50).map(|n| pack(n, 300)).collect(),
-        };
-        let whole = record.to_plain().len();
-        let limit = whole / 7;
-        let parts = split_record(record.clone(), limit);
-        assert!(parts.len() >= 7, "{} parts", parts.len());
-        let (mut packs, mut dropped) = (Vec::new(), Vec::new());
-        for p in &parts {
-            assert!(p.len() <= limit, "a part of {} bytes", p.len());
-            let d = DeletionFile::from_plain(p).expect("parse");
-            assert_eq!(d.created, record.created);
-            packs.extend(d.packs);
-            dropped.extend(d.dropped);
-        }
-        assert_eq!(packs, record.packs);
-        assert_eq!(dropped, record.dropped);
-        // A small record stays one.
-        assert_eq!(split_record(record, whole).len(), 1);
-    }
 }

@@ -4,14 +4,15 @@
 //! one key object and nothing else: creating again with the same passphrase finishes it
 //! on that key, instead of refusing the location forever.
 
-use super::{Repository, keys::write_key};
+use super::Repository;
 use crate::backend::{Backend, FileType, Handle};
 use crate::chunker::ChunkerParams;
-use crate::crypto::{KdfParams, Keys, MasterSecret, random_bytes};
+use crate::crypto::{KdfParams, Keys, MasterSecret, random_bytes, wrap_secret};
 use crate::error::{Error, Result};
 use crate::format::config::{
     ConfigBody, ConfigFile, DEFAULT_PACK_SIZE, FORMAT_VERSION, MAGIC, OLDEST_FORMAT_VERSION,
 };
+use crate::format::key::KeyFile;
 use crate::hash::{Id, KeyId};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -66,6 +67,34 @@ impl InitOptions {
         self.version = sibling.config().version;
         self
     }
+}
+
+/// Wrap `secret` under `passphrase` and store it as a new key object, recording who
+/// made it from `who`: the first key of an `init`, and every key `key add` adds.
+pub(super) async fn write_key(
+    backend: &dyn Backend,
+    secret: &MasterSecret,
+    passphrase: &[u8],
+    kdf: KdfParams,
+    who: &InitOptions,
+) -> Result<KeyId> {
+    let mut salt = [0u8; 16];
+    let mut nonce = [0u8; 24];
+    random_bytes(&mut salt)?;
+    random_bytes(&mut nonce)?;
+    let wrapped = wrap_secret(secret, passphrase, kdf, salt, nonce)?;
+    let file = KeyFile::new(
+        &wrapped,
+        who.created.clone(),
+        who.hostname.clone(),
+        who.username.clone(),
+    );
+    let bytes = file.to_bytes();
+    let id = KeyId(Id::of_stored(&bytes));
+    backend
+        .put(&Handle::new(FileType::Key, id.to_hex()), Bytes::from(bytes))
+        .await?;
+    Ok(id)
 }
 
 /// The master secret and key of a creation that was cut short after its key was written

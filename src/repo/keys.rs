@@ -1,13 +1,15 @@
 //! Key management: several passphrases may open one repository; each `keys/*` object wraps
-//! the same master secret, so adding or removing one never touches data.
+//! the same master secret, so adding or removing one never touches data. A key object is
+//! written by [`write_key`], which lives with `init` (that writes the first one, and owns
+//! the [`InitOptions`] recording who made it), so that init does not depend on this module.
 
-use super::{Repository, init::InitOptions, load_key_file};
-use crate::backend::{Backend, FileType, Handle};
-use crate::crypto::{KdfParams, MasterSecret, random_bytes, wrap_secret};
+use super::init::{InitOptions, write_key};
+use super::{Repository, load_key_file};
+use crate::backend::{FileType, Handle};
+use crate::crypto::KdfParams;
 use crate::error::{Error, Result};
 use crate::format::key::KeyFile;
 use crate::hash::{Id, KeyId};
-use bytes::Bytes;
 
 /// A key as `key list` shows it.
 #[derive(Clone, Debug)]
@@ -18,33 +20,6 @@ pub struct KeyInfo {
     pub current: bool,
     /// Who and where created it, and when.
     pub file: KeyFile,
-}
-
-/// Wrap `secret` under `passphrase` and store it as a new key object.
-pub(super) async fn write_key(
-    backend: &dyn Backend,
-    secret: &MasterSecret,
-    passphrase: &[u8],
-    kdf: KdfParams,
-    who: &InitOptions,
-) -> Result<KeyId> {
-    let mut salt = [0u8; 16];
-    let mut nonce = [0u8; 24];
-    random_bytes(&mut salt)?;
-    random_bytes(&mut nonce)?;
-    let wrapped = wrap_secret(secret, passphrase, kdf, salt, nonce)?;
-    let file = KeyFile::new(
-        &wrapped,
-        who.created.clone(),
-        who.hostname.clone(),
-        who.username.clone(),
-    );
-    let bytes = file.to_bytes();
-    let id = KeyId(Id::of_stored(&bytes));
-    backend
-        .put(&Handle::new(FileType::Key, id.to_hex()), Bytes::from(bytes))
-        .await?;
-    Ok(id)
 }
 
 impl Repository {
