@@ -34,6 +34,13 @@ pub fn username() -> String {
     format!("uid {uid}")
 }
 
+/// Seconds since the epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Now, as RFC 3339 UTC with nanoseconds, so that `latest` is well defined even for
 /// snapshots taken within one second.
 pub fn now_rfc3339() -> String {

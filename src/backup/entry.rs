@@ -4,36 +4,20 @@
 //! did not change, else read by a reader thread (or by the walker itself for a file with
 //! several hard links, so that later links reuse what the first stored).
 
-use super::pipeline::ReadJob;
+use super::plan::ReadJob;
 use super::reader::{FileRead, StoredFile, same_file};
 use super::sink::pipeline_closed;
-use super::walk::Walker;
+use super::walk::{Slot, Walker};
 use crate::error::Result;
 use crate::format::index::BlobKind;
 use crate::format::name::ByteName;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::fsmeta;
 use crate::progress::Progress;
-use crossbeam_channel::{Receiver, bounded};
+use crossbeam_channel::bounded;
 use std::fs::{self, Metadata};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-
-/// An entry of a directory being walked: a finished node, a file a reader has yet to
-/// finish, or a file that was not stored (its warning already given).
-pub(super) enum Slot {
-    /// The node is complete.
-    Ready(Node),
-    /// Left out of the tree (already reported).
-    Skipped,
-    /// Waiting for a reader: the node so far, and where the reader's result comes.
-    Pending {
-        node: Node,
-        path: PathBuf,
-        had_parent: bool,
-        reply: Receiver<Result<FileRead>>,
-    },
-}
+use std::path::Path;
 
 impl Walker<'_> {
     /// The node of an entry, once its file (if any) is read; `None` when it was skipped

@@ -22,6 +22,7 @@ mod context;
 mod entry;
 mod parent;
 mod pipeline;
+mod plan;
 mod reader;
 mod roots;
 mod run;

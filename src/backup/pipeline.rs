@@ -4,50 +4,15 @@
 //! thread is joined here, so that a panic in one becomes this backup's error instead of
 //! taking the daemon down.
 
-use super::BackupOptions;
-use super::reader::{FileRead, FileReader};
+use super::plan::{Plan, ReadJob};
+use super::reader::FileReader;
 use super::sink::{BlobSink, SEALED_QUEUE};
 use super::walk::{Walked, Walker};
-use crate::cache::MetadataCache;
-use crate::changes::ChangedPaths;
 use crate::error::{Error, Result};
-use crate::exclude::Excludes;
-use crate::format::snapshot::Snapshot;
-use crate::index::MasterIndex;
 use crate::pack::SealedBlob;
 use crate::packer::{PackerStats, run_packer};
-use crate::repo::Repository;
-use crossbeam_channel::{Sender, bounded};
-use std::fs::Metadata;
-use std::path::PathBuf;
+use crossbeam_channel::bounded;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tokio::runtime::Handle as Runtime;
-
-/// Everything the threads of one run borrow from it: the repository and runtime, the
-/// options, the index blobs are deduplicated against, and what is walked and compared.
-#[derive(Clone, Copy)]
-pub(super) struct Plan<'a> {
-    pub(super) repo: &'a Repository,
-    pub(super) rt: &'a Runtime,
-    pub(super) opts: &'a BackupOptions,
-    pub(super) index: &'a MasterIndex,
-    pub(super) cache: Option<&'a MetadataCache>,
-    /// The source paths, as [`super::prepare_roots`] made them.
-    pub(super) roots: &'a [PathBuf],
-    pub(super) excludes: &'a Excludes,
-    /// The snapshot compared against, if any.
-    pub(super) parent: Option<&'a Snapshot>,
-    /// Set only with a parent: the walk then looks only where these paths lead, and a
-    /// walk without it is a full walk.
-    pub(super) changed: Option<&'a ChangedPaths>,
-}
-
-/// A file for a reader thread, and where its result goes.
-pub(super) struct ReadJob {
-    pub(super) path: PathBuf,
-    pub(super) meta: Metadata,
-    pub(super) reply: Sender<Result<FileRead>>,
-}
 
 /// How each stage ended, for the caller to examine in order: a packer failure explains a
 /// walker failure (the walker sees only a closed channel).

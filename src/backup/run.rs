@@ -5,7 +5,8 @@
 
 use super::context::BackupContext;
 use super::parent::{find_parent, parent_still_stored};
-use super::pipeline::{Finished, Plan, run_threads};
+use super::pipeline::{Finished, run_threads};
+use super::plan::Plan;
 use super::roots::{display_paths, prepare_roots};
 use super::walk::Walked;
 use super::{BackupOptions, BackupReport};

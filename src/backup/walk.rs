@@ -5,9 +5,8 @@
 //! entry becomes a node is [`super::entry`]'s job.
 
 use super::Warning;
-use super::entry::Slot;
-use super::pipeline::{Plan, ReadJob};
-use super::reader::{FileReader, StoredFile};
+use super::plan::{Plan, ReadJob};
+use super::reader::{FileRead, FileReader, StoredFile};
 use super::roots::check_root;
 use super::sink::{BlobSender, BlobSink};
 use crate::cache::MetadataCache;
@@ -24,7 +23,7 @@ use crate::index::MasterIndex;
 use crate::progress::{Phase, RunControl};
 use crate::repo::Repository;
 use crate::tree_loader::TreeLoader;
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -36,6 +35,22 @@ use tokio::runtime::Handle as Runtime;
 /// Files a directory may have with readers still on them before the walker waits for
 /// the first: bounds the walker's bookkeeping, not the readers' parallelism.
 const MAX_PENDING_PER_DIR: usize = 256;
+
+/// An entry of a directory being walked: a finished node, a file a reader has yet to
+/// finish, or a file that was not stored (its warning already given).
+pub(super) enum Slot {
+    /// The node is complete.
+    Ready(Node),
+    /// Left out of the tree (already reported).
+    Skipped,
+    /// Waiting for a reader: the node so far, and where the reader's result comes.
+    Pending {
+        node: Node,
+        path: PathBuf,
+        had_parent: bool,
+        reply: Receiver<Result<FileRead>>,
+    },
+}
 
 /// What a finished walk hands back to the run.
 pub(super) struct Walked {

@@ -6,9 +6,10 @@
 use super::config::DaemonConfig;
 use super::control::{self, Request, Response};
 use super::destination::Destination;
+use super::env::WorkerEnv;
 use super::routing::{Router, effective_sources, own_dirs};
 use super::status::DaemonStatus;
-use super::worker::{self, WorkerEnv};
+use super::worker;
 use super::{
     FALLBACK_SCAN_INTERVAL, Identity, ROOT_CHECK_INTERVAL, WORKER_STOP_WAIT, journal, keyring,
     metrics, scrub, state_lock, systemd, watch,
@@ -438,7 +439,7 @@ fn spawn_systemd_status(status: StatusFn) -> JoinHandle<()> {
 
 /// The one-line status systemd shows.
 fn summary_line(s: &DaemonStatus) -> String {
-    let now = worker::now_unix();
+    let now = crate::host::now_unix();
     let parts: Vec<String> = s
         .destinations
         .iter()

@@ -18,6 +18,7 @@
 pub mod config;
 pub mod control;
 pub mod destination;
+pub mod env;
 pub mod identity;
 mod instance;
 pub mod journal;

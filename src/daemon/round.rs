@@ -2,14 +2,15 @@
 //! repository, or, while the destination cannot be reached, into its local journal.
 
 use super::destination::{Destination, SourceWork, lock};
+use super::env::WorkerEnv;
 use super::session::{Memory, Session, open_session};
 use super::status::LastSnapshot;
-use super::worker::{WorkerEnv, now_unix};
 use crate::backup::{BackupContext, BackupOptions, backup_with};
 use crate::cache::MetadataCache;
 use crate::changes::ChangedPaths;
 use crate::error::{Error, Result};
 use crate::hash::SnapshotId;
+use crate::host::now_unix;
 use std::sync::atomic::Ordering;
 
 /// Snapshot every source with work. Each source that succeeds has its work cleared from

@@ -7,11 +7,12 @@
 //! between the index read and the pack read).
 
 use super::destination::Destination;
+use super::env::WorkerEnv;
 use super::session::connect;
-use super::worker::{WorkerEnv, now_unix};
 use crate::check::{CheckReport, ReadData, check_with};
 use crate::error::{Error, Result};
 use crate::hash::{Id, PackId};
+use crate::host::now_unix;
 use crate::progress::Progress;
 use crate::repo::{Repository, read_config};
 use serde::{Deserialize, Serialize};

@@ -4,8 +4,8 @@
 //! the first time find each source's latest snapshot.
 
 use super::destination::{Destination, lock};
+use super::env::WorkerEnv;
 use super::status::LastSnapshot;
-use super::worker::WorkerEnv;
 use crate::backup::{BackupContext, snapshot_paths};
 use crate::cache::MetadataCache;
 use crate::changes::ChangedPaths;

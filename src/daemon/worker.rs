@@ -4,53 +4,18 @@
 //! rejecting never holds up the others. Work that fails stays queued (merged with what
 //! arrives meanwhile) and is retried with backoff.
 
-use super::config::{PasswordSource, Schedule, SourceConfig};
 use super::control::BackupResult;
 use super::destination::{Destination, MAX_COMMIT_TIMES, lock};
+use super::env::WorkerEnv;
 use super::round::{journal_of, journal_once, run_once};
 use super::schedule::retry_delay;
 use super::session::{Memory, Session};
 use crate::changes::ChangedPaths;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use tokio::runtime::Handle as Runtime;
-
-/// What every worker shares.
-pub struct WorkerEnv {
-    /// Runtime for I/O.
-    pub rt: Runtime,
-    /// Sources, with the daemon's own directories excluded.
-    pub sources: Vec<SourceConfig>,
-    /// Timing rules.
-    pub schedule: Schedule,
-    /// Recorded host name.
-    pub hostname: String,
-    /// Recorded user name.
-    pub username: String,
-    /// Threads per backup that read, compress and seal (at least), and large files read
-    /// at once.
-    pub cpu_threads: usize,
-    /// Metadata cache root.
-    pub cache_dir: PathBuf,
-    /// Passphrase of destinations without their own.
-    pub password: PasswordSource,
-    /// Set while the watcher may miss changes: every run then compares everything.
-    pub degraded: Arc<std::sync::atomic::AtomicBool>,
-    /// Shares master secrets between destinations with the same passphrase.
-    pub keyring: super::keyring::KeyRing,
-    /// Where journals live.
-    pub state_dir: PathBuf,
-    /// Disk space one destination's journal may use (0: no journal).
-    pub journal_limit: u64,
-    /// Every configured destination's name: a journal kept under a name that is no
-    /// longer configured (a destination renamed) is taken over by the destination that
-    /// now holds its repository.
-    pub destination_names: Vec<String>,
-}
+use std::time::Instant;
 
 /// Destinations (by name) with a worker thread alive in this process, across reloads.
 static RUNNING: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -312,12 +277,8 @@ fn apply_retention(
     Ok(removed)
 }
 
-/// Seconds since the epoch.
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+/// Seconds since the epoch (kept here for the callers that knew it here).
+pub use crate::host::now_unix;
 
 #[cfg(test)]
 mod tests {

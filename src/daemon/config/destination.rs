@@ -2,8 +2,8 @@
 //! [`Location`]), its passphrase source, its storage options (set through
 //! [`BackendOptions`]' typed setters), credentials, limits and retention.
 
+use super::judge::Ctx;
 use super::raw::{RawDestination, RawRetention};
-use super::resolve::Ctx;
 use super::{DestinationConfig, Problem};
 use crate::backend::{BackendOptions, Location, ObjectLock, parse_location};
 use std::path::Path;

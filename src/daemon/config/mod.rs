@@ -14,6 +14,7 @@
 //! passphrase comes from and reads it; [`problem`] is what is wrong.
 
 mod destination;
+mod judge;
 pub mod password;
 pub mod problem;
 mod raw;

@@ -1,0 +1,108 @@
+//! The judging context every section of a configuration is checked with: it maps spans
+//! to lines and collects problems, so each check reports and goes on and one run lists
+//! every problem; plus the checks several sections share (paths, durations,
+//! passphrase sources).
+
+use super::raw::Lines;
+use super::{MAX_DURATION, PasswordSource, Problem};
+use std::path::PathBuf;
+use std::time::Duration;
+use toml::Spanned;
+
+/// Collects the problems of one file while its values are judged: each check reports and
+/// goes on, so one run lists every problem.
+pub(super) struct Ctx<'a, 'b> {
+    pub(super) lines: &'a Lines<'b>,
+    pub(super) problems: &'a mut Vec<Problem>,
+}
+
+impl Ctx<'_, '_> {
+    /// Report a problem at `span`; returns `None` so a caller can write `cx.problem(..)?`-like fallbacks.
+    pub(super) fn problem<T>(
+        &mut self,
+        span: std::ops::Range<usize>,
+        message: String,
+    ) -> Option<T> {
+        self.problems.push(Problem {
+            line: Some(self.lines.of(span.start)),
+            message,
+        });
+        None
+    }
+
+    /// An absolute path, or a problem: a service runs in `/`, so a relative path is never guessed at.
+    pub(super) fn abs_path(&mut self, key: &str, v: &Spanned<String>) -> Option<PathBuf> {
+        let p = PathBuf::from(v.get_ref());
+        if v.get_ref().is_empty() {
+            return self.problem(v.span(), format!("`{key}` is empty: give an absolute path"));
+        }
+        if !p.is_absolute() {
+            return self.problem(
+                v.span(),
+                format!(
+                    "`{key}` = {:?} is relative: write it as an absolute path (the service runs in /)",
+                    v.get_ref()
+                ),
+            );
+        }
+        Some(p)
+    }
+
+    /// A `[schedule]` duration, or the default after reporting why the value is unusable.
+    pub(super) fn duration(
+        &mut self,
+        key: &str,
+        v: &Option<Spanned<String>>,
+        default: Duration,
+    ) -> Duration {
+        let Some(v) = v else { return default };
+        match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if d > MAX_DURATION => self
+                .problem(
+                    v.span(),
+                    format!("`schedule.{key}` = {:?} is longer than a year: choose a shorter one", v.get_ref()),
+                )
+                .unwrap_or(default),
+            Ok(d) => d,
+            Err(e) => self
+                .problem(
+                    v.span(),
+                    format!(
+                        "`schedule.{key}` = {:?} is not a duration ({e}): write it like \"2s\", \"500ms\" or \"1h 30m\"",
+                        v.get_ref()
+                    ),
+                )
+                .unwrap_or(default),
+        }
+    }
+
+    /// The passphrase source named by `password_file` or `password_credential` (at most one).
+    pub(super) fn password(
+        &mut self,
+        scope: &str,
+        file: &Option<Spanned<String>>,
+        credential: &Option<Spanned<String>>,
+    ) -> Option<PasswordSource> {
+        match (file, credential) {
+            (Some(f), Some(c)) => self.problem(
+                c.span().start.min(f.span().start)..0,
+                format!("{scope}both `password_file` and `password_credential` are set: keep one"),
+            ),
+            (Some(f), None) => self.abs_path("password_file", f).map(PasswordSource::File),
+            (None, Some(c)) => {
+                let name = c.get_ref();
+                if name.is_empty() || name.contains('/') {
+                    self.problem(
+                        c.span(),
+                        format!(
+                            "`password_credential` = {name:?} must be a systemd credential name (as in LoadCredential=NAME:PATH), without '/'"
+                        ),
+                    )
+                } else {
+                    Some(PasswordSource::Credential(name.clone()))
+                }
+            }
+            (None, None) => None,
+        }
+    }
+}
