@@ -98,29 +98,6 @@ enum ConfigCommand {
     },
 }
 
-#[derive(Subcommand)]
-enum KeyCommand {
-    /// List keys; `*` marks the one in use.
-    List,
-    /// Add a key for another passphrase.
-    Add {
-        /// File holding the new passphrase.
-        #[arg(long)]
-        new_password_file: Option<PathBuf>,
-    },
-    /// Remove a key (not the one in use).
-    Remove {
-        /// Key id or unique prefix.
-        id: String,
-    },
-    /// Change the passphrase of the key in use.
-    Passwd {
-        /// File holding the new passphrase.
-        #[arg(long)]
-        new_password_file: Option<PathBuf>,
-    },
-}
-
 /// Run the verb the command line names; its exit code on success.
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let out = Output::new(cli.json, cli.quiet);

@@ -45,8 +45,8 @@ impl RepoArgs {
     }
 }
 
-/// The runtime the repository verbs block on: two workers are enough for the network
-/// and disk waits, since the heavy work runs on the library's own threads.
+/// The runtime the repository verbs block on for storage I/O, with two worker threads
+/// (the count the command line has always used).
 pub(crate) fn runtime() -> Result<Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
