@@ -167,7 +167,7 @@ pub fn cmd_status(config: &Path, sock: Option<&Path>, json: bool) -> Result<i32>
             if json {
                 println!("{}", serde_json::to_string(&s)?);
             } else {
-                print!("{}", s.render(cairn::daemon::worker::now_unix()));
+                print!("{}", s.render(cairn::host::now_unix()));
             }
             Ok(if healthy(&s) { 0 } else { 1 })
         }

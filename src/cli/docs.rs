@@ -1,10 +1,34 @@
-//! Man pages generated from the clap definitions, so they cannot drift from the program.
+//! `cairn completions` and `cairn man`: shell completion scripts and man pages generated
+//! from the clap definitions, so they cannot drift from the program.
 
 use anyhow::{Context, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Write `cairn.1` and `cairn-SUBCOMMAND.1` (nested: `cairn-key-add.1`) into `dir`.
-pub fn write_man_pages(cmd: clap::Command, dir: &Path) -> Result<i32> {
+/// `cairn completions` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell.
+    shell: clap_complete::Shell,
+}
+
+/// `cairn man` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ManArgs {
+    /// Directory to write into (created if missing).
+    dir: PathBuf,
+}
+
+/// `cairn completions SHELL`: the script on stdout, for the shell's completion directory.
+/// `cmd` is the whole command line's definition, which only `main` holds.
+pub(crate) fn completions(mut cmd: clap::Command, a: &CompletionsArgs) -> Result<i32> {
+    clap_complete::generate(a.shell, &mut cmd, "cairn", &mut std::io::stdout());
+    Ok(0)
+}
+
+/// `cairn man DIR`: write `cairn.1` and `cairn-SUBCOMMAND.1` (nested:
+/// `cairn-key-add.1`) into the directory, for packagers to install.
+pub(crate) fn man(cmd: clap::Command, a: &ManArgs) -> Result<i32> {
+    let dir = a.dir.as_path();
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the man page directory {}", dir.display()))?;
     let cmd = cmd.version(env!("CARGO_PKG_VERSION"));

@@ -2,8 +2,8 @@
 //! meaning). Only snapshot objects are deleted; the data they referenced stays until a
 //! prune.
 
+use super::common::{RepoArgs, open};
 use super::output;
-use super::{RepoArgs, commands::open};
 use anyhow::{Context, Result, bail};
 use cairn::backend::{FileType, Handle};
 use cairn::repo::SnapshotEntry;
@@ -175,7 +175,7 @@ impl ForgetArgs {
 }
 
 /// `cairn forget`.
-pub fn cmd_forget(rt: &Runtime, args: &RepoArgs, f: &ForgetArgs) -> Result<i32> {
+pub fn run(rt: &Runtime, args: &RepoArgs, f: &ForgetArgs) -> Result<i32> {
     let policy = f.policy()?;
     let repo = open(rt, args)?;
     let all = rt.block_on(repo.list_snapshots())?;

@@ -1,7 +1,6 @@
 //! `cairn prune`: remove data no snapshot needs (two-phase, see `cairn::prune`).
 
-use super::RepoArgs;
-use super::commands::open;
+use super::common::{RepoArgs, open};
 use anyhow::{Context, Result};
 use cairn::prune::{PruneOptions, PruneReport, prune};
 use tokio::runtime::Runtime;
@@ -71,7 +70,7 @@ impl PruneArgs {
 }
 
 /// `cairn prune`.
-pub fn cmd_prune(rt: &Runtime, args: &RepoArgs, p: &PruneArgs) -> Result<i32> {
+pub fn run(rt: &Runtime, args: &RepoArgs, p: &PruneArgs) -> Result<i32> {
     let opts = p.options()?;
     let repo = open(rt, args)?;
     if !p.json && !p.quiet {

@@ -277,9 +277,6 @@ fn apply_retention(
     Ok(removed)
 }
 
-/// Seconds since the epoch (kept here for the callers that knew it here).
-pub use crate::host::now_unix;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,209 @@
+//! `cairn backup`: one snapshot of the given paths into the repository, with the latest
+//! snapshot of this host and paths as its parent; or, with `--now`, a request to the
+//! running daemon for a snapshot in every destination.
+
+use super::common::{self, RepoArgs};
+use super::exit::EXIT_WARNINGS;
+use super::progress::{Output, Reporter, bytes};
+use super::{hostname, now_rfc3339, username};
+use anyhow::{Context, Result};
+use cairn::backup::{BackupContext, BackupOptions, BackupReport, backup_with};
+use cairn::cache::MetadataCache;
+use cairn::daemon::config;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tokio::runtime::Runtime;
+
+/// `cairn backup` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BackupArgs {
+    /// Files and directories to back up.
+    #[arg(required_unless_present = "now")]
+    paths: Vec<PathBuf>,
+    /// Ask the running daemon for a snapshot in every destination now, and wait.
+    #[arg(long, conflicts_with_all = ["tags", "host", "time", "excludes", "one_file_system", "upload_concurrency"])]
+    now: bool,
+    /// Daemon configuration (with --now: where to find its control socket).
+    #[arg(long, default_value = config::DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Control socket of the daemon (with --now), instead of the configuration's.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Host name to record instead of this machine's.
+    #[arg(long)]
+    host: Option<String>,
+    /// Snapshot time to record, RFC 3339 (default: now).
+    #[arg(long)]
+    time: Option<String>,
+    /// Exclude entries matching a glob (repeatable).
+    #[arg(short = 'e', long = "exclude")]
+    excludes: Vec<String>,
+    /// Do not cross into other file systems below the given paths.
+    #[arg(short = 'x', long)]
+    one_file_system: bool,
+    /// Keep no local metadata cache (by default trees and index objects are kept in
+    /// $CAIRN_CACHE_DIR, else $XDG_CACHE_HOME/cairn or ~/.cache/cairn, so the next
+    /// backup compares against its parent without downloading it).
+    #[arg(long)]
+    no_cache: bool,
+    /// Pack uploads in flight at once (default 2). Each holds a pack in memory; more
+    /// keep a distant or slow link busy. Past 8, raise `-o s3.connections` as well.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    upload_concurrency: Option<u16>,
+}
+
+/// Normalise a user-given RFC 3339 time.
+fn parse_time(t: &str) -> Result<String> {
+    use time::format_description::well_known::Rfc3339;
+    let parsed = time::OffsetDateTime::parse(t, &Rfc3339).with_context(|| {
+        format!("--time {t:?} is not an RFC 3339 time: write it like 2026-01-31T14:00:00Z")
+    })?;
+    Ok(parsed.format(&Rfc3339)?)
+}
+
+/// `cairn backup`: exits [`EXIT_WARNINGS`] when the snapshot was saved but some paths
+/// could not be stored or never stood still, so scripts notice an incomplete snapshot.
+pub(crate) fn run(rt: &Runtime, args: &RepoArgs, b: &BackupArgs, out: Output) -> Result<i32> {
+    if b.now {
+        return super::daemon::cmd_backup_now(&b.config, b.socket.as_deref(), out.json());
+    }
+    let started = Instant::now();
+    let time = match &b.time {
+        Some(t) => parse_time(t)?,
+        None => now_rfc3339(),
+    };
+    let excludes = cairn::exclude::Excludes::new(&b.excludes).map_err(anyhow::Error::msg)?;
+    // The disk reads the sources' metadata while the key is derived and the index loaded,
+    // from the same roots (absolute and clean, as excludes expect) the backup walks.
+    let _read_ahead = cairn::backup::snapshot_paths(&b.paths)
+        .ok()
+        .map(|roots| cairn::warm::ReadAhead::start(roots, excludes.clone(), b.one_file_system));
+    let repo = common::open(rt, args)?;
+    let host = b.host.clone().unwrap_or_else(hostname);
+    let mut opts = BackupOptions::new(b.paths.clone(), host, username(), time);
+    opts.read_ahead = false;
+    opts.excludes = b.excludes.clone();
+    opts.tags = b.tags.clone();
+    opts.one_file_system = b.one_file_system;
+    if let Some(n) = b.upload_concurrency {
+        opts.max_uploads = usize::from(n);
+    }
+    // The cache only saves downloads: every entry is verified on use, and a cache that
+    // cannot be written is the same as none.
+    let cache = common::cache_root()
+        .filter(|_| !b.no_cache)
+        .map(|root| MetadataCache::new(&root, &repo.config().id));
+    let mut ctx = BackupContext::new(cache);
+    // A path that cannot be read fails before anything is fetched.
+    let roots = cairn::backup::prepare_roots(&opts.paths)?;
+    // The index (from the cache, and what it lacks from the bucket) and the snapshots at
+    // once, each a few round trips; the parent is the latest of this host and paths. The
+    // listings' order does not matter here, unlike for a restore: an unchanged file keeps
+    // its parent's content only if the index holds all of it, and is read otherwise.
+    let (_, snapshots) = rt.block_on(async {
+        futures_util::future::try_join(ctx.refresh(&repo), repo.list_snapshots()).await
+    })?;
+    let parent = cairn::backup::parent_in(snapshots, &opts.hostname, &roots);
+    opts.find_parent = false;
+    if let Some((id, snap)) = parent {
+        opts.parent = Some(id);
+        opts.parent_snapshot = Some(snap);
+    }
+    let progress = opts.control.progress.clone();
+    let reporter = Reporter::start("backup", "files", progress.clone(), out);
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        if out.shows_progress() {
+            let (paths, progress, done) = (&opts.paths, &progress, &done);
+            s.spawn(move || {
+                cairn::scan::count_totals(paths, &excludes, opts.one_file_system, progress, &|| {
+                    done.load(Ordering::Relaxed)
+                })
+            });
+        }
+        let r = backup_with(&repo, rt.handle(), &opts, &mut ctx);
+        done.store(true, Ordering::Relaxed);
+        r
+    });
+    reporter.finish();
+    let report = result?;
+    print_summary(&report, started.elapsed().as_secs_f64(), out)?;
+    if report.warnings.is_empty() {
+        return Ok(0);
+    }
+    print_warnings(&report);
+    Ok(EXIT_WARNINGS)
+}
+
+/// The snapshot's summary: a JSON line, or three lines on stderr and the id on stdout.
+fn print_summary(report: &BackupReport, seconds: f64, out: Output) -> Result<()> {
+    let sum = report.snapshot.summary.clone().unwrap_or_default();
+    if out.json() {
+        // The summary's fields, then the id and the skipped paths themselves in place of
+        // their count.
+        let mut v = serde_json::to_value(&sum)?;
+        v["message_type"] = "summary".into();
+        v["snapshot_id"] = report.id.to_hex().into();
+        v["total_duration"] = ((seconds * 1000.0).round() / 1000.0).into();
+        v["warnings"] = report
+            .warnings
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "path": w.path.to_string_lossy(),
+                    "reason": w.reason,
+                    "stored": w.stored,
+                })
+            })
+            .collect();
+        println!("{v}");
+    } else {
+        eprintln!(
+            "Files:   {} new, {} changed, {} unmodified ({} directories)",
+            sum.files_new, sum.files_changed, sum.files_unmodified, sum.dirs_processed
+        );
+        eprintln!(
+            "Added:   {} ({} stored after compression and encryption) in {} blobs",
+            bytes(sum.data_added),
+            bytes(sum.data_added_packed),
+            sum.data_blobs + sum.tree_blobs,
+        );
+        eprintln!(
+            "Total:   {} files, {}; read {} in {:.1} s",
+            sum.total_files_processed,
+            bytes(sum.total_bytes_processed),
+            bytes(sum.data_read),
+            seconds
+        );
+        println!("snapshot {} saved", report.id.to_hex());
+    }
+    Ok(())
+}
+
+/// The paths the snapshot lacks and those stored while they changed, said even with
+/// `--json` and `--quiet`, since the snapshot is not what a clean backup would hold.
+fn print_warnings(report: &BackupReport) {
+    let (changing, skipped): (Vec<_>, Vec<_>) = report.warnings.iter().partition(|w| w.stored);
+    if !skipped.is_empty() {
+        eprintln!(
+            "warning: {} path(s) could not be stored (the snapshot has everything else):",
+            skipped.len()
+        );
+        for w in skipped {
+            eprintln!("  {}: {}", w.path.display(), w.reason);
+        }
+    }
+    if !changing.is_empty() {
+        eprintln!(
+            "warning: {} file(s) never stood still and are stored as read, marked as changing (a restore names them):",
+            changing.len()
+        );
+        for w in changing {
+            eprintln!("  {}: {}", w.path.display(), w.reason);
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! What every repository verb starts from: the global repository options, the tokio
+//! runtime, and the repository (and any copies to heal from) opened with them. A verb
+//! turns its arguments into library calls; getting to an open repository happens here.
+
+use super::{hostname, now_rfc3339, password, username};
+use anyhow::{Context, Result, anyhow};
+use cairn::backend::Backend;
+use cairn::cache::MetadataCache;
+use cairn::index::MasterIndex;
+use cairn::repo::{InitOptions, Repository, read_config};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::runtime::Runtime;
+
+/// Options every repository command shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RepoArgs {
+    /// Repository location: a path, local:PATH, s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]
+    /// or s3://BUCKET[/PREFIX].
+    #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
+    pub repo: Option<String>,
+    /// File whose first line is the passphrase.
+    #[arg(long = "password-file", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Backend option KEY=VALUE, e.g. -o s3.region=garage (repeatable; see README).
+    #[arg(short = 'o', long = "option", global = true)]
+    pub options: Vec<String>,
+}
+
+impl RepoArgs {
+    /// Backend options from the defaults and every `-o`.
+    pub fn backend_options(&self) -> Result<cairn::backend::BackendOptions> {
+        let mut o = cairn::backend::BackendOptions::default();
+        o.apply(&self.options).map_err(anyhow::Error::msg)?;
+        Ok(o)
+    }
+
+    /// The repository location, refused when neither `--repo` nor the environment names
+    /// one, so the message says how to give it.
+    fn location(&self) -> Result<String> {
+        self.repo
+            .clone()
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| anyhow!("no repository given: pass --repo REPO or set CAIRN_REPOSITORY"))
+    }
+}
+
+/// The runtime the repository verbs block on for storage I/O, with two worker threads
+/// (the count the command line has always used).
+pub(crate) fn runtime() -> Result<Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()?)
+}
+
+/// What a new key or repository records about who made it: now, this host and this
+/// user.
+pub(super) fn init_options_here() -> InitOptions {
+    InitOptions::new(now_rfc3339(), hostname(), username())
+}
+
+/// The storage stack for the repository the arguments name, not yet opened (init needs
+/// it before there is a repository).
+pub(super) fn backend(rt: &Runtime, args: &RepoArgs) -> Result<Arc<dyn Backend>> {
+    let loc = args.location()?;
+    let opts = args.backend_options()?;
+    Ok(rt.block_on(cairn::backend::open(&loc, &opts))?)
+}
+
+/// Open the repository named by the arguments with the resolved passphrase.
+pub(super) fn open(rt: &Runtime, args: &RepoArgs) -> Result<Repository> {
+    let backend = backend(rt, args)?;
+    let config = rt.block_on(read_config(backend.as_ref()))?;
+    let pass = password::resolve(args.password_file.as_deref())?;
+    let cache = cache_root().map(|root| MetadataCache::new(&root, &config.body.id));
+    let hint = cache.as_ref().and_then(MetadataCache::key_hint);
+    let repo = rt.block_on(Repository::open_preferring(backend, config, &pass, hint))?;
+    if let Some(c) = cache.filter(|_| hint != Some(repo.key_id())) {
+        c.put_key_hint(repo.key_id());
+    }
+    super::opened(&repo);
+    Ok(repo)
+}
+
+/// Where the CLI keeps its metadata cache: `$CAIRN_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/cairn`, else `~/.cache/cairn`; none when no home is known.
+pub(super) fn cache_root() -> Option<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("CAIRN_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("cairn")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache").join("cairn")))
+}
+
+/// Where the copies to heal from come from, as `restore` and `check` take them.
+pub(super) struct Copies<'a> {
+    /// `--fallback-repo` (same passphrase and options as --repo).
+    pub fallback_repos: &'a [String],
+    /// `--destination`: use the daemon configuration instead.
+    pub destination: Option<&'a str>,
+    /// The daemon configuration.
+    pub config: &'a Path,
+}
+
+/// The repository to work on and the copies (with their indexes) to heal from.
+pub(super) fn open_with_copies(
+    rt: &Runtime,
+    args: &RepoArgs,
+    c: &Copies<'_>,
+) -> Result<(Repository, Vec<(Repository, MasterIndex)>)> {
+    let (primary, copies) = match c.destination {
+        Some(name) => super::daemon::open_configured(rt, c.config, name)?,
+        None => {
+            let primary = open(rt, args)?;
+            let mut copies = Vec::new();
+            for spec in c.fallback_repos {
+                let b = rt.block_on(cairn::backend::open(spec, &args.backend_options()?))?;
+                let pass = password::resolve(args.password_file.as_deref())?;
+                let copy = rt
+                    .block_on(Repository::open(b, &pass))
+                    .with_context(|| format!("opening --fallback-repo {spec}"))?;
+                super::opened(&copy);
+                copies.push(copy);
+            }
+            (primary, copies)
+        }
+    };
+    let mut out = Vec::new();
+    for copy in copies {
+        let index = rt
+            .block_on(copy.load_index())
+            .with_context(|| format!("loading the index of {}", copy.backend().location()))?;
+        out.push((copy, index));
+    }
+    Ok((primary, out))
+}

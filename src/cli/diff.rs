@@ -1,0 +1,87 @@
+//! `cairn diff`: what changed between two snapshots, path by path: added (+), removed
+//! (-), modified (M), type changed (T) and, with `--metadata`, metadata-only (U).
+
+use super::common::{self, RepoArgs};
+use super::progress::bytes;
+use anyhow::Result;
+use cairn::diff::{DiffEntry, diff};
+use std::io::Write;
+use tokio::runtime::Runtime;
+
+/// `cairn diff` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DiffArgs {
+    /// The older snapshot (id, prefix or `latest`).
+    first: String,
+    /// The newer snapshot.
+    second: String,
+    /// Also list entries whose only change is metadata (mode, owner, times).
+    #[arg(long)]
+    metadata: bool,
+}
+
+/// `cairn diff A B`: changes are written as they are found, the counts last.
+pub(crate) fn run(rt: &Runtime, args: &RepoArgs, d: &DiffArgs, json: bool) -> Result<i32> {
+    let (first, second) = (d.first.as_str(), d.second.as_str());
+    let repo = common::open(rt, args)?;
+    let ((a, b), index) = rt.block_on(repo.snapshots_with_index(|ids| {
+        futures_util::future::try_join(
+            repo.find_snapshot_listed(first, ids.clone()),
+            repo.find_snapshot_listed(second, ids),
+        )
+    }))?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if !json {
+        writeln!(
+            out,
+            "comparing snapshot {} to {}:",
+            a.id.short(),
+            b.id.short()
+        )?;
+    }
+    let mut write_err = None;
+    let stats = diff(
+        &repo,
+        rt.handle(),
+        &index,
+        &a.snapshot.tree,
+        &b.snapshot.tree,
+        d.metadata,
+        &mut |e: &DiffEntry| {
+            let r = if json {
+                let mut v = serde_json::to_value(e).unwrap_or_default();
+                v["message_type"] = "change".into();
+                writeln!(out, "{v}")
+            } else {
+                writeln!(out, "{}    {}", e.change.mark(), e.path)
+            };
+            if let Err(err) = r {
+                write_err.get_or_insert(err);
+            }
+        },
+    )?;
+    if let Some(e) = write_err {
+        return Err(e.into());
+    }
+    if json {
+        let mut v = serde_json::to_value(&stats)?;
+        v["message_type"] = "summary".into();
+        v["first"] = a.id.to_hex().into();
+        v["second"] = b.id.to_hex().into();
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(
+            out,
+            "\n{} added ({}), {} removed ({}), {} modified, {} with only metadata changes",
+            stats.added,
+            bytes(stats.added_bytes),
+            stats.removed,
+            bytes(stats.removed_bytes),
+            stats.modified,
+            stats.metadata_only
+        )?;
+    }
+    out.flush()?;
+    Ok(0)
+}

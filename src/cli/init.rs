@@ -1,0 +1,84 @@
+//! `cairn init`: create a new repository, on fresh keys or on those of an existing one
+//! (`--from-repo`), so that two copies store identical data identically and can heal
+//! each other.
+
+use super::common::{self, RepoArgs};
+use super::password;
+use super::progress::Output;
+use anyhow::{Context, Result};
+use cairn::format::config::DEFAULT_PACK_SIZE;
+use cairn::repo::{Repository, init};
+use std::path::PathBuf;
+use tokio::runtime::Runtime;
+
+/// `cairn init` arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct InitArgs {
+    /// Target pack size in MiB (default 16).
+    #[arg(long, conflicts_with = "from_repo")]
+    pack_size: Option<u32>,
+    /// Build on this existing repository's keys and chunker settings, so the two
+    /// store identical data identically and can heal each other (a second copy).
+    #[arg(long)]
+    from_repo: Option<String>,
+    /// Passphrase file of --from-repo (default: the new repository's passphrase).
+    #[arg(long, requires = "from_repo")]
+    from_password_file: Option<PathBuf>,
+}
+
+/// `cairn init`: the new repository's passphrase comes from the usual sources when one
+/// is set, else it is asked twice, since a typo would lock the data away for good.
+pub(crate) fn run(rt: &Runtime, args: &RepoArgs, a: &InitArgs, out: Output) -> Result<i32> {
+    let backend = common::backend(rt, args)?;
+    let has_source = args.password_file.is_some()
+        || std::env::var_os("CAIRN_PASSWORD_FILE").is_some_and(|v| !v.is_empty())
+        || std::env::var_os("CAIRN_PASSWORD").is_some_and(|v| !v.is_empty());
+    let pass = if has_source {
+        password::resolve(args.password_file.as_deref())?
+    } else {
+        password::resolve_new(None)?
+    };
+    let mut opts = common::init_options_here();
+    opts.pack_size = a
+        .pack_size
+        .map(|m| m.saturating_mul(1024 * 1024))
+        .unwrap_or(DEFAULT_PACK_SIZE);
+    let sibling = match a.from_repo.as_deref() {
+        Some(spec) => {
+            let b = rt.block_on(cairn::backend::open(spec, &args.backend_options()?))?;
+            let from_pass = match a.from_password_file.as_deref() {
+                Some(f) => password::read_file(f)?,
+                None => pass.clone(),
+            };
+            let sibling = rt
+                .block_on(Repository::open(b, &from_pass))
+                .with_context(|| format!("opening --from-repo {spec}"))?;
+            opts = opts.sharing_keys_with(&sibling);
+            Some(sibling)
+        }
+        None => None,
+    };
+    let repo = rt.block_on(init(backend, &pass, &opts))?;
+    if out.json() {
+        let v = serde_json::json!({
+            "message_type": "initialized",
+            "id": repo.config().id.to_hex(),
+            "repository": repo.backend().location(),
+        });
+        println!("{v}");
+        return Ok(0);
+    }
+    println!(
+        "created cairn repository {} at {}",
+        repo.config().id.short(),
+        repo.backend().location()
+    );
+    if let Some(s) = sibling {
+        println!(
+            "it shares keys and chunking with {}: the two can heal each other",
+            s.backend().location()
+        );
+    }
+    eprintln!("Keep the passphrase safe: without it the data in this repository cannot be read.");
+    Ok(0)
+}
