@@ -4,12 +4,10 @@
 
 mod cli;
 
-use cairn::daemon::config;
 use clap::{CommandFactory, Parser, Subcommand};
 use cli::RepoArgs;
 use cli::progress::Output;
 use std::io::IsTerminal;
-use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
@@ -54,22 +52,9 @@ enum Command {
     /// Manage the passphrases that open the repository.
     Key(cli::key::KeyArgs),
     /// Run the backup daemon: watch the sources, snapshot changes to every destination.
-    Daemon {
-        /// Configuration file.
-        #[arg(long, default_value = config::DEFAULT_CONFIG)]
-        config: PathBuf,
-        /// Back this folder up continuously with no configuration file: to a local
-        /// repository in the user's data directory ($XDG_DATA_HOME/cairn; if unset,
-        /// ~/.local/share/cairn, or /var/lib/cairn as root), created with a generated passphrase kept beside the
-        /// configuration it writes there. Repeat for several folders.
-        #[arg(long, value_name = "DIR", conflicts_with = "config")]
-        watch: Vec<PathBuf>,
-    },
+    Daemon(cli::daemon::DaemonArgs),
     /// Work with the daemon's configuration file.
-    Config {
-        #[command(subcommand)]
-        action: ConfigCommand,
-    },
+    Config(cli::daemon::ConfigArgs),
     /// Show what changed between two snapshots: added (+), removed (-), modified (M),
     /// type changed (T) and, with --metadata, metadata-only (U) paths.
     Diff(cli::diff::DiffArgs),
@@ -84,24 +69,7 @@ enum Command {
     /// Write man pages (cairn.1 and one per subcommand) into a directory.
     Man(cli::docs::ManArgs),
     /// Show what the running daemon is doing, per destination.
-    Status {
-        /// Daemon configuration (names the control socket).
-        #[arg(long, default_value = config::DEFAULT_CONFIG)]
-        config: PathBuf,
-        /// Control socket, instead of the configuration's.
-        #[arg(long)]
-        socket: Option<PathBuf>,
-    },
-}
-
-#[derive(Subcommand)]
-enum ConfigCommand {
-    /// Check a configuration: every problem with its line and the fix.
-    Check {
-        /// Configuration file.
-        #[arg(long, default_value = config::DEFAULT_CONFIG)]
-        config: PathBuf,
-    },
+    Status(cli::daemon::StatusArgs),
 }
 
 /// Run the verb the command line names; its exit code on success.
@@ -136,16 +104,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Find(a) => cli::find::run(&rt, r, &a, json),
         Command::Stats => cli::stats::run(&rt, r, json),
         Command::Completions(_) | Command::Man(_) => Ok(0),
-        Command::Daemon { config, watch } => {
+        Command::Daemon(a) => {
             drop(rt);
-            cli::daemon::cmd_daemon(&config, r.password_file.as_deref(), &watch)
+            cli::daemon::run_daemon(&a, r.password_file.as_deref())
         }
-        Command::Config {
-            action: ConfigCommand::Check { config },
-        } => cli::daemon::cmd_config_check(&config, r.password_file.as_deref()),
-        Command::Status { config, socket } => {
-            cli::daemon::cmd_status(&config, socket.as_deref(), json)
-        }
+        Command::Config(a) => cli::daemon::run_config(&a, r.password_file.as_deref()),
+        Command::Status(a) => cli::daemon::run_status(&a, json),
     }
 }
 
@@ -212,7 +176,7 @@ fn main() {
         libc::mallopt(libc::M_ARENA_MAX, ARENA_MAX);
     }
     let cli = Cli::parse();
-    init_logging(cli.verbose, matches!(cli.command, Command::Daemon { .. }));
+    init_logging(cli.verbose, matches!(cli.command, Command::Daemon(_)));
     let code = cli::exit::settle(run(cli));
     std::process::exit(code);
 }

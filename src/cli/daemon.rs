@@ -8,6 +8,65 @@ use cairn::daemon::quickstart;
 use cairn::daemon::status::DaemonStatus;
 use std::path::{Path, PathBuf};
 
+/// `cairn daemon`.
+#[derive(clap::Args)]
+pub struct DaemonArgs {
+    /// Configuration file.
+    #[arg(long, default_value = config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Back this folder up continuously with no configuration file: to a local repository
+    /// in the user's data directory ($XDG_DATA_HOME/cairn; if unset, ~/.local/share/cairn,
+    /// or /var/lib/cairn as root), created with a generated passphrase kept beside the
+    /// configuration it writes there. Repeat for several folders.
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    pub watch: Vec<PathBuf>,
+}
+
+/// `cairn config`.
+#[derive(clap::Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    action: ConfigCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration: every problem with its line and the fix.
+    Check {
+        /// Configuration file.
+        #[arg(long, default_value = config::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+/// `cairn status`.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Daemon configuration (names the control socket).
+    #[arg(long, default_value = config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Control socket, instead of the configuration's.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+}
+
+/// `cairn daemon` with its arguments; `password_file` is the global `--password-file`.
+pub fn run_daemon(a: &DaemonArgs, password_file: Option<&Path>) -> Result<i32> {
+    cmd_daemon(&a.config, password_file, &a.watch)
+}
+
+/// `cairn config ...`.
+pub fn run_config(a: &ConfigArgs, password_file: Option<&Path>) -> Result<i32> {
+    match &a.action {
+        ConfigCommand::Check { config } => cmd_config_check(config, password_file),
+    }
+}
+
+/// `cairn status` with its arguments.
+pub fn run_status(a: &StatusArgs, json: bool) -> Result<i32> {
+    cmd_status(&a.config, a.socket.as_deref(), json)
+}
+
 /// `cairn daemon`; with `--watch DIR`, on the quick start's embedded default instead of
 /// a configuration file.
 pub fn cmd_daemon(config: &Path, password_file: Option<&Path>, watch: &[PathBuf]) -> Result<i32> {
