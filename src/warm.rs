@@ -204,12 +204,12 @@ impl Shared<'_> {
 /// repository: deriving the key and loading the index take a few hundred milliseconds in
 /// which the disk would otherwise sit idle. Told to stop on drop, and not waited for: it
 /// owns all it uses, and a read stuck in a hung mount must not hold up the backup's end.
-pub struct ReadAhead {
+pub struct MetadataWarmer {
     done: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<usize>>,
 }
 
-impl ReadAhead {
+impl MetadataWarmer {
     /// Start reading ahead under `roots`, as [`warm_metadata`] does.
     pub fn start(roots: Vec<PathBuf>, excludes: Excludes, one_file_system: bool) -> Self {
         let done = Arc::new(AtomicBool::new(false));
@@ -218,11 +218,11 @@ impl ReadAhead {
             .name("cairn-read-ahead".into())
             .spawn(move || warm_metadata(&roots, &excludes, one_file_system, &flag, None))
             .ok();
-        ReadAhead { done, thread }
+        MetadataWarmer { done, thread }
     }
 }
 
-impl ReadAhead {
+impl MetadataWarmer {
     /// Stop and wait; the number of directories listed.
     #[cfg(test)]
     fn stop(mut self) -> usize {
@@ -231,7 +231,7 @@ impl ReadAhead {
     }
 }
 
-impl Drop for ReadAhead {
+impl Drop for MetadataWarmer {
     fn drop(&mut self) {
         self.done.store(true, Ordering::Release);
         // Detached: it stops at its next directory.
@@ -340,7 +340,7 @@ mod tests {
         let root = vec![tmp.path().to_path_buf()];
         let all = 1 + 100 + 100 * 30;
         // Left alone, it lists every directory.
-        let whole = ReadAhead::start(root.clone(), Excludes::default(), false);
+        let whole = MetadataWarmer::start(root.clone(), Excludes::default(), false);
         let started = std::time::Instant::now();
         while whole.thread.as_ref().is_some_and(|t| !t.is_finished()) {
             assert!(
@@ -351,7 +351,7 @@ mod tests {
         }
         assert_eq!(whole.stop(), all);
         // Stopped at once, it lists far fewer.
-        let stopped = ReadAhead::start(root, Excludes::default(), false).stop();
+        let stopped = MetadataWarmer::start(root, Excludes::default(), false).stop();
         assert!(
             stopped < all / 2,
             "listed {stopped} of {all} after being stopped"

@@ -91,7 +91,7 @@ pub struct BackupOptions {
     /// cache serves several snapshot series (their trees would be dropped too).
     pub trim_cache: bool,
     /// Read the sources' metadata ahead of the walker on a full walk. Off when the
-    /// caller already runs a [`crate::warm::ReadAhead`] over the same paths (started
+    /// caller already runs a [`crate::warm::MetadataWarmer`] over the same paths (started
     /// before opening the repository, so the disk works while the key is derived).
     pub read_ahead: bool,
     /// Refuse to make a snapshot when a source path that is a directory became empty, or

@@ -79,9 +79,9 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, b: &BackupArgs, out: Output) ->
     let excludes = cairn::exclude::Excludes::new(&b.excludes).map_err(anyhow::Error::msg)?;
     // The disk reads the sources' metadata while the key is derived and the index loaded,
     // from the same roots (absolute and clean, as excludes expect) the backup walks.
-    let _read_ahead = cairn::backup::snapshot_paths(&b.paths)
-        .ok()
-        .map(|roots| cairn::warm::ReadAhead::start(roots, excludes.clone(), b.one_file_system));
+    let _read_ahead = cairn::backup::snapshot_paths(&b.paths).ok().map(|roots| {
+        cairn::warm::MetadataWarmer::start(roots, excludes.clone(), b.one_file_system)
+    });
     let repo = common::open(rt, args)?;
     let host = b.host.clone().unwrap_or_else(hostname);
     let mut opts = BackupOptions::new(b.paths.clone(), host, username(), time);
