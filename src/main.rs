@@ -148,12 +148,10 @@ fn init_logging(verbose: u8, daemon: bool) {
 /// Buffers of this size and more get their own mapping, returned to the system when
 /// freed. glibc's default raises this limit as large buffers are freed (up to 32 MiB),
 /// after which the chunks, sealed blobs and 16 MiB packs that pass between threads pile
-/// up in per-thread heaps that are never trimmed. Measured on the benchmark corpus, first
-/// backup to a local folder: default 205 MiB peak RSS; 256 KiB, 100 MiB but 860,000 page
-/// faults and 25% slower, since every chunk got fresh pages; 4 MiB, 107-117 MiB at the
-/// default's speed. To the loopback S3 server (backup / restore): 256 KiB 8.6 s, 119 MiB /
-/// 6.6 s, 103 MiB; 1 MiB 8.1 s, 126 MiB / 6.4 s, 113 MiB; 4 MiB 8.1 s, 141 MiB / 6.0 s,
-/// 127 MiB. 1 MiB (half the chunks mapped, packs and read ranges always) is the middle.
+/// up in per-thread heaps that are never trimmed. A lower limit saves memory but gives
+/// every chunk fresh pages (page faults, slower); a higher one holds more. 1 MiB (half the
+/// chunks mapped, packs and read ranges always) is the middle; the measurements are in
+/// docs/PERFORMANCE.md ("Memory held by the allocator").
 const MMAP_THRESHOLD: libc::c_int = 1024 * 1024;
 
 /// Free memory at the top of a heap beyond this is returned to the system.

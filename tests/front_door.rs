@@ -138,6 +138,25 @@ fn daemon_watch_without_a_configuration_backs_up_to_the_data_directory_and_says_
         "the log says it loudly too:\n{log}"
     );
 
+    // A second quick start while this one runs is refused before it writes anything.
+    let before = std::fs::read_to_string(data.join("cairn.toml")).expect("config");
+    std::fs::create_dir_all(home.join("Other")).expect("mkdir");
+    let second = quick_cmd(&env, &["daemon", "--watch", "Other"])
+        .current_dir(&home)
+        .output()
+        .expect("run");
+    assert!(!second.status.success());
+    assert!(
+        support::stderr(&second).contains("another cairn daemon"),
+        "{}",
+        support::describe(&second)
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("cairn.toml")).expect("config"),
+        before,
+        "the running quick start's configuration is left alone"
+    );
+
     // A change is backed up continuously.
     std::fs::write(src.join("todo.txt"), "draft\n").expect("write");
     wait_for_snapshots(&env, 2, &daemon);
@@ -155,6 +174,19 @@ fn daemon_watch_without_a_configuration_backs_up_to_the_data_directory_and_says_
         "the passphrase is generated once"
     );
     env.restore_latest_and_compare(&src, "restored-again");
+
+    // Without its passphrase, the repository is not given a new one that cannot open it.
+    std::fs::remove_file(&env.password_file).expect("remove passphrase");
+    let out = quick_cmd(&env, &["daemon", "--watch", &src.to_string_lossy()])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = support::stderr(&out);
+    assert!(
+        err.contains("passphrase file") && err.contains("is gone"),
+        "{err}"
+    );
+    assert!(!env.password_file.exists(), "no new passphrase was made");
 }
 
 #[test]
@@ -175,4 +207,20 @@ fn daemon_watch_of_a_missing_folder_is_refused_naming_it() {
         !env.path("data/cairn/passphrase").exists(),
         "nothing is generated for a refused start"
     );
+
+    // --watch makes its own passphrase; another one given beside it would be misleading.
+    std::fs::create_dir_all(env.path("home/Documents")).expect("mkdir");
+    let out = quick_cmd(&env, &["daemon", "--watch", "Documents"])
+        .arg("--password-file")
+        .arg(&env.password_file)
+        .current_dir(env.path("home"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        support::stderr(&out).contains("leave out --password-file"),
+        "{}",
+        support::describe(&out)
+    );
+    assert!(!env.path("data/cairn/passphrase").exists());
 }

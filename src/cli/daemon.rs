@@ -70,13 +70,21 @@ pub fn run_status(a: &StatusArgs, json: bool) -> Result<i32> {
 /// `cairn daemon`; with `--watch DIR`, on the quick start's embedded default instead of
 /// a configuration file.
 pub fn cmd_daemon(config: &Path, password_file: Option<&Path>, watch: &[PathBuf]) -> Result<i32> {
-    let (config, notice) = if watch.is_empty() {
-        (config.to_path_buf(), None)
+    // `_held`, the quick start's lock on its data directory, lives until the daemon stops.
+    let (config, notice, _held) = if watch.is_empty() {
+        (config.to_path_buf(), None, None)
     } else {
-        let layout = quickstart::Layout::in_dir(&quickstart::DataHome::of_process().data_dir()?);
+        if password_file.is_some() {
+            bail!(
+                "--watch makes and uses its own passphrase: leave out --password-file, or write a configuration naming your passphrase and pass --config FILE"
+            );
+        }
+        let dir = quickstart::DataHome::of_process().data_dir()?;
         let cwd = std::env::current_dir().context("the current directory")?;
-        let path = quickstart::prepare(&layout, watch, &cwd)?;
-        (path, Some(layout.notice()))
+        let prepared = quickstart::prepare(&dir, watch, &cwd)?;
+        let config = prepared.layout.config.clone();
+        let notice = prepared.layout.notice();
+        (config, Some(notice), Some(prepared))
     };
     let identity = cairn::daemon::Identity {
         hostname: super::hostname(),

@@ -93,9 +93,10 @@ impl KeyRing {
             .unwrap_or_else(|| (Group::Alone(dest.to_string()), Vec::new()))
     }
 
-    /// Begin `dest`'s attempt to open (or create) its repository. However the attempt
-    /// ends without [`Attempt::register`] (an error, a refusal, a stop), dropping it
-    /// tells the ring, so siblings waiting on this destination go on.
+    /// Begin `dest`'s attempt to open (or create) its repository, once its storage and
+    /// passphrase are at hand. However the attempt then ends without
+    /// [`Attempt::register`] (an error, a refusal, a stop), dropping it tells the ring,
+    /// so siblings waiting on this destination go on.
     pub fn attempt(&self, dest: &str) -> Attempt<'_> {
         Attempt {
             ring: self,

@@ -100,7 +100,9 @@ impl Layout {
     }
 }
 
-/// The configuration text for watching `paths` with `layout`.
+/// The configuration text for watching `paths` with `layout`: the template with each
+/// `{placeholder}` replaced, in one pass, by a TOML string (so no folder name can end or
+/// bend the string it is put in, and no inserted text is read as a placeholder).
 pub fn render(layout: &Layout, paths: &[PathBuf]) -> Result<String> {
     let quoted = |p: &Path| -> Result<String> {
         let s = p.to_str().ok_or_else(|| {
@@ -109,26 +111,60 @@ pub fn render(layout: &Layout, paths: &[PathBuf]) -> Result<String> {
                 p.display()
             ))
         })?;
-        // A TOML basic string: escape what would end or bend it.
-        Ok(s.replace('\\', "\\\\").replace('"', "\\\""))
+        Ok(toml::Value::String(s.to_string()).to_string())
     };
     let list = paths
         .iter()
-        .map(|p| quoted(p).map(|q| format!("\"{q}\"")))
+        .map(|p| quoted(p))
         .collect::<Result<Vec<_>>>()?
         .join(", ");
-    Ok(TEMPLATE
-        .replace("{state_dir}", &quoted(&layout.state)?)
-        .replace("{password_file}", &quoted(&layout.passphrase)?)
-        .replace("{repository}", &quoted(&layout.repository)?)
-        .replace("{paths}", &list))
+    let values = [
+        ("state_dir", quoted(&layout.state)?),
+        ("password_file", quoted(&layout.passphrase)?),
+        ("repository", quoted(&layout.repository)?),
+        ("paths", list),
+    ];
+    let mut out = String::with_capacity(TEMPLATE.len() + 256);
+    let mut rest = TEMPLATE;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let filled = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            let value = values.iter().find(|(n, _)| *n == name)?;
+            Some((&value.1, close))
+        });
+        match filled {
+            Some((value, close)) => {
+                out.push_str(value);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
-/// Set up the data directory for watching `paths`: the directory (mode 700), a new
-/// passphrase unless one is there, and the configuration (rewritten, so it always names
-/// the folders of this start). Returns where the configuration is. The watched paths
-/// are made absolute against `cwd`, since a service runs in `/`.
-pub fn prepare(layout: &Layout, paths: &[PathBuf], cwd: &Path) -> Result<PathBuf> {
+/// The quick start, set up and held: its layout, and the lock that keeps a second quick
+/// start (or a configured daemon whose `state_dir` is the same folder) off it for as long
+/// as this value lives.
+pub struct Prepared {
+    /// Where everything is.
+    pub layout: Layout,
+    /// Held for the daemon's life.
+    _lock: super::state_lock::StateLock,
+}
+
+/// Set up the data directory `dir` for watching `paths`: the directory (mode 700) and its
+/// lock, a new passphrase unless one is there, and the configuration (rewritten, so it
+/// always names the folders of this start). The watched paths are made absolute against
+/// `cwd` (a service runs in `/`) and, like the data directory, spelled without symbolic
+/// links, so the daemon recognises its own folders inside a watched one.
+pub fn prepare(dir: &Path, paths: &[PathBuf], cwd: &Path) -> Result<Prepared> {
     if paths.is_empty() {
         return Err(Error::InvalidInput(
             "--watch needs a folder to back up: cairn daemon --watch DIR".into(),
@@ -137,8 +173,7 @@ pub fn prepare(layout: &Layout, paths: &[PathBuf], cwd: &Path) -> Result<PathBuf
     let paths: Vec<PathBuf> = paths
         .iter()
         .map(|p| {
-            let abs = cwd.join(p);
-            std::fs::canonicalize(&abs).map_err(|e| {
+            std::fs::canonicalize(cwd.join(p)).map_err(|e| {
                 Error::InvalidInput(format!(
                     "--watch {}: {e}: name an existing folder to back up",
                     p.display()
@@ -149,12 +184,24 @@ pub fn prepare(layout: &Layout, paths: &[PathBuf], cwd: &Path) -> Result<PathBuf
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&layout.dir)
-        .map_err(|e| Error::io("create the data directory", &layout.dir, e))?;
+        .create(dir)
+        .map_err(|e| Error::io("create the data directory", dir, e))?;
+    let dir = std::fs::canonicalize(dir).map_err(|e| Error::io("find the data directory", dir, e))?;
+    // Before anything is written: a second quick start must not rewrite the running
+    // one's configuration.
+    let lock = super::state_lock::StateLock::acquire(&dir)?;
+    let layout = Layout::in_dir(&dir);
     if !layout.passphrase.exists() {
+        if layout.repository.join("config").exists() {
+            return Err(Error::InvalidInput(format!(
+                "{} holds a repository but its passphrase file {} is gone: put the passphrase back there (first line, chmod 600); a new one would not open it",
+                layout.repository.display(),
+                layout.passphrase.display()
+            )));
+        }
         write_new_passphrase(&layout.passphrase)?;
     }
-    let text = render(layout, &paths)?;
+    let text = render(&layout, &paths)?;
     let tmp = layout.dir.join(".cairn.toml.tmp");
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -164,7 +211,10 @@ pub fn prepare(layout: &Layout, paths: &[PathBuf], cwd: &Path) -> Result<PathBuf
         std::fs::File::open(&layout.dir)?.sync_all()
     };
     write().map_err(|e| Error::io("write the quick start's configuration", &layout.config, e))?;
-    Ok(layout.config.clone())
+    Ok(Prepared {
+        layout,
+        _lock: lock,
+    })
 }
 
 /// A fresh random passphrase in a new file readable only by this user, written whole
@@ -175,7 +225,7 @@ fn write_new_passphrase(path: &Path) -> Result<()> {
     crate::crypto::random_bytes(&mut raw)
         .map_err(|e| Error::Internal(format!("no randomness for a passphrase: {e}")))?;
     let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(raw)));
-    let tmp = path.with_extension("new");
+    let tmp = path.with_extension(format!("new.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -187,8 +237,9 @@ fn write_new_passphrase(path: &Path) -> Result<()> {
         .and_then(|()| f.sync_all())
         .map_err(|e| Error::io("write the passphrase file", &tmp, e))?;
     // A link, not a rename: it never replaces a passphrase that appeared meanwhile.
-    std::fs::hard_link(&tmp, path).map_err(|e| Error::io("create the passphrase file", path, e))?;
+    let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
+    linked.map_err(|e| Error::io("create the passphrase file", path, e))?;
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
@@ -235,8 +286,9 @@ mod tests {
     #[test]
     fn the_rendered_configuration_is_accepted_and_names_every_part() {
         let layout = Layout::in_dir(Path::new("/home/a/.local/share/cairn"));
-        let text =
-            render(&layout, &["/home/a/My \"Documents\"".into(), "/srv".into()]).expect("render");
+        // Quotes, a newline, a backslash and a placeholder's name in a folder's name.
+        let odd = "/home/a/My \"Documents\"\n{paths}\\";
+        let text = render(&layout, &[odd.into(), "/srv".into()]).expect("render");
         let cfg = crate::daemon::config::parse(&layout.config, &text).expect("parses");
         assert_eq!(cfg.state_dir, layout.state);
         assert_eq!(
@@ -245,7 +297,7 @@ mod tests {
         );
         assert_eq!(
             cfg.sources[0].paths,
-            [PathBuf::from("/home/a/My \"Documents\""), "/srv".into()]
+            [PathBuf::from(odd), "/srv".into()]
         );
         assert_eq!(
             cfg.destinations[0].location,
