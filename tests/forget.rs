@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use support::{Env, Kind, assert_same_tree, restored};
+use support::{Env, Kind, restored};
 
 /// Snapshot times over six simulated weeks across a month end: one or two a day, at
 /// varying hours, some days skipped.
@@ -146,14 +146,7 @@ fn forget_thins_a_series_as_restic_does_and_what_remains_restores() {
         format!("{} {}", &times[n][..10], &times[n][11..]),
         *left_times.iter().next().expect("first")
     );
-    let target = env.path("latest");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf8"),
-    ]);
-    assert_same_tree(&src, &restored(&target, &src));
+    env.restore_latest_and_compare(&src, "latest");
 
     // Mistakes are named.
     let out = env.run(&["forget"]);

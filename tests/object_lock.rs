@@ -8,7 +8,7 @@ mod support;
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{Env, Kind, assert_same_tree, pseudo_random, restored};
+use support::{Env, Kind, pseudo_random};
 
 struct Moto {
     child: Child,
@@ -234,12 +234,5 @@ fn locked_objects_survive_deletion_attempts_and_prune_waits_for_them() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let target = env.path("restored");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf8"),
-    ]);
-    assert_same_tree(&src, &restored(&target, &src));
+    env.restore_latest_and_compare(&src, "restored");
 }

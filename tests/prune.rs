@@ -79,14 +79,7 @@ fn prune_shrinks_the_bucket_and_what_is_left_restores() {
     // Three of the four 3 MiB churn files are gone.
     assert!(after * 10 < before * 7, "{before} -> {after} bytes");
     check_ok(&env, true);
-    let target = env.path("latest");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf8"),
-    ]);
-    assert_same_tree(&src, &restored(&target, &src));
+    env.restore_latest_and_compare(&src, "latest");
     // A default grace period keeps condemned packs for a day.
     std::fs::write(src.join("churn.bin"), pseudo_random(1 << 20, 99)).expect("write");
     env.ok(&["backup", src.to_str().expect("utf8")]);
@@ -201,14 +194,7 @@ fn a_backup_running_during_prune_restores_afterwards() {
         .as_ref()
         .expect("proxy")
         .set_schedule(Schedule::clean());
-    let target = env.path("during");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf8"),
-    ]);
-    assert_same_tree(&new, &restored(&target, &new));
+    env.restore_latest_and_compare(&new, "during");
     // The next prune finds the new snapshot using condemned data and revives it; later
     // prunes (the grace period over) keep what the new snapshot uses.
     let revived = env.ok(&["prune", "--grace", "0s", "--json"]);
@@ -224,14 +210,7 @@ fn a_backup_running_during_prune_restores_afterwards() {
     );
     env.ok(&["prune", "--grace", "0s"]);
     check_ok(&env, true);
-    let target = env.path("after");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf8"),
-    ]);
-    assert_same_tree(&new, &restored(&target, &new));
+    env.restore_latest_and_compare(&new, "after");
 }
 
 fn snapshot_count(env: &Env) -> usize {

@@ -8,13 +8,13 @@ use cairn::backend::local::LocalBackend;
 use cairn::backend::{Backend, FileType, Handle};
 use cairn::format::index::BlobKind;
 use cairn::format::name::ByteName;
-use cairn::format::snapshot::Snapshot;
-use cairn::format::tree::{Node, NodeKind, Tree};
+use cairn::format::tree::{NodeKind, Tree};
 use cairn::pack::{PackBuilder, seal_blob};
 use cairn::repo::Repository;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use support::fixtures::{node, snapshot};
 use support::{Env, copy_dir, describe, pseudo_random};
 
 fn objects(root: &Path, out: &mut Vec<PathBuf>) {
@@ -112,13 +112,6 @@ fn flipped_byte_in_any_object_fails_restore_and_names_it() {
     }
 }
 
-fn node(name: &[u8], kind: NodeKind) -> Node {
-    Node {
-        mode: 0o644,
-        ..Node::bare(ByteName(name.to_vec()), kind)
-    }
-}
-
 /// Write a snapshot whose root tree is `tree` (bypassing validation, as an attacker would).
 async fn plant(repo: &Repository, tree: &Tree, payload: &[u8]) -> String {
     let keys = repo.keys();
@@ -132,19 +125,7 @@ async fn plant(repo: &Repository, tree: &Tree, payload: &[u8]) -> String {
         .await
         .expect("put");
     repo.save_index(vec![done.index]).await.expect("index");
-    let snap = Snapshot {
-        time: "2030-01-01T00:00:00Z".into(),
-        parent: None,
-        tree: keys.blob_id(&plain),
-        paths: vec!["/x".into()],
-        hostname: "attacker".into(),
-        username: "attacker".into(),
-        uid: 0,
-        gid: 0,
-        tags: vec![],
-        program_version: "evil".into(),
-        summary: None,
-    };
+    let snap = snapshot(keys.blob_id(&plain));
     repo.save_snapshot(&snap).await.expect("snapshot").to_hex()
 }
 

@@ -1,10 +1,19 @@
 //! Shared fixtures for the integration tests: a repository in a temporary place, a way to
 //! run the real `cairn` binary against it, and a tree comparison that checks what
 //! `diff -r --no-dereference` checks plus modes, mtimes, xattrs, hard links and holes.
+//! Beside them: S3 servers (`s3`) and the fault proxy (`fault_proxy`), the daemon
+//! harness (`daemon`), hand-made stored objects (`fixtures`) and the hostile-repository
+//! harness (`hostile`).
+//!
+//! Each test file is a crate of its own that uses only part of this, hence the
+//! `allow(dead_code)` below rather than one on every item.
 
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod fault_proxy;
+pub mod fixtures;
+pub mod hostile;
 pub mod s3;
 
 use std::collections::HashMap;
@@ -184,6 +193,29 @@ impl Env {
         ]);
         assert_same_tree(src, &restored(&target, src));
         target
+    }
+
+    /// Restore `latest` of the repository `repo` (another than the Env's, such as one of
+    /// a daemon's destinations) into the new folder `name` and insist it equals `src`.
+    pub fn restore_latest_from_and_compare(&self, repo: &str, src: &Path, name: &str) {
+        let target = self.path(name);
+        let out = self
+            .cmd(&[
+                "restore",
+                "latest",
+                "--target",
+                target.to_str().expect("utf8"),
+                "--repo",
+                repo,
+            ])
+            .output()
+            .expect("restore");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_same_tree(src, &restored(&target, src));
     }
 
     /// Back up `paths` with `--json` and return the summary.

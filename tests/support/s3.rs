@@ -247,3 +247,16 @@ pub fn aws_env() -> Vec<(&'static str, String)> {
         ("AWS_ENDPOINT_URL_S3", String::new()),
     ]
 }
+
+/// Backend options that reach a test server (its keys, a region), then `options` as `-o`
+/// takes them: for tests that open a repository in-process instead of through `cairn`.
+pub fn backend_options(options: &[String]) -> cairn::backend::BackendOptions {
+    let mut o = cairn::backend::BackendOptions {
+        access_key_id: Some(ACCESS_KEY.into()),
+        secret_access_key: Some(SECRET_KEY.into()),
+        region: Some("us-east-1".into()),
+        ..Default::default()
+    };
+    o.apply(options).expect("options");
+    o
+}
