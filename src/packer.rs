@@ -171,15 +171,14 @@ pub fn run_packer(
 }
 
 fn join(rt: &Runtime, h: JoinHandle<Result<IndexPack>>) -> Result<IndexPack> {
-    rt.block_on(h)
-        .map_err(|e| {
-            if e.is_cancelled() {
-                // The runtime is shutting down: the run was stopped, nothing is wrong.
-                Error::Cancelled
-            } else {
-                Error::Internal(format!("pack upload task failed: {e}"))
-            }
-        })?
+    rt.block_on(h).map_err(|e| {
+        if e.is_cancelled() {
+            // The runtime is shutting down: the run was stopped, nothing is wrong.
+            Error::Cancelled
+        } else {
+            Error::Internal(format!("pack upload task failed: {e}"))
+        }
+    })?
 }
 
 fn collect_finished(

@@ -186,7 +186,8 @@ pub fn prepare(dir: &Path, paths: &[PathBuf], cwd: &Path) -> Result<Prepared> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| Error::io("create the data directory", dir, e))?;
-    let dir = std::fs::canonicalize(dir).map_err(|e| Error::io("find the data directory", dir, e))?;
+    let dir =
+        std::fs::canonicalize(dir).map_err(|e| Error::io("find the data directory", dir, e))?;
     // Before anything is written: a second quick start must not rewrite the running
     // one's configuration.
     let lock = super::state_lock::StateLock::acquire(&dir)?;
@@ -295,10 +296,7 @@ mod tests {
             cfg.password,
             crate::daemon::config::PasswordSource::File(layout.passphrase.clone())
         );
-        assert_eq!(
-            cfg.sources[0].paths,
-            [PathBuf::from(odd), "/srv".into()]
-        );
+        assert_eq!(cfg.sources[0].paths, [PathBuf::from(odd), "/srv".into()]);
         assert_eq!(
             cfg.destinations[0].location,
             crate::backend::Location::Local(layout.repository.clone())

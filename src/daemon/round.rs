@@ -33,10 +33,7 @@ pub(super) fn run_once(
         }
     }
     let Some(s) = session.as_mut() else {
-        return (
-            made,
-            Err(Error::Internal("no repository session".into())),
-        );
+        return (made, Err(Error::Internal("no repository session".into())));
     };
     // History journaled while the destination was unreachable goes in first, oldest
     // snapshot first.
