@@ -11,7 +11,8 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// The embedded default configuration, with `{placeholders}` filled in by [`prepare`].
+/// The embedded default configuration; each `{placeholder}` stands for a whole TOML string
+/// and is filled in by [`render`].
 const TEMPLATE: &str = include_str!("../../config/quickstart.toml");
 
 /// What the environment says about where user data goes, passed in so the choice is a
