@@ -99,22 +99,7 @@ fn doc_of_snapshot(env: &Env, repo: &str, src: &Path, nth: usize) -> (usize, Vec
             panic!("no snapshot number {nth} in {listed}");
         });
     let target = env.path(&format!("snapshot-{nth}-{id}"));
-    let out = env
-        .cmd(&[
-            "restore",
-            id,
-            "--target",
-            target.to_str().expect("utf8"),
-            "--repo",
-            repo,
-        ])
-        .output()
-        .expect("restore");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.restore_from(repo, id, &target);
     let doc = std::fs::read(restored(&target, src).join("doc.txt")).expect("doc");
     (by_time.len(), doc)
 }

@@ -63,8 +63,7 @@ fn quick_cmd(env: &Env, args: &[&str]) -> Command {
 }
 
 /// Wait until the repository at `env` holds `n` snapshots.
-fn wait_for_snapshots(env: &Env, n: usize, daemon: &QuickStart) -> Vec<String> {
-    let _ = daemon;
+fn wait_for_snapshots(env: &Env, n: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if Path::new(&env.repo).join("config").exists() && env.password_file.exists() {
@@ -101,7 +100,7 @@ fn daemon_watch_without_a_configuration_backs_up_to_the_data_directory_and_says_
 
     // A relative DIR is taken from the working directory.
     let mut daemon = QuickStart::start(&env, &home, "Documents");
-    wait_for_snapshots(&env, 1, &daemon);
+    wait_for_snapshots(&env, 1);
 
     let mode = std::fs::metadata(&env.password_file)
         .expect("passphrase")
@@ -159,14 +158,14 @@ fn daemon_watch_without_a_configuration_backs_up_to_the_data_directory_and_says_
 
     // A change is backed up continuously.
     std::fs::write(src.join("todo.txt"), "draft\n").expect("write");
-    wait_for_snapshots(&env, 2, &daemon);
+    wait_for_snapshots(&env, 2);
     daemon.stop();
     env.restore_latest_and_compare(&src, "restored");
 
     // A second start keeps the passphrase and the repository it made.
     let mut again = QuickStart::start(&env, &home, &src.to_string_lossy());
     std::fs::write(src.join("later.txt"), "later\n").expect("write");
-    wait_for_snapshots(&env, 3, &again);
+    wait_for_snapshots(&env, 3);
     again.stop();
     assert_eq!(
         std::fs::read_to_string(&env.password_file).expect("read passphrase"),

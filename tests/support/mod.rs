@@ -195,14 +195,13 @@ impl Env {
         target
     }
 
-    /// Restore `latest` of the repository `repo` (another than the Env's, such as one of
-    /// a daemon's destinations) into the new folder `name` and insist it equals `src`.
-    pub fn restore_latest_from_and_compare(&self, repo: &str, src: &Path, name: &str) {
-        let target = self.path(name);
+    /// Restore `snapshot` of the repository `repo` (another than the Env's, such as one
+    /// of a daemon's destinations) into `target`, insisting it succeeds.
+    pub fn restore_from(&self, repo: &str, snapshot: &str, target: &Path) {
         let out = self
             .cmd(&[
                 "restore",
-                "latest",
+                snapshot,
                 "--target",
                 target.to_str().expect("utf8"),
                 "--repo",
@@ -215,6 +214,13 @@ impl Env {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Restore `latest` of the repository `repo` (another than the Env's) into the new
+    /// folder `name` and insist it equals `src`.
+    pub fn restore_latest_from_and_compare(&self, repo: &str, src: &Path, name: &str) {
+        let target = self.path(name);
+        self.restore_from(repo, "latest", &target);
         assert_same_tree(src, &restored(&target, src));
     }
 

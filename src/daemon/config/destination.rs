@@ -136,7 +136,7 @@ fn storage_options(
             Err(e) => {
                 cx.problem::<()>(lock.span(), format!("destination {name:?}: {e}"));
             }
-            Ok(_) if location.is_some_and(|l| !matches!(l, Location::S3(_))) => {
+            Ok(_) if location.is_some_and(|l| !l.is_s3()) => {
                 cx.problem::<()>(
                     lock.span(),
                     format!("destination {name:?}: object_lock needs an S3 repository (s3:...)"),
