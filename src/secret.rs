@@ -41,7 +41,8 @@ const MAX_SECRET_FILE: u64 = 64 * 1024;
 
 /// The first line of the secret file `path` (without `\n`/`\r\n`). `what` names the
 /// file's role in messages ("password file", "secret_access_key_file"). Fails, naming
-/// the fix, when the file is missing, empty, not a regular file (a symbolic link is not
+/// the fix, when the file is missing, empty, a directory (a common slip: the folder
+/// named instead of the file in it), not a regular file (a symbolic link is not
 /// followed), or may be read by group or others. The checks are made on the open
 /// descriptor, so the file cannot be swapped between the check and the read.
 pub fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
@@ -68,6 +69,13 @@ pub fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>> {
             }
         })?;
     let meta = file.metadata().map_err(cannot)?;
+    if meta.is_dir() {
+        return Err(Error::InvalidInput(format!(
+            "{what} {} is a directory: name the file inside it that holds the secret (its first line), e.g. {}",
+            path.display(),
+            path.join("passphrase").display()
+        )));
+    }
     if !meta.is_file() {
         return Err(Error::InvalidInput(format!(
             "{what} {} is not a regular file: put the secret in a plain file (chmod 600)",
@@ -128,6 +136,14 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let e = read_secret_file(&fifo, "password file").expect_err("fifo");
         assert!(e.to_string().contains("not a regular file"), "{e}");
+        let e = read_secret_file(dir.path(), "password_file").expect_err("directory");
+        assert!(
+            e.to_string().contains(&format!(
+                "password_file {} is a directory: name the file inside it",
+                dir.path().display()
+            )),
+            "{e}"
+        );
         let s = SecretString::new("wJalrXUtnFEMI".into());
         assert!(!format!("{s:?}").contains("wJalr"));
         assert_eq!(s.expose(), "wJalrXUtnFEMI");

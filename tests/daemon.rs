@@ -328,6 +328,10 @@ fn the_shipped_example_configuration_runs_as_is() {
             &format!("\"{}/var/backups/cairn\"", root.display()),
         )
         .replace(
+            "\"/var/cache/cairn\"",
+            &format!("\"{}/var/cache/cairn\"", root.display()),
+        )
+        .replace(
             "\"/run/cairn/control.sock\"",
             &format!("\"{}/run/cairn.sock\"", root.display()),
         )
@@ -343,6 +347,9 @@ fn the_shipped_example_configuration_runs_as_is() {
     }
     let config = env.path("cairn.toml");
     std::fs::write(&config, moved).expect("write");
+    // The local destination's parent, as on any Debian system (`config check` reports a
+    // missing one).
+    std::fs::create_dir_all(root.join("var/backups")).expect("mkdir");
     let data = root.join("srv/data");
     fill(&data);
     std::fs::create_dir_all(data.join("cache")).expect("mkdir");

@@ -81,7 +81,8 @@ fn every_readme_command_runs_as_written() {
     let root = scratch.path().join("root");
     let home = scratch.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
-    for p in ["/etc/cairn", "/run/cairn", "/mnt"] {
+    // What every Debian system has (`/var/backups`: the example destination's parent).
+    for p in ["/etc/cairn", "/run/cairn", "/mnt", "/var/backups"] {
         std::fs::create_dir_all(format!("{}{p}", root.display())).expect("system dir");
     }
     // What the package installs: the example configuration, paths moved.

@@ -2,7 +2,7 @@
 //! a running one over its control socket.
 
 use anyhow::{Context, Result, bail};
-use cairn::daemon::config::{self, DaemonConfig, PasswordSource};
+use cairn::daemon::config;
 use cairn::daemon::control::{self, Request, Response};
 use cairn::daemon::quickstart;
 use cairn::daemon::status::DaemonStatus;
@@ -31,11 +31,15 @@ pub struct ConfigArgs {
 
 #[derive(clap::Subcommand)]
 enum ConfigCommand {
-    /// Check a configuration: every problem with its line and the fix.
+    /// Check a configuration: every problem with its line and the fix, then contact
+    /// every destination (credentials, bucket, permissions, repository, passphrase).
     Check {
         /// Configuration file.
         #[arg(long, default_value = config::DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Check the file and the local folders only; contact no destination.
+        #[arg(long)]
+        offline: bool,
     },
 }
 
@@ -58,7 +62,9 @@ pub fn run_daemon(a: &DaemonArgs, password_file: Option<&Path>) -> Result<i32> {
 /// `cairn config ...`.
 pub fn run_config(a: &ConfigArgs, password_file: Option<&Path>) -> Result<i32> {
     match &a.action {
-        ConfigCommand::Check { config } => cmd_config_check(config, password_file),
+        ConfigCommand::Check { config, offline } => {
+            super::config_check::cmd_config_check(config, password_file, *offline)
+        }
     }
 }
 
@@ -110,110 +116,6 @@ fn configuration_in_use(config: &Path) -> PathBuf {
         }
     }
     config.to_path_buf()
-}
-
-/// `cairn config check`: every problem with its line, then what would run.
-/// `password_file` is the daemon's command-line override, checked in its place.
-pub fn cmd_config_check(path: &Path, password_file: Option<&Path>) -> Result<i32> {
-    let mut cfg = match config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(1);
-        }
-    };
-    if let Some(p) = password_file {
-        cfg.password = PasswordSource::File(p.to_path_buf());
-    }
-    let mut problems = Vec::new();
-    let mut warnings = Vec::new();
-    let mut sources = vec![("", &cfg.password)];
-    for d in &cfg.destinations {
-        if let Some(p) = &d.password {
-            sources.push((d.name.as_str(), p));
-        }
-    }
-    for (dest, source) in sources {
-        if let Err(e) = source.read() {
-            let scope = if dest.is_empty() {
-                String::new()
-            } else {
-                format!("destination {dest:?}: ")
-            };
-            match source {
-                // The credential exists only inside the service; outside it, say so.
-                PasswordSource::Credential(_) => warnings.push(format!("{scope}{e}")),
-                _ => problems.push(format!("{scope}{e}")),
-            }
-        }
-    }
-    for s in &cfg.sources {
-        for p in &s.paths {
-            match std::fs::symlink_metadata(p) {
-                Err(_) => warnings.push(format!(
-                    "source path {} does not exist (yet): its source's snapshots fail (and are retried) until it does",
-                    p.display()
-                )),
-                Ok(m) if m.file_type().is_symlink() => warnings.push(format!(
-                    "source path {} is a symbolic link: the link is stored, not what it points to; name the target instead",
-                    p.display()
-                )),
-                Ok(_) => {}
-            }
-        }
-    }
-    for w in &warnings {
-        eprintln!("warning: {w}");
-    }
-    if !problems.is_empty() {
-        eprintln!("configuration {} cannot run as it is:", cfg.file.display());
-        for p in &problems {
-            eprintln!("  {p}");
-        }
-        return Ok(1);
-    }
-    println!("{}", describe(&cfg));
-    Ok(0)
-}
-
-fn describe(cfg: &DaemonConfig) -> String {
-    let mut out = format!("configuration {} is valid\n", cfg.file.display());
-    for s in &cfg.sources {
-        out.push_str(&format!(
-            "  source: {}{}\n",
-            s.paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            if s.excludes.is_empty() {
-                String::new()
-            } else {
-                format!(" (excluding {})", s.excludes.join(", "))
-            }
-        ));
-    }
-    for d in &cfg.destinations {
-        out.push_str(&format!("  destination {}: {}\n", d.name, d.location));
-    }
-    let s = &cfg.schedule;
-    out.push_str(&format!(
-        "  schedule: snapshot {} after the last change (at most {} after the first), at most every {}, full rescan every {}\n",
-        humantime::format_duration(s.quiet_period),
-        humantime::format_duration(s.max_delay),
-        humantime::format_duration(s.min_interval),
-        humantime::format_duration(s.rescan_interval)
-    ));
-    out.push_str(&format!(
-        "  state: {}; cache: {}; control socket: {}",
-        cfg.state_dir.display(),
-        cfg.cache_dir.display(),
-        cfg.socket.display()
-    ));
-    if let Some(m) = cfg.metrics_listen {
-        out.push_str(&format!("; metrics: http://{m}/metrics"));
-    }
-    out
 }
 
 fn socket(config: &Path, socket: Option<&Path>) -> Result<PathBuf> {

@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod check;
 pub mod common;
+pub mod config_check;
 pub mod daemon;
 pub mod diff;
 pub mod docs;

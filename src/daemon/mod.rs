@@ -25,6 +25,7 @@ pub mod journal;
 pub mod keyring;
 pub mod liveness;
 pub mod metrics;
+pub mod preflight;
 pub mod quickstart;
 mod round;
 mod routing;

@@ -9,8 +9,8 @@ use crate::backend::{BackendOptions, Location, ObjectLock, parse_location};
 use std::path::Path;
 use toml::Spanned;
 
-/// Every destination of the file; a destination whose location is unusable is left out
-/// (its problem is reported, so the file is refused anyway).
+/// Every destination of the file; a destination with a problem is left out (its problem
+/// is reported, so the file is refused anyway).
 pub(super) fn resolve_all(
     cx: &mut Ctx<'_, '_>,
     raw: &[RawDestination],
@@ -27,10 +27,19 @@ pub(super) fn resolve_all(
     let mut names: Vec<&str> = Vec::new();
     let mut destinations = Vec::new();
     for d in raw {
-        let name = d.name.get_ref();
-        check_name(cx, &d.name, names.contains(&name.as_str()));
+        // A destination without `name` or `repo` was reported by the schema.
+        let (Some(name_key), Some(repo)) = (&d.name, &d.repo) else {
+            continue;
+        };
+        let name = name_key.get_ref();
+        let before = cx.problems.len();
+        check_name(cx, name_key, names.contains(&name.as_str()));
         names.push(name);
-        if let Some(dest) = resolve_one(cx, d, default_uploads) {
+        // A destination with a problem is left out: the file is refused anyway, and
+        // `config check` contacts only the destinations that are right.
+        if let Some(dest) = resolve_one(cx, d, name_key, repo, default_uploads)
+            && cx.problems.len() == before
+        {
             destinations.push(dest);
         }
     }
@@ -59,10 +68,12 @@ fn check_name(cx: &mut Ctx<'_, '_>, name: &Spanned<String>, taken: bool) {
 fn resolve_one(
     cx: &mut Ctx<'_, '_>,
     d: &RawDestination,
+    name: &Spanned<String>,
+    repo: &Spanned<String>,
     default_uploads: usize,
 ) -> Option<DestinationConfig> {
-    let name = d.name.get_ref().clone();
-    let location = location(cx, &name, &d.repo);
+    let name = name.get_ref().clone();
+    let location = location(cx, &name, repo);
     let password = cx.password(
         &format!("destination {name:?}: "),
         &d.password_file,

@@ -1,15 +1,17 @@
 //! The daemon's configuration file: TOML with a fixed set of keys, checked as a whole so
 //! that `cairn config check` lists every problem at once, each with its line and the fix.
 //!
-//! Checking runs in three passes: TOML syntax; unknown keys anywhere (a typo such as
-//! `quiet_perod` must never be silently ignored, so each unknown key is reported with the
-//! closest known one); then types and values (durations, paths, repository forms,
-//! options). Relative paths are refused rather than guessed at: a service's working
+//! Checking runs in three passes: TOML syntax; then the key schema ([`schema`]): unknown
+//! keys anywhere (a typo such as `quiet_perod` must never be silently ignored, so each is
+//! reported with the closest known one), missing keys and values of the wrong type, each
+//! named with the form to write; then values (durations, paths, repository forms,
+//! options). Every pass after the syntax reports all it finds and the next still runs on
+//! what is usable, so one run lists every problem of a file. Relative paths are refused rather than guessed at: a service's working
 //! directory is `/`.
 
 //!
-//! The module is in layers: [`raw`] is the file as TOML gives it, with the key schema and
-//! the typo hints; [`resolve`] (and [`destination`] for `[[destination]]`) judge the values
+//! The module is in layers: [`schema`] is which keys each table has and their types;
+//! [`raw`] is the file as TOML gives it, with the typo hints; [`resolve`] (and [`destination`] for `[[destination]]`) judge the values
 //! section by section and build the typed model defined here; [`password`] says where a
 //! passphrase comes from and reads it; [`problem`] is what is wrong.
 
@@ -19,6 +21,7 @@ pub mod password;
 pub mod problem;
 mod raw;
 mod resolve;
+mod schema;
 
 pub use password::PasswordSource;
 pub use problem::{ConfigError, Problem};
@@ -140,51 +143,102 @@ pub struct DaemonConfig {
 
 /// Read and check a configuration file.
 pub fn load(path: &Path) -> Result<DaemonConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        path: path.to_path_buf(),
-        problems: vec![Problem {
-            line: None,
-            message: match e.kind() {
+    match load_all(path) {
+        (Some(c), None) => Ok(c),
+        (_, Some(e)) => Err(e),
+        // `judge` gives a configuration or a problem; this arm is for the compiler.
+        (None, None) => Err(ConfigError {
+            path: path.to_path_buf(),
+            problems: Vec::new(),
+        }),
+    }
+}
+
+/// Read and check a configuration file, keeping what could be judged: every problem of
+/// the file, and the configuration without the destinations that have one (`None` when
+/// something every part needs, such as `state_dir`, is unusable). For `cairn config
+/// check`, which goes on to contact the destinations that are right while reporting the
+/// ones that are not; never for running.
+pub fn load_all(path: &Path) -> (Option<DaemonConfig>, Option<ConfigError>) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            let message = match e.kind() {
                 std::io::ErrorKind::NotFound => format!(
                     "cannot read it: {e}. Create it from the example (/usr/share/doc/cairn/examples/cairn.toml or config/cairn.toml in the source) or pass --config FILE"
                 ),
                 _ => format!("cannot read it: {e}"),
-            },
-        }],
-    })?;
-    parse(path, &text)
+            };
+            let problems = vec![Problem {
+                line: None,
+                message,
+            }];
+            return (
+                None,
+                Some(ConfigError {
+                    path: path.to_path_buf(),
+                    problems,
+                }),
+            );
+        }
+    };
+    judge(path, &text)
 }
 
 /// Check configuration text (`path` is for messages).
 pub fn parse(path: &Path, text: &str) -> Result<DaemonConfig, ConfigError> {
-    let fail = |problems| ConfigError {
-        path: path.to_path_buf(),
-        problems,
+    match judge(path, text) {
+        (Some(c), None) => Ok(c),
+        (_, Some(e)) => Err(e),
+        (None, None) => Err(ConfigError {
+            path: path.to_path_buf(),
+            problems: Vec::new(),
+        }),
+    }
+}
+
+/// Every problem of `text`, and the configuration as far as it is usable (see
+/// [`load_all`]).
+fn judge(path: &Path, text: &str) -> (Option<DaemonConfig>, Option<ConfigError>) {
+    let fail = |mut problems: Vec<Problem>| {
+        problems.sort_by_key(|p| p.line);
+        Some(ConfigError {
+            path: path.to_path_buf(),
+            problems,
+        })
     };
     let lines = raw::Lines(text);
-    let doc = toml::de::DeTable::parse(text).map_err(|e| {
-        fail(vec![Problem {
-            line: e.span().map(|s| lines.of(s.start)),
-            message: format!("not valid TOML: {}", e.message().trim()),
-        }])
-    })?;
+    let mut doc = match toml::de::DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let problems = vec![Problem {
+                line: e.span().map(|s| lines.of(s.start)),
+                message: format!("not valid TOML: {}", e.message().trim()),
+            }];
+            return (None, fail(problems));
+        }
+    };
     let mut problems = Vec::new();
-    raw::check_keys(doc.get_ref(), raw::TOP_KEYS, "", &lines, &mut problems);
-    if !problems.is_empty() {
-        problems.sort_by_key(|p| p.line);
-        return Err(fail(problems));
-    }
-    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
-        fail(vec![Problem {
-            line: e.span().map(|s| lines.of(s.start)),
-            message: e.message().trim().to_string(),
-        }])
-    })?;
+    schema::check(doc.get_mut(), schema::TOP, "", None, &lines, &mut problems);
+    let raw = match <raw::RawConfig as serde::Deserialize>::deserialize(
+        toml::de::Deserializer::from(doc),
+    ) {
+        Ok(raw) => raw,
+        // The schema took out everything serde could stumble on; should it still, its
+        // message is reported beside the schema's, not instead of them.
+        Err(e) => {
+            problems.push(Problem {
+                line: e.span().map(|s| lines.of(s.start)),
+                message: e.message().trim().to_string(),
+            });
+            return (None, fail(problems));
+        }
+    };
     let config = resolve::resolve(path, raw, &lines, &mut problems);
-    problems.sort_by_key(|p| p.line);
-    match config {
-        Some(c) if problems.is_empty() => Ok(c),
-        _ => Err(fail(problems)),
+    if problems.is_empty() {
+        (config, None)
+    } else {
+        (config, fail(problems))
     }
 }
 
@@ -297,6 +351,68 @@ socket = "/run/cairn/control.sock"
         assert!(p[0].starts_with("line 2: not valid TOML"), "{p:?}");
         let p = problems(&GOOD.replace("paths = [\"/srv/data\"]", "paths = \"/srv/data\""));
         assert!(p[0].starts_with("line 6:"), "{p:?}");
+    }
+
+    #[test]
+    fn every_mistyped_value_is_named_with_the_form_to_write() {
+        let text = format!("limits = 3\n{GOOD}")
+            .replace(
+                "repo = \"/mnt/backup/cairn\"",
+                "repo = \"/mnt/backup/cairn\"\n[destination.retention]\nkeep_daily = 7\nkeep_last = \"20\"\nkeep_within = 2\nprune = \"true\"",
+            )
+            .replace("quiet_period = \"2s\"", "quiet_period = 2")
+            .replace("exclude = [\"*.tmp\"]", "exclude = \"*.tmp\"")
+            .replace("socket = \"/run/cairn/control.sock\"", "socket = 5")
+            .replace(
+                "min_interval = \"1m\"",
+                "min_interval = \"1 fortnight\"\nmax_dealy = \"1m\"",
+            );
+        let p = problems(&text);
+        for want in [
+            "destination.retention.keep_last is a number: write keep_last = 20",
+            "destination.retention.keep_within is a duration in quotes: write keep_within = \"2d\"",
+            "destination.retention.prune is true or false: write prune = true",
+            "schedule.quiet_period is a duration in quotes: write quiet_period = \"2s\"",
+            "source.exclude is a list of strings: write exclude = [\"*.tmp\"]",
+            "control.socket is text in quotes: write socket = \"5\"",
+            "limits is a table: write [limits] on a line of its own",
+            // The other passes still run: unknown keys and bad values are reported too.
+            "did you mean `schedule.max_delay`?",
+            "`schedule.min_interval` = \"1 fortnight\" is not a duration",
+        ] {
+            assert!(p.iter().any(|m| m.contains(want)), "{want}\nin {p:#?}");
+        }
+        assert_eq!(p.len(), 9, "{p:#?}");
+    }
+
+    #[test]
+    fn missing_keys_are_named_and_the_rest_still_judged() {
+        let text = GOOD
+            .replace("repo = \"/mnt/backup/cairn\"", "")
+            .replace("paths = [\"/srv/data\"]", "")
+            .replace("\"2s\"", "\"2 seconds please\"");
+        let p = problems(&text);
+        assert!(
+            p.iter()
+                .any(|m| m
+                    .contains("[[destination]] has no `repo`: add repo = \"/var/backups/cairn\"")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.contains("[[source]] has no `paths`: add paths = [\"/srv/data\"]")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter().any(|m| m.contains("`schedule.quiet_period`")),
+            "{p:#?}"
+        );
+        // What is right is kept for `config check` to go on with.
+        let (partial, error) = judge(Path::new("t.toml"), &text);
+        assert_eq!(error.expect("problems").problems.len(), 3);
+        let partial = partial.expect("partial");
+        assert_eq!(partial.destinations.len(), 1);
+        assert_eq!(partial.destinations[0].name, "lan");
     }
 
     #[test]

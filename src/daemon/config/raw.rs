@@ -1,8 +1,9 @@
-//! The configuration file as TOML gives it: the raw tables with their spans, the key
-//! schema every table is checked against, and the typo hints for unknown keys. Nothing
-//! here judges values; [`super::resolve`] does.
+//! The configuration file as TOML gives it: the raw tables with their spans (read once
+//! [`super::schema`] has taken out every unknown key and mistyped value, so reading them
+//! cannot fail; the keys it requires are still `Option` here so that a missing one only
+//! leaves its table out), and the typo hints for unknown keys. Nothing here judges
+//! values; [`super::resolve`] does.
 
-use super::Problem;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,7 +34,7 @@ pub(super) struct RawConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSource {
-    pub(super) paths: Spanned<Vec<Spanned<String>>>,
+    pub(super) paths: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub(super) exclude: Vec<Spanned<String>>,
     #[serde(default)]
@@ -47,8 +48,8 @@ pub(super) struct RawSource {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDestination {
-    pub(super) name: Spanned<String>,
-    pub(super) repo: Spanned<String>,
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) repo: Option<Spanned<String>>,
     pub(super) password_file: Option<Spanned<String>>,
     pub(super) password_credential: Option<Spanned<String>>,
     pub(super) aws_profile: Option<Spanned<String>>,
@@ -133,82 +134,6 @@ pub(super) struct RawMetrics {
     pub(super) listen: Option<Spanned<String>>,
 }
 
-/// The keys each table accepts; `None` marks a table whose keys are free (checked by
-/// value instead).
-pub(super) enum Shape {
-    Table(&'static [(&'static str, Shape)]),
-    ArrayOfTables(&'static [(&'static str, Shape)]),
-    Free,
-    Value,
-}
-
-pub(super) const SOURCE_KEYS: &[(&str, Shape)] = &[
-    ("paths", Shape::Value),
-    ("exclude", Shape::Value),
-    ("one_file_system", Shape::Value),
-    ("tags", Shape::Value),
-    ("allow_root_change", Shape::Value),
-];
-pub(super) const DESTINATION_KEYS: &[(&str, Shape)] = &[
-    ("name", Shape::Value),
-    ("repo", Shape::Value),
-    ("password_file", Shape::Value),
-    ("password_credential", Shape::Value),
-    ("aws_profile", Shape::Value),
-    ("access_key_id", Shape::Value),
-    ("secret_access_key_file", Shape::Value),
-    ("upload_limit", Shape::Value),
-    ("upload_concurrency", Shape::Value),
-    ("object_lock", Shape::Value),
-    ("options", Shape::Free),
-    ("retention", Shape::Table(RETENTION_KEYS)),
-];
-pub(super) const RETENTION_KEYS: &[(&str, Shape)] = &[
-    ("keep_last", Shape::Value),
-    ("keep_hourly", Shape::Value),
-    ("keep_daily", Shape::Value),
-    ("keep_weekly", Shape::Value),
-    ("keep_monthly", Shape::Value),
-    ("keep_yearly", Shape::Value),
-    ("keep_within", Shape::Value),
-    ("keep_within_hourly", Shape::Value),
-    ("keep_within_daily", Shape::Value),
-    ("keep_within_weekly", Shape::Value),
-    ("keep_within_monthly", Shape::Value),
-    ("keep_within_yearly", Shape::Value),
-    ("keep_tags", Shape::Value),
-    ("prune", Shape::Value),
-];
-pub(super) const SCHEDULE_KEYS: &[(&str, Shape)] = &[
-    ("quiet_period", Shape::Value),
-    ("min_interval", Shape::Value),
-    ("max_delay", Shape::Value),
-    ("rescan_interval", Shape::Value),
-    ("retention_interval", Shape::Value),
-    ("scrub_period", Shape::Value),
-    ("scrub_interval", Shape::Value),
-];
-pub(super) const LIMITS_KEYS: &[(&str, Shape)] = &[
-    ("cpu_threads", Shape::Value),
-    ("upload_concurrency", Shape::Value),
-    ("journal_size", Shape::Value),
-];
-pub(super) const CONTROL_KEYS: &[(&str, Shape)] = &[("socket", Shape::Value)];
-pub(super) const METRICS_KEYS: &[(&str, Shape)] = &[("listen", Shape::Value)];
-pub(super) const TOP_KEYS: &[(&str, Shape)] = &[
-    ("state_dir", Shape::Value),
-    ("cache_dir", Shape::Value),
-    ("password_file", Shape::Value),
-    ("password_credential", Shape::Value),
-    ("hostname", Shape::Value),
-    ("source", Shape::ArrayOfTables(SOURCE_KEYS)),
-    ("destination", Shape::ArrayOfTables(DESTINATION_KEYS)),
-    ("schedule", Shape::Table(SCHEDULE_KEYS)),
-    ("limits", Shape::Table(LIMITS_KEYS)),
-    ("control", Shape::Table(CONTROL_KEYS)),
-    ("metrics", Shape::Table(METRICS_KEYS)),
-];
-
 /// Maps byte offsets to 1-based line numbers.
 pub(super) struct Lines<'a>(pub(super) &'a str);
 
@@ -221,52 +146,6 @@ impl Lines<'_> {
             .filter(|b| **b == b'\n')
             .count()
             + 1
-    }
-}
-
-pub(super) fn check_keys(
-    table: &toml::de::DeTable<'_>,
-    shape: &[(&str, Shape)],
-    prefix: &str,
-    lines: &Lines<'_>,
-    out: &mut Vec<Problem>,
-) {
-    for (key, value) in table {
-        let name = key.get_ref().as_ref();
-        let full = format!("{prefix}{name}");
-        let Some((_, sub)) = shape.iter().find(|(k, _)| *k == name) else {
-            let mut message = format!("unknown key `{full}`");
-            match closest(name, shape.iter().map(|(k, _)| *k)) {
-                Some(s) => message.push_str(&format!(": did you mean `{prefix}{s}`?")),
-                None => message.push_str(&format!(
-                    ": remove it (known here: {})",
-                    shape
-                        .iter()
-                        .map(|(k, _)| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            }
-            out.push(Problem {
-                line: Some(lines.of(key.span().start)),
-                message,
-            });
-            continue;
-        };
-        match (sub, value.get_ref()) {
-            (Shape::Table(keys), toml::de::DeValue::Table(t)) => {
-                check_keys(t, keys, &format!("{full}."), lines, out)
-            }
-            (Shape::ArrayOfTables(keys), toml::de::DeValue::Array(a)) => {
-                for item in a.iter() {
-                    if let toml::de::DeValue::Table(t) = item.get_ref() {
-                        check_keys(t, keys, &format!("{full}."), lines, out);
-                    }
-                }
-            }
-            // Wrong shapes are reported with their types by the typed pass.
-            _ => {}
-        }
     }
 }
 

@@ -4,12 +4,13 @@
 
 use super::destination;
 use super::judge::Ctx;
-use super::raw::{Lines, RawConfig};
+use super::raw::{Lines, RawConfig, RawSource};
 use super::{DEFAULT_JOURNAL_LIMIT, DaemonConfig, PasswordSource, Problem, Schedule, SourceConfig};
 use crate::backend::Location;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use toml::Spanned;
 
 /// Judge every value of a file whose keys are known, section by section; `None` when a
 /// value the model cannot do without is unusable (its problem is in `problems`).
@@ -40,6 +41,12 @@ pub(super) fn resolve(
         None => None,
     };
 
+    // A [[source]] without `paths` was reported by the schema; it is left out here.
+    let raw_sources: Vec<(&Spanned<Vec<Spanned<String>>>, &RawSource)> = raw
+        .source
+        .iter()
+        .filter_map(|s| s.paths.as_ref().map(|p| (p, s)))
+        .collect();
     let mut sources = Vec::new();
     if raw.source.is_empty() {
         cx.problems.push(Problem {
@@ -48,15 +55,14 @@ pub(super) fn resolve(
                 .into(),
         });
     }
-    for s in &raw.source {
-        if s.paths.get_ref().is_empty() {
+    for (paths, s) in &raw_sources {
+        if paths.get_ref().is_empty() {
             cx.problem::<()>(
-                s.paths.span(),
+                paths.span(),
                 "`paths` is empty: name at least one directory or file to back up".into(),
             );
         }
-        let paths: Vec<PathBuf> = s
-            .paths
+        let paths: Vec<PathBuf> = paths
             .get_ref()
             .iter()
             .filter_map(|p| cx.abs_path("paths", p))
@@ -206,11 +212,11 @@ pub(super) fn resolve(
             own.push(("a local destination", p.clone()));
         }
     }
-    for (s, raw_s) in sources.iter().zip(&raw.source) {
+    for (s, (raw_paths, _)) in sources.iter().zip(&raw_sources) {
         for p in &s.paths {
             if let Some((what, dir)) = own.iter().find(|(_, dir)| p.starts_with(dir)) {
                 cx.problem::<()>(
-                    raw_s.paths.span(),
+                    raw_paths.span(),
                     format!(
                         "source path {} lies inside {what} ({}): back up a folder outside it, or move {what} elsewhere",
                         p.display(),
