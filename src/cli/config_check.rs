@@ -36,7 +36,11 @@ pub fn cmd_config_check(path: &Path, password_file: Option<&Path>, offline: bool
                 cfg.destinations.len()
             );
         }
-        let contacts = super::common::runtime()?.block_on(preflight::contact_all(&cfg));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .worker_threads(2)
+            .build()?;
+        let contacts = rt.block_on(preflight::contact_all(&cfg));
         findings.extend(contacts.iter().flat_map(|c| c.findings.iter().cloned()));
         contacts
     };
