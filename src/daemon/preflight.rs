@@ -234,7 +234,7 @@ async fn contact(cfg: &DaemonConfig, d: &DestinationConfig) -> Contact {
         Location::S3(_) if d.backend.object_lock.is_some() => {}
         Location::S3(_) => probe_object(&mut c, backend.as_ref(), d.prune).await,
     }
-    if !c.findings.is_empty() {
+    if c.findings.iter().any(|f| f.level == Level::Problem) {
         return c;
     }
     repository(&mut c, cfg, d, backend).await;
