@@ -1,14 +1,15 @@
 //! `cairn config check` checks what it can: every mistake of a file in one run, then
 //! every destination contacted (real s3s-fs servers, a closed port, a wrong secret), with
 //! a fix for each failure; a good configuration passes and leaves nothing behind;
-//! `--offline` contacts nothing. (s3s-fs accepts any region, so a wrong region cannot be
-//! shown here; `tests/s3_errors.rs` covers its message through the fault proxy.)
+//! `--offline` contacts nothing. (s3s-fs accepts any region, so a wrong region is the
+//! fault proxy answering as S3 does for one.)
 
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use support::Env;
+use support::fault_proxy::{FaultProxy, Schedule};
 use support::s3::{ACCESS_KEY, S3Server, SECRET_KEY, aws_env};
 
 /// Run `cairn config check` on `config` with `extra` arguments: (exit code, stdout,
@@ -175,6 +176,27 @@ fn each_failing_destination_is_reported_with_its_fix() {
         "",
     ));
     text.push_str(&s3_destination("fine", &server.endpoint(), "backups/d", ""));
+    // A server that says the bucket is in another region, and one whose key may list
+    // and read but not write (the put probe finds it).
+    let mut region = Schedule::clean();
+    region.respond = Some(("400 Bad Request", "AuthorizationHeaderMalformed"));
+    let region_proxy = FaultProxy::start(server.port, region);
+    text.push_str(&s3_destination(
+        "wrong-region",
+        &region_proxy.endpoint(),
+        "backups/e",
+        "",
+    ));
+    let mut read_only = Schedule::clean();
+    read_only.methods = vec!["PUT"];
+    read_only.respond = Some(("403 Forbidden", "AccessDenied"));
+    let read_only_proxy = FaultProxy::start(server.port, read_only);
+    text.push_str(&s3_destination(
+        "read-only",
+        &read_only_proxy.endpoint(),
+        "backups/f",
+        "",
+    ));
     let config = env.path("cairn.toml");
     std::fs::write(&config, text).expect("config");
 
@@ -194,8 +216,13 @@ fn each_failing_destination_is_reported_with_its_fix() {
     let refused = line_of("closed");
     assert!(refused.contains(&closed.to_string()), "{err}");
     assert!(line_of("no-bucket").contains("no-such-bucket"), "{err}");
+    assert!(line_of("wrong-region").contains("region"), "{err}");
+    assert!(
+        line_of("read-only").contains("cannot write objects"),
+        "{err}"
+    );
     assert!(line_of("fine").is_empty(), "{err}");
-    assert!(err.contains("(3 problems)"), "{err}");
+    assert!(err.contains("(5 problems)"), "{err}");
     assert!(probes_under(server.root()).is_empty());
 }
 
