@@ -192,7 +192,13 @@ fn a_reload_keeps_the_history_of_unchanged_destinations_and_forgets_repointed_on
 #[test]
 fn backup_now_with_nothing_changed_names_the_existing_snapshot() {
     let env = Env::new();
-    let src = env.path("src");
+    // A snapshot holds the metadata of its source's parent folders too: the source lives
+    // where nothing else is created (not in /tmp, where other tests' folders come and
+    // go), so that nothing really changes between the requests.
+    let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("daemon_status");
+    std::fs::create_dir_all(&base).expect("mkdir");
+    let quiet = tempfile::tempdir_in(&base).expect("tempdir");
+    let src = quiet.path().join("src");
     std::fs::create_dir_all(&src).expect("mkdir");
     std::fs::write(src.join("a.txt"), b"unchanging\n").expect("write");
     let config = primary_config(&env, &src, "");
