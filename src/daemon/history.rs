@@ -157,4 +157,18 @@ mod tests {
         History::none().restore(&fresh);
         assert_eq!(fresh.status().consecutive_failures, 0);
     }
+
+    #[test]
+    fn a_destination_with_failures_is_retrying_even_while_nothing_is_queued() {
+        let old = Arc::new(destination("far", "/srv/far"));
+        lock(&old.record).failures = 2;
+        let history = History::of(&[old]);
+        let dest = destination("far", "/srv/far");
+        history.restore(&dest);
+        // The worker takes the start-up comparison: nothing is queued while it connects.
+        let taken = dest.next_work(&crate::daemon::config::Schedule::default());
+        assert!(taken.is_some());
+        assert!(!lock(&dest.queue).waiting.pending);
+        assert_eq!(dest.status().state, "retrying");
+    }
 }
