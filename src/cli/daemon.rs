@@ -164,11 +164,8 @@ pub fn cmd_backup_now(config: &Path, sock: Option<&Path>, json: bool) -> Result<
     if json {
         println!("{}", serde_json::to_string(&results)?);
     } else {
-        for r in &results {
-            match &r.error {
-                None => println!("{}: snapshot {}", r.destination, r.snapshots.join(", ")),
-                Some(e) => println!("{}: FAILED: {e}", r.destination),
-            }
+        for line in results.iter().flat_map(control::BackupResult::lines) {
+            println!("{line}");
         }
     }
     Ok(if ok { 0 } else { 1 })

@@ -32,10 +32,55 @@ pub enum Request {
 pub struct BackupResult {
     /// Destination name.
     pub destination: String,
-    /// Snapshot ids made (one per source).
+    /// Snapshot ids answered with (one per source), new or existing; `outcomes` says
+    /// which.
     pub snapshots: Vec<String>,
     /// Why it failed, if it did.
     pub error: Option<String>,
+    /// Per snapshot in `snapshots`, what it holds and whether it is new: with nothing
+    /// changed the answer is the existing snapshot, and the user is told so rather than
+    /// led to believe one was made. Empty from a daemon older than this field.
+    #[serde(default)]
+    pub outcomes: Vec<SnapshotOutcome>,
+}
+
+/// One snapshot a requested backup answered with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotOutcome {
+    /// Snapshot id (hex).
+    pub id: String,
+    /// The source paths it holds.
+    pub paths: Vec<String>,
+    /// Nothing changed since the snapshot `id`, which already held it all: no new
+    /// snapshot was written.
+    pub unchanged: bool,
+}
+
+impl BackupResult {
+    /// What `cairn backup --now` says of this destination, one line per snapshot.
+    pub fn lines(&self) -> Vec<String> {
+        let dest = &self.destination;
+        if let Some(e) = &self.error {
+            return vec![format!("{dest}: FAILED: {e}")];
+        }
+        if self.outcomes.is_empty() {
+            return vec![format!("{dest}: snapshot {}", self.snapshots.join(", "))];
+        }
+        self.outcomes
+            .iter()
+            .map(|o| {
+                let paths = o.paths.join(", ");
+                if o.unchanged {
+                    format!(
+                        "{dest}: nothing changed: the existing snapshot {} holds {paths}",
+                        o.id
+                    )
+                } else {
+                    format!("{dest}: new snapshot {} holds {paths}", o.id)
+                }
+            })
+            .collect()
+    }
 }
 
 /// What the daemon answers.
@@ -184,10 +229,47 @@ mod tests {
                 destination: "lan".into(),
                 snapshots: vec!["ab".into()],
                 error: None,
+                outcomes: vec![SnapshotOutcome {
+                    id: "ab".into(),
+                    paths: vec!["/srv".into()],
+                    unchanged: true,
+                }],
             }],
         };
         let j = serde_json::to_string(&resp).expect("json");
         assert_eq!(serde_json::from_str::<Response>(&j).expect("parse"), resp);
+        // An answer without outcomes (an older daemon) is still understood.
+        let old = r#"{"destination":"lan","snapshots":["ab"],"error":null}"#;
+        let r: BackupResult = serde_json::from_str(old).expect("old answer");
+        assert_eq!(r.lines(), vec!["lan: snapshot ab".to_string()]);
+    }
+
+    #[test]
+    fn an_unchanged_answer_names_the_existing_snapshot_and_what_it_holds() {
+        let r = BackupResult {
+            destination: "lan".into(),
+            snapshots: vec!["ab".into(), "cd".into()],
+            error: None,
+            outcomes: vec![
+                SnapshotOutcome {
+                    id: "ab".into(),
+                    paths: vec!["/srv".into(), "/etc".into()],
+                    unchanged: true,
+                },
+                SnapshotOutcome {
+                    id: "cd".into(),
+                    paths: vec!["/home".into()],
+                    unchanged: false,
+                },
+            ],
+        };
+        assert_eq!(
+            r.lines(),
+            vec![
+                "lan: nothing changed: the existing snapshot ab holds /srv, /etc".to_string(),
+                "lan: new snapshot cd holds /home".to_string(),
+            ]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]

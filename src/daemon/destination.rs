@@ -223,7 +223,8 @@ impl Destination {
         let stalled = self.stalled_for();
         let state = match p.phase() {
             _ if stalled.is_some() => "stalled",
-            Phase::Idle if pending && r.failures > 0 => "retrying",
+            // Between attempts after a failure, even with nothing queued: not idle.
+            Phase::Idle if r.failures > 0 => "retrying",
             Phase::Idle if pending => "waiting",
             phase => phase.name(),
         };

@@ -7,6 +7,7 @@ use super::config::DaemonConfig;
 use super::control::{self, Request, Response};
 use super::destination::Destination;
 use super::env::WorkerEnv;
+use super::history::History;
 use super::routing::{Router, effective_sources, own_dirs};
 use super::status::DaemonStatus;
 use super::worker;
@@ -52,8 +53,13 @@ struct Watching {
 
 impl Instance {
     /// Start `config`; fails (having started nothing that outlives it) if a folder, the
-    /// state lock, a socket or the watcher cannot be had.
-    pub(super) async fn start(config: &DaemonConfig, identity: &Identity) -> Result<Self> {
+    /// state lock, a socket or the watcher cannot be had. Destinations that continue one
+    /// of the previous instance's take its `history` on.
+    pub(super) async fn start(
+        config: &DaemonConfig,
+        identity: &Identity,
+        history: &History,
+    ) -> Result<Self> {
         create_own_dirs(config)?;
         let state = state_lock::StateLock::acquire(&config.state_dir)?;
         let listener =
@@ -73,7 +79,9 @@ impl Instance {
                     cancel: cancel.clone(),
                     progress: Arc::default(),
                 };
-                Arc::new(Destination::new(d.clone(), env.sources.len(), control))
+                let dest = Destination::new(d.clone(), env.sources.len(), control);
+                history.restore(&dest);
+                Arc::new(dest)
             })
             .collect();
         // Watch first, then start the workers' initial full comparison: a change is
@@ -382,8 +390,10 @@ fn status_fn(
                 st
             })
             .collect();
+        let (state, state_destinations) = DaemonStatus::overall(&destinations);
         DaemonStatus {
-            state: DaemonStatus::overall(&destinations).into(),
+            state,
+            state_destinations,
             watching: !flag.load(Ordering::Relaxed),
             version: env!("CARGO_PKG_VERSION").into(),
             destinations,
@@ -413,6 +423,7 @@ fn control_handler(destinations: &[Arc<Destination>], status: &StatusFn) -> cont
                             destination: name,
                             snapshots: Vec::new(),
                             error: Some("the daemon stopped before the snapshot was made".into()),
+                            outcomes: Vec::new(),
                         }));
                     }
                     Response::Backup { results }
@@ -427,7 +438,7 @@ fn spawn_systemd_status(status: StatusFn) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut last = String::new();
         loop {
-            let line = summary_line(&status());
+            let line = status().systemd_line(crate::host::now_unix());
             if line != last {
                 systemd::status(&line);
                 last = line;
@@ -435,29 +446,4 @@ fn spawn_systemd_status(status: StatusFn) -> JoinHandle<()> {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     })
-}
-
-/// The one-line status systemd shows.
-fn summary_line(s: &DaemonStatus) -> String {
-    let now = crate::host::now_unix();
-    let parts: Vec<String> = s
-        .destinations
-        .iter()
-        .map(|d| {
-            let last = d
-                .last_snapshot
-                .as_ref()
-                .map_or("no snapshot yet".to_string(), |l| {
-                    format!(
-                        "last snapshot {}s ago",
-                        now.saturating_sub(l.completed_unix)
-                    )
-                });
-            match &d.last_error {
-                Some(_) => format!("{}: {} (failing)", d.name, d.state),
-                None => format!("{}: {}, {last}", d.name, d.state),
-            }
-        })
-        .collect();
-    format!("{}; {}", s.state, parts.join("; "))
 }

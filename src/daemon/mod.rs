@@ -13,12 +13,15 @@
 //! Where things are: start-up and stop of one configuration in [`instance`]; a
 //! destination's queue, record and status in [`destination`]; its worker loop in
 //! [`worker`], one round of it in [`round`], and connecting and opening its repository
-//! in [`session`]; which source a changed path belongs to in [`routing`].
+//! in [`session`]; which source a changed path belongs to in [`routing`]; what a
+//! destination's record keeps across a reload in [`history`]; the order of the states
+//! `status` summarises in [`states`].
 
 pub mod config;
 pub mod control;
 pub mod destination;
 pub mod env;
+mod history;
 pub mod identity;
 mod instance;
 pub mod journal;
@@ -33,6 +36,7 @@ pub mod schedule;
 pub mod scrub;
 pub mod session;
 pub mod state_lock;
+pub mod states;
 pub mod status;
 pub mod systemd;
 pub mod watch;
@@ -153,7 +157,7 @@ async fn main_loop(path: &Path, mut config: DaemonConfig, identity: Identity) ->
             }
         })
     });
-    let mut instance = Instance::start(&config, &identity).await?;
+    let mut instance = Instance::start(&config, &identity, &history::History::none()).await?;
     *watched.lock().unwrap_or_else(|p| p.into_inner()) = instance.destinations.clone();
     systemd::ready();
     loop {
@@ -164,8 +168,12 @@ async fn main_loop(path: &Path, mut config: DaemonConfig, identity: Identity) ->
                 systemd::reloading();
                 match load_config(path, &identity) {
                     Ok(new) => {
+                        let running = instance.destinations.clone();
                         instance.stop().await;
-                        instance = match Instance::start(&new, &identity).await {
+                        // Read once stopped: the last rounds' outcomes are in.
+                        let history = history::History::of(&running);
+                        drop(running);
+                        instance = match Instance::start(&new, &identity, &history).await {
                             Ok(i) => {
                                 config = new;
                                 tracing::info!("configuration reloaded from {}", path.display());
@@ -173,7 +181,7 @@ async fn main_loop(path: &Path, mut config: DaemonConfig, identity: Identity) ->
                             }
                             Err(e) => {
                                 tracing::error!("the reloaded configuration cannot start ({e}); going on with the previous one");
-                                Instance::start(&config, &identity).await?
+                                Instance::start(&config, &identity, &history).await?
                             }
                         };
                     }

@@ -13,6 +13,17 @@ use crate::hash::SnapshotId;
 use crate::host::now_unix;
 use std::sync::atomic::Ordering;
 
+/// A snapshot a round answered with, for the log, the counts and `backup --now`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Made {
+    /// The snapshot: a new one, or the existing one that already holds the source.
+    pub(super) id: SnapshotId,
+    /// Nothing changed since the existing snapshot `id`; no new one was written.
+    pub(super) unchanged: bool,
+    /// Which source (index into the configuration's sources).
+    pub(super) source: usize,
+}
+
 /// Snapshot every source with work. Each source that succeeds has its work cleared from
 /// `work`, so afterwards `work` holds exactly what is left; one failing source does not
 /// stop the others. Returns the snapshots made (and whether each was unchanged) and the
@@ -23,7 +34,7 @@ pub(super) fn run_once(
     session: &mut Option<Session>,
     memory: &mut Memory,
     work: &mut [SourceWork],
-) -> (Vec<(SnapshotId, bool)>, Result<()>) {
+) -> (Vec<Made>, Result<()>) {
     let mut made = Vec::new();
     let rt = &env.rt;
     if session.is_none() {
@@ -171,7 +182,11 @@ pub(super) fn run_once(
             }
         }
         *w = SourceWork::default();
-        made.push((report.id, report.unchanged));
+        made.push(Made {
+            id: report.id,
+            unchanged: report.unchanged,
+            source: i,
+        });
         // The next source dedups against what other writers stored meanwhile (what
         // this one stored is in the index already); if the destination just went
         // down, the next source's own run finds out.

@@ -23,7 +23,9 @@ pub struct DestinationStatus {
     pub name: String,
     /// Repository location.
     pub repo: String,
-    /// idle, waiting (changes pending), scanning, uploading, committing or retrying.
+    /// One of [`super::states::STATES`]: idle, waiting (changes pending), scanning,
+    /// uploading, committing, retrying (a failure, and no attempt running now) or
+    /// stalled.
     pub state: String,
     /// Last committed snapshot, if any since the daemon started (or found at start).
     pub last_snapshot: Option<LastSnapshot>,
@@ -119,8 +121,12 @@ pub struct ScrubStatus {
 /// The whole daemon.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonStatus {
-    /// idle, scanning or uploading: the busiest of the destinations.
+    /// The worst of the destinations' states ([`super::states::STATES`] orders them):
+    /// `idle` only when every destination is.
     pub state: String,
+    /// The destinations in that state, in configuration order.
+    #[serde(default)]
+    pub state_destinations: Vec<String>,
     /// Whether the file watcher sees every change (false: limits reached, scans only).
     pub watching: bool,
     /// Daemon version.
@@ -134,18 +140,49 @@ pub struct DaemonStatus {
 }
 
 impl DaemonStatus {
-    /// The overall state from the destinations'.
-    pub fn overall(destinations: &[DestinationStatus]) -> &'static str {
-        let any = |s: &str| destinations.iter().any(|d| d.state == s);
-        if any("stalled") {
-            "stalled"
-        } else if any("scanning") {
-            "scanning"
-        } else if any("uploading") || any("committing") {
-            "uploading"
+    /// The overall state from the destinations': the worst of theirs, and the names of
+    /// the destinations in it.
+    pub fn overall(destinations: &[DestinationStatus]) -> (String, Vec<String>) {
+        super::states::worst(
+            destinations
+                .iter()
+                .map(|d| (d.name.as_str(), d.state.as_str())),
+        )
+    }
+
+    /// The overall state with the destinations in it named (`retrying (offsite)`); plain
+    /// `idle` when all are idle.
+    pub fn headline(&self) -> String {
+        if self.state == "idle" || self.state_destinations.is_empty() {
+            self.state.clone()
         } else {
-            "idle"
+            format!("{} ({})", self.state, self.state_destinations.join(", "))
         }
+    }
+
+    /// The one line systemd shows (STATUS=): the headline, then each destination's
+    /// state and the age of its last snapshot at `now_unix`, or that it is failing.
+    pub fn systemd_line(&self, now_unix: u64) -> String {
+        let parts: Vec<String> = self
+            .destinations
+            .iter()
+            .map(|d| {
+                let last = d
+                    .last_snapshot
+                    .as_ref()
+                    .map_or("no snapshot yet".to_string(), |l| {
+                        format!(
+                            "last snapshot {}s ago",
+                            now_unix.saturating_sub(l.completed_unix)
+                        )
+                    });
+                match &d.last_error {
+                    Some(_) => format!("{}: {} (failing)", d.name, d.state),
+                    None => format!("{}: {}, {last}", d.name, d.state),
+                }
+            })
+            .collect();
+        format!("{}; {}", self.headline(), parts.join("; "))
     }
 
     /// Human-readable lines for `cairn status`.
@@ -153,7 +190,7 @@ impl DaemonStatus {
         let mut out = format!(
             "cairn daemon {}: {}{}\n",
             self.version,
-            self.state,
+            self.headline(),
             if self.watching {
                 ""
             } else {
@@ -460,6 +497,7 @@ mod tests {
     fn metrics_text_is_well_formed() {
         let s = DaemonStatus {
             state: "idle".into(),
+            state_destinations: Vec::new(),
             watching: true,
             version: "0".into(),
             destinations: vec![DestinationStatus {
@@ -486,5 +524,55 @@ mod tests {
             value.parse::<f64>().expect("numeric value");
         }
         assert_eq!(label("a\"b\\"), "a\\\"b\\\\");
+    }
+
+    #[test]
+    fn the_header_and_systemd_line_name_the_worst_state_and_its_destinations() {
+        let dest = |name: &str, state: &str, error: Option<&str>| DestinationStatus {
+            name: name.into(),
+            state: state.into(),
+            last_error: error.map(str::to_string),
+            last_snapshot: Some(LastSnapshot {
+                id: "abcdef0123".into(),
+                time: "t".into(),
+                completed_unix: 100,
+            }),
+            ..DestinationStatus::default()
+        };
+        let destinations = vec![
+            dest("lan", "idle", None),
+            dest("far", "retrying", Some("unreachable")),
+            dest("cold", "uploading", None),
+        ];
+        let (state, state_destinations) = DaemonStatus::overall(&destinations);
+        let s = DaemonStatus {
+            state,
+            state_destinations,
+            watching: true,
+            version: "0".into(),
+            destinations,
+            notices: Vec::new(),
+        };
+        assert_eq!(s.headline(), "retrying (far)");
+        assert!(
+            s.render(105)
+                .starts_with("cairn daemon 0: retrying (far)\n"),
+            "{}",
+            s.render(105)
+        );
+        assert_eq!(
+            s.systemd_line(105),
+            "retrying (far); lan: idle, last snapshot 5s ago; far: retrying (failing); cold: uploading, last snapshot 5s ago"
+        );
+        let all_idle = DaemonStatus {
+            state: "idle".into(),
+            state_destinations: vec!["lan".into()],
+            destinations: vec![dest("lan", "idle", None)],
+            ..DaemonStatus::default()
+        };
+        assert_eq!(
+            all_idle.systemd_line(105),
+            "idle; lan: idle, last snapshot 5s ago"
+        );
     }
 }

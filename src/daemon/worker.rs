@@ -4,7 +4,7 @@
 //! rejecting never holds up the others. Work that fails stays queued (merged with what
 //! arrives meanwhile) and is retried with backoff.
 
-use super::control::BackupResult;
+use super::control::{BackupResult, SnapshotOutcome};
 use super::destination::{Destination, MAX_COMMIT_TIMES, lock};
 use super::env::WorkerEnv;
 use super::round::{journal_of, journal_once, run_once};
@@ -83,12 +83,12 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
                 .map(|(object, reason)| format!("{object}: {reason}"))
                 .collect();
         }
-        let fresh: Vec<_> = made.iter().filter(|(_, unchanged)| !unchanged).collect();
+        let fresh: Vec<_> = made.iter().filter(|m| !m.unchanged).collect();
         if !fresh.is_empty() {
             tracing::info!(
                 destination = %name,
                 "snapshot {} committed in {:.1}s",
-                fresh.iter().map(|(id, _)| id.short()).collect::<Vec<_>>().join(", "),
+                fresh.iter().map(|m| m.id.short()).collect::<Vec<_>>().join(", "),
                 started.elapsed().as_secs_f64()
             );
         }
@@ -208,11 +208,22 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
                 Some(note)
             }
         };
+        let outcomes: Vec<SnapshotOutcome> = made
+            .iter()
+            .map(|m| SnapshotOutcome {
+                id: m.id.to_hex(),
+                paths: env.sources.get(m.source).map_or_else(Vec::new, |s| {
+                    s.paths.iter().map(|p| p.display().to_string()).collect()
+                }),
+                unchanged: m.unchanged,
+            })
+            .collect();
         for tx in requests {
             let _ = tx.send(BackupResult {
                 destination: name.clone(),
-                snapshots: made.iter().map(|(id, _)| id.to_hex()).collect(),
+                snapshots: made.iter().map(|m| m.id.to_hex()).collect(),
                 error: error.clone(),
+                outcomes: outcomes.clone(),
             });
         }
     }
@@ -222,6 +233,7 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
             destination: name.clone(),
             snapshots: Vec::new(),
             error: Some("the daemon stopped before the snapshot was made".into()),
+            outcomes: Vec::new(),
         });
     }
 }
