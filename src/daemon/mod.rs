@@ -26,6 +26,7 @@ pub mod keyring;
 pub mod liveness;
 pub mod metrics;
 pub mod quickstart;
+pub mod replay;
 mod round;
 mod routing;
 pub mod schedule;
