@@ -308,15 +308,43 @@ impl Repository {
     /// Load the index, listing again while an index object listed is gone when it is
     /// read ([`relist_while_replaced`]).
     async fn load_index_with(&self, skip_damaged: bool) -> Result<MasterIndex> {
-        relist_while_replaced(|_| self.load_index_once(skip_damaged)).await
+        let (mut index, reprieved) =
+            relist_while_replaced(|_| self.load_index_once(skip_damaged, None)).await?;
+        // Reprieved blobs come last, so indexed copies win.
+        for p in &reprieved {
+            index.add_pack(p);
+        }
+        Ok(index)
     }
 
-    /// One load of the index; the inner error names an index object that was listed
-    /// but is gone.
+    /// The index in two parts, failing on a damaged index object: what the index
+    /// objects list, and the blobs a prune took out of them but has not deleted yet.
+    /// The parts matter to a journal replay, which judges what the destination holds
+    /// without reading its trees: a tree in the first part is whole (a prune leaves
+    /// only blobs some snapshot uses in the index, and everything below them with
+    /// them), a tree in the second is not known to be. Index objects are read from
+    /// `cache` when it holds them, so this costs two listings and what is new.
+    pub async fn load_index_parts(
+        &self,
+        cache: Option<&MetadataCache>,
+    ) -> Result<(MasterIndex, MasterIndex)> {
+        let (index, reprieved) =
+            relist_while_replaced(|_| self.load_index_once(false, cache)).await?;
+        let mut taken_out = MasterIndex::default();
+        for p in &reprieved {
+            taken_out.add_pack(p);
+        }
+        Ok((index, taken_out))
+    }
+
+    /// One load of the index: what the index objects list, and the packs of deletion
+    /// records still stored (for reading only). The inner error names an index object
+    /// that was listed but is gone.
     async fn load_index_once(
         &self,
         skip_damaged: bool,
-    ) -> Result<std::result::Result<MasterIndex, IndexId>> {
+        cache: Option<&MetadataCache>,
+    ) -> Result<std::result::Result<(MasterIndex, Vec<IndexPack>), IndexId>> {
         let mut index = MasterIndex::default();
         let mut replaced = None;
         // Index objects are listed before deletion records: a prune writes its record
@@ -333,7 +361,7 @@ impl Repository {
         let mut missing = 0usize;
         // A damaged or foreign index object is passed over (noted in `skipped`): what
         // needs its blobs fails naming them, and everything else is still readable.
-        let objects = self.for_each_index_file(None, listed, |id, file| {
+        let objects = self.for_each_index_file(cache, listed, |id, file| {
             match file {
                 Ok(file) => {
                     for p in &file.packs {
@@ -363,15 +391,17 @@ impl Repository {
         }
         // For reading only: blobs a prune took out of the index but has not deleted yet
         // (a snapshot made by a backup that overlapped the prune may use them; the next
-        // prune takes them back). They come last, so indexed copies win. Backups load
-        // their index elsewhere and never deduplicate against these.
+        // prune takes them back). Backups load their index elsewhere and never
+        // deduplicate against these.
+        let mut reprieved = Vec::new();
         for (_, d) in deletions {
             if let Ok(d) = d {
-                for p in d.packs.iter().chain(&d.dropped) {
-                    if stored.contains(&p.id) {
-                        index.add_pack(p);
-                    }
-                }
+                reprieved.extend(
+                    d.packs
+                        .into_iter()
+                        .chain(d.dropped)
+                        .filter(|p| stored.contains(&p.id)),
+                );
             }
         }
         if missing > 0 {
@@ -379,7 +409,7 @@ impl Repository {
                 "the index names {missing} pack(s) that are not in data/ (deleted by a prune, an index object put back, or lost): their entries are ignored; `cairn check` lists what is affected"
             );
         }
-        Ok(Ok(index))
+        Ok(Ok((index, reprieved)))
     }
 
     /// Every stored index object's id and stored size (which bounds how many are read

@@ -17,6 +17,8 @@ pub enum Phase {
     Uploading = 2,
     /// Writing the index and snapshot.
     Committing = 3,
+    /// Replaying a destination's journal into it (the daemon's catch-up).
+    Replaying = 4,
 }
 
 impl Phase {
@@ -27,6 +29,7 @@ impl Phase {
             Phase::Scanning => "scanning",
             Phase::Uploading => "uploading",
             Phase::Committing => "committing",
+            Phase::Replaying => "replaying",
         }
     }
 }
@@ -69,6 +72,7 @@ impl Progress {
             1 => Phase::Scanning,
             2 => Phase::Uploading,
             3 => Phase::Committing,
+            4 => Phase::Replaying,
             _ => Phase::Idle,
         }
     }

@@ -45,7 +45,14 @@ pub(super) struct Queue {
     pub(super) waiting: Waiting,
     pub(super) requests: Vec<oneshot::Sender<BackupResult>>,
     pub(super) shutdown: bool,
+    /// While the destination could not be reached: when to ask it next, with one small
+    /// request, whether it is back ([`PROBE_INTERVAL`]).
+    pub(super) next_probe: Option<Instant>,
 }
+
+/// How often a destination that could not be reached is asked whether it is back,
+/// whatever the backoff of full attempts: catch-up starts within seconds of its return.
+pub const PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the worker reports between runs.
 #[derive(Debug, Default)]
@@ -323,10 +330,14 @@ impl Destination {
         lock(&self.scrub).clone()
     }
 
-    /// Block until there is work to run now; `None` on shutdown.
+    /// Block until there is work to run now; `None` on shutdown. While waiting out the
+    /// backoff after the destination could not be reached, `probe` is asked every
+    /// [`PROBE_INTERVAL`] whether it answers again (without the queue's lock held); once
+    /// it does, the wait ends.
     pub(super) fn next_work(
         &self,
         schedule: &Schedule,
+        probe: &mut dyn FnMut() -> bool,
     ) -> Option<(Vec<SourceWork>, Vec<oneshot::Sender<BackupResult>>)> {
         let mut q = lock(&self.queue);
         loop {
@@ -334,6 +345,21 @@ impl Destination {
                 return None;
             }
             let now = Instant::now();
+            let backing_off = q.waiting.retry_at.is_some_and(|r| r > now);
+            if q.next_probe.is_some_and(|at| backing_off && at <= now) {
+                drop(q);
+                let back = probe();
+                q = lock(&self.queue);
+                if back {
+                    tracing::info!(destination = %self.config.name, "the destination answers again: trying now");
+                    q.waiting.retry_at = None;
+                    q.next_probe = None;
+                } else {
+                    q.next_probe = Some(Instant::now() + PROBE_INTERVAL);
+                }
+                continue;
+            }
+            let probe_at = q.next_probe.filter(|_| backing_off);
             match decide(now, &q.waiting, schedule) {
                 Decision::Run => {
                     let n = q.sources.len();
@@ -348,6 +374,7 @@ impl Destination {
                     return Some((work, requests));
                 }
                 Decision::WaitUntil(t) => {
+                    let t = probe_at.map_or(t, |p| t.min(p));
                     q = self
                         .wake
                         .wait_timeout(q, t.saturating_duration_since(now))
@@ -377,5 +404,13 @@ impl Destination {
             q.waiting.pending = true;
         }
         q.waiting.retry_at = retry_at;
+        if retry_at.is_none() {
+            q.next_probe = None;
+        }
+    }
+
+    /// The destination could not be reached: probe it while backing off.
+    pub(super) fn probe_soon(&self) {
+        lock(&self.queue).next_probe = Some(Instant::now() + PROBE_INTERVAL);
     }
 }

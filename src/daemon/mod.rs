@@ -30,6 +30,7 @@ pub mod liveness;
 pub mod metrics;
 pub mod preflight;
 pub mod quickstart;
+pub mod replay;
 mod round;
 mod routing;
 pub mod schedule;

@@ -50,7 +50,18 @@ pub(super) fn run_once(
     // snapshot first.
     let journal =
         super::journal::Journal::new(&env.state_dir, &dest.config.name, &s.repo.config().id);
-    match rt.block_on(journal.replay(&s.repo, &dest.control)) {
+    let waiting = journal.size();
+    if waiting.snapshots > 0 {
+        tracing::info!(
+            destination = %dest.config.name,
+            "catching up: replaying {} journaled snapshot(s) ({} bytes)",
+            waiting.snapshots,
+            waiting.bytes
+        );
+    }
+    let cache = MetadataCache::new(&env.cache_dir, &s.repo.config().id);
+    let replay = journal.replay(&s.repo, Some(&cache), &dest.control, &dest.config.name);
+    match rt.block_on(replay) {
         Ok(None) if !memory.journal_indexes.is_empty() => {
             // The journal vanished before it was replayed (deleted by hand, or its disk
             // failed): the index must forget the blobs it held, and the parents built
@@ -75,12 +86,27 @@ pub(super) fn run_once(
                 )),
             );
         }
-        Ok(None | Some(0)) => {
+        Ok(None) => {
             memory.journal_indexes.clear();
         }
-        Ok(Some(n)) => {
-            tracing::info!(destination = %dest.config.name, "replayed {n} journaled snapshot(s)");
-            lock(&dest.record).snapshots += n;
+        Ok(Some(done)) if done.snapshots == 0 => {
+            memory.journal_indexes.clear();
+        }
+        Ok(Some(done)) => {
+            let n = done.snapshots;
+            tracing::info!(destination = %dest.config.name, "replayed {n} journaled snapshot(s); caught up");
+            let mut r = lock(&dest.record);
+            r.snapshots += n;
+            if let Some((id, time)) = done.latest {
+                // The destination's newest snapshot is the newest replayed one (until the
+                // round's own snapshot, if it makes one).
+                r.last_snapshot = Some(LastSnapshot {
+                    id: id.to_hex(),
+                    time,
+                    completed_unix: now_unix(),
+                });
+            }
+            drop(r);
             memory.journal_indexes.clear();
             memory.journal_full_said = false;
         }

@@ -69,7 +69,11 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
         parent_snaps: vec![None; env.sources.len()],
         ..Memory::default()
     };
-    while let Some((mut work, requests)) = dest.next_work(&env.schedule) {
+    loop {
+        let mut probe = || answers(&dest, &env, session.as_ref());
+        let Some((mut work, requests)) = dest.next_work(&env.schedule, &mut probe) else {
+            break;
+        };
         let started = Instant::now();
         dest.in_round.store(true, Ordering::Relaxed);
         let (made, result) = run_once(&dest, &env, &mut session, &mut memory, &mut work);
@@ -201,6 +205,9 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
                     session = None;
                 }
                 dest.requeue(&work, Some(Instant::now() + delay));
+                if e.is_unreachable() {
+                    dest.probe_soon();
+                }
                 if journal_of(&env, &dest).is_some_and(|j| j.size().snapshots > 0) {
                     // Come back to replay it even if nothing else changes.
                     dest.want_retry();
@@ -236,6 +243,36 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
             outcomes: Vec::new(),
         });
     }
+}
+
+/// How long a probe of a destination that could not be reached may take.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether the destination answers again: one small request (the config object's
+/// metadata; "not found" is an answer too), through the session's storage stack when
+/// there is one.
+fn answers(dest: &Destination, env: &WorkerEnv, session: Option<&Session>) -> bool {
+    let ask = async {
+        let backend = match session {
+            Some(s) => s.repo.backend().clone(),
+            None => crate::backend::open_location(&dest.config.location, &dest.config.backend)
+                .await
+                .ok()?,
+        };
+        match backend.stat(&crate::backend::Handle::config()).await {
+            Ok(_) => Some(()),
+            Err(e) if e.is_not_found() => Some(()),
+            Err(e) => {
+                tracing::debug!(destination = %dest.config.name, "probe: {e}");
+                None
+            }
+        }
+    };
+    // The timer is made inside the runtime, which it needs.
+    let asked = env
+        .rt
+        .block_on(async { tokio::time::timeout(PROBE_TIMEOUT, ask).await });
+    matches!(asked, Ok(Some(())))
 }
 
 /// Apply a destination's retention rules to this host's snapshots there (grouped by
