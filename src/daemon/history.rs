@@ -166,7 +166,7 @@ mod tests {
         let dest = destination("far", "/srv/far");
         history.restore(&dest);
         // The worker takes the start-up comparison: nothing is queued while it connects.
-        let taken = dest.next_work(&crate::daemon::config::Schedule::default());
+        let taken = dest.next_work(&crate::daemon::config::Schedule::default(), &mut || false);
         assert!(taken.is_some());
         assert!(!lock(&dest.queue).waiting.pending);
         assert_eq!(dest.status().state, "retrying");
