@@ -1,6 +1,7 @@
 //! Commands around the daemon: running it, checking its configuration, and talking to
 //! a running one over its control socket.
 
+use super::stdout::{out, outln};
 use anyhow::{Context, Result, bail};
 use cairn::daemon::config::{self, DaemonConfig, PasswordSource};
 use cairn::daemon::control::{self, Request, Response};
@@ -172,7 +173,7 @@ pub fn cmd_config_check(path: &Path, password_file: Option<&Path>) -> Result<i32
         }
         return Ok(1);
     }
-    println!("{}", describe(&cfg));
+    outln!("{}", describe(&cfg))?;
     Ok(0)
 }
 
@@ -232,9 +233,9 @@ pub fn cmd_status(config: &Path, sock: Option<&Path>, json: bool) -> Result<i32>
     match control::call(&path, &Request::Status)? {
         Response::Status(s) => {
             if json {
-                println!("{}", serde_json::to_string(&s)?);
+                outln!("{}", serde_json::to_string(&s)?)?;
             } else {
-                print!("{}", s.render(cairn::host::now_unix()));
+                out!("{}", s.render(cairn::host::now_unix()))?;
             }
             Ok(if healthy(&s) { 0 } else { 1 })
         }
@@ -260,12 +261,12 @@ pub fn cmd_backup_now(config: &Path, sock: Option<&Path>, json: bool) -> Result<
     };
     let ok = results.iter().all(|r| r.error.is_none());
     if json {
-        println!("{}", serde_json::to_string(&results)?);
+        outln!("{}", serde_json::to_string(&results)?)?;
     } else {
         for r in &results {
             match &r.error {
-                None => println!("{}: snapshot {}", r.destination, r.snapshots.join(", ")),
-                Some(e) => println!("{}: FAILED: {e}", r.destination),
+                None => outln!("{}: snapshot {}", r.destination, r.snapshots.join(", "))?,
+                Some(e) => outln!("{}: FAILED: {e}", r.destination)?,
             }
         }
     }

@@ -43,6 +43,26 @@ fn http_client(
     )
 }
 
+/// Where the credentials come from, in the words an error message uses to say where to
+/// fix a rejected key. `static_keys`: they are given as options or in the environment,
+/// which the SDK's default chain reads before any profile.
+fn credentials_origin(opts: &BackendOptions, static_keys: bool) -> String {
+    if opts.access_key_id.is_some() && opts.secret_access_key.is_some() {
+        return "the destination's access_key_id and secret_access_key_file".to_string();
+    }
+    if static_keys {
+        return "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment".to_string();
+    }
+    let profile = opts
+        .profile
+        .clone()
+        .or_else(|| std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty()));
+    match profile {
+        Some(p) => format!("AWS profile {p:?} (~/.aws/credentials)"),
+        None => "the AWS credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or the default profile in ~/.aws/credentials)".to_string(),
+    }
+}
+
 impl S3Backend {
     /// Build a client from the AWS environment (credentials, profile, region, endpoint
     /// variables) and the options.
@@ -145,6 +165,10 @@ impl S3Backend {
         b = b
             .request_checksum_calculation(req)
             .response_checksum_validation(resp);
+        let region = shared
+            .region()
+            .map_or_else(|| "us-east-1".to_string(), |r| r.to_string());
+        let credentials = credentials_origin(opts, static_keys);
         let endpoint_display = endpoint
             .or_else(|| shared.endpoint_url().map(str::to_string))
             .unwrap_or_else(|| "AWS S3".to_string());
@@ -158,6 +182,8 @@ impl S3Backend {
             multipart_threshold: opts.multipart_threshold,
             part_size: opts.part_size,
             part_concurrency: opts.part_concurrency.max(1),
+            credentials,
+            region,
         })
     }
 }
