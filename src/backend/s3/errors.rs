@@ -70,13 +70,13 @@ impl S3Backend {
                 let wrong_secret = |code: &str| {
                     format!(
                         "{bucket} rejected the credentials ({code}): the secret access key is wrong, it does not match the access key id; check the secret key in {}",
-                        self.credentials
+                        self.credentials.secret
                     )
                 };
                 let unknown_key = |code: &str| {
                     format!(
-                        "{bucket} rejected the credentials ({code}): it does not know the access key id; check the access key id in {}, and that the key exists on that server",
-                        self.credentials
+                        "{bucket} rejected the credentials ({code}): it does not know the access key id; check {}, and that the key exists on that server",
+                        self.credentials.id
                     )
                 };
                 match (status, code.as_str()) {
@@ -110,7 +110,7 @@ impl S3Backend {
                     (403, _) | (_, "AccessDenied") => remote(
                         format!(
                             "access denied to {bucket} ({status} {code} {msg}): check the credentials in {} and that the bucket policy allows s3:GetObject, s3:PutObject and s3:ListBucket (s3:DeleteObject for prune)",
-                            self.credentials
+                            self.credentials.both
                         ),
                         false,
                     ),

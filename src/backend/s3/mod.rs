@@ -49,9 +49,9 @@ pub struct S3Backend {
     /// Sign every upload's body hash, whatever the scheme (`s3.sign-payload=always`);
     /// otherwise [`UnsignedOverTls`] leaves it out of requests that go over TLS.
     always_sign_payload: bool,
-    /// Where the credentials come from, as error messages name it ("AWS_ACCESS_KEY_ID /
-    /// AWS_SECRET_ACCESS_KEY in the environment"), so a rejected key says where to fix it.
-    credentials: String,
+    /// Where the credentials come from, as error messages name it ("AWS_SECRET_ACCESS_KEY
+    /// in the environment"), so a rejected key says where to fix it.
+    credentials: client::CredentialsOrigin,
     /// The region requests are signed for, named when a server asks for another.
     region: String,
 }
