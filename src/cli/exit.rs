@@ -41,7 +41,7 @@ fn skipped_objects() -> Vec<(String, String)> {
 /// wanted.
 pub(crate) fn settle(result: anyhow::Result<i32>) -> i32 {
     match result {
-        Err(e) if e.chain().any(|cause| super::stdout::closed(cause)) => 0,
+        Err(e) if e.chain().any(super::stdout::closed) => 0,
         Ok(code) => {
             let skipped = skipped_objects();
             for (object, reason) in &skipped {

@@ -129,7 +129,7 @@ mod tests {
             mark(io::Error::from(io::ErrorKind::BrokenPipe)),
         ))
         .context("restore");
-        assert!(wrapped.chain().any(|c| closed(c)));
+        assert!(wrapped.chain().any(closed));
         // A socket's broken pipe (to a server, to the daemon) is an error like any other.
         let socket = io::Error::from(io::ErrorKind::BrokenPipe);
         assert!(!closed(&socket));

@@ -145,13 +145,10 @@ mod tests {
             )),
         );
         assert_eq!(classify(&refused), Transport::Refused);
-        let reset = io::Error::new(
-            io::ErrorKind::Other,
-            Wrapped(
-                "connection error",
-                Box::new(io::Error::from(io::ErrorKind::ConnectionReset)),
-            ),
-        );
+        let reset = io::Error::other(Wrapped(
+            "connection error",
+            Box::new(io::Error::from(io::ErrorKind::ConnectionReset)),
+        ));
         assert_eq!(classify(&reset), Transport::Reset);
         let cert = Wrapped(
             "client error (Connect)",
