@@ -9,6 +9,7 @@ use crate::repo::Repository;
 use crate::tree_loader::TreeLoader;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use tokio::runtime::Handle as Runtime;
 
@@ -75,7 +76,9 @@ pub struct DiffStats {
 }
 
 /// Compare two snapshot trees; `visit` gets every changed path in name order (metadata-
-/// only changes only if `metadata` is set). Must be called off the runtime's threads.
+/// only changes only if `metadata` is set). A `Break` from `visit` (its reader went away)
+/// stops the comparison there, reading no more trees; the totals then count what was
+/// compared so far. Must be called off the runtime's threads.
 pub fn diff(
     repo: &Repository,
     rt: &Runtime,
@@ -83,13 +86,14 @@ pub fn diff(
     a: &BlobId,
     b: &BlobId,
     metadata: bool,
-    visit: &mut dyn FnMut(&DiffEntry),
+    visit: &mut dyn FnMut(&DiffEntry) -> ControlFlow<()>,
 ) -> Result<DiffStats> {
     let mut d = Differ {
         trees: TreeLoader::for_repo(repo, index),
         rt,
         metadata,
         visit,
+        stopped: false,
         stats: DiffStats::default(),
     };
     // Iterative: a stack of what is left to compare, each directory's entries pushed in
@@ -97,6 +101,9 @@ pub fn diff(
     // next. A very deep tree (100,000 levels) needs memory, not stack.
     let mut todo = vec![Task::Trees(*a, *b, PathBuf::from("/"))];
     while let Some(task) = todo.pop() {
+        if d.stopped {
+            break;
+        }
         let start = todo.len();
         match task {
             Task::Trees(a, b, at) => d.trees(&a, &b, &at, &mut todo)?,
@@ -123,7 +130,9 @@ struct Differ<'a, 'v> {
     trees: TreeLoader<'a>,
     rt: &'a Runtime,
     metadata: bool,
-    visit: &'v mut dyn FnMut(&DiffEntry),
+    visit: &'v mut dyn FnMut(&DiffEntry) -> ControlFlow<()>,
+    /// `visit` asked to stop.
+    stopped: bool,
     stats: DiffStats,
 }
 
@@ -258,12 +267,16 @@ impl Differ<'_, '_> {
         old_size: Option<u64>,
         new_size: Option<u64>,
     ) {
-        (self.visit)(&DiffEntry {
+        if self.stopped {
+            return;
+        }
+        let flow = (self.visit)(&DiffEntry {
             path: display(path, kind),
             change,
             old_size,
             new_size,
         });
+        self.stopped = flow.is_break();
     }
 }
 

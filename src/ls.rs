@@ -6,18 +6,20 @@ use crate::hash::BlobId;
 use crate::index::MasterIndex;
 use crate::repo::Repository;
 use crate::tree_loader::TreeLoader;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use tokio::runtime::Handle as Runtime;
 
 /// Call `visit` with the snapshot path and node of every entry at or below `under`
-/// (`/` for everything). Must be called from a thread not driving the runtime.
+/// (`/` for everything). A `Break` from `visit` (its reader went away) ends the walk
+/// there, reading no more trees. Must be called from a thread not driving the runtime.
 pub fn walk(
     repo: &Repository,
     rt: &Runtime,
     index: &MasterIndex,
     root: &BlobId,
     under: &Path,
-    visit: &mut dyn FnMut(&Path, &Node),
+    visit: &mut dyn FnMut(&Path, &Node) -> ControlFlow<()>,
 ) -> Result<()> {
     // Each tree with its neighbours in one request: one GET per tree took a round trip
     // each, minutes for a large snapshot.
@@ -32,7 +34,9 @@ pub fn walk(
             let inside = path.starts_with(under);
             if inside {
                 found = true;
-                visit(&path, node);
+                if visit(&path, node).is_break() {
+                    return Ok(());
+                }
             }
             if node.kind == NodeKind::Dir
                 && (inside || under.starts_with(&path))

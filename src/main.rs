@@ -118,15 +118,21 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 fn init_logging(verbose: u8, daemon: bool) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    // The AWS SDK logs its own recoverable trouble at warn; cairn reports what matters.
+    // The AWS SDK and the HTTP stack below it log their own trouble, some at warn and
+    // as debug structures; cairn reports what matters in its own words. Their targets
+    // are prefixes (`aws_smithy` covers every aws_smithy_* crate, `hyper` hyper_util).
+    // CAIRN_LOG or RUST_LOG, or -vv, shows them.
+    const QUIET_SDK: &str =
+        "aws_config=error,aws_runtime=error,aws_smithy=off,hyper=off,rustls=off,h2=off,tower=off";
     let level = match (verbose, daemon) {
-        (0, false) => "warn,aws_config=error,aws_smithy_runtime=error,aws_runtime=error",
-        (0, true) | (1, _) => "info,aws_config=error,aws_smithy_runtime=error,aws_runtime=error",
-        _ => "debug",
+        (0, false) => format!("warn,{QUIET_SDK}"),
+        (0, true) | (1, _) => format!("info,{QUIET_SDK}"),
+        _ => "debug".to_string(),
     };
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level))
+            .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&level))
     };
     if daemon
         && std::env::var_os("JOURNAL_STREAM").is_some()

@@ -140,3 +140,165 @@ fn a_body_longer_than_asked_for_is_refused_as_it_arrives() {
         got.len()
     );
 }
+
+/// `init` against `repo` with the S3 server's keys (changed by `envs`), a short timeout
+/// and two attempts; it must fail with 1. Returns stderr.
+fn init_fails(env: &Env, repo: &str, envs: &[(&str, &str)]) -> String {
+    let mut c = env.cmd(&["-o", "s3.retries=2", "-o", "s3.timeout=3s", "init"]);
+    c.env("CAIRN_REPOSITORY", repo);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run");
+    assert_eq!(out.status.code(), Some(1), "{repo}: {}", describe(&out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// No SDK or hyper debug structure reached the user.
+fn assert_plain(err: &str) {
+    for debug in [
+        "DispatchFailure",
+        "ConnectorError",
+        "Some(",
+        "{ ",
+        "Kind(",
+        "Error {",
+    ] {
+        assert!(
+            !err.contains(debug),
+            "a debug structure ({debug:?}) reached the user: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_port_or_a_reset_connection_says_what_was_tried_and_what_to_check() {
+    // Nothing listens on the port.
+    let env = Env::with(Kind::S3);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let ep = format!("http://127.0.0.1:{closed}");
+    let err = init_fails(&env, &format!("s3:{ep}/backups/x"), &[]);
+    assert!(
+        err.contains("\"backups\"") && err.contains(&ep) && err.contains("connection refused"),
+        "{err}"
+    );
+    assert!(err.contains("the endpoint's port is right"), "{err}");
+    assert_plain(&err);
+
+    // Something listens, but resets every connection without answering.
+    let env = Env::with(Kind::S3Proxied);
+    let proxy = env.proxy.as_ref().expect("proxy");
+    proxy.set_schedule(Schedule {
+        reset: 1000,
+        ..Schedule::clean()
+    });
+    let err = init_fails(&env, &env.repo, &[]);
+    assert!(proxy.faults() > 0, "the proxy reset nothing");
+    assert!(
+        err.contains("\"backups\"")
+            && err.contains(&proxy.endpoint())
+            && err.contains("closed the connection before answering"),
+        "{err}"
+    );
+    assert!(err.contains("http:// or https://"), "{err}");
+    assert_plain(&err);
+}
+
+#[test]
+fn a_wrong_secret_or_an_unknown_key_is_named_with_where_it_came_from() {
+    let env = Env::with(Kind::S3);
+    let err = init_fails(
+        &env,
+        &env.repo,
+        &[("AWS_SECRET_ACCESS_KEY", "not-the-secret")],
+    );
+    assert!(
+        err.contains("the secret access key is wrong")
+            && err.contains("AWS_SECRET_ACCESS_KEY in the environment"),
+        "{err}"
+    );
+    assert_plain(&err);
+
+    let err = init_fails(&env, &env.repo, &[("AWS_ACCESS_KEY_ID", "nobody")]);
+    assert!(
+        err.contains("does not know the access key id")
+            && err.contains("AWS_ACCESS_KEY_ID in the environment"),
+        "{err}"
+    );
+    assert_plain(&err);
+}
+
+/// A server that answers every request with `answer` (a whole HTTP response, its body
+/// left out for a HEAD), as an S3 region in another place does: the fault proxy's
+/// canned answers carry no region. Runs until the test process ends.
+fn answering(answer: &'static str) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let mut reader = BufReader::new(conn);
+            let mut head = Vec::new();
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                head.push(std::mem::take(&mut line));
+            }
+            let length = head
+                .iter()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            let _ = std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink());
+            let answer = if head.first().is_some_and(|l| l.starts_with("HEAD ")) {
+                answer.split("\r\n\r\n").next().unwrap_or("").to_string() + "\r\n\r\n"
+            } else {
+                answer.to_string()
+            };
+            let mut conn = reader.into_inner();
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+/// An HTTP response with an S3 error body.
+fn s3_answer(status: &str, headers: &str, body: &str) -> &'static str {
+    Box::leak(
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_boxed_str(),
+    )
+}
+
+#[test]
+fn a_region_error_names_the_region_the_server_asked_for() {
+    let env = Env::with(Kind::S3);
+    let malformed = s3_answer(
+        "400 Bad Request",
+        "",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AuthorizationHeaderMalformed</Code><Message>The authorization header is malformed; the region 'us-east-1' is wrong; expecting 'eu-west-3'</Message><Region>eu-west-3</Region></Error>",
+    );
+    let redirect = s3_answer(
+        "301 Moved Permanently",
+        "x-amz-bucket-region: eu-west-3\r\n",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the specified endpoint.</Message></Error>",
+    );
+    for answer in [malformed, redirect] {
+        let ep = answering(answer);
+        let err = init_fails(&env, &format!("s3:{ep}/backups/x"), &[]);
+        assert!(
+            err.contains("\"backups\"")
+                && err.contains("is in region eu-west-3, not us-east-1")
+                && err.contains("-o s3.region=eu-west-3"),
+            "{err}"
+        );
+        assert_plain(&err);
+    }
+}

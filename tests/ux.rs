@@ -442,3 +442,73 @@ fn every_mistake_gets_a_message_that_says_what_to_do() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// Run `cairn args`, read a little of its stdout and close it, as `| head -1` does.
+fn read_a_little_then_close(env: &Env, args: &[&str]) -> std::process::Output {
+    use std::io::Read;
+    let mut child = env
+        .cmd(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn cairn");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 100];
+    let n = stdout.read(&mut first).expect("read stdout");
+    assert!(n > 0, "cairn {args:?} wrote nothing");
+    drop(stdout);
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn a_closed_pipe_ends_listings_and_dumps_quietly() {
+    // Every listing is far larger than a pipe's buffer (64 KiB), so the command is still
+    // writing when the reader goes away.
+    let env = Env::init();
+    let src = env.path("src");
+    let long = "a-directory-name-long-enough-to-fill-a-pipe-quickly".repeat(2);
+    let mut dirs = Vec::new();
+    for i in 0..1500 {
+        let d = src.join(format!("{long}-{i:04}"));
+        fs::create_dir_all(&d).expect("mkdir");
+        fs::write(d.join("file.txt"), format!("{i}")).expect("write");
+        dirs.push(d.to_str().expect("utf8").to_string());
+    }
+    fs::write(src.join("big"), pseudo_random(2 << 20, 5)).expect("write");
+    let empty = env.path("empty");
+    fs::create_dir_all(&empty).expect("mkdir");
+    let first = env.ok(&["backup", empty.to_str().expect("utf8")]);
+    let first = first
+        .split_whitespace()
+        .nth(1)
+        .expect("snapshot id")
+        .to_string();
+    // A snapshot of many paths: one line of `snapshots` longer than the pipe holds.
+    let mut many = vec!["backup"];
+    many.extend(dirs.iter().map(String::as_str));
+    env.ok(&many);
+    let src_s = src.to_str().expect("utf8");
+    env.ok(&["backup", src_s]);
+    let big = format!("latest:{src_s}/big");
+    for args in [
+        vec!["ls", "latest"],
+        vec!["ls", "--long", "latest"],
+        vec!["snapshots"],
+        vec!["diff", &first, "latest"],
+        vec!["find", "*"],
+        vec!["restore", &big, "--target", "-"],
+    ] {
+        let out = read_a_little_then_close(&env, &args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "cairn {args:?}: {}",
+            describe(&out)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "cairn {args:?} said something on a closed pipe: {}",
+            describe(&out)
+        );
+    }
+}

@@ -5,6 +5,7 @@
 use super::common::{self, RepoArgs};
 use super::exit::EXIT_WARNINGS;
 use super::progress::{Output, Reporter, bytes};
+use super::stdout::outln;
 use super::{hostname, now_rfc3339, username};
 use anyhow::{Context, Result};
 use cairn::backup::{BackupContext, BackupOptions, BackupReport, backup_with};
@@ -160,7 +161,7 @@ fn print_summary(report: &BackupReport, seconds: f64, out: Output) -> Result<()>
                 })
             })
             .collect();
-        println!("{v}");
+        outln!("{v}")?;
     } else {
         eprintln!(
             "Files:   {} new, {} changed, {} unmodified ({} directories)",
@@ -179,7 +180,7 @@ fn print_summary(report: &BackupReport, seconds: f64, out: Output) -> Result<()>
             bytes(sum.data_read),
             seconds
         );
-        println!("snapshot {} saved", report.id.to_hex());
+        outln!("snapshot {} saved", report.id.to_hex())?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 use super::common::{self, Copies, RepoArgs};
 use super::progress::{Output, Reporter};
+use super::stdout::outln;
 use anyhow::{Context, Result};
 use cairn::check::{ReadData, check};
 use cairn::daemon::config;
@@ -106,37 +107,41 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, a: &CheckArgs, out: Output) -> 
         if let Some(r) = &repaired {
             v["repair"] = serde_json::to_value(r)?;
         }
-        println!("{v}");
+        outln!("{v}")?;
     } else {
-        println!(
+        outln!(
             "{} snapshot(s), {} pack(s), {} blob(s); read back {} pack(s), {} bytes",
-            report.snapshots, report.packs, report.blobs, report.packs_read, report.bytes_read
-        );
+            report.snapshots,
+            report.packs,
+            report.blobs,
+            report.packs_read,
+            report.bytes_read
+        )?;
         if report.is_healthy() {
-            println!("no problems found");
+            outln!("no problems found")?;
         } else {
-            println!("{} problem(s):", report.problems.len());
+            outln!("{} problem(s):", report.problems.len())?;
             for p in &report.problems {
-                println!("  {}: {}", p.object, p.message);
+                outln!("  {}: {}", p.object, p.message)?;
             }
             if !report.affected.is_empty() {
-                println!("files and directories that cannot be restored intact:");
+                outln!("files and directories that cannot be restored intact:")?;
                 for a in report.affected.iter().take(100) {
-                    println!(
+                    outln!(
                         "  snapshot {}: {} (blob {})",
                         a.snapshot,
                         a.path,
                         &a.blob[..12]
-                    );
+                    )?;
                 }
                 if report.affected.len() > 100 {
-                    println!("  ... and {} more", report.affected.len() - 100);
+                    outln!("  ... and {} more", report.affected.len() - 100)?;
                 }
             }
             if !repair {
-                println!(
+                outln!(
                     "if another destination holds a copy on the same keys: cairn check --repair --fallback-repo REPO"
-                );
+                )?;
             }
         }
     }

@@ -4,6 +4,7 @@
 //! setting, schedule and local folders. The checks themselves live in the library
 //! (`daemon::config` for the file, `daemon::preflight` for the rest).
 
+use super::stdout::outln;
 use anyhow::Result;
 use cairn::backend::Location;
 use cairn::daemon::config::{self, DaemonConfig, PasswordSource};
@@ -65,7 +66,7 @@ pub fn cmd_config_check(path: &Path, password_file: Option<&Path>, offline: bool
         }
         return Ok(1);
     }
-    println!("{}", describe(&cfg, &contacts, offline));
+    outln!("{}", describe(&cfg, &contacts, offline))?;
     Ok(0)
 }
 

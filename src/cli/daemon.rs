@@ -1,6 +1,7 @@
 //! Commands around the daemon: running it, checking its configuration, and talking to
 //! a running one over its control socket.
 
+use super::stdout::{out, outln};
 use anyhow::{Context, Result, bail};
 use cairn::daemon::config;
 use cairn::daemon::control::{self, Request, Response};
@@ -134,9 +135,9 @@ pub fn cmd_status(config: &Path, sock: Option<&Path>, json: bool) -> Result<i32>
     match control::call(&path, &Request::Status)? {
         Response::Status(s) => {
             if json {
-                println!("{}", serde_json::to_string(&s)?);
+                outln!("{}", serde_json::to_string(&s)?)?;
             } else {
-                print!("{}", s.render(cairn::host::now_unix()));
+                out!("{}", s.render(cairn::host::now_unix()))?;
             }
             Ok(if healthy(&s) { 0 } else { 1 })
         }
@@ -162,10 +163,10 @@ pub fn cmd_backup_now(config: &Path, sock: Option<&Path>, json: bool) -> Result<
     };
     let ok = results.iter().all(|r| r.error.is_none());
     if json {
-        println!("{}", serde_json::to_string(&results)?);
+        outln!("{}", serde_json::to_string(&results)?)?;
     } else {
         for line in results.iter().flat_map(control::BackupResult::lines) {
-            println!("{line}");
+            outln!("{line}")?;
         }
     }
     Ok(if ok { 0 } else { 1 })

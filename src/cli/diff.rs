@@ -3,9 +3,11 @@
 
 use super::common::{self, RepoArgs};
 use super::progress::bytes;
+use super::stdout::Stdout;
 use anyhow::Result;
 use cairn::diff::{DiffEntry, diff};
 use std::io::Write;
+use std::ops::ControlFlow;
 use tokio::runtime::Runtime;
 
 /// `cairn diff` arguments.
@@ -20,7 +22,8 @@ pub(crate) struct DiffArgs {
     metadata: bool,
 }
 
-/// `cairn diff A B`: changes are written as they are found, the counts last.
+/// `cairn diff A B`: changes are written as they are found, the counts last. A write
+/// error (a closed pipe) stops the comparison and ends the command with it.
 pub(crate) fn run(rt: &Runtime, args: &RepoArgs, d: &DiffArgs, json: bool) -> Result<i32> {
     let (first, second) = (d.first.as_str(), d.second.as_str());
     let repo = common::open(rt, args)?;
@@ -30,8 +33,7 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, d: &DiffArgs, json: bool) -> Re
             repo.find_snapshot_listed(second, ids),
         )
     }))?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = Stdout::new();
     if !json {
         writeln!(
             out,
@@ -56,8 +58,12 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, d: &DiffArgs, json: bool) -> Re
             } else {
                 writeln!(out, "{}    {}", e.change.mark(), e.path)
             };
-            if let Err(err) = r {
-                write_err.get_or_insert(err);
+            match r {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(err) => {
+                    write_err = Some(err);
+                    ControlFlow::Break(())
+                }
             }
         },
     )?;

@@ -1,6 +1,7 @@
 //! `cairn completions` and `cairn man`: shell completion scripts and man pages generated
 //! from the clap definitions, so they cannot drift from the program.
 
+use super::stdout::{out, outln};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -19,9 +20,12 @@ pub(crate) struct ManArgs {
 }
 
 /// `cairn completions SHELL`: the script on stdout, for the shell's completion directory.
-/// `cmd` is the whole command line's definition, which only `main` holds.
+/// `cmd` is the whole command line's definition, which only `main` holds. Generated into
+/// memory first: clap_complete panics when its writer fails (a closed pipe).
 pub(crate) fn completions(mut cmd: clap::Command, a: &CompletionsArgs) -> Result<i32> {
-    clap_complete::generate(a.shell, &mut cmd, "cairn", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "cairn", &mut script);
+    out!("{}", String::from_utf8_lossy(&script))?;
     Ok(0)
 }
 
@@ -33,7 +37,7 @@ pub(crate) fn man(cmd: clap::Command, a: &ManArgs) -> Result<i32> {
         .with_context(|| format!("creating the man page directory {}", dir.display()))?;
     let cmd = cmd.version(env!("CARGO_PKG_VERSION"));
     write_one(&cmd, "cairn", dir)?;
-    println!("wrote man pages to {}", dir.display());
+    outln!("wrote man pages to {}", dir.display())?;
     Ok(0)
 }
 

@@ -1,6 +1,8 @@
 //! How a command's outcome reaches the user last: the one-line error, the warning about
 //! objects the repositories skipped as damaged or foreign, and the process exit code.
 //! Every verb returns its own code; this module settles what the process exits with.
+//! A reader of stdout that went away (`cairn ls latest | head -1`) is no failure: the
+//! command ends quietly with 0, as other Unix tools do.
 
 /// Exit code for "done, but not everything": a snapshot without some files, or a
 /// command that skipped damaged or foreign objects.
@@ -34,9 +36,12 @@ fn skipped_objects() -> Vec<(String, String)> {
 
 /// The process exit code for a command's result, after saying on stderr what went wrong
 /// or what was skipped: a library error keeps its own code, any other error is 1, and a
-/// success that skipped objects becomes [`EXIT_WARNINGS`].
+/// success that skipped objects becomes [`EXIT_WARNINGS`]. A closed stdout
+/// ([`super::stdout::Closed`]) ends quietly with 0: whoever closed it has what they
+/// wanted.
 pub(crate) fn settle(result: anyhow::Result<i32>) -> i32 {
     match result {
+        Err(e) if e.chain().any(super::stdout::closed) => 0,
         Ok(code) => {
             let skipped = skipped_objects();
             for (object, reason) in &skipped {

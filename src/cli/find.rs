@@ -3,6 +3,7 @@
 
 use super::common::{self, RepoArgs};
 use super::output::{self, short_time};
+use super::stdout::Stdout;
 use anyhow::Result;
 use cairn::find::{Finder, patterns as compile_patterns};
 use serde_json::json;
@@ -45,8 +46,8 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, f: &FindArgs, json: bool) -> Re
         list.retain(|e| e.snapshot.hostname == h);
     }
     let mut finder = Finder::new(repo, rt.handle(), &index, &pats);
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    // A write error (a closed pipe) ends the search before the next snapshot.
+    let mut out = Stdout::new();
     let mut total = 0usize;
     let mut in_snapshots = 0usize;
     for e in &list {

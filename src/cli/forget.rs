@@ -4,6 +4,7 @@
 
 use super::common::{RepoArgs, open};
 use super::output;
+use super::stdout::outln;
 use anyhow::{Context, Result, bail};
 use cairn::backend::{FileType, Handle};
 use cairn::repo::SnapshotEntry;
@@ -271,38 +272,38 @@ pub fn run(rt: &Runtime, args: &RepoArgs, f: &ForgetArgs) -> Result<i32> {
                 g
             })
             .collect();
-        println!("{}", serde_json::Value::Array(groups));
+        outln!("{}", serde_json::Value::Array(groups))?;
     } else {
         for (key, _, members, keep, gone) in &report {
-            println!(
+            outln!(
                 "snapshots for {}:",
                 if key.is_empty() { "all" } else { key }
-            );
-            println!("keep {} snapshot(s):", keep.len());
+            )?;
+            outln!("keep {} snapshot(s):", keep.len())?;
             for (i, r) in keep {
                 let s = &members[*i];
-                println!(
+                outln!(
                     "  {}  {}  {}",
                     s.id.short(),
                     output::short_time(&s.snapshot.time),
                     r.join(", ")
-                );
+                )?;
             }
-            println!("remove {} snapshot(s):", gone.len());
+            outln!("remove {} snapshot(s):", gone.len())?;
             for i in gone {
                 let s = &members[*i];
-                println!(
+                outln!(
                     "  {}  {}",
                     s.id.short(),
                     output::short_time(&s.snapshot.time)
-                );
+                )?;
             }
-            println!();
+            outln!()?;
         }
     }
     if f.dry_run {
         if !f.json {
-            println!("dry run: {} snapshot(s) would be removed", remove.len());
+            outln!("dry run: {} snapshot(s) would be removed", remove.len())?;
         }
         return Ok(0);
     }
@@ -325,7 +326,7 @@ pub fn run(rt: &Runtime, args: &RepoArgs, f: &ForgetArgs) -> Result<i32> {
     }
     let removed = remove.len() - locked;
     if !f.json {
-        println!(
+        outln!(
             "removed {} snapshot(s){}",
             removed,
             if f.prune {
@@ -333,7 +334,7 @@ pub fn run(rt: &Runtime, args: &RepoArgs, f: &ForgetArgs) -> Result<i32> {
             } else {
                 "; the data they alone used stays stored until `cairn prune`"
             }
-        );
+        )?;
     }
     if f.prune {
         super::prune::prune_after_forget(rt, args, f.json)?;

@@ -5,6 +5,7 @@
 use super::common::{self, RepoArgs};
 use super::password;
 use super::progress::Output;
+use super::stdout::outln;
 use anyhow::{Context, Result};
 use cairn::format::config::DEFAULT_PACK_SIZE;
 use cairn::repo::{Repository, init};
@@ -65,19 +66,19 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, a: &InitArgs, out: Output) -> R
             "id": repo.config().id.to_hex(),
             "repository": repo.backend().location(),
         });
-        println!("{v}");
+        outln!("{v}")?;
         return Ok(0);
     }
-    println!(
+    outln!(
         "created cairn repository {} at {}",
         repo.config().id.short(),
         repo.backend().location()
-    );
+    )?;
     if let Some(s) = sibling {
-        println!(
+        outln!(
             "it shares keys and chunking with {}: the two can heal each other",
             s.backend().location()
-        );
+        )?;
     }
     eprintln!("Keep the passphrase safe: without it the data in this repository cannot be read.");
     Ok(0)

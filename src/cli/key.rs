@@ -4,6 +4,7 @@
 
 use super::common::{self, RepoArgs};
 use super::password;
+use super::stdout::outln;
 use anyhow::{Result, bail};
 use cairn::crypto::KdfParams;
 use std::path::{Path, PathBuf};
@@ -65,34 +66,35 @@ fn list(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(arr));
+        outln!("{}", serde_json::Value::Array(arr))?;
         return Ok(0);
     }
-    println!(" {:<8}  {:<16}  {:<20}  Created", "ID", "User", "Host");
-    println!("{}", "-".repeat(72));
+    outln!(" {:<8}  {:<16}  {:<20}  Created", "ID", "User", "Host")?;
+    outln!("{}", "-".repeat(72))?;
     for k in keys {
-        println!(
+        outln!(
             "{}{:<8}  {:<16}  {:<20}  {}",
             if k.current { "*" } else { " " },
             k.id.short(),
             k.file.username,
             k.file.hostname,
             k.file.created
-        );
+        )?;
     }
     Ok(0)
 }
 
 /// The one result line of a key command, as text or JSON.
-fn key_done(json: bool, action: &str, id: &str, text: &str) {
+fn key_done(json: bool, action: &str, id: &str, text: &str) -> Result<()> {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"message_type": "summary", "action": action, "key_id": id})
-        );
+        )?;
     } else {
-        println!("{text} {id}");
+        outln!("{text} {id}")?;
     }
+    Ok(())
 }
 
 /// `cairn key add`.
@@ -100,7 +102,7 @@ fn add(rt: &Runtime, args: &RepoArgs, new_file: Option<&Path>, json: bool) -> Re
     let repo = common::open(rt, args)?;
     let new = password::resolve_new(new_file)?;
     let id = rt.block_on(repo.add_key(&new, KdfParams::DEFAULT, &common::init_options_here()))?;
-    key_done(json, "added", &id.to_hex(), "saved new key");
+    key_done(json, "added", &id.to_hex(), "saved new key")?;
     Ok(0)
 }
 
@@ -109,7 +111,7 @@ fn remove(rt: &Runtime, args: &RepoArgs, id: &str, json: bool) -> Result<i32> {
     let repo = common::open(rt, args)?;
     let key = rt.block_on(repo.find_key(id))?;
     rt.block_on(repo.remove_key(key))?;
-    key_done(json, "removed", &key.to_hex(), "removed key");
+    key_done(json, "removed", &key.to_hex(), "removed key")?;
     Ok(0)
 }
 
@@ -125,6 +127,6 @@ fn passwd(rt: &Runtime, args: &RepoArgs, new_file: Option<&Path>, json: bool) ->
         KdfParams::DEFAULT,
         &common::init_options_here(),
     ))?;
-    key_done(json, "changed", &id.to_hex(), "changed passphrase; new key");
+    key_done(json, "changed", &id.to_hex(), "changed passphrase; new key")?;
     Ok(0)
 }

@@ -3,9 +3,11 @@
 
 use super::common::{self, RepoArgs};
 use super::output;
+use super::stdout::Stdout;
 use anyhow::Result;
 use cairn::backup::clean_absolute;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use tokio::runtime::Runtime;
 
@@ -21,8 +23,8 @@ pub(crate) struct LsArgs {
     long: bool,
 }
 
-/// `cairn ls`: a write error (a closed pipe) ends the command with that error once the
-/// walk is done, rather than part-way through the library's tree reading.
+/// `cairn ls`: a write error (a closed pipe) stops the walk at once and ends the command
+/// with that error, which for a closed pipe is a quiet exit 0 (`cli::stdout`).
 pub(crate) fn run(rt: &Runtime, args: &RepoArgs, a: &LsArgs, json: bool) -> Result<i32> {
     let repo = common::open(rt, args)?;
     let (entry, index) =
@@ -31,8 +33,7 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, a: &LsArgs, json: bool) -> Resu
         Some(p) => clean_absolute(p)?,
         None => PathBuf::from("/"),
     };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = Stdout::new();
     let mut write_err = None;
     cairn::ls::walk(
         &repo,
@@ -48,14 +49,18 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, a: &LsArgs, json: bool) -> Resu
             } else {
                 p.display().to_string()
             };
-            if let Err(e) = writeln!(out, "{line}") {
-                write_err.get_or_insert(e);
+            match writeln!(out, "{line}") {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    write_err = Some(e);
+                    ControlFlow::Break(())
+                }
             }
         },
     )?;
-    out.flush()?;
     if let Some(e) = write_err {
         return Err(e.into());
     }
+    out.flush()?;
     Ok(0)
 }

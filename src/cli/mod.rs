@@ -23,6 +23,7 @@ pub mod prune;
 pub mod restore;
 pub mod snapshots;
 pub mod stats;
+pub mod stdout;
 
 pub use cairn::host::{hostname, now_rfc3339, username};
 pub use common::RepoArgs;

@@ -1,6 +1,7 @@
 //! `cairn prune`: remove data no snapshot needs (two-phase, see `cairn::prune`).
 
 use super::common::{RepoArgs, open};
+use super::stdout::outln;
 use anyhow::{Context, Result};
 use cairn::prune::{PruneOptions, PruneReport, prune};
 use tokio::runtime::Runtime;
@@ -85,7 +86,7 @@ pub fn run(rt: &Runtime, args: &RepoArgs, p: &PruneArgs) -> Result<i32> {
     if !p.dry_run {
         let n = cairn::prune::extend_locks(&repo, rt.handle())?;
         if n > 0 && !p.json {
-            println!("extended the Object Lock of {n} object(s) still needed");
+            outln!("extended the Object Lock of {n} object(s) still needed")?;
         }
     }
     Ok(0)
@@ -95,54 +96,63 @@ fn print_report(r: &PruneReport, json: bool, dry: bool) -> Result<()> {
     if json {
         let mut v = serde_json::to_value(r)?;
         v["message_type"] = "summary".into();
-        println!("{v}");
+        outln!("{v}")?;
         return Ok(());
     }
     let would = if dry { "would be " } else { "" };
-    println!(
+    outln!(
         "{} snapshot(s) use {} blob(s) in {} pack(s)",
-        r.snapshots, r.used_blobs, r.packs
-    );
+        r.snapshots,
+        r.used_blobs,
+        r.packs
+    )?;
     if r.missing_packs > 0 {
-        println!(
+        outln!(
             "{} pack(s) the index named are not in data/: their entries {}dropped from the index (`cairn check` lists what is affected)",
             r.missing_packs,
             if dry { "would be " } else { "are " }
-        );
+        )?;
     }
     if r.revived_blobs > 0 {
-        println!(
+        outln!(
             "{} blob(s) a snapshot uses were {}taken back into the index",
-            r.revived_blobs, would
-        );
+            r.revived_blobs,
+            would
+        )?;
     }
-    println!(
+    outln!(
         "{} pack(s) {}deleted now ({} bytes), condemned by an earlier prune",
-        r.deleted_packs, would, r.deleted_bytes
-    );
-    println!(
+        r.deleted_packs,
+        would,
+        r.deleted_bytes
+    )?;
+    outln!(
         "{} pack(s) {}condemned ({} bytes; {} of them repacked, {} bytes of used blobs copied): deleted by a prune after the grace period",
-        r.condemned_packs, would, r.condemned_bytes, r.repacked_packs, r.repacked_bytes
-    );
+        r.condemned_packs,
+        would,
+        r.condemned_bytes,
+        r.repacked_packs,
+        r.repacked_bytes
+    )?;
     if r.orphan_packs > 0 {
-        println!(
+        outln!(
             "{} of them {}in no index (left by interrupted backups)",
             r.orphan_packs,
             if dry { "would be " } else { "" }
-        );
+        )?;
     }
     if r.locked_packs > 0 {
-        println!(
+        outln!(
             "{} condemned pack(s) wait for their S3 Object Lock to expire (the first at {}); a prune after that deletes them",
             r.locked_packs,
             r.next_unlock.as_deref().unwrap_or("?")
-        );
+        )?;
     }
     if r.waiting_packs > 0 {
-        println!(
+        outln!(
             "{} pack(s) condemned earlier still wait for their grace period",
             r.waiting_packs
-        );
+        )?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 use super::common::{self, Copies, RepoArgs};
 use super::progress::{Output, Reporter, bytes};
+use super::stdout::outln;
 use anyhow::{Result, bail};
 use cairn::backup::clean_absolute;
 use cairn::daemon::config;
@@ -189,7 +190,7 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, ra: &RestoreArgs, out: Output) 
         if let Some(vr) = &verified {
             v["verify"] = serde_json::to_value(vr)?;
         }
-        println!("{v}");
+        outln!("{v}")?;
         return Ok(if failed { 1 } else { 0 });
     }
     print_text(
@@ -212,8 +213,7 @@ fn dump_to_stdout(
 ) -> Result<i32> {
     use cairn::format::tree::NodeKind;
     use std::io::Write;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let mut out = super::stdout::Stdout::with_capacity(1 << 20);
     match node.kind {
         NodeKind::File => {
             if node.changing {

@@ -2,6 +2,7 @@
 
 use super::common::{self, RepoArgs};
 use super::output;
+use super::stdout::{out, outln};
 use anyhow::Result;
 use tokio::runtime::Runtime;
 
@@ -14,9 +15,9 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
             .iter()
             .map(|e| output::snapshot_json(&e.id, &e.snapshot))
             .collect();
-        println!("{}", serde_json::Value::Array(arr));
+        outln!("{}", serde_json::Value::Array(arr))?;
     } else {
-        print!("{}", output::snapshot_table(&list));
+        out!("{}", output::snapshot_table(&list))?;
     }
     Ok(0)
 }

@@ -5,6 +5,7 @@
 use super::common::{self, RepoArgs};
 use super::output::short_time;
 use super::progress::bytes;
+use super::stdout::outln;
 use anyhow::Result;
 use cairn::backend::FileType;
 use tokio::runtime::Runtime;
@@ -30,40 +31,45 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
         let mut v = serde_json::to_value(&s)?;
         v["message_type"] = "summary".into();
         v["per_snapshot"] = serde_json::to_value(&per)?;
-        println!("{v}");
+        outln!("{v}")?;
         return Ok(0);
     }
-    println!("repository {}", repo.backend().location());
-    println!("  snapshots:            {}", s.snapshots);
-    println!(
+    outln!("repository {}", repo.backend().location())?;
+    outln!("  snapshots:            {}", s.snapshots)?;
+    outln!(
         "  stored:               {} in {} packs ({} in all objects)",
         bytes(s.pack_bytes),
         s.packs,
         bytes(s.stored_bytes)
-    );
-    println!(
+    )?;
+    outln!(
         "  unique data:          {} in {} data and {} tree blobs",
         bytes(s.unique_bytes),
         s.data_blobs,
         s.tree_blobs
-    );
-    println!("  all snapshots' files: {}", bytes(s.restore_bytes));
-    println!("  deduplication:        {:.2}x", s.dedup_ratio);
-    println!("  compression:          {:.2}x", s.compression_ratio);
-    println!("  space saving overall: {:.2}x", s.space_saving_ratio);
+    )?;
+    outln!("  all snapshots' files: {}", bytes(s.restore_bytes))?;
+    outln!("  deduplication:        {:.2}x", s.dedup_ratio)?;
+    outln!("  compression:          {:.2}x", s.compression_ratio)?;
+    outln!("  space saving overall: {:.2}x", s.space_saving_ratio)?;
     if s.snapshots_without_summary > 0 {
-        println!(
+        outln!(
             "  ({} snapshot(s) carry no summary; their sizes are not counted)",
             s.snapshots_without_summary
-        );
+        )?;
     }
-    println!();
-    println!(
+    outln!()?;
+    outln!(
         "{:<8}  {:<19}  {:>10}  {:>12}  {:>12}  {:>12}",
-        "ID", "Time", "Files", "Size", "Added", "Added stored"
-    );
+        "ID",
+        "Time",
+        "Files",
+        "Size",
+        "Added",
+        "Added stored"
+    )?;
     for p in &per {
-        println!(
+        outln!(
             "{:<8}  {:<19}  {:>10}  {:>12}  {:>12}  {:>12}",
             &p.id[..8],
             short_time(&p.time),
@@ -71,7 +77,7 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
             bytes(p.bytes),
             bytes(p.added_bytes),
             bytes(p.added_stored_bytes)
-        );
+        )?;
     }
     Ok(0)
 }

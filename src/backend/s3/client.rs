@@ -43,6 +43,59 @@ fn http_client(
     )
 }
 
+/// Where the credentials come from, in the words error messages use to say where to fix
+/// a rejected key.
+#[derive(Debug, Clone)]
+pub(super) struct CredentialsOrigin {
+    /// Where the access key id is set.
+    pub(super) id: String,
+    /// Where the secret access key is set.
+    pub(super) secret: String,
+    /// Both, for a refusal that does not say which is wrong.
+    pub(super) both: String,
+}
+
+impl CredentialsOrigin {
+    /// From the options and the environment. `static_keys`: they are given as options or
+    /// in the environment, which the SDK's default chain reads before any profile.
+    fn of(opts: &BackendOptions, static_keys: bool) -> Self {
+        let all = |id: &str, secret: &str, both: &str| CredentialsOrigin {
+            id: id.to_string(),
+            secret: secret.to_string(),
+            both: both.to_string(),
+        };
+        if opts.access_key_id.is_some() && opts.secret_access_key.is_some() {
+            return all(
+                "the destination's access_key_id",
+                "the destination's secret_access_key_file",
+                "the destination's access_key_id and secret_access_key_file",
+            );
+        }
+        if static_keys {
+            return all(
+                "AWS_ACCESS_KEY_ID in the environment",
+                "AWS_SECRET_ACCESS_KEY in the environment",
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment",
+            );
+        }
+        let profile = opts
+            .profile
+            .clone()
+            .or_else(|| std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty()));
+        match profile {
+            Some(p) => {
+                let it = format!("AWS profile {p:?} (~/.aws/credentials)");
+                all(&it, &it, &it)
+            }
+            None => all(
+                "AWS_ACCESS_KEY_ID or the default AWS profile",
+                "AWS_SECRET_ACCESS_KEY or the default AWS profile",
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the default AWS profile (~/.aws/credentials)",
+            ),
+        }
+    }
+}
+
 impl S3Backend {
     /// Build a client from the AWS environment (credentials, profile, region, endpoint
     /// variables) and the options.
@@ -145,6 +198,10 @@ impl S3Backend {
         b = b
             .request_checksum_calculation(req)
             .response_checksum_validation(resp);
+        let region = shared
+            .region()
+            .map_or_else(|| "us-east-1".to_string(), |r| r.to_string());
+        let credentials = CredentialsOrigin::of(opts, static_keys);
         let endpoint_display = endpoint
             .or_else(|| shared.endpoint_url().map(str::to_string))
             .unwrap_or_else(|| "AWS S3".to_string());
@@ -158,6 +215,8 @@ impl S3Backend {
             multipart_threshold: opts.multipart_threshold,
             part_size: opts.part_size,
             part_concurrency: opts.part_concurrency.max(1),
+            credentials,
+            region,
         })
     }
 }

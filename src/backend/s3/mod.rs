@@ -11,8 +11,8 @@
 //! This file holds the [`Backend`] implementation; its parts live beside it: `client`
 //! (setting up the SDK client), `signing` (when an upload's body goes unsigned), `read`
 //! (GETs held to the contract's lengths), `multipart` (uploads in parts), `object_lock`
-//! (retention dates and what a delete removes) and `errors` (SDK errors in words a user
-//! can act on).
+//! (retention dates and what a delete removes), `errors` (SDK errors in words a user
+//! can act on) and `transport` (why a request got no answer, from the error's causes).
 
 mod client;
 mod errors;
@@ -20,6 +20,7 @@ mod multipart;
 mod object_lock;
 mod read;
 mod signing;
+mod transport;
 
 pub use client::S3SetupError;
 
@@ -48,6 +49,11 @@ pub struct S3Backend {
     /// Sign every upload's body hash, whatever the scheme (`s3.sign-payload=always`);
     /// otherwise [`UnsignedOverTls`] leaves it out of requests that go over TLS.
     always_sign_payload: bool,
+    /// Where the credentials come from, as error messages name it ("AWS_SECRET_ACCESS_KEY
+    /// in the environment"), so a rejected key says where to fix it.
+    credentials: client::CredentialsOrigin,
+    /// The region requests are signed for, named when a server asks for another.
+    region: String,
 }
 
 impl S3Backend {

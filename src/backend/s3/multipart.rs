@@ -8,7 +8,6 @@
 use super::S3Backend;
 use super::signing::UnsignedOverTls;
 use crate::backend::{BackendError, Handle};
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
@@ -46,10 +45,8 @@ impl S3Backend {
                 .send()
                 .await
             {
-                tracing::warn!(
-                    "aborting multipart upload of {key} failed: {}",
-                    DisplayErrorContext(&e)
-                );
+                let e = self.map_err("abort multipart upload of", h.path(), e);
+                tracing::warn!("{e} (a later backup removes the parts left over)");
             }
         }
         result
