@@ -3,7 +3,7 @@
 //! summaries.
 
 use super::common::{self, RepoArgs};
-use super::output::short_time;
+use super::output::{count, short_time};
 use super::progress::bytes;
 use anyhow::Result;
 use cairn::backend::FileType;
@@ -36,9 +36,9 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
     println!("repository {}", repo.backend().location());
     println!("  snapshots:            {}", s.snapshots);
     println!(
-        "  stored:               {} in {} packs ({} in all objects)",
+        "  stored:               {} in {} ({} in all objects)",
         bytes(s.pack_bytes),
-        s.packs,
+        count(s.packs, "pack"),
         bytes(s.stored_bytes)
     );
     println!(
@@ -53,18 +53,21 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
     println!("  space saving overall: {:.2}x", s.space_saving_ratio);
     if s.snapshots_without_summary > 0 {
         println!(
-            "  ({} snapshot(s) carry no summary; their sizes are not counted)",
-            s.snapshots_without_summary
+            "  ({} no summary; their sizes are not counted)",
+            match s.snapshots_without_summary {
+                1 => "1 snapshot carries".to_string(),
+                n => format!("{n} snapshots carry"),
+            }
         );
     }
     println!();
     println!(
-        "{:<8}  {:<19}  {:>10}  {:>12}  {:>12}  {:>12}",
+        "{:<8}  {:<23}  {:>10}  {:>12}  {:>12}  {:>12}",
         "ID", "Time", "Files", "Size", "Added", "Added stored"
     );
     for p in &per {
         println!(
-            "{:<8}  {:<19}  {:>10}  {:>12}  {:>12}  {:>12}",
+            "{:<8}  {:<23}  {:>10}  {:>12}  {:>12}  {:>12}",
             &p.id[..8],
             short_time(&p.time),
             p.files,
