@@ -1,11 +1,43 @@
 //! The library's error type. Each variant names the object, path or location it concerns,
 //! so the CLI can print one sentence with the fix; [`Error::exit_code`] maps them to the
-//! documented process exit codes.
+//! process exit codes, all of which [`EXIT_CODES`] lists.
 
 use crate::backend::BackendError;
 use crate::crypto::CryptoError;
 use crate::format::FormatError;
 use std::path::PathBuf;
+
+/// Exit code: the command did all it was asked.
+pub const EXIT_SUCCESS: i32 = 0;
+/// Exit code: an error, or a check or restore that found problems.
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code: the command line itself was wrong (clap's code for usage errors).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code: done, but not everything (a snapshot without some paths, or objects
+/// skipped as damaged or foreign).
+pub const EXIT_WARNINGS: i32 = 3;
+/// Exit code: there is no repository at the location (as restic).
+pub const EXIT_NO_REPOSITORY: i32 = 10;
+/// Exit code: the passphrase opens no key of the repository (as restic).
+pub const EXIT_WRONG_PASSPHRASE: i32 = 12;
+
+/// Every process exit code of `cairn` with its meaning. The one table: the exit handling
+/// uses the constants above, and cairn(1)'s EXIT STATUS section is printed from this, so
+/// the page cannot miss a code.
+pub const EXIT_CODES: &[(i32, &str)] = &[
+    (EXIT_SUCCESS, "success"),
+    (
+        EXIT_FAILURE,
+        "error: nothing was committed; or `check` found the repository unhealthy, `restore` could not restore some entries, `find` matched nothing, `status` found a destination failing",
+    ),
+    (EXIT_USAGE, "bad command-line usage"),
+    (
+        EXIT_WARNINGS,
+        "done, but not everything: `backup` made a snapshot without some paths (vanished, unreadable) or with files stored while they changed; or a command skipped damaged or foreign objects (named on stderr; `cairn check` tells more)",
+    ),
+    (EXIT_NO_REPOSITORY, "the repository does not exist"),
+    (EXIT_WRONG_PASSPHRASE, "wrong passphrase"),
+];
 
 /// Anything that can go wrong in a repository operation.
 #[derive(Debug, thiserror::Error)]
@@ -171,13 +203,13 @@ impl Error {
             || matches!(self, Error::DestinationMissing { .. })
     }
 
-    /// Process exit code for this error, as documented in the README: 10 for a missing
-    /// repository and 12 for a wrong passphrase (as restic), 1 for everything else.
+    /// Process exit code for this error (see [`EXIT_CODES`]): a missing repository and a
+    /// wrong passphrase have their own (as restic), everything else is a failure.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::RepositoryNotFound { .. } => 10,
-            Error::WrongPassphrase { .. } => 12,
-            _ => 1,
+            Error::RepositoryNotFound { .. } => EXIT_NO_REPOSITORY,
+            Error::WrongPassphrase { .. } => EXIT_WRONG_PASSPHRASE,
+            _ => EXIT_FAILURE,
         }
     }
 

@@ -25,6 +25,7 @@ pub mod fsmeta;
 pub mod hash;
 pub mod heal;
 pub mod host;
+pub mod human;
 pub mod index;
 pub mod limits;
 pub mod ls;

@@ -16,8 +16,6 @@ use std::io::IsTerminal;
     about = "Encrypted, deduplicating backups to S3-compatible buckets"
 )]
 struct Cli {
-    #[command(flatten)]
-    repo: RepoArgs,
     /// More log output (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -38,7 +36,7 @@ enum Command {
     /// Back up files and directories into a new snapshot.
     Backup(cli::backup::BackupArgs),
     /// List snapshots.
-    Snapshots,
+    Snapshots(RepoArgs),
     /// List the entries of a snapshot.
     Ls(cli::ls::LsArgs),
     /// Restore a snapshot, or one file or directory of it, into a directory or to stdout.
@@ -63,7 +61,7 @@ enum Command {
     Find(cli::find::FindArgs),
     /// Repository size, deduplication and compression ratios, and what each snapshot
     /// added.
-    Stats,
+    Stats(RepoArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cli::docs::CompletionsArgs),
     /// Write man pages (cairn.1 and one per subcommand) into a directory.
@@ -82,33 +80,32 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         _ => {}
     }
     let rt = cli::common::runtime()?;
-    let r = &cli.repo;
     match cli.command {
-        Command::Init(a) => cli::init::run(&rt, r, &a, out),
-        Command::Backup(a) => cli::backup::run(&rt, r, &a, out),
-        Command::Snapshots => cli::snapshots::run(&rt, r, json),
-        Command::Ls(a) => cli::ls::run(&rt, r, &a, json),
-        Command::Restore(a) => cli::restore::run(&rt, r, &a, out),
-        Command::Check(a) => cli::check::run(&rt, r, &a, out),
+        Command::Init(a) => cli::init::run(&rt, &a.repo, &a, out),
+        Command::Backup(a) => cli::backup::run(&rt, &a.repo, &a, out),
+        Command::Snapshots(r) => cli::snapshots::run(&rt, &r, json),
+        Command::Ls(a) => cli::ls::run(&rt, &a.repo, &a, json),
+        Command::Restore(a) => cli::restore::run(&rt, &a.repo, &a, out),
+        Command::Check(a) => cli::check::run(&rt, &a.repo, &a, out),
         Command::Forget(mut f) => {
             f.json = json;
-            cli::forget::run(&rt, r, &f)
+            cli::forget::run(&rt, &f.repo, &f)
         }
         Command::Prune(mut p) => {
             p.json = json;
             p.quiet = cli.quiet;
-            cli::prune::run(&rt, r, &p)
+            cli::prune::run(&rt, &p.repo, &p)
         }
-        Command::Key(a) => cli::key::run(&rt, r, &a, json),
-        Command::Diff(a) => cli::diff::run(&rt, r, &a, json),
-        Command::Find(a) => cli::find::run(&rt, r, &a, json),
-        Command::Stats => cli::stats::run(&rt, r, json),
+        Command::Key(a) => cli::key::run(&rt, &a.repo, &a, json),
+        Command::Diff(a) => cli::diff::run(&rt, &a.repo, &a, json),
+        Command::Find(a) => cli::find::run(&rt, &a.repo, &a, json),
+        Command::Stats(r) => cli::stats::run(&rt, &r, json),
         Command::Completions(_) | Command::Man(_) => Ok(0),
         Command::Daemon(a) => {
             drop(rt);
-            cli::daemon::run_daemon(&a, r.password_file.as_deref())
+            cli::daemon::run_daemon(&a)
         }
-        Command::Config(a) => cli::daemon::run_config(&a, r.password_file.as_deref()),
+        Command::Config(a) => cli::daemon::run_config(&a),
         Command::Status(a) => cli::daemon::run_status(&a, json),
     }
 }
@@ -179,7 +176,7 @@ fn main() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
         libc::mallopt(libc::M_ARENA_MAX, ARENA_MAX);
     }
-    let cli = Cli::parse();
+    let cli: Cli = cli::args::parse();
     init_logging(cli.verbose, matches!(cli.command, Command::Daemon(_)));
     let code = cli::exit::settle(run(cli));
     std::process::exit(code);

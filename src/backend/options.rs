@@ -58,6 +58,28 @@ impl S3Location {
     }
 }
 
+/// Every form of repository location [`parse_location`] accepts, with what it names: the
+/// `--repo` help and the message for an unknown form print this list.
+pub const LOCATION_FORMS: &[(&str, &str)] = &[
+    ("PATH or local:PATH", "a local directory"),
+    (
+        "s3:http://HOST[:PORT]/BUCKET[/PREFIX]",
+        "an S3-compatible server (MinIO, Garage, Ceph, ...), path-style addressing",
+    ),
+    (
+        "s3:https://HOST[:PORT]/BUCKET[/PREFIX]",
+        "the same over https",
+    ),
+    (
+        "s3:HOST[:PORT]/BUCKET[/PREFIX]",
+        "the same as s3:https://...",
+    ),
+    (
+        "s3://BUCKET[/PREFIX]",
+        "AWS S3 (region from -o s3.region or AWS_REGION), or the endpoint in AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL",
+    ),
+];
+
 /// Parse a repository location: a path, `local:PATH`, `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`,
 /// `s3:HOST/BUCKET[/PREFIX]` (https) or `s3://BUCKET[/PREFIX]`.
 pub fn parse_location(spec: &str) -> Result<Location, LocationError> {
@@ -96,9 +118,11 @@ pub fn parse_location(spec: &str) -> Result<Location, LocationError> {
         }
         (Some(format!("{scheme}://{host}")), path)
     } else if spec.contains("://") {
-        return Err(err(
-            "is not a known form: use a path, local:PATH, s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX] or s3://BUCKET[/PREFIX]",
-        ));
+        let forms: Vec<&str> = LOCATION_FORMS.iter().map(|(f, _)| *f).collect();
+        return Err(err(&format!(
+            "is not a known form: use one of {}",
+            forms.join(", ")
+        )));
     } else {
         return Ok(Location::Local(PathBuf::from(spec)));
     };
@@ -269,6 +293,94 @@ fn parse_count(key: &str, v: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("option {key}={v}: expected a positive number"))
 }
 
+/// Every option `-o KEY=VALUE` (and a destination's `options` table) accepts, with the
+/// form of its value and what it sets. The one list of keys: [`BackendOptions::set`]
+/// refuses any other key, and `--help` and the unknown-key message print this list, so the
+/// help cannot offer a key the parser lacks, nor leave one out.
+pub const OPTION_KEYS: &[(&str, &str, &str)] = &[
+    (
+        "s3.region",
+        "REGION",
+        "bucket region (default: from the AWS environment, else us-east-1; `garage` for Garage)",
+    ),
+    (
+        "s3.path-style",
+        "true|false",
+        "path-style (host/bucket/key) or virtual-host addressing (default: path-style for an explicit endpoint)",
+    ),
+    (
+        "s3.storage-class",
+        "CLASS",
+        "storage class of uploads, e.g. STANDARD_IA",
+    ),
+    (
+        "s3.ca-bundle",
+        "FILE",
+        "PEM file with the CA of a self-signed server, added to the system roots",
+    ),
+    (
+        "s3.checksum",
+        "when-required|when-supported",
+        "when uploads carry the SDK's checksums (default: when-required)",
+    ),
+    (
+        "s3.sign-payload",
+        "auto|always",
+        "sign each upload's body hash over https too (default: auto, over http only)",
+    ),
+    (
+        "s3.connections",
+        "N",
+        "requests in flight at once (default: 8)",
+    ),
+    (
+        "s3.timeout",
+        "DURATION",
+        "limit for one request attempt (default: 120s)",
+    ),
+    ("s3.retries", "N", "attempts per request (default: 6)"),
+    (
+        "s3.retry-delay",
+        "DURATION",
+        "first backoff, doubling, at most 30 s (default: 250ms)",
+    ),
+    (
+        "s3.multipart-threshold",
+        "SIZE",
+        "objects this large go up in parts (default: 64MiB)",
+    ),
+    ("s3.part-size", "SIZE", "size of each part (default: 16MiB)"),
+    (
+        "s3.part-concurrency",
+        "N",
+        "parts of one object uploaded at once (default: 4)",
+    ),
+    (
+        "s3.profile",
+        "NAME",
+        "AWS shared-config profile for credentials and region",
+    ),
+    (
+        "s3.object-lock",
+        "MODE:DURATION",
+        "S3 Object Lock on every upload, e.g. governance:30d",
+    ),
+    (
+        "upload-limit",
+        "SIZE",
+        "upload bandwidth cap per second, e.g. 10MiB (0: none)",
+    ),
+];
+
+/// The keys of [`OPTION_KEYS`], comma-separated, for messages.
+pub fn option_key_names() -> String {
+    OPTION_KEYS
+        .iter()
+        .map(|(k, _, _)| *k)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl BackendOptions {
     /// Apply `-o key=value` options from the command line; the error names the option
     /// and what it accepts.
@@ -293,6 +405,12 @@ impl BackendOptions {
     /// destination's `options` table); the error names the option and what it accepts.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         let (key, value) = (key.trim(), value.trim());
+        if !OPTION_KEYS.iter().any(|(k, _, _)| *k == key) {
+            return Err(format!(
+                "unknown option {key:?}: known are {}",
+                option_key_names()
+            ));
+        }
         let dur = || {
             humantime::parse_duration(value)
                 .map_err(|e| format!("option {key}={value}: {e} (write it like 30s)"))
@@ -336,11 +454,9 @@ impl BackendOptions {
             "s3.profile" => self.profile = Some(value.to_string()),
             "s3.object-lock" => self.set_object_lock(ObjectLock::parse(value)?),
             "upload-limit" => self.upload_limit = Some(parse_size(key, value)?).filter(|n| *n > 0),
-            _ => {
-                return Err(format!(
-                    "unknown option {key:?}: known are s3.region, s3.path-style, s3.storage-class, s3.ca-bundle, s3.checksum, s3.sign-payload, s3.connections, s3.timeout, s3.retries, s3.retry-delay, s3.multipart-threshold, s3.part-size, s3.part-concurrency, s3.profile, s3.object-lock, upload-limit"
-                ));
-            }
+            // OPTION_KEYS lists a key this match lacks: `every_listed_option_key_is_parsed`
+            // fails on it.
+            _ => return Err(format!("option {key:?} is listed but not implemented")),
         }
         Ok(())
     }
@@ -378,6 +494,25 @@ mod tests {
         assert!(parse_location("s3:http://host").is_err());
         assert!(parse_location("s3://UPPER").is_err());
         assert!(parse_location("ftp://x/y").is_err());
+    }
+
+    #[test]
+    fn every_listed_option_key_is_parsed() {
+        let sample = |form: &str| match form {
+            "true|false" => "true",
+            "when-required|when-supported" => "when-supported",
+            "auto|always" => "always",
+            "N" => "3",
+            "DURATION" => "5s",
+            "SIZE" => "8MiB",
+            "MODE:DURATION" => "governance:30d",
+            _ => "x",
+        };
+        for (key, form, _) in OPTION_KEYS {
+            let mut o = BackendOptions::default();
+            o.set(key, sample(form))
+                .unwrap_or_else(|e| panic!("{key}={}: {e}", sample(form)));
+        }
     }
 
     #[test]

@@ -384,7 +384,43 @@ impl Walker<'_> {
                 tree.nodes.push(node);
             }
         }
+        self.count_removed(parent, &tree);
         self.store_blob(BlobKind::Tree, tree.to_plain())
+    }
+
+    /// Count, for the summary, the files of the parent's directory that the new one
+    /// lacks: a file gone (deleted, excluded, unreadable) or now something else, and every
+    /// file below a directory gone. Only a full walk counts them: a walk pruned to the
+    /// changed paths never looks at most of the tree. A directory in both is counted when
+    /// the walk goes into it; what is below a directory gone is read from the cache or the
+    /// repository, without recursion however deep it is.
+    fn count_removed(&mut self, parent: Option<&Tree>, tree: &Tree) {
+        let Some(parent) = parent.filter(|_| self.changed.is_none()) else {
+            return;
+        };
+        let mut gone_dirs = Vec::new();
+        for old in &parent.nodes {
+            if find(Some(tree), &old.name.0).is_some_and(|now| now.kind == old.kind) {
+                continue;
+            }
+            match old.kind {
+                NodeKind::File => self.summary.files_removed += 1,
+                NodeKind::Dir => gone_dirs.extend(old.subtree),
+                _ => {}
+            }
+        }
+        while let Some(id) = gone_dirs.pop() {
+            let Some(below) = self.load_tree(&id) else {
+                continue;
+            };
+            for n in &below.nodes {
+                match n.kind {
+                    NodeKind::File => self.summary.files_removed += 1,
+                    NodeKind::Dir => gone_dirs.extend(n.subtree),
+                    _ => {}
+                }
+            }
+        }
     }
 }
 
@@ -504,5 +540,34 @@ mod tests {
         // a/b2/c/file1, a/b2/keep (below a renamed directory), d/e/x (below a changed
         // directory) and d/new.txt; not g/untouched.
         assert_eq!(looked_at, Some(4));
+    }
+
+    /// A full walk counts the parent's files the new snapshot lacks: a file deleted, a
+    /// file become a directory, and every file below a directory deleted.
+    #[test]
+    fn a_full_walk_counts_the_files_removed_since_the_parent() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let src = tmp.path().join("src");
+        for d in ["gone/deeper", "stays"] {
+            fs::create_dir_all(src.join(d)).expect("mkdir");
+        }
+        for f in ["gone/a", "gone/deeper/b", "stays/c", "stays/d", "e", "f"] {
+            fs::write(src.join(f), f).expect("write");
+        }
+        let repo = repo(&rt, &tmp.path().join("repo"));
+        let removed = |r: &BackupReport| r.snapshot.summary.as_ref().map(|s| s.files_removed);
+        let first = run_backup(&repo, &rt, &src, None, None);
+        assert_eq!(removed(&first), Some(0));
+
+        fs::remove_dir_all(src.join("gone")).expect("rm");
+        fs::remove_file(src.join("stays/d")).expect("rm");
+        fs::remove_file(src.join("f")).expect("rm");
+        fs::create_dir(src.join("f")).expect("mkdir");
+        let second = run_backup(&repo, &rt, &src, Some(first.id), None);
+        // gone/a, gone/deeper/b, stays/d and the file f.
+        assert_eq!(removed(&second), Some(4));
+        let third = run_backup(&repo, &rt, &src, Some(second.id), None);
+        assert_eq!(removed(&third), Some(0));
     }
 }

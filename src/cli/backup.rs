@@ -4,6 +4,7 @@
 
 use super::common::{self, RepoArgs};
 use super::exit::EXIT_WARNINGS;
+use super::output::count;
 use super::progress::{Output, Reporter, bytes};
 use super::stdout::outln;
 use super::{hostname, now_rfc3339, username};
@@ -19,6 +20,9 @@ use tokio::runtime::Runtime;
 /// `cairn backup` arguments.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BackupArgs {
+    /// Where the repository is and how to open it.
+    #[command(flatten)]
+    pub(crate) repo: super::RepoArgs,
     /// Files and directories to back up.
     #[arg(required_unless_present = "now")]
     paths: Vec<PathBuf>,
@@ -148,6 +152,8 @@ fn print_summary(report: &BackupReport, seconds: f64, out: Output) -> Result<()>
         // their count.
         let mut v = serde_json::to_value(&sum)?;
         v["message_type"] = "summary".into();
+        // Always present here, though the stored summary leaves a 0 out.
+        v["files_removed"] = sum.files_removed.into();
         v["snapshot_id"] = report.id.to_hex().into();
         v["total_duration"] = ((seconds * 1000.0).round() / 1000.0).into();
         v["warnings"] = report
@@ -164,18 +170,22 @@ fn print_summary(report: &BackupReport, seconds: f64, out: Output) -> Result<()>
         outln!("{v}")?;
     } else {
         eprintln!(
-            "Files:   {} new, {} changed, {} unmodified ({} directories)",
-            sum.files_new, sum.files_changed, sum.files_unmodified, sum.dirs_processed
+            "Files:   {} new, {} changed, {} unmodified, removed {} ({})",
+            sum.files_new,
+            sum.files_changed,
+            sum.files_unmodified,
+            count(sum.files_removed, "file"),
+            count(sum.dirs_processed, "directory")
         );
         eprintln!(
-            "Added:   {} ({} stored after compression and encryption) in {} blobs",
+            "Added:   {} ({} stored after compression and encryption) in {}",
             bytes(sum.data_added),
             bytes(sum.data_added_packed),
-            sum.data_blobs + sum.tree_blobs,
+            count(sum.data_blobs + sum.tree_blobs, "blob"),
         );
         eprintln!(
-            "Total:   {} files, {}; read {} in {:.1} s",
-            sum.total_files_processed,
+            "Total:   {}, {}; read {} in {:.1} s",
+            count(sum.total_files_processed, "file"),
             bytes(sum.total_bytes_processed),
             bytes(sum.data_read),
             seconds
@@ -191,8 +201,8 @@ fn print_warnings(report: &BackupReport) {
     let (changing, skipped): (Vec<_>, Vec<_>) = report.warnings.iter().partition(|w| w.stored);
     if !skipped.is_empty() {
         eprintln!(
-            "warning: {} path(s) could not be stored (the snapshot has everything else):",
-            skipped.len()
+            "warning: {} could not be stored (the snapshot has everything else):",
+            count(skipped.len() as u64, "path")
         );
         for w in skipped {
             eprintln!("  {}: {}", w.path.display(), w.reason);
@@ -200,8 +210,9 @@ fn print_warnings(report: &BackupReport) {
     }
     if !changing.is_empty() {
         eprintln!(
-            "warning: {} file(s) never stood still and are stored as read, marked as changing (a restore names them):",
-            changing.len()
+            "warning: {} never stood still and {} stored as read, marked as changing (a restore names them):",
+            count(changing.len() as u64, "file"),
+            if changing.len() == 1 { "is" } else { "are" }
         );
         for w in changing {
             eprintln!("  {}: {}", w.path.display(), w.reason);

@@ -15,6 +15,9 @@ use tokio::runtime::Runtime;
 /// `cairn check` arguments.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CheckArgs {
+    /// Where the repository is and how to open it.
+    #[command(flatten)]
+    pub(crate) repo: super::RepoArgs,
     /// Read back and verify every blob.
     #[arg(long, conflicts_with = "read_data_subset")]
     read_data: bool,

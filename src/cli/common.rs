@@ -1,4 +1,4 @@
-//! What every repository verb starts from: the global repository options, the tokio
+//! What every repository verb starts from: the repository options, the tokio
 //! runtime, and the repository (and any copies to heal from) opened with them. A verb
 //! turns its arguments into library calls; getting to an open repository happens here.
 
@@ -12,19 +12,57 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::runtime::Runtime;
 
-/// Options every repository command shares.
-#[derive(Debug, Clone, clap::Args)]
+/// Where the repository is and how to open it. Every verb that works on a repository
+/// flattens this in, and no other verb offers it. The options are global below their
+/// verb, so `cairn key add --repo R` works as well as `cairn key --repo R add`.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct RepoArgs {
-    /// Repository location: a path, local:PATH, s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]
-    /// or s3://BUCKET[/PREFIX].
-    #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
+    /// Repository location (else CAIRN_REPOSITORY); see --help for its forms.
+    #[arg(
+        short = 'r',
+        long = "repo",
+        value_name = "REPO",
+        global = true,
+        long_help = repo_long_help()
+    )]
     pub repo: Option<String>,
-    /// File whose first line is the passphrase.
-    #[arg(long = "password-file", global = true)]
+    /// File whose first line is the passphrase (else CAIRN_PASSWORD_FILE, CAIRN_PASSWORD,
+    /// or a prompt on a terminal).
+    #[arg(long = "password-file", value_name = "FILE", global = true)]
     pub password_file: Option<PathBuf>,
-    /// Backend option KEY=VALUE, e.g. -o s3.region=garage (repeatable; see README).
-    #[arg(short = 'o', long = "option", global = true)]
+    /// Backend option (repeatable), e.g. -o s3.region=garage; see --help for every key.
+    #[arg(
+        short = 'o',
+        long = "option",
+        value_name = "KEY=VALUE",
+        global = true,
+        long_help = option_long_help()
+    )]
     pub options: Vec<String>,
+}
+
+/// `--repo --help`: every location form the parser accepts, from its own list.
+fn repo_long_help() -> String {
+    let mut h = String::from("Repository location; when not given, $CAIRN_REPOSITORY. One of:\n");
+    for (form, what) in cairn::backend::options::LOCATION_FORMS {
+        h.push_str(&format!("  {form}\n      {what}\n"));
+    }
+    h.push_str(
+        "S3 credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws/credentials.",
+    );
+    h
+}
+
+/// `-o --help`: every key the parser accepts, from its own list
+/// ([`cairn::backend::options::OPTION_KEYS`]).
+fn option_long_help() -> String {
+    let mut h =
+        String::from("Backend option KEY=VALUE (repeatable; the last of a key wins). Keys:\n");
+    for (key, form, what) in cairn::backend::options::OPTION_KEYS {
+        h.push_str(&format!("  {key}={form}\n      {what}\n"));
+    }
+    h.push_str("SIZE is like 64MiB, 512K or 1GiB; DURATION like 30s, 5m or 30d.");
+    h
 }
 
 impl RepoArgs {
@@ -35,11 +73,12 @@ impl RepoArgs {
         Ok(o)
     }
 
-    /// The repository location, refused when neither `--repo` nor the environment names
-    /// one, so the message says how to give it.
+    /// The repository location: `--repo`, else `$CAIRN_REPOSITORY`; refused when neither
+    /// names one, so the message says how to give it.
     fn location(&self) -> Result<String> {
         self.repo
             .clone()
+            .or_else(|| std::env::var("CAIRN_REPOSITORY").ok())
             .filter(|r| !r.is_empty())
             .ok_or_else(|| anyhow!("no repository given: pass --repo REPO or set CAIRN_REPOSITORY"))
     }

@@ -21,6 +21,10 @@ pub struct DaemonArgs {
     /// configuration it writes there. Repeat for several folders.
     #[arg(long, value_name = "DIR", conflicts_with = "config")]
     pub watch: Vec<PathBuf>,
+    /// Passphrase file for every destination, in place of what the configuration names
+    /// (the systemd unit passes its credential this way).
+    #[arg(long = "password-file", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
 }
 
 /// `cairn config`.
@@ -41,6 +45,10 @@ enum ConfigCommand {
         /// Check the file and the local folders only; contact no destination.
         #[arg(long)]
         offline: bool,
+        /// Check this passphrase file in place of what the configuration names, as
+        /// `cairn daemon --password-file` would use it.
+        #[arg(long = "password-file", value_name = "FILE")]
+        password_file: Option<PathBuf>,
     },
 }
 
@@ -55,17 +63,19 @@ pub struct StatusArgs {
     pub socket: Option<PathBuf>,
 }
 
-/// `cairn daemon` with its arguments; `password_file` is the global `--password-file`.
-pub fn run_daemon(a: &DaemonArgs, password_file: Option<&Path>) -> Result<i32> {
-    cmd_daemon(&a.config, password_file, &a.watch)
+/// `cairn daemon` with its arguments.
+pub fn run_daemon(a: &DaemonArgs) -> Result<i32> {
+    cmd_daemon(&a.config, a.password_file.as_deref(), &a.watch)
 }
 
 /// `cairn config ...`.
-pub fn run_config(a: &ConfigArgs, password_file: Option<&Path>) -> Result<i32> {
+pub fn run_config(a: &ConfigArgs) -> Result<i32> {
     match &a.action {
-        ConfigCommand::Check { config, offline } => {
-            super::config_check::cmd_config_check(config, password_file, *offline)
-        }
+        ConfigCommand::Check {
+            config,
+            offline,
+            password_file,
+        } => super::config_check::cmd_config_check(config, password_file.as_deref(), *offline),
     }
 }
 

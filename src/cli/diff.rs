@@ -13,6 +13,9 @@ use tokio::runtime::Runtime;
 /// `cairn diff` arguments.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DiffArgs {
+    /// Where the repository is and how to open it.
+    #[command(flatten)]
+    pub(crate) repo: super::RepoArgs,
     /// The older snapshot (id, prefix or `latest`).
     first: String,
     /// The newer snapshot.

@@ -1,5 +1,7 @@
 //! `cairn completions` and `cairn man`: shell completion scripts and man pages generated
-//! from the clap definitions, so they cannot drift from the program.
+//! from the clap definitions, so they cannot drift from the program. cairn(1) also gets
+//! ENVIRONMENT (from [`ENVIRONMENT`]) and EXIT STATUS (from the exit codes' one table,
+//! [`cairn::error::EXIT_CODES`]).
 
 use super::stdout::{out, outln};
 use anyhow::{Context, Result};
@@ -41,10 +43,92 @@ pub(crate) fn man(cmd: clap::Command, a: &ManArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Every environment variable cairn reads, with what it sets; cairn(1) lists them.
+pub(crate) const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        "CAIRN_REPOSITORY",
+        "repository location when --repo is not given",
+    ),
+    (
+        "CAIRN_PASSWORD_FILE",
+        "file whose first line is the passphrase, when --password-file is not given (the daemon reads it when its configuration names no passphrase)",
+    ),
+    (
+        "CAIRN_PASSWORD",
+        "the passphrase itself, when neither of the above is set",
+    ),
+    (
+        "CAIRN_CACHE_DIR",
+        "metadata cache of the command line (default $XDG_CACHE_HOME/cairn, else ~/.cache/cairn)",
+    ),
+    (
+        "CAIRN_LOG",
+        "log filter in tracing-subscriber EnvFilter syntax (e.g. info, or cairn=debug), in place of -v",
+    ),
+    (
+        "XDG_CACHE_HOME, HOME",
+        "where the cache goes when CAIRN_CACHE_DIR is unset",
+    ),
+    (
+        "XDG_DATA_HOME",
+        "where daemon --watch keeps its repository, configuration and passphrase (default ~/.local/share/cairn, or /var/lib/cairn as root)",
+    ),
+    (
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN",
+        "S3 credentials; without them the AWS credential chain is asked (profile, SSO, web identity)",
+    ),
+    (
+        "AWS_PROFILE, AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE",
+        "the AWS shared-config profile and its files (default ~/.aws/config and ~/.aws/credentials); -o s3.profile overrides AWS_PROFILE",
+    ),
+    (
+        "AWS_REGION, AWS_DEFAULT_REGION",
+        "bucket region when -o s3.region is not given (else the profile, else us-east-1)",
+    ),
+    (
+        "AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL",
+        "S3 endpoint of s3://BUCKET locations (without them: AWS)",
+    ),
+    (
+        "CREDENTIALS_DIRECTORY",
+        "set by systemd: where a password_credential of the configuration is read",
+    ),
+    (
+        "NOTIFY_SOCKET, JOURNAL_STREAM",
+        "set by systemd: the daemon reports readiness and status, and logs to the journal with priorities",
+    ),
+    (
+        "USER, LOGNAME",
+        "the user name recorded in snapshots and keys",
+    ),
+];
+
+/// The ENVIRONMENT and EXIT STATUS sections of cairn(1), as roff.
+fn top_sections() -> String {
+    use roff::{Roff, bold, roman};
+    let mut r = Roff::new();
+    r.control("SH", ["ENVIRONMENT"]);
+    for (names, what) in ENVIRONMENT {
+        r.control("TP", [])
+            .text([bold(*names)])
+            .text([roman(*what)]);
+    }
+    r.control("SH", ["EXIT STATUS"]);
+    for (code, what) in cairn::error::EXIT_CODES {
+        r.control("TP", [])
+            .text([bold(code.to_string())])
+            .text([roman(*what)]);
+    }
+    r.to_roff()
+}
+
 fn write_one(cmd: &clap::Command, name: &str, dir: &Path) -> Result<()> {
     let page = clap_mangen::Man::new(cmd.clone().name(name.to_string()));
     let mut buf = Vec::new();
     page.render(&mut buf).context("rendering a man page")?;
+    if name == "cairn" {
+        buf = with_top_sections(&buf);
+    }
     let file = dir.join(format!("{name}.1"));
     std::fs::write(&file, buf).with_context(|| format!("writing {}", file.display()))?;
     for sub in cmd.get_subcommands() {
@@ -54,4 +138,16 @@ fn write_one(cmd: &clap::Command, name: &str, dir: &Path) -> Result<()> {
         write_one(sub, &format!("{name}-{}", sub.get_name()), dir)?;
     }
     Ok(())
+}
+
+/// cairn(1) with ENVIRONMENT and EXIT STATUS before its VERSION section (at the end if it
+/// has none).
+fn with_top_sections(page: &[u8]) -> Vec<u8> {
+    let page = String::from_utf8_lossy(page);
+    let extra = top_sections();
+    let out = match page.find("\n.SH VERSION") {
+        Some(at) => format!("{}\n{}{}", &page[..at], extra, &page[at + 1..]),
+        None => format!("{page}{extra}"),
+    };
+    out.into_bytes()
 }

@@ -4,9 +4,7 @@
 //! A reader of stdout that went away (`cairn ls latest | head -1`) is no failure: the
 //! command ends quietly with 0, as other Unix tools do.
 
-/// Exit code for "done, but not everything": a snapshot without some files, or a
-/// command that skipped damaged or foreign objects.
-pub(crate) const EXIT_WARNINGS: i32 = 3;
+pub(crate) use cairn::error::{EXIT_FAILURE, EXIT_WARNINGS};
 
 /// The repositories this process opened, so that what they skipped as damaged or
 /// foreign reaches the exit code (3) once the command is done.
@@ -61,7 +59,7 @@ pub(crate) fn settle(result: anyhow::Result<i32>) -> i32 {
             let code = e
                 .downcast_ref::<cairn::Error>()
                 .map(cairn::Error::exit_code)
-                .unwrap_or(1);
+                .unwrap_or(EXIT_FAILURE);
             eprintln!("error: {}", describe_error(&e));
             code
         }

@@ -2,7 +2,7 @@
 //! path when the pattern has a `/` (`/home/*/notes.txt`).
 
 use super::common::{self, RepoArgs};
-use super::output::{self, short_time};
+use super::output::{self, count, short_time};
 use super::stdout::Stdout;
 use anyhow::Result;
 use cairn::find::{Finder, patterns as compile_patterns};
@@ -13,6 +13,9 @@ use tokio::runtime::Runtime;
 /// `cairn find` arguments.
 #[derive(Debug, clap::Args)]
 pub(crate) struct FindArgs {
+    /// Where the repository is and how to open it.
+    #[command(flatten)]
+    pub(crate) repo: super::RepoArgs,
     /// Glob patterns (any may match).
     #[arg(required = true)]
     patterns: Vec<String>,
@@ -94,12 +97,14 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, f: &FindArgs, json: bool) -> Re
         let v = json!({"message_type": "summary", "matches": total, "snapshots": in_snapshots, "searched": list.len()});
         writeln!(out, "{v}")?;
     } else if total == 0 {
-        writeln!(out, "no entry matches in {} snapshot(s)", list.len())?;
+        let searched = count(list.len() as u64, "snapshot");
+        writeln!(out, "no entry matches in {searched}")?;
     } else {
+        let searched = count(list.len() as u64, "snapshot");
         writeln!(
             out,
-            "{total} match(es) in {in_snapshots} of {} snapshot(s)",
-            list.len()
+            "{} in {in_snapshots} of {searched}",
+            count(total as u64, "match")
         )?;
     }
     out.flush()?;

@@ -15,6 +15,9 @@ use tokio::runtime::Runtime;
 /// `cairn forget` arguments.
 #[derive(Debug, clap::Args)]
 pub struct ForgetArgs {
+    /// Where the repository is and how to open it.
+    #[command(flatten)]
+    pub repo: super::RepoArgs,
     /// Snapshots to remove by id (instead of a policy).
     pub snapshots: Vec<String>,
     /// Keep the newest N snapshots.

@@ -15,6 +15,9 @@ use tokio::runtime::Runtime;
 /// `cairn init` arguments.
 #[derive(Debug, clap::Args)]
 pub(crate) struct InitArgs {
+    /// Where the repository is and how to open it.
+    #[command(flatten)]
+    pub(crate) repo: super::RepoArgs,
     /// Target pack size in MiB (default 16).
     #[arg(long, conflicts_with = "from_repo")]
     pack_size: Option<u32>,

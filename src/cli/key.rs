@@ -13,6 +13,9 @@ use tokio::runtime::Runtime;
 /// `cairn key` arguments: which key action.
 #[derive(Debug, clap::Args)]
 pub(crate) struct KeyArgs {
+    /// Where the repository is and how to open it.
+    #[command(flatten)]
+    pub(crate) repo: super::RepoArgs,
     #[command(subcommand)]
     action: KeyCommand,
 }
@@ -78,7 +81,7 @@ fn list(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
             k.id.short(),
             k.file.username,
             k.file.hostname,
-            k.file.created
+            super::output::short_time(&k.file.created)
         )?;
     }
     Ok(0)

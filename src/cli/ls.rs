@@ -14,6 +14,9 @@ use tokio::runtime::Runtime;
 /// `cairn ls` arguments.
 #[derive(Debug, clap::Args)]
 pub(crate) struct LsArgs {
+    /// Where the repository is and how to open it.
+    #[command(flatten)]
+    pub(crate) repo: super::RepoArgs,
     /// Snapshot id, unique prefix, or `latest`.
     snapshot: String,
     /// Only this directory (and what it contains).

@@ -3,6 +3,7 @@
 //! plus what the verbs share (opening the repository, passphrases, progress, output and
 //! the exit code). `anyhow` lives only here.
 
+pub mod args;
 pub mod backup;
 pub mod check;
 pub mod common;

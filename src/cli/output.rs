@@ -1,4 +1,5 @@
-//! Human and JSON renderings of snapshots, keys and listings.
+//! Human and JSON renderings of snapshots, keys and listings. Counts read as English
+//! ("1 file", "2 files": [`count`]) and times are UTC and say so ([`short_time`]).
 
 use cairn::format::snapshot::Snapshot;
 use cairn::format::tree::{Node, NodeKind};
@@ -6,6 +7,8 @@ use cairn::hash::SnapshotId;
 use cairn::repo::SnapshotEntry;
 use serde_json::{Value, json};
 use std::path::Path;
+
+pub use cairn::human::count;
 
 /// One snapshot as restic's `snapshots --json` writes it, plus cairn's summary.
 pub fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> Value {
@@ -31,42 +34,33 @@ pub fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> Value {
     v
 }
 
-/// A snapshot time as the tables show it (`2026-01-31 14:00:00`).
+/// A snapshot time as the tables show it, in UTC and saying so
+/// (`2026-01-31 14:00:00 UTC`): a snapshot records its time with an offset, and a bare
+/// clock time would be read as local.
 pub fn short_time(t: &str) -> String {
-    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute]:[second]"
-            ))
-            .ok()
-        })
-        .unwrap_or_else(|| t.to_string())
+    cairn::human::utc_rfc3339(t)
 }
 
 /// The `snapshots` table.
 pub fn snapshot_table(list: &[SnapshotEntry]) -> String {
     let mut out = format!(
-        "{:<8}  {:<20}  {:<16}  {:<16}  {}\n",
+        "{:<8}  {:<23}  {:<16}  {:<16}  {}\n",
         "ID", "Time", "Host", "Tags", "Paths"
     );
     out.push_str(&"-".repeat(80));
     out.push('\n');
     for e in list {
         let s = &e.snapshot;
-        let time = s.timestamp().format(&time::macros::format_description!(
-            "[year]-[month]-[day] [hour]:[minute]:[second]"
-        ));
         out.push_str(&format!(
-            "{:<8}  {:<20}  {:<16}  {:<16}  {}\n",
+            "{:<8}  {:<23}  {:<16}  {:<16}  {}\n",
             e.id.short(),
-            time.unwrap_or_else(|_| s.time.clone()),
+            short_time(&s.time),
             s.hostname,
             s.tags.join(","),
             s.paths.join(" ")
         ));
     }
-    out.push_str(&format!("{} snapshots\n", list.len()));
+    out.push_str(&format!("{}\n", count(list.len() as u64, "snapshot")));
     out
 }
 
@@ -93,17 +87,9 @@ fn mode_string(mode: u32) -> String {
     s
 }
 
-/// One `ls -l` line.
+/// One `ls -l` line (its time in UTC, saying so).
 pub fn long_line(path: &Path, n: &Node) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(n.mtime)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::macros::format_description!(
-                "[year]-[month]-[day] [hour]:[minute]:[second]"
-            ))
-            .ok()
-        })
-        .unwrap_or_default();
+    let t = cairn::human::utc_unix(n.mtime);
     let mut line = format!(
         "{}{} {:>6} {:>6} {:>12} {} {}",
         kind_char(n.kind),
@@ -136,4 +122,35 @@ pub fn node_json(path: &Path, n: &Node) -> Value {
         v["link_target"] = t.lossy().into();
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snapshot_table_says_utc_and_counts_in_english() {
+        let snap = Snapshot {
+            time: "2026-01-31T16:00:00+02:00".into(),
+            parent: None,
+            tree: cairn::hash::BlobId::default(),
+            paths: vec!["/srv".into()],
+            hostname: "h".into(),
+            username: "u".into(),
+            uid: 0,
+            gid: 0,
+            tags: vec![],
+            program_version: "cairn test".into(),
+            summary: None,
+        };
+        let entry = SnapshotEntry {
+            id: SnapshotId::default(),
+            snapshot: snap,
+        };
+        let table = snapshot_table(std::slice::from_ref(&entry));
+        assert!(table.contains("2026-01-31 14:00:00 UTC"), "{table}");
+        assert!(table.ends_with("\n1 snapshot\n"), "{table}");
+        let two = snapshot_table(&[entry.clone(), entry]);
+        assert!(two.ends_with("\n2 snapshots\n"), "{two}");
+    }
 }

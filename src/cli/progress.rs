@@ -110,44 +110,122 @@ fn wait(stop: &AtomicBool, d: Duration) -> bool {
     stop.load(Ordering::Relaxed)
 }
 
-fn bar_loop(action: &'static str, unit: &str, p: &Progress, stop: &AtomicBool) {
+fn bar_loop(action: &'static str, unit: &'static str, p: &Progress, stop: &AtomicBool) {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
-    let counting = ProgressStyle::with_template(
-        "{spinner} {prefix} [{elapsed_precise}] {bytes} {binary_bytes_per_sec} {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_spinner());
-    let measured = ProgressStyle::with_template(
-        "{prefix} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(counting.clone());
-    bar.set_prefix(action);
-    let mut has_total = false;
+    // The line is laid out here, to the terminal's width ([`line`]); indicatif only
+    // draws and clears it.
+    bar.set_style(
+        ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let start = Instant::now();
     loop {
         let stopping = wait(stop, Duration::from_millis(100));
-        let total = Progress::get(&p.bytes_total);
+        let elapsed = start.elapsed();
         let done = Progress::get(&p.bytes_done);
-        if total > 0 && !has_total {
-            bar.set_style(measured.clone());
-            has_total = true;
-        }
-        if has_total {
-            bar.set_length(total.max(done));
-        }
-        bar.set_position(done);
-        let files = Progress::get(&p.files);
-        let files_total = Progress::get(&p.files_total);
-        let of = if files_total > 0 {
-            format!("{files}/{files_total} {unit}")
-        } else {
-            format!("{files} {unit}")
+        let frame = Frame {
+            action,
+            elapsed,
+            done,
+            total: Progress::get(&p.bytes_total),
+            rate: done as f64 / elapsed.as_secs_f64().max(0.001),
+            files: Progress::get(&p.files),
+            files_total: Progress::get(&p.files_total),
+            unit,
+            path: p.current(),
         };
-        bar.set_message(format!("{of} {}", short_path(&p.current(), 50)));
+        bar.set_message(line(&frame, terminal_width()));
         if stopping {
             break;
         }
     }
     bar.finish_and_clear();
+}
+
+/// The width of the terminal on stderr, or 80 columns when it does not say.
+fn terminal_width() -> usize {
+    // SAFETY: TIOCGWINSZ only fills the winsize given; on a descriptor that is not a
+    // terminal it fails and leaves it zeroed.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_col > 0 {
+        usize::from(ws.ws_col)
+    } else {
+        80
+    }
+}
+
+/// What one progress line shows.
+struct Frame {
+    /// The command: "backup", "restore", ...
+    action: &'static str,
+    elapsed: Duration,
+    /// Bytes done, and of how many (0: not known yet).
+    done: u64,
+    total: u64,
+    /// Bytes per second so far.
+    rate: f64,
+    /// Items done (`unit`: "files", "packs"), and of how many (0: not known yet).
+    files: u64,
+    files_total: u64,
+    unit: &'static str,
+    /// What is being worked on.
+    path: String,
+}
+
+/// The progress line, at most `width` columns wide, so it stays one line that the next
+/// redraw replaces: the command, time and bytes always; then, as room allows, the ETA,
+/// the item count, the rate and a bar; the path gets what is left, cut from the front.
+fn line(f: &Frame, width: usize) -> String {
+    let secs = f.elapsed.as_secs();
+    let head = format!(
+        "{} [{:02}:{:02}:{:02}]",
+        f.action,
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
+    let amount = if f.total > 0 {
+        format!("{}/{}", bytes(f.done), bytes(f.total))
+    } else {
+        bytes(f.done)
+    };
+    let eta = (f.total > 0 && f.done > 0 && f.done < f.total && f.rate > 0.0).then(|| {
+        let left = Duration::from_secs(((f.total - f.done) as f64 / f.rate).round() as u64);
+        format!("ETA {}", humantime::format_duration(left))
+    });
+    let items = if f.files_total > 0 {
+        format!("{}/{} {}", f.files, f.files_total, f.unit)
+    } else {
+        format!("{} {}", f.files, f.unit)
+    };
+    let rate = format!("{}/s", bytes(f.rate as u64));
+    let cols = |s: &str| s.chars().count();
+    // Always the head and the amount; the rest by priority while it fits, keeping room
+    // for a path of at least 16 columns once the ETA and the count are in.
+    let mut used = cols(&head) + 1 + cols(&amount);
+    let fits = |used: usize, n: usize| used + 1 + n <= width;
+    let eta = eta.filter(|s| fits(used, cols(s)));
+    used += eta.as_ref().map_or(0, |s| 1 + cols(s));
+    let items = Some(items).filter(|s| fits(used, cols(s)));
+    used += items.as_ref().map_or(0, |s| 1 + cols(s));
+    let path_min = cols(&f.path).min(16);
+    let reserve = if path_min > 0 { path_min + 1 } else { 0 };
+    let rate = Some(rate).filter(|s| fits(used + reserve, cols(s)));
+    used += rate.as_ref().map_or(0, |s| 1 + cols(s));
+    // A bar of 10 to 30 cells (plus brackets) when a total is known and it fits.
+    let bar_cells = width.saturating_sub(used + reserve + 3).min(30);
+    let bar = (f.total > 0 && bar_cells >= 10).then(|| {
+        let filled = (f.done.min(f.total) as f64 / f.total as f64 * bar_cells as f64) as usize;
+        used += 1 + bar_cells + 2;
+        format!("[{}{}]", "#".repeat(filled), "-".repeat(bar_cells - filled))
+    });
+    let path_room = width.saturating_sub(used + 1);
+    let path = (!f.path.is_empty() && path_room >= path_min.max(1))
+        .then(|| short_path(&f.path, path_room));
+    let parts = [Some(head), bar, Some(amount), rate, eta, items, path];
+    let out = parts.into_iter().flatten().collect::<Vec<_>>().join(" ");
+    // Only a width narrower than the head and amount gets here too long.
+    out.chars().take(width).collect()
 }
 
 /// The tail of a long path, so the bar stays on one line.
@@ -203,6 +281,50 @@ pub fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frame(path: &str) -> Frame {
+        Frame {
+            action: "backup",
+            elapsed: Duration::from_secs(3723),
+            done: 1_288_490_188,
+            total: 3_650_722_201,
+            rate: 45.6 * 1024.0 * 1024.0,
+            files: 12_345,
+            files_total: 67_890,
+            unit: "files",
+            path: path.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_progress_line_fits_80_and_40_columns() {
+        let long = "/home/someone/Documents/projects/2026/a rather long folder name/and a file with a long name.txt";
+        let at80 = line(&frame(long), 80);
+        assert!(at80.chars().count() <= 80, "{at80:?}");
+        assert!(
+            at80.starts_with("backup [01:02:03] 1.20 GiB/3.40 GiB"),
+            "{at80:?}"
+        );
+        assert!(at80.contains("12345/67890 files"), "{at80:?}");
+        assert!(at80.ends_with("name.txt"), "{at80:?}");
+        // Wider: the rate and a bar too, and more of the path.
+        let at160 = line(&frame(long), 160);
+        assert!(at160.chars().count() <= 160, "{at160:?}");
+        assert!(at160.starts_with("backup [01:02:03] [#"), "{at160:?}");
+        assert!(at160.contains("45.60 MiB/s"), "{at160:?}");
+        assert!(at160.ends_with("a file with a long name.txt"), "{at160:?}");
+        let at40 = line(&frame(long), 40);
+        assert!(at40.chars().count() <= 40, "{at40:?}");
+        assert!(at40.contains("1.20 GiB/3.40 GiB"), "{at40:?}");
+        // Nothing to cut: a short path and an unknown total.
+        let mut small = frame("/a");
+        small.total = 0;
+        let at80 = line(&small, 80);
+        assert!(at80.ends_with(" /a"), "{at80:?}");
+        assert!(!at80.contains("[#") && !at80.contains("[-"), "{at80:?}");
+        // Narrower than the essentials: cut, still one line.
+        assert_eq!(line(&frame(long), 10).chars().count(), 10);
+    }
 
     #[test]
     fn long_paths_keep_their_tail() {

@@ -9,6 +9,9 @@ use tokio::runtime::Runtime;
 /// `cairn prune` arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PruneArgs {
+    /// Where the repository is and how to open it.
+    #[command(flatten)]
+    pub repo: super::RepoArgs,
     /// Repack packs with at least this share of unused bytes, e.g. 20%.
     #[arg(long, default_value = "20%", value_name = "N%")]
     pub max_unused: String,
@@ -160,6 +163,7 @@ fn print_report(r: &PruneReport, json: bool, dry: bool) -> Result<()> {
 /// `forget --prune` runs a prune with the defaults after removing snapshots.
 pub fn prune_after_forget(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<()> {
     let p = PruneArgs {
+        repo: args.clone(),
         max_unused: "20%".into(),
         max_repack_size: None,
         grace: "24h".into(),

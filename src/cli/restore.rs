@@ -3,6 +3,7 @@
 //! (`--fallback-repo`, or the daemon's other destinations with `--destination`).
 
 use super::common::{self, Copies, RepoArgs};
+use super::output::count;
 use super::progress::{Output, Reporter, bytes};
 use super::stdout::outln;
 use anyhow::{Result, bail};
@@ -19,6 +20,9 @@ use tokio::runtime::Runtime;
 /// `cairn restore` arguments.
 #[derive(Debug, clap::Args)]
 pub(crate) struct RestoreArgs {
+    /// Where the repository is and how to open it.
+    #[command(flatten)]
+    pub(crate) repo: super::RepoArgs,
     /// Snapshot id, unique prefix, or `latest`; `SNAPSHOT:PATH` restores only PATH,
     /// placed directly in the target (a file to stdout with `--target -`, a directory
     /// as a tar archive).
@@ -266,11 +270,11 @@ fn print_text(
         return;
     }
     eprintln!(
-        "restored {} files ({}), {} directories, {} other entries in {:.1} s",
-        report.files,
+        "restored {} ({}), {}, {} in {:.1} s",
+        count(report.files, "file"),
         bytes(report.bytes),
-        report.dirs,
-        report.others,
+        count(report.dirs, "directory"),
+        count(report.others, "other entry"),
         seconds
     );
     if let Some(v) = verified {

@@ -3,7 +3,7 @@
 //! summaries.
 
 use super::common::{self, RepoArgs};
-use super::output::short_time;
+use super::output::{count, short_time};
 use super::progress::bytes;
 use super::stdout::outln;
 use anyhow::Result;
@@ -37,9 +37,9 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
     outln!("repository {}", repo.backend().location())?;
     outln!("  snapshots:            {}", s.snapshots)?;
     outln!(
-        "  stored:               {} in {} packs ({} in all objects)",
+        "  stored:               {} in {} ({} in all objects)",
         bytes(s.pack_bytes),
-        s.packs,
+        count(s.packs, "pack"),
         bytes(s.stored_bytes)
     )?;
     outln!(
@@ -54,13 +54,16 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
     outln!("  space saving overall: {:.2}x", s.space_saving_ratio)?;
     if s.snapshots_without_summary > 0 {
         outln!(
-            "  ({} snapshot(s) carry no summary; their sizes are not counted)",
-            s.snapshots_without_summary
+            "  ({} no summary; their sizes are not counted)",
+            match s.snapshots_without_summary {
+                1 => "1 snapshot carries".to_string(),
+                n => format!("{n} snapshots carry"),
+            }
         )?;
     }
     outln!()?;
     outln!(
-        "{:<8}  {:<19}  {:>10}  {:>12}  {:>12}  {:>12}",
+        "{:<8}  {:<23}  {:>10}  {:>12}  {:>12}  {:>12}",
         "ID",
         "Time",
         "Files",
@@ -70,7 +73,7 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
     )?;
     for p in &per {
         outln!(
-            "{:<8}  {:<19}  {:>10}  {:>12}  {:>12}  {:>12}",
+            "{:<8}  {:<23}  {:>10}  {:>12}  {:>12}  {:>12}",
             &p.id[..8],
             short_time(&p.time),
             p.files,

@@ -2,6 +2,7 @@
 //! pending and the last error. Serialised as JSON for `cairn status --json` and rendered
 //! as Prometheus text for the metrics endpoint.
 
+use crate::human::count;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
@@ -210,7 +211,7 @@ impl DaemonStatus {
                         out,
                         "  last snapshot:  {} at {} ({} ago)",
                         &s.id[..s.id.len().min(8)],
-                        s.time,
+                        crate::human::utc_rfc3339(&s.time),
                         humantime::format_duration(std::time::Duration::from_secs(ago))
                     );
                 }
@@ -220,23 +221,26 @@ impl DaemonStatus {
             }
             let _ = writeln!(
                 out,
-                "  pending:        {} changed path(s), {} object(s), {} bytes to upload",
-                d.pending_changes, d.pending_objects, d.pending_bytes
+                "  pending:        {}, {}, {} to upload",
+                count(d.pending_changes, "changed path"),
+                count(d.pending_objects, "object"),
+                count(d.pending_bytes, "byte")
             );
             if d.lag_seconds > 0 || d.lag_snapshots > 0 {
                 let _ = writeln!(
                     out,
-                    "  behind by:      {} snapshot(s), {} bytes, {}",
-                    d.lag_snapshots,
-                    d.lag_bytes,
+                    "  behind by:      {}, {}, {}",
+                    count(d.lag_snapshots, "snapshot"),
+                    count(d.lag_bytes, "byte"),
                     humantime::format_duration(std::time::Duration::from_secs(d.lag_seconds))
                 );
             }
             if d.journal_snapshots > 0 {
                 let _ = writeln!(
                     out,
-                    "  journaled:      {} snapshot(s), {} bytes, replayed when it is reachable",
-                    d.journal_snapshots, d.journal_bytes
+                    "  journaled:      {}, {}, replayed when it is reachable",
+                    count(d.journal_snapshots, "snapshot"),
+                    count(d.journal_bytes, "byte")
                 );
             }
             if let Some(n) = &d.notice {
@@ -268,8 +272,8 @@ impl DaemonStatus {
             if let Some(e) = &d.last_error {
                 let _ = writeln!(
                     out,
-                    "  last error:     {e} ({} failure(s) in a row)",
-                    d.consecutive_failures
+                    "  last error:     {e} ({} in a row)",
+                    count(u64::from(d.consecutive_failures), "failure")
                 );
             }
             if let Some(sc) = &d.scrub {
@@ -284,9 +288,9 @@ impl DaemonStatus {
                 };
                 let _ = writeln!(
                     out,
-                    "  scrub:          {} ago, {} pack(s) read back, {verdict}; {:.0}% of this cycle done",
+                    "  scrub:          {} ago, {} read back, {verdict}; {:.0}% of this cycle done",
                     humantime::format_duration(std::time::Duration::from_secs(ago)),
-                    sc.last_packs_read,
+                    count(sc.last_packs_read, "pack"),
                     sc.cycle_done * 100.0
                 );
                 for m in &sc.problem_messages {

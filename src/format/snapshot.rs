@@ -37,6 +37,10 @@ pub struct Summary {
     /// (written only when not 0; informational, so older readers may ignore it).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub files_changing: u64,
+    /// Files of the parent snapshot that this one lacks, counted by full walks (a walk
+    /// pruned to the changed paths records 0; written only when not 0; informational).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub files_removed: u64,
 }
 
 fn is_zero(v: &u64) -> bool {
