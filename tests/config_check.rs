@@ -347,3 +347,20 @@ fn offline_contacts_no_destination() {
     assert_eq!(code, Some(1), "{err}");
     assert!(!server.seen().is_empty());
 }
+
+/// A probe object `config check` could not delete (a key that may put but not delete)
+/// does not stop the repository from being created there: creation passes it over.
+#[test]
+fn a_probe_left_behind_does_not_stop_the_repository_from_being_created() {
+    // On S3: the probe is written the way `config check` writes it.
+    let env = support::Env::with(support::Kind::S3);
+    let keys = env.objects_dir().join("keys");
+    std::fs::create_dir_all(&keys).expect("mkdir");
+    std::fs::write(
+        keys.join(".cairn-config-check-0123456789abcdef"),
+        b"written by cairn config check; safe to delete\n",
+    )
+    .expect("write");
+    env.ok(&["init"]);
+    env.ok(&["snapshots"]);
+}

@@ -21,8 +21,8 @@ pub struct DaemonArgs {
     /// configuration it writes there. Repeat for several folders.
     #[arg(long, value_name = "DIR", conflicts_with = "config")]
     pub watch: Vec<PathBuf>,
-    /// Passphrase file for every destination, in place of what the configuration names
-    /// (the systemd unit passes its credential this way).
+    /// Passphrase file in place of the configuration's top-level `password_file`
+    /// (destinations with a passphrase of their own keep it).
     #[arg(long = "password-file", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
 }

@@ -65,6 +65,7 @@ pub(crate) const ENVIRONMENT: &[(&str, &str)] = &[
         "CAIRN_LOG",
         "log filter in tracing-subscriber EnvFilter syntax (e.g. info, or cairn=debug), in place of -v",
     ),
+    ("RUST_LOG", "the same, read when CAIRN_LOG is unset"),
     (
         "XDG_CACHE_HOME, HOME",
         "where the cache goes when CAIRN_CACHE_DIR is unset",

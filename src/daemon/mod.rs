@@ -68,7 +68,7 @@ pub struct Identity {
     /// User name recorded.
     pub username: String,
     /// Passphrase file given on the command line: overrides the configuration's
-    /// passphrase source (the systemd unit passes its credential this way).
+    /// passphrase source (`cairn daemon --password-file`).
     pub password_file: Option<PathBuf>,
     /// Said loudly at start and shown by `status` for as long as the daemon runs (the
     /// quick start's warning that its passphrase needs a copy elsewhere).

@@ -208,8 +208,21 @@ async fn contact(cfg: &DaemonConfig, d: &DestinationConfig) -> Contact {
     if let Location::Local(dir) = &d.location
         && !dir.exists()
     {
-        // Its parent was judged by `local_checks`; the daemon creates the repository.
-        c.reached = "not created yet: the daemon creates the repository at its first start".into();
+        // Its parent was judged by `local_checks`. The daemon creates the repository,
+        // unless it reached one there before (a disk that did not mount): then it
+        // refuses, and so does the check.
+        match super::identity::reached_before(&cfg.state_dir, &d.name) {
+            Ok(Some(id)) => c.problem(format!(
+                "{} does not exist, but the daemon reached repository {id} there before: a disk that did not mount, or a path that changed. The daemon will not create a new one there; mount the disk or correct `repo` (if a new repository is really meant, delete {})",
+                dir.display(),
+                super::identity::record_path(&cfg.state_dir, &d.name).display()
+            )),
+            Ok(None) => {
+                c.reached =
+                    "not created yet: the daemon creates the repository at its first start".into()
+            }
+            Err(e) => c.problem(e.to_string()),
+        }
         return c;
     }
     let mut opts = d.backend.clone();
@@ -248,6 +261,7 @@ async fn probe_object(c: &mut Contact, backend: &dyn Backend, prunes: bool) {
     if crate::crypto::random_bytes(&mut random).is_err() {
         return;
     }
+    // A dot-name: listings pass over it, so one left behind is never taken for a key.
     let name = format!(".cairn-config-check-{}", hex::encode(random));
     let handle = Handle::new(FileType::Key, name);
     let body = Bytes::from_static(b"written by cairn config check; safe to delete\n");
@@ -268,7 +282,7 @@ async fn probe_object(c: &mut Contact, backend: &dyn Backend, prunes: bool) {
     }
     if let Err(e) = backend.delete(&handle).await {
         let message = format!(
-            "cannot delete objects: {e}; remove the probe object {handle} by hand (beside it, no new repository can be created there)"
+            "cannot delete objects: {e}; the probe object {handle} stays (harmless: cairn passes it over; remove it by hand when you can)"
         );
         if prunes {
             c.problem(format!(

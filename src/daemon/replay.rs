@@ -7,11 +7,12 @@
 //! needs (a prune elsewhere may have removed data the journal relied on while the
 //! destination was away). That check costs what the journal holds, not the size of the
 //! tree: the trees the journal wrote are read from the journal itself, and a tree the
-//! journal did not write is whole if the destination's index lists it, since a prune
-//! leaves only blobs some snapshot uses in the index, and everything below them with
-//! them ([`crate::prune`]). The index is read through the metadata cache, so a replay
-//! costs a few listings and requests for what is new, whatever the number of
-//! directories. Only a tree the index no longer lists but a deletion record still
+//! journal did not write is whole if the destination's index lists it. Data goes away
+//! only by a prune, which leaves only blobs some snapshot uses in the index, and
+//! everything below them with them ([`crate::prune`]); and a tree the journal's backup
+//! found indexed was built by it from children it checked itself. The index is read
+//! through the metadata cache, so a replay costs a few listings and requests for what
+//! is new, whatever the number of directories. Only a tree the index no longer lists but a deletion record still
 //! holds is read from the destination.
 
 use super::journal::Journal;

@@ -70,7 +70,7 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
         ..Memory::default()
     };
     loop {
-        let mut probe = || answers(&dest, &env, session.as_ref());
+        let mut probe = || answers(&dest, &env);
         let Some((mut work, requests)) = dest.next_work(&env.schedule, &mut probe) else {
             break;
         };
@@ -205,7 +205,10 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
                     session = None;
                 }
                 dest.requeue(&work, Some(Instant::now() + delay));
-                if e.is_unreachable() {
+                // Probed only when no connection could be made: a server that answers
+                // (5xx, SlowDown) or a disk that is not there would pass a probe and
+                // cut the backoff short.
+                if matches!(&e, Error::Backend(b) if b.is_transport_failure()) {
                     dest.probe_soon();
                 }
                 if journal_of(&env, &dest).is_some_and(|j| j.size().snapshots > 0) {
@@ -249,16 +252,16 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Whether the destination answers again: one small request (the config object's
-/// metadata; "not found" is an answer too), through the session's storage stack when
-/// there is one.
-fn answers(dest: &Destination, env: &WorkerEnv, session: Option<&Session>) -> bool {
+/// metadata; "not found" is an answer too), through a storage stack of its own that
+/// makes one attempt, not the retries of the destination's own.
+fn answers(dest: &Destination, env: &WorkerEnv) -> bool {
     let ask = async {
-        let backend = match session {
-            Some(s) => s.repo.backend().clone(),
-            None => crate::backend::open_location(&dest.config.location, &dest.config.backend)
-                .await
-                .ok()?,
-        };
+        let mut opts = dest.config.backend.clone();
+        opts.attempts = 1;
+        opts.timeout = opts.timeout.min(PROBE_TIMEOUT);
+        let backend = crate::backend::open_location(&dest.config.location, &opts)
+            .await
+            .ok()?;
         match backend.stat(&crate::backend::Handle::config()).await {
             Ok(_) => Some(()),
             Err(e) if e.is_not_found() => Some(()),
