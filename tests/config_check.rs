@@ -364,3 +364,37 @@ fn a_probe_left_behind_does_not_stop_the_repository_from_being_created() {
     env.ok(&["init"]);
     env.ok(&["snapshots"]);
 }
+
+/// A local repository folder that is missing where the daemon reached a repository before
+/// (a disk that did not mount) is a problem, as the daemon refuses to create one there;
+/// never reached, it is only "not created yet".
+#[test]
+fn a_missing_repository_folder_the_daemon_reached_before_is_a_problem() {
+    let env = scratch();
+    let mut text = head(&env, &env.password_file);
+    text.push_str(&format!(
+        "[[destination]]\nname = \"disk\"\nrepo = {:?}\n",
+        env.path("disk/cairn")
+    ));
+    std::fs::create_dir(env.path("disk")).expect("the disk's mount point");
+    let config = env.path("cairn.toml");
+    std::fs::write(&config, text).expect("config");
+
+    let (code, out, err) = check(&env, &config, &[]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("not created yet"), "{out}");
+
+    let record = env.path("state/destinations/disk.repository");
+    std::fs::create_dir_all(record.parent().expect("parent")).expect("mkdir");
+    let id = "ab".repeat(32);
+    std::fs::write(&record, format!("{id}\n")).expect("record");
+    let (code, out, err) = check(&env, &config, &[]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(
+        err.contains(&format!("repository {id} was there before"))
+            && err.contains(&record.display().to_string()),
+        "{err}"
+    );
+    assert!(!out.contains("not created yet"), "{out}");
+    assert!(!env.path("disk/cairn").exists());
+}

@@ -208,20 +208,16 @@ async fn contact(cfg: &DaemonConfig, d: &DestinationConfig) -> Contact {
     if let Location::Local(dir) = &d.location
         && !dir.exists()
     {
-        // Its parent was judged by `local_checks`. The daemon creates the repository,
-        // unless it reached one there before (a disk that did not mount): then it
-        // refuses, and so does the check.
-        match super::identity::reached_before(&cfg.state_dir, &d.name) {
-            Ok(Some(id)) => c.problem(format!(
-                "{} does not exist, but the daemon reached repository {id} there before: a disk that did not mount, or a path that changed. The daemon will not create a new one there; mount the disk or correct `repo` (if a new repository is really meant, delete {})",
-                dir.display(),
-                super::identity::record_path(&cfg.state_dir, &d.name).display()
-            )),
-            Ok(None) => {
-                c.reached =
-                    "not created yet: the daemon creates the repository at its first start".into()
-            }
-            Err(e) => c.problem(e.to_string()),
+        // Its parent was judged by `local_checks`.
+        if let Some(seen) = seen(&mut c, cfg, d) {
+            no_repository(
+                &mut c,
+                cfg,
+                d,
+                seen,
+                &d.location.to_string(),
+                "not created yet: the daemon creates the repository at its first start",
+            );
         }
         return c;
     }
@@ -315,6 +311,42 @@ fn probe_local(c: &mut Contact, dir: &Path) {
     }
 }
 
+/// The repository id the daemon's state remembers for `d` (`Some(None)`: never reached),
+/// or `None` when the record cannot be read, reported as a problem.
+fn seen(c: &mut Contact, cfg: &DaemonConfig, d: &DestinationConfig) -> Option<Option<String>> {
+    match super::identity::reached_before(&cfg.state_dir, &d.name) {
+        Ok(seen) => Some(seen),
+        Err(e) => {
+            c.problem(e.to_string());
+            None
+        }
+    }
+}
+
+/// What the check says of a destination that holds no repository: the daemon creates
+/// one there (`yet`), unless it reached one before, when it refuses with
+/// [`Error::DestinationMissing`] and the check says the same words.
+fn no_repository(
+    c: &mut Contact,
+    cfg: &DaemonConfig,
+    d: &DestinationConfig,
+    seen: Option<String>,
+    location: &str,
+    yet: &str,
+) {
+    match seen {
+        Some(id) => c.problem(
+            Error::DestinationMissing {
+                location: location.to_string(),
+                id,
+                record: super::identity::record_path(&cfg.state_dir, &d.name),
+            }
+            .to_string(),
+        ),
+        None => c.reached = yet.to_string(),
+    }
+}
+
 /// The repository there: present (or to be created), the one the daemon's state
 /// remembers, and opened by its passphrase.
 async fn repository(
@@ -323,27 +355,20 @@ async fn repository(
     d: &DestinationConfig,
     backend: Arc<dyn Backend>,
 ) {
-    let seen = match super::identity::reached_before(&cfg.state_dir, &d.name) {
-        Ok(seen) => seen,
-        Err(e) => {
-            c.problem(e.to_string());
-            return;
-        }
+    let Some(seen) = seen(c, cfg, d) else {
+        return;
     };
     let config = match crate::repo::read_config(backend.as_ref()).await {
         Ok(config) => config,
         Err(Error::RepositoryNotFound { location }) => {
-            match seen {
-                Some(id) => c.problem(format!(
-                    "no repository at {location}, but the daemon reached repository {id} there before: a disk that did not mount, or a bucket or prefix that changed. The daemon will not create a new one there; mount the disk or correct `repo` (if a new repository is really meant, delete {})",
-                    super::identity::record_path(&cfg.state_dir, &d.name).display()
-                )),
-                None => {
-                    c.reached =
-                        "reached; no repository yet: the daemon creates it at its first start"
-                            .into()
-                }
-            }
+            no_repository(
+                c,
+                cfg,
+                d,
+                seen,
+                &location,
+                "reached; no repository yet: the daemon creates it at its first start",
+            );
             return;
         }
         Err(e) => {
