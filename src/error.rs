@@ -173,6 +173,11 @@ pub enum Error {
     /// The run was asked to stop (shutdown); nothing was committed.
     #[error("stopped before completion; no snapshot was written")]
     Cancelled,
+    /// A source's command or hook failed (not found, exited non-zero, timed out): the
+    /// message says which, how, and the end of its error output. The repository is not
+    /// in doubt, so the daemon keeps its session.
+    #[error("{0}")]
+    SourceFailed(String),
     /// A key operation would leave the repository unopenable, or the key is unknown.
     #[error("{0}")]
     Key(String),

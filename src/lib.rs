@@ -19,6 +19,7 @@ pub mod diff;
 pub mod dump;
 pub mod error;
 pub mod exclude;
+pub mod external;
 pub mod find;
 pub mod format;
 pub mod fsmeta;

@@ -16,7 +16,8 @@
 //! chooses the snapshot to compare against, [`pipeline`] starts the threads and joins
 //! them, [`walk`] and [`entry`] make the trees, [`reader`] reads changed files, [`sink`]
 //! deduplicates and seals blobs for the packer, and [`run`] commits the snapshot.
-//! [`context`] is what the daemon keeps between runs (the index).
+//! [`context`] is what the daemon keeps between runs (the index). [`stream`] stores one
+//! stream (standard input, a command's output) as a snapshot of a single file.
 
 mod context;
 mod entry;
@@ -27,11 +28,13 @@ mod reader;
 mod roots;
 mod run;
 mod sink;
+mod stream;
 mod walk;
 
 pub use context::BackupContext;
 pub use parent::parent_in;
 pub use roots::{clean_absolute, prepare_roots, snapshot_paths};
+pub use stream::{DEFAULT_STREAM_NAME, StreamOptions, backup_stream, stream_path};
 
 use crate::changes::ChangedPaths;
 use crate::error::Result;

@@ -116,6 +116,7 @@ pub(super) fn run(
         tags: opts.tags.clone(),
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary: Some(summary),
+        origin: None,
     };
     let id = rt.block_on(repo.save_snapshot(&snapshot))?;
     if let (Some(c), Some(seen), true) = (cache, trees_seen, opts.trim_cache) {

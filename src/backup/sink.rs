@@ -68,6 +68,12 @@ impl<'a> BlobSink<'a> {
         }
     }
 
+    /// Whether the repository already holds a blob: a stream's reader then skips copying
+    /// the chunk for the sealers ([`Self::store`] checks again, and this run's queue too).
+    pub(super) fn is_stored(&self, id: &BlobId) -> bool {
+        self.index.contains(id)
+    }
+
     /// Seal a blob and queue it on `tx` for the packer, unless it is stored or queued
     /// already.
     pub(super) fn store(

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use cairn::backup::{BackupContext, BackupOptions, BackupReport, backup_with};
 use cairn::cache::MetadataCache;
 use cairn::daemon::config;
+use cairn::hash::SnapshotId;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -23,12 +24,40 @@ pub(crate) struct BackupArgs {
     /// Where the repository is and how to open it.
     #[command(flatten)]
     pub(crate) repo: super::RepoArgs,
-    /// Files and directories to back up.
-    #[arg(required_unless_present = "now")]
-    paths: Vec<PathBuf>,
+    /// Files and directories to back up; with --stdin-from-command, the command and its
+    /// arguments (after `--`).
+    #[arg(required_unless_present_any = ["now", "stdin"])]
+    pub(super) paths: Vec<PathBuf>,
     /// Ask the running daemon for a snapshot in every destination now, and wait.
-    #[arg(long, conflicts_with_all = ["tags", "host", "time", "excludes", "one_file_system", "upload_concurrency"])]
+    #[arg(long, conflicts_with_all = ["tags", "host", "time", "excludes", "one_file_system", "upload_concurrency", "stdin", "stdin_from_command", "before", "after", "on_failure"])]
     now: bool,
+    /// Store what arrives on standard input as one file (see --stdin-filename), e.g.
+    /// `pg_dump -Fc app | cairn backup --stdin --stdin-filename app.dump`.
+    #[arg(long, conflicts_with_all = ["excludes", "one_file_system", "stdin_from_command"])]
+    pub(super) stdin: bool,
+    /// Run the command given after `--` and store its output as one file; the snapshot
+    /// is saved only if the command exits 0, e.g. `cairn backup --stdin-from-command
+    /// --stdin-filename app.dump -- pg_dump -Fc app`.
+    #[arg(long, conflicts_with_all = ["excludes", "one_file_system"])]
+    pub(super) stdin_from_command: bool,
+    /// The name of the stored file for --stdin and --stdin-from-command (default
+    /// "stdin"); may name folders too ("db/app.dump").
+    #[arg(long, value_name = "NAME")]
+    pub(super) stdin_filename: Option<String>,
+    /// Run this command before the snapshot (split into words like a shell would, but
+    /// not run by one: write `sh -c '...'` for pipes); if it fails, no snapshot is made.
+    #[arg(long, value_name = "COMMAND")]
+    pub(super) before: Option<String>,
+    /// Run this command after the snapshot, whether it was saved or not (it gets
+    /// CAIRN_SNAPSHOT_ID when it was, CAIRN_ERROR when not).
+    #[arg(long, value_name = "COMMAND")]
+    pub(super) after: Option<String>,
+    /// Run this command when the backup or a hook failed (it gets CAIRN_ERROR).
+    #[arg(long, value_name = "COMMAND")]
+    pub(super) on_failure: Option<String>,
+    /// How long each hook may run before it is stopped (default 5m).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(super) hook_timeout: Option<std::time::Duration>,
     /// Daemon configuration (with --now: where to find its control socket).
     #[arg(long, default_value = config::DEFAULT_CONFIG)]
     config: PathBuf,
@@ -37,13 +66,13 @@ pub(crate) struct BackupArgs {
     socket: Option<PathBuf>,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag")]
-    tags: Vec<String>,
+    pub(super) tags: Vec<String>,
     /// Host name to record instead of this machine's.
     #[arg(long)]
-    host: Option<String>,
+    pub(super) host: Option<String>,
     /// Snapshot time to record, RFC 3339 (default: now).
     #[arg(long)]
-    time: Option<String>,
+    pub(super) time: Option<String>,
     /// Exclude entries matching a glob (repeatable).
     #[arg(short = 'e', long = "exclude")]
     excludes: Vec<String>,
@@ -54,15 +83,15 @@ pub(crate) struct BackupArgs {
     /// $CAIRN_CACHE_DIR, else $XDG_CACHE_HOME/cairn or ~/.cache/cairn, so the next
     /// backup compares against its parent without downloading it).
     #[arg(long)]
-    no_cache: bool,
+    pub(super) no_cache: bool,
     /// Pack uploads in flight at once (default 2). Each holds a pack in memory; more
     /// keep a distant or slow link busy. Past 8, raise `-o s3.connections` as well.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
-    upload_concurrency: Option<u16>,
+    pub(super) upload_concurrency: Option<u16>,
 }
 
 /// Normalise a user-given RFC 3339 time.
-fn parse_time(t: &str) -> Result<String> {
+pub(super) fn parse_time(t: &str) -> Result<String> {
     use time::format_description::well_known::Rfc3339;
     let parsed = time::OffsetDateTime::parse(t, &Rfc3339).with_context(|| {
         format!("--time {t:?} is not an RFC 3339 time: write it like 2026-01-31T14:00:00Z")
@@ -76,6 +105,30 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, b: &BackupArgs, out: Output) ->
     if b.now {
         return super::daemon::cmd_backup_now(&b.config, b.socket.as_deref(), out.json());
     }
+    if b.stdin || b.stdin_from_command {
+        return super::backup_stream::run(rt, args, b, out);
+    }
+    let hooks = super::backup_stream::hooks(b)?;
+    if !hooks.is_empty() {
+        let source = b
+            .paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>();
+        return super::backup_stream::with_hooks(&hooks, &source.join(" "), args, || {
+            run_paths(rt, args, b, out)
+        });
+    }
+    run_paths(rt, args, b, out).map(|(code, _)| code)
+}
+
+/// A backup of files and folders: the snapshot, its summary and warnings.
+fn run_paths(
+    rt: &Runtime,
+    args: &RepoArgs,
+    b: &BackupArgs,
+    out: Output,
+) -> Result<(i32, SnapshotId)> {
     let started = Instant::now();
     let time = match &b.time {
         Some(t) => parse_time(t)?,
@@ -138,14 +191,14 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, b: &BackupArgs, out: Output) ->
     let report = result?;
     print_summary(&report, started.elapsed().as_secs_f64(), out)?;
     if report.warnings.is_empty() {
-        return Ok(0);
+        return Ok((0, report.id));
     }
     print_warnings(&report);
-    Ok(EXIT_WARNINGS)
+    Ok((EXIT_WARNINGS, report.id))
 }
 
 /// The snapshot's summary: a JSON line, or three lines on stderr and the id on stdout.
-fn print_summary(report: &BackupReport, seconds: f64, out: Output) -> Result<()> {
+pub(super) fn print_summary(report: &BackupReport, seconds: f64, out: Output) -> Result<()> {
     let sum = report.snapshot.summary.clone().unwrap_or_default();
     if out.json() {
         // The summary's fields, then the id and the skipped paths themselves in place of

@@ -5,6 +5,7 @@
 
 pub mod args;
 pub mod backup;
+pub mod backup_stream;
 pub mod check;
 pub mod common;
 pub mod config_check;

@@ -31,7 +31,18 @@ pub fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> Value {
     if let Some(sum) = &s.summary {
         v["summary"] = json!(sum);
     }
+    if let Some(o) = &s.origin {
+        v["origin"] = json!(o);
+    }
     v
+}
+
+/// A snapshot's paths as the tables show them, with where a stream came from.
+pub fn paths_shown(s: &Snapshot) -> String {
+    match &s.origin {
+        Some(o) => format!("{} (from {o})", s.paths.join(" ")),
+        None => s.paths.join(" "),
+    }
 }
 
 /// A snapshot time as the tables show it, in UTC and saying so
@@ -57,7 +68,7 @@ pub fn snapshot_table(list: &[SnapshotEntry]) -> String {
             short_time(&s.time),
             s.hostname,
             s.tags.join(","),
-            s.paths.join(" ")
+            paths_shown(s)
         ));
     }
     out.push_str(&format!("{}\n", count(list.len() as u64, "snapshot")));
@@ -142,6 +153,7 @@ mod tests {
             tags: vec![],
             program_version: "cairn test".into(),
             summary: None,
+            origin: None,
         };
         let entry = SnapshotEntry {
             id: SnapshotId::default(),

@@ -75,6 +75,12 @@ pub struct Snapshot {
     /// Counts of the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<Summary>,
+    /// Where the one file of a snapshot made from a stream came from: `stdin`, or the
+    /// command whose output it is (`command: pg_dump -Fc app`). A restore or a listing
+    /// then says what produced the bytes, which a path alone cannot. Informational, so
+    /// older readers may ignore it; absent for snapshots of files and folders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 impl Snapshot {

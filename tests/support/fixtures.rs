@@ -54,5 +54,6 @@ pub fn snapshot(tree: BlobId) -> Snapshot {
         tags: vec![],
         program_version: "evil".into(),
         summary: None,
+        origin: None,
     }
 }

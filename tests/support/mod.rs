@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod fault_proxy;
 pub mod fixtures;
 pub mod hostile;
+pub mod postgres;
 pub mod s3;
 
 use std::collections::HashMap;

@@ -1,0 +1,254 @@
+//! Starting a user's command without a shell: its argument vector as given, as another
+//! user if configured, in a process group of its own (so that a timeout or a stop ends
+//! everything it started, `sh -c` pipelines included), with its error output read line
+//! by line into the log and the last of it kept for the error message.
+
+use super::user::{self, RunAs};
+use crate::error::{Error, Result};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Where a command's output lines go (the log, or the terminal).
+pub type LineSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A command to run: what, as whom, and with which extra environment.
+#[derive(Clone, Debug, Default)]
+pub struct Spec {
+    /// Program and arguments; the program is looked up in `PATH` unless it has a `/`.
+    pub argv: Vec<String>,
+    /// The account it runs as; `None` runs it as cairn's own user.
+    pub user: Option<RunAs>,
+    /// Variables added to its environment (`CAIRN_SOURCE` and friends).
+    pub env: Vec<(String, String)>,
+}
+
+/// Lines of error output kept for the message of a failed command.
+const TAIL_LINES: usize = 10;
+/// Bytes of one kept line, at most.
+const TAIL_LINE_BYTES: usize = 500;
+
+/// The command line as a person would type it: arguments with spaces or quotes quoted.
+pub fn shown(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+            if plain {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The last lines of a stream, collected by a thread while the command runs.
+#[derive(Default)]
+pub(super) struct Tail(Mutex<VecDeque<String>>);
+
+impl Tail {
+    /// The kept lines, oldest first, joined; empty when there were none.
+    pub(super) fn text(&self) -> String {
+        let lines = self.0.lock().map(|l| l.clone()).unwrap_or_default();
+        lines.into_iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// Read `from` line by line into `log` (prefixed), keeping the last lines in `tail`.
+pub(super) fn drain(
+    from: impl Read + Send + 'static,
+    log: LineSink,
+    prefix: String,
+    tail: Option<Arc<Tail>>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(from);
+        let mut raw = Vec::new();
+        loop {
+            raw.clear();
+            match reader.read_until(b'\n', &mut raw) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let line = String::from_utf8_lossy(&raw);
+            let line = line.trim_end();
+            if line.is_empty() {
+                continue;
+            }
+            log(&format!("{prefix}{line}"));
+            if let Some(t) = &tail
+                && let Ok(mut kept) = t.0.lock()
+            {
+                if kept.len() == TAIL_LINES {
+                    kept.pop_front();
+                }
+                let mut l = line.to_string();
+                if l.len() > TAIL_LINE_BYTES {
+                    let mut end = TAIL_LINE_BYTES;
+                    while !l.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    l.truncate(end);
+                    l.push('…');
+                }
+                kept.push_back(l);
+            }
+        }
+    })
+}
+
+/// Start `spec` with standard input closed and standard output and error piped. The
+/// error names the program and the fix when it cannot start.
+pub(super) fn spawn(spec: &Spec) -> Result<Child> {
+    let Some((program, args)) = spec.argv.split_first() else {
+        return Err(Error::SourceFailed(
+            "an empty command: name a program to run".into(),
+        ));
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(who) = &spec.user {
+        user::may_run_as(who).map_err(Error::SourceFailed)?;
+        user::apply(&mut cmd, who);
+    }
+    cmd.spawn().map_err(|e| {
+        let why = if e.kind() == std::io::ErrorKind::NotFound {
+            format!("`{program}` was not found: install it, or give its full path")
+        } else {
+            format!("`{program}` could not be started: {e}")
+        };
+        Error::SourceFailed(format!("command `{}`: {why}", shown(&spec.argv)))
+    })
+}
+
+/// End a command and everything it started: SIGTERM to its process group, SIGKILL if
+/// it is still there after a grace period. Reaps the child.
+pub(super) fn stop_group(child: &mut Child) {
+    let pgid = child.id() as libc::pid_t;
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    // SAFETY: kill on the process group this child leads (made with process_group(0)).
+    unsafe { libc::kill(-pgid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+/// How a command ended, in words: "exited with status 3", "was killed by signal 9".
+pub fn status_words(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        _ => "ended abnormally".into(),
+    }
+}
+
+/// A command whose standard output is a backup's stream. Dropped before [`Self::finish`],
+/// it stops the command (the stream was abandoned).
+pub struct StreamCommand {
+    child: Child,
+    argv: Vec<String>,
+    tail: Arc<Tail>,
+    stderr: Option<JoinHandle<()>>,
+    finished: bool,
+}
+
+impl StreamCommand {
+    /// Start the command; its output is read from the returned pipe. Its error output
+    /// goes to `log` line by line.
+    pub fn start(spec: &Spec, log: LineSink) -> Result<(StreamCommand, ChildStdout)> {
+        let mut child = spawn(spec)?;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            stop_group(&mut child);
+            return Err(Error::Internal("a command's pipes were not made".into()));
+        };
+        let tail = Arc::new(Tail::default());
+        let prefix = String::new();
+        let stderr = drain(stderr, log, prefix, Some(tail.clone()));
+        Ok((
+            StreamCommand {
+                child,
+                argv: spec.argv.clone(),
+                tail,
+                stderr: Some(stderr),
+                finished: false,
+            },
+            stdout,
+        ))
+    }
+
+    /// Wait for the command to end (its output was read to the end); an error unless it
+    /// exited 0, with its status and the end of its error output.
+    pub fn finish(&mut self) -> Result<()> {
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| Error::io("wait for the command", &self.argv[0], e))?;
+        self.finished = true;
+        if let Some(h) = self.stderr.take() {
+            let _ = h.join();
+        }
+        if status.success() {
+            return Ok(());
+        }
+        Err(Error::SourceFailed(failure(
+            &format!("command `{}`", shown(&self.argv)),
+            &format!("{}, so nothing was saved", status_words(status)),
+            &self.tail.text(),
+        )))
+    }
+}
+
+impl Drop for StreamCommand {
+    fn drop(&mut self) {
+        if !self.finished {
+            stop_group(&mut self.child);
+        }
+        if let Some(h) = self.stderr.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// "<what> <how>; the end of its error output: ..." for a failed command.
+pub(super) fn failure(what: &str, how: &str, tail: &str) -> String {
+    if tail.is_empty() {
+        format!("{what} {how} (it wrote no error output)")
+    } else {
+        format!("{what} {how}; the end of its error output:\n{tail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_are_shown_quoted_where_needed() {
+        let argv: Vec<String> = ["sh", "-c", "echo 'hi' | wc", "app.dump"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(shown(&argv), r"sh -c 'echo '\''hi'\'' | wc' app.dump");
+    }
+}
