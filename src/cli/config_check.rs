@@ -73,6 +73,18 @@ pub fn cmd_config_check(path: &Path, password_file: Option<&Path>, offline: bool
 fn describe(cfg: &DaemonConfig, contacts: &[Contact], offline: bool) -> String {
     let mut out = format!("configuration {} is valid\n", cfg.file.display());
     for s in &cfg.sources {
+        if let Some(c) = &s.command {
+            out.push_str(&format!(
+                "  source: {} from `{}`{}, every {}\n",
+                s.label(),
+                cairn::external::shown(&c.argv),
+                c.user
+                    .as_ref()
+                    .map_or(String::new(), |u| format!(" as user {}", u.name)),
+                humantime::format_duration(c.every)
+            ));
+            continue;
+        }
         out.push_str(&format!(
             "  source: {}{}\n",
             s.paths

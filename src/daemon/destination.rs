@@ -25,15 +25,19 @@ pub struct SourceWork {
     pub changes: ChangedPaths,
     /// Compare everything (start-up, rescans, lost events).
     pub full: bool,
+    /// A command source is due to run (start-up, its interval, `backup --now`, a retry);
+    /// rescans and file events never run a command.
+    pub due: bool,
 }
 
 impl SourceWork {
     pub(super) fn is_empty(&self) -> bool {
-        !self.full && self.changes.is_empty()
+        !self.full && !self.due && self.changes.is_empty()
     }
 
     pub(super) fn merge(&mut self, other: &SourceWork) {
         self.full |= other.full;
+        self.due |= other.due;
         self.changes.merge(&other.changes);
     }
 }
@@ -114,7 +118,8 @@ impl Destination {
             sources: vec![
                 SourceWork {
                     changes: ChangedPaths::new(),
-                    full: true
+                    full: true,
+                    due: true,
                 };
                 sources
             ],
@@ -199,12 +204,24 @@ impl Destination {
         self.wake.notify_all();
     }
 
+    /// A command source's interval has come round: run it.
+    pub fn command_due(&self, source: usize) {
+        let mut q = lock(&self.queue);
+        if let Some(w) = q.sources.get_mut(source) {
+            w.due = true;
+        }
+        q.waiting.pending = true;
+        drop(q);
+        self.wake.notify_all();
+    }
+
     /// Ask for a snapshot now; the answer arrives on the returned channel.
     pub fn request(&self) -> oneshot::Receiver<BackupResult> {
         let (tx, rx) = oneshot::channel();
         let mut q = lock(&self.queue);
         for w in &mut q.sources {
             w.full = true;
+            w.due = true;
         }
         q.waiting.pending = true;
         q.waiting.requested = true;

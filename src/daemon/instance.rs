@@ -116,6 +116,7 @@ impl Instance {
             )),
             spawn_systemd_status(status.clone()),
         ];
+        tasks.extend(spawn_command_timers(&destinations, &env));
         if let Some(l) = metrics_listener {
             let st = status.clone();
             tasks.push(tokio::spawn(metrics::serve(
@@ -350,6 +351,30 @@ fn spawn_rescans(
             }
         }
     })
+}
+
+/// A timer per command source: every `every`, the command is due in every destination
+/// (it also runs at start-up and on `backup --now`).
+fn spawn_command_timers(destinations: &[Arc<Destination>], env: &WorkerEnv) -> Vec<JoinHandle<()>> {
+    env.sources
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.command.as_ref().map(|c| (i, c.every)))
+        .map(|(i, every)| {
+            let dests = destinations.to_vec();
+            tokio::spawn(async move {
+                let mut ticks =
+                    tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    for d in &dests {
+                        d.command_due(i);
+                    }
+                }
+            })
+        })
+        .collect()
 }
 
 /// The daemon's status as of the moment it is called: each destination's record, its

@@ -36,6 +36,7 @@ mod routing;
 pub mod schedule;
 pub mod scrub;
 pub mod session;
+mod source_run;
 pub mod state_lock;
 pub mod states;
 pub mod status;

@@ -4,6 +4,7 @@
 use super::destination::{Destination, SourceWork, lock};
 use super::env::WorkerEnv;
 use super::session::{Memory, Session, open_session};
+use super::source_run::{Snapshotted, for_source, snapshot_source};
 use super::status::LastSnapshot;
 use crate::backup::{BackupContext, BackupOptions, backup_with};
 use crate::cache::MetadataCache;
@@ -143,6 +144,11 @@ pub(super) fn run_once(
             return (made, Err(Error::Cancelled));
         }
         let src = &env.sources[i];
+        if src.command.is_some() && !w.due {
+            // A rescan or a file event does not run a command; its interval does.
+            *w = SourceWork::default();
+            continue;
+        }
         let full = w.full || degraded || parents[i].is_none();
         let mut opts = source_options(
             dest,
@@ -156,20 +162,24 @@ pub(super) fn run_once(
         );
         opts.max_uploads = dest.config.upload_concurrency;
         opts.trim_cache = env.sources.len() == 1;
-        let report = match backup_with(&s.repo, rt, &opts, &mut s.ctx) {
+        let Snapshotted {
+            report,
+            after_failed,
+        } = match snapshot_source(dest, env, s, i, &opts) {
             Ok(r) => r,
             Err(Error::Cancelled) => return (made, Err(Error::Cancelled)),
             Err(e) => {
-                let e = if env.sources.len() > 1 && !e.is_unreachable() {
-                    Error::InvalidInput(format!("source {}: {e}", src.paths[0].display()))
-                } else {
-                    e
-                };
+                let e = for_source(e, src, env.sources.len() > 1);
                 tracing::warn!(destination = %dest.config.name, "{e}");
                 first_error.get_or_insert(e);
                 continue;
             }
         };
+        if let Some(e) = after_failed {
+            let e = for_source(e, src, true);
+            tracing::warn!(destination = %dest.config.name, "snapshot {} saved, but {e}", report.id.short());
+            first_error.get_or_insert(e);
+        }
         for warning in report.warnings.iter().take(20) {
             tracing::warn!(destination = %dest.config.name, "{}: {}", warning.path.display(), warning.reason);
         }
@@ -319,7 +329,8 @@ pub(super) fn journal_once(
     };
     let mut journaled = 0;
     for (i, w) in work.iter_mut().enumerate() {
-        if w.is_empty() || parents[i].is_none() {
+        // A command's output is not journaled: it runs again when the destination is back.
+        if w.is_empty() || parents[i].is_none() || env.sources[i].command.is_some() {
             continue;
         }
         dest.control.check()?;

@@ -108,6 +108,8 @@ mod tests {
                 one_file_system: false,
                 tags: vec![],
                 allow_root_change: false,
+                command: None,
+                hooks: Default::default(),
             },
             SourceConfig {
                 paths: vec!["/etc".into()],
@@ -115,6 +117,8 @@ mod tests {
                 one_file_system: false,
                 tags: vec![],
                 allow_root_change: false,
+                command: None,
+                hooks: Default::default(),
             },
         ];
         let r = Router::new(&sources, vec!["/srv/data/.cairn-state".into()]);

@@ -184,10 +184,13 @@ pub(super) fn open_session(
     let mut snaps = Vec::new();
     let mut latest: Option<LastSnapshot> = None;
     for src in &env.sources {
-        let paths: Vec<String> = snapshot_paths(&src.paths)?
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
+        let paths: Vec<String> = match &src.command {
+            Some(_) => vec![src.label()],
+            None => snapshot_paths(&src.paths)?
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
+        };
         let found = snapshots
             .iter()
             .rev()

@@ -200,8 +200,9 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
                         }
                         Err(j) => tracing::warn!(destination = %name, "not journaled: {j}"),
                     }
-                } else {
-                    // A failure may leave the session's view stale: reopen next time.
+                } else if !matches!(e, Error::SourceFailed(_)) {
+                    // A failure may leave the session's view stale: reopen next time. A
+                    // source's command or hook failing says nothing of the repository.
                     session = None;
                 }
                 dest.requeue(&work, Some(Instant::now() + delay));
@@ -223,6 +224,9 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
             .map(|m| SnapshotOutcome {
                 id: m.id.to_hex(),
                 paths: env.sources.get(m.source).map_or_else(Vec::new, |s| {
+                    if s.command.is_some() {
+                        return vec![s.label()];
+                    }
                     s.paths.iter().map(|p| p.display().to_string()).collect()
                 }),
                 unchanged: m.unchanged,

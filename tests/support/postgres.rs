@@ -27,19 +27,18 @@ pub struct Postgres {
 fn find_bin() -> Option<PathBuf> {
     let version =
         |name: &str| -> Option<Vec<u32>> { name.split('.').map(|p| p.parse().ok()).collect() };
-    let debian = fs::read_dir("/usr/lib/postgresql")
+    fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
-        .flatten();
-    let best = debian
+        .flatten()
         .filter_map(|e| Some((version(e.file_name().to_str()?)?, e.path().join("bin"))))
         .filter(|(_, bin)| bin.join("initdb").is_file())
-        .max_by(|a, b| a.0.cmp(&b.0));
-    if let Some((_, bin)) = best {
-        return Some(bin);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).find(|d| d.join("initdb").is_file())
+        .max()
+        .map(|(_, bin)| bin)
+        .or_else(|| {
+            let path = std::env::var_os("PATH")?;
+            std::env::split_paths(&path).find(|d| d.join("initdb").is_file())
+        })
 }
 
 /// Run a command to completion and return its stdout; panic naming `what` with its stderr
@@ -99,8 +98,7 @@ impl Postgres {
             run(
                 Command::new("chown")
                     .arg("postgres:")
-                    .arg(pg.dir.path())
-                    .arg(&pg.sock),
+                    .args([pg.dir.path(), &pg.sock]),
                 "chown postgres: of the cluster folder (is there a `postgres` user?)",
             );
         }
@@ -199,41 +197,24 @@ impl Postgres {
     /// Arguments that connect a client program to this cluster as the postgres role:
     /// `-h socket_dir -p port -U postgres`.
     pub fn conn_args(&self) -> Vec<String> {
-        let h = self.sock.to_string_lossy().into_owned();
-        vec![
-            "-h".into(),
-            h,
-            "-p".into(),
-            self.port.to_string(),
-            "-U".into(),
-            "postgres".into(),
-        ]
+        let (h, p) = (self.sock.to_string_lossy(), self.port.to_string());
+        ["-h", &h, "-p", &p, "-U", "postgres"]
+            .map(String::from)
+            .to_vec()
     }
 
     /// Run SQL in database `db` and return its unaligned, tuples-only output, trimmed, to
     /// set up or inspect a database; stops at the first error and panics with it.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let mut c = self.client("psql");
-        c.args([
-            "-X",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            db,
-            "-c",
-            sql,
-        ]);
+        c.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db, "-c"])
+            .arg(sql);
         run(&mut c, &format!("psql {sql:?}")).trim().to_string()
     }
 
     /// Create an empty database `name`, for a test's data or a restore target.
     pub fn createdb(&self, name: &str) {
-        run(
-            self.client("createdb").arg(name),
-            &format!("createdb {name}"),
-        );
+        run(self.client("createdb").arg(name), "createdb");
     }
 
     /// Fill `db` with pgbench's tables at `scale` (100,000 accounts per unit), the data
@@ -253,15 +234,9 @@ impl Postgres {
         let log = fs::File::create(self.dir.path().join(format!("pgbench-load-{n}.log")))
             .expect("create the pgbench log file");
         let err = log.try_clone().expect("clone the pgbench log file");
+        let (c, t) = (clients.to_string(), seconds.to_string());
         self.client("pgbench")
-            .args([
-                "-n",
-                "-c",
-                &clients.to_string(),
-                "-T",
-                &seconds.to_string(),
-                db,
-            ])
+            .args(["-n", "-c", &c, "-T", &t, db])
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -290,28 +265,22 @@ impl Postgres {
                     (SELECT coalesce(sum(tbalance), 0) FROM pgbench_tellers), \
                     (SELECT coalesce(sum(delta), 0) FROM pgbench_history)",
         );
-        let n: Vec<i64> = row
+        let n: [i64; 8] = row
             .split('|')
-            .map(|v| {
-                v.parse()
-                    .unwrap_or_else(|e| panic!("bad number {v:?} in {row:?}: {e}"))
-            })
-            .collect();
+            .map(str::parse)
+            .collect::<Result<Vec<i64>, _>>()
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .unwrap_or_else(|| panic!("psql gave {row:?}, not 8 numbers"));
+        let [accounts, branches, tellers, history, a, b, t, d] = n;
         let s = i64::from(scale);
-        let expected = [100_000 * s, s, 10 * s];
         assert!(
-            n.len() == 8 && n[..3] == expected && n[4] == n[5] && n[5] == n[6] && n[6] == n[7],
-            "restored {newdb} is incomplete or inconsistent: rows accounts/branches/tellers \
-             {:?} (expected {expected:?}), history rows {}, sums abalance {} bbalance {} \
-             tbalance {} delta {}",
-            &n[..3.min(n.len())],
-            n.get(3).unwrap_or(&-1),
-            n.get(4).unwrap_or(&-1),
-            n.get(5).unwrap_or(&-1),
-            n.get(6).unwrap_or(&-1),
-            n.get(7).unwrap_or(&-1)
+            [accounts, branches, tellers] == [100_000 * s, s, 10 * s] && a == b && b == t && t == d,
+            "restored {newdb} is incomplete or inconsistent: {accounts} accounts, {branches} \
+             branches, {tellers} tellers at scale {scale}; {history} history rows; sums \
+             abalance {a}, bbalance {b}, tbalance {t}, delta {d}"
         );
-        u64::try_from(n[3]).expect("history row count is not negative")
+        u64::try_from(history).expect("history row count is not negative")
     }
 }
 

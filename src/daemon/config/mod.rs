@@ -22,6 +22,7 @@ pub mod problem;
 mod raw;
 mod resolve;
 mod schema;
+mod source;
 
 pub use password::PasswordSource;
 pub use problem::{ConfigError, Problem};
@@ -40,10 +41,11 @@ pub const DEFAULT_JOURNAL_LIMIT: u64 = 1024 * 1024 * 1024;
 /// Where the daemon looks when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/cairn/cairn.toml";
 
-/// A set of paths backed up together into one snapshot series.
+/// A set of paths backed up together into one snapshot series, or a command whose
+/// output is stored as one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceConfig {
-    /// Absolute paths.
+    /// Absolute paths (empty for a command source).
     pub paths: Vec<PathBuf>,
     /// Exclude globs (restic syntax).
     pub excludes: Vec<String>,
@@ -55,6 +57,40 @@ pub struct SourceConfig {
     /// point it was, since the last snapshot (off: that is an error, since it is most
     /// often a disk that did not mount, whose snapshot would push good history out).
     pub allow_root_change: bool,
+    /// A command whose output is the source, instead of paths: not watched, run on its
+    /// interval and on `backup --now`.
+    pub command: Option<CommandSource>,
+    /// Commands run before and after every snapshot of this source, in each destination.
+    pub hooks: crate::external::Hooks,
+}
+
+/// A source that is a command's output (a database dump), stored as one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandSource {
+    /// The command, as an argument vector (no shell).
+    pub argv: Vec<String>,
+    /// The file's name in the snapshot (`app.dump`; paths record `/app.dump`).
+    pub filename: String,
+    /// How often it runs.
+    pub every: Duration,
+    /// The account it runs as, looked up when the configuration was read.
+    pub user: Option<crate::external::RunAs>,
+}
+
+impl SourceConfig {
+    /// What the snapshots of this source record as their paths, for logs and hooks:
+    /// the paths, or `/<filename>` for a command.
+    pub fn label(&self) -> String {
+        match &self.command {
+            Some(c) => format!("/{}", c.filename.trim_start_matches('/')),
+            None => self
+                .paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
 }
 
 /// One repository that receives every source.
@@ -399,8 +435,9 @@ socket = "/run/cairn/control.sock"
             "{p:#?}"
         );
         assert!(
-            p.iter()
-                .any(|m| m.contains("[[source]] has no `paths`: add paths = [\"/srv/data\"]")),
+            p.iter().any(|m| m.contains(
+                "[[source]] has neither `paths` nor `command`: add paths = [\"/srv/data\"]"
+            )),
             "{p:#?}"
         );
         assert!(

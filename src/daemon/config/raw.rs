@@ -43,6 +43,14 @@ pub(super) struct RawSource {
     pub(super) tags: Vec<String>,
     #[serde(default)]
     pub(super) allow_root_change: bool,
+    pub(super) command: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) filename: Option<Spanned<String>>,
+    pub(super) every: Option<Spanned<String>>,
+    pub(super) user: Option<Spanned<String>>,
+    pub(super) before: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) after: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) on_failure: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) hook_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

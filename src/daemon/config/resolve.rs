@@ -4,13 +4,12 @@
 
 use super::destination;
 use super::judge::Ctx;
-use super::raw::{Lines, RawConfig, RawSource};
+use super::raw::{Lines, RawConfig};
 use super::{DEFAULT_JOURNAL_LIMIT, DaemonConfig, PasswordSource, Problem, Schedule, SourceConfig};
 use crate::backend::Location;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use toml::Spanned;
 
 /// Judge every value of a file whose keys are known, section by section; `None` when a
 /// value the model cannot do without is unusable (its problem is in `problems`).
@@ -41,13 +40,6 @@ pub(super) fn resolve(
         None => None,
     };
 
-    // A [[source]] without `paths` was reported by the schema; it is left out here.
-    let raw_sources: Vec<(&Spanned<Vec<Spanned<String>>>, &RawSource)> = raw
-        .source
-        .iter()
-        .filter_map(|s| s.paths.as_ref().map(|p| (p, s)))
-        .collect();
-    let mut sources = Vec::new();
     if raw.source.is_empty() {
         cx.problems.push(Problem {
             line: None,
@@ -55,32 +47,8 @@ pub(super) fn resolve(
                 .into(),
         });
     }
-    for (paths, s) in &raw_sources {
-        if paths.get_ref().is_empty() {
-            cx.problem::<()>(
-                paths.span(),
-                "`paths` is empty: name at least one directory or file to back up".into(),
-            );
-        }
-        let paths: Vec<PathBuf> = paths
-            .get_ref()
-            .iter()
-            .filter_map(|p| cx.abs_path("paths", p))
-            .collect();
-        let excludes: Vec<String> = s.exclude.iter().map(|e| e.get_ref().clone()).collect();
-        for e in &s.exclude {
-            if let Err(why) = crate::exclude::Excludes::new(std::slice::from_ref(e.get_ref())) {
-                cx.problem::<()>(e.span(), format!("`exclude` pattern: {why}"));
-            }
-        }
-        sources.push(SourceConfig {
-            paths,
-            excludes,
-            one_file_system: s.one_file_system,
-            tags: s.tags.clone(),
-            allow_root_change: s.allow_root_change,
-        });
-    }
+    let resolved = super::source::resolve_all(&mut cx, &raw.source);
+    let sources: Vec<SourceConfig> = resolved.iter().map(|(s, _)| s.clone()).collect();
 
     let default_uploads = match &raw.limits.upload_concurrency {
         Some(v) if *v.get_ref() == 0 => cx
@@ -212,11 +180,11 @@ pub(super) fn resolve(
             own.push(("a local destination", p.clone()));
         }
     }
-    for (s, (raw_paths, _)) in sources.iter().zip(&raw_sources) {
+    for (s, span) in &resolved {
         for p in &s.paths {
             if let Some((what, dir)) = own.iter().find(|(_, dir)| p.starts_with(dir)) {
                 cx.problem::<()>(
-                    raw_paths.span(),
+                    span.clone(),
                     format!(
                         "source path {} lies inside {what} ({}): back up a folder outside it, or move {what} elsewhere",
                         p.display(),

@@ -62,12 +62,21 @@ const fn required(name: &'static str, ty: Ty) -> Key {
     }
 }
 
+// A source has `paths` or `command` (one of them, judged in `source`).
 const SOURCE: &[Key] = &[
-    required("paths", Ty::TextList("/srv/data")),
+    key("paths", Ty::TextList("/srv/data")),
     key("exclude", Ty::TextList("*.tmp")),
     key("one_file_system", Ty::Bool),
     key("tags", Ty::TextList("daily")),
     key("allow_root_change", Ty::Bool),
+    key("command", Ty::TextList("pg_dump")),
+    key("filename", Ty::Text("app.dump")),
+    key("every", Ty::Duration("1h")),
+    key("user", Ty::Text("postgres")),
+    key("before", Ty::TextList("/usr/local/bin/prepare")),
+    key("after", Ty::TextList("/usr/local/bin/cleanup")),
+    key("on_failure", Ty::TextList("/usr/local/bin/alert")),
+    key("hook_timeout", Ty::Duration("5m")),
 ];
 const DESTINATION: &[Key] = &[
     required("name", Ty::Text("offsite")),
@@ -166,6 +175,19 @@ pub(super) fn check(
     }
     for name in &unusable {
         table.remove(name.as_str());
+    }
+    // A source is either watched paths or a command: one of the two must be there.
+    if std::ptr::eq(keys, SOURCE) {
+        let has = |name: &str| {
+            table.iter().any(|(k, _)| k.get_ref().as_ref() == name)
+                || unusable.iter().any(|u| u == name)
+        };
+        if !has("paths") && !has("command") {
+            out.push(Problem {
+                line: at.map(|a| lines.of(a)),
+                message: "[[source]] has neither `paths` nor `command`: add paths = [\"/srv/data\"] to back up folders, or command = [\"pg_dump\", \"-Fc\", \"app\"] with filename = \"app.dump\" to store a command's output".into(),
+            });
+        }
     }
     for key in keys.iter().filter(|k| k.required) {
         let present = table.iter().any(|(k, _)| k.get_ref().as_ref() == key.name)

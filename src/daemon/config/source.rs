@@ -1,0 +1,197 @@
+//! Judging `[[source]]` sections: a set of watched paths, or a command whose output is
+//! stored as one file (`command`, `filename`, `every`, `user`), and the hooks around
+//! either (`before`, `after`, `on_failure`, `hook_timeout`). A program that is not
+//! installed, a user that does not exist, and keys that do not fit the kind of source
+//! are reported with their line, before the daemon ever runs them.
+
+use super::judge::Ctx;
+use super::raw::RawSource;
+use super::{CommandSource, MAX_DURATION, SourceConfig};
+use crate::external::{DEFAULT_HOOK_TIMEOUT, Hooks};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+use toml::Spanned;
+
+/// How often a command source runs when `every` is not given.
+pub const DEFAULT_EVERY: Duration = Duration::from_secs(3600);
+
+/// Each usable source, with the span its problems about paths point at.
+pub(super) fn resolve_all(
+    cx: &mut Ctx<'_, '_>,
+    raw: &[RawSource],
+) -> Vec<(SourceConfig, Range<usize>)> {
+    raw.iter().filter_map(|s| resolve_one(cx, s)).collect()
+}
+
+fn resolve_one(cx: &mut Ctx<'_, '_>, s: &RawSource) -> Option<(SourceConfig, Range<usize>)> {
+    let hooks = Hooks {
+        before: argv(cx, "before", &s.before),
+        after: argv(cx, "after", &s.after),
+        on_failure: argv(cx, "on_failure", &s.on_failure),
+        timeout: s
+            .hook_timeout
+            .as_ref()
+            .and_then(|v| duration(cx, "hook_timeout", v))
+            .unwrap_or(DEFAULT_HOOK_TIMEOUT),
+    };
+    let base = SourceConfig {
+        paths: Vec::new(),
+        excludes: Vec::new(),
+        one_file_system: s.one_file_system,
+        tags: s.tags.clone(),
+        allow_root_change: s.allow_root_change,
+        command: None,
+        hooks,
+    };
+    match (&s.paths, &s.command) {
+        (Some(_), Some(c)) => cx.problem(
+            c.span(),
+            "this [[source]] has both `paths` and `command`: keep one, and put the other in a [[source]] of its own (a command's output is stored as one file; paths are watched)".into(),
+        ),
+        // Reported by the schema, which knows the section's line.
+        (None, None) => None,
+        (Some(paths), None) => {
+            for (key, v) in [("filename", &s.filename), ("every", &s.every), ("user", &s.user)] {
+                if let Some(v) = v {
+                    cx.problem::<()>(
+                        v.span(),
+                        format!("`{key}` applies to a source with `command` only: remove it, or replace `paths` with a `command`"),
+                    );
+                }
+            }
+            paths_source(cx, paths, s, base)
+        }
+        (None, Some(command)) => command_source(cx, command, s, base),
+    }
+}
+
+/// A source of watched paths.
+fn paths_source(
+    cx: &mut Ctx<'_, '_>,
+    paths: &Spanned<Vec<Spanned<String>>>,
+    s: &RawSource,
+    mut base: SourceConfig,
+) -> Option<(SourceConfig, Range<usize>)> {
+    if paths.get_ref().is_empty() {
+        cx.problem::<()>(
+            paths.span(),
+            "`paths` is empty: name at least one directory or file to back up".into(),
+        );
+    }
+    base.paths = paths
+        .get_ref()
+        .iter()
+        .filter_map(|p| cx.abs_path("paths", p))
+        .collect::<Vec<PathBuf>>();
+    base.excludes = s.exclude.iter().map(|e| e.get_ref().clone()).collect();
+    for e in &s.exclude {
+        if let Err(why) = crate::exclude::Excludes::new(std::slice::from_ref(e.get_ref())) {
+            cx.problem::<()>(e.span(), format!("`exclude` pattern: {why}"));
+        }
+    }
+    Some((base, paths.span()))
+}
+
+/// A source that is a command's output.
+fn command_source(
+    cx: &mut Ctx<'_, '_>,
+    command: &Spanned<Vec<Spanned<String>>>,
+    s: &RawSource,
+    mut base: SourceConfig,
+) -> Option<(SourceConfig, Range<usize>)> {
+    if let Some(e) = s.exclude.first() {
+        cx.problem::<()>(
+            e.span(),
+            "`exclude` applies to `paths` only: a command's output is stored whole; remove it"
+                .into(),
+        );
+    }
+    let argv = argv(cx, "command", &Some(command.clone()));
+    let filename = match &s.filename {
+        None => cx.problem(
+            command.span(),
+            "a [[source]] with `command` needs `filename`, the name its output is stored under: add filename = \"app.dump\"".into(),
+        ),
+        Some(f) => match crate::backup::stream_path(f.get_ref()) {
+            Ok(parts) => Some(parts.join("/")),
+            Err(_) => cx.problem(
+                f.span(),
+                format!(
+                    "`filename` = {:?} is not a plain file name: write it like \"app.dump\" or \"db/app.dump\" (no empty, `.` or `..` parts)",
+                    f.get_ref()
+                ),
+            ),
+        },
+    };
+    let every = match &s.every {
+        Some(v) => duration(cx, "every", v),
+        None => Some(DEFAULT_EVERY),
+    };
+    let user = match &s.user {
+        None => Some(None),
+        Some(u) => match crate::external::lookup(u.get_ref()) {
+            Ok(who) => Some(Some(who)),
+            Err(why) => cx.problem(u.span(), format!("`user`: {why}")),
+        },
+    };
+    base.command = Some(CommandSource {
+        argv: argv?,
+        filename: filename?,
+        every: every?,
+        user: user?,
+    });
+    Some((base, command.span()))
+}
+
+/// A hook's or command's argument vector: not empty, and its program installed.
+fn argv(
+    cx: &mut Ctx<'_, '_>,
+    key: &str,
+    v: &Option<Spanned<Vec<Spanned<String>>>>,
+) -> Option<Vec<String>> {
+    let v = v.as_ref()?;
+    let Some(program) = v.get_ref().first() else {
+        return cx.problem(
+            v.span(),
+            format!("`{key}` is empty: write the program and its arguments, e.g. {key} = [\"pg_dump\", \"-Fc\", \"app\"] (no shell runs it; write [\"sh\", \"-c\", \"...\"] for one)"),
+        );
+    };
+    if crate::external::find_program(program.get_ref()).is_none() {
+        let where_ = if program.get_ref().contains('/') {
+            "there is no executable file there".to_string()
+        } else {
+            "it is not found in PATH".to_string()
+        };
+        return cx.problem(
+            program.span(),
+            format!(
+                "`{key}` runs {:?}, but {where_}: install it, or write its full path",
+                program.get_ref()
+            ),
+        );
+    }
+    Some(v.get_ref().iter().map(|a| a.get_ref().clone()).collect())
+}
+
+/// A source's duration (`every`, `hook_timeout`): at least a second, at most a year.
+fn duration(cx: &mut Ctx<'_, '_>, key: &str, v: &Spanned<String>) -> Option<Duration> {
+    match humantime::parse_duration(v.get_ref()) {
+        Ok(d) if d < Duration::from_secs(1) => cx.problem(
+            v.span(),
+            format!("`{key}` = {:?} is shorter than a second: write at least \"1s\"", v.get_ref()),
+        ),
+        Ok(d) if d > MAX_DURATION => cx.problem(
+            v.span(),
+            format!("`{key}` = {:?} is longer than a year: choose a shorter one", v.get_ref()),
+        ),
+        Ok(d) => Some(d),
+        Err(e) => cx.problem(
+            v.span(),
+            format!(
+                "`{key}` = {:?} is not a duration ({e}): write it like \"1h\", \"30m\" or \"1h 30m\"",
+                v.get_ref()
+            ),
+        ),
+    }
+}
