@@ -398,3 +398,49 @@ fn a_missing_repository_folder_the_daemon_reached_before_is_a_problem() {
     assert!(!out.contains("not created yet"), "{out}");
     assert!(!env.path("disk/cairn").exists());
 }
+
+#[test]
+fn command_sources_and_hooks_are_judged_with_their_lines() {
+    let env = scratch();
+    let pw = secret_file(&env, "pw", "passphrase\n");
+    let config = env.path("cairn.toml");
+    let text = format!(
+        "{}[[source]]\npaths = [\"/srv\"]\ncommand = [\"true\"]\n\n[[source]]\ncommand = [\"pg_dump_not_installed\", \"app\"]\nfilename = \"app.dump\"\nuser = \"no-such-user-here\"\nevery = \"soon\"\nbefore = []\nafter = [\"/nowhere/cleanup\"]\n\n[[source]]\ncommand = [\"true\"]\nexclude = [\"*.tmp\"]\n\n[[source]]\ntags = [\"x\"]\n\n[[destination]]\nname = \"local\"\nrepo = {:?}\n",
+        head(&env, &pw),
+        env.path("repo")
+    );
+    std::fs::write(&config, &text).expect("write");
+    let (code, _, err) = check(&env, &config, &["--offline"]);
+    assert_eq!(code, Some(1), "{err}");
+    for (line, want) in [
+        (12, "has both `paths` and `command`: keep one"),
+        (
+            15,
+            "`command` runs \"pg_dump_not_installed\", but it is not found in PATH: install it, or write its full path",
+        ),
+        (
+            17,
+            "`user`: user \"no-such-user-here\" does not exist on this machine",
+        ),
+        (18, "`every` = \"soon\" is not a duration"),
+        (19, "`before` is empty: write the program and its arguments"),
+        (
+            20,
+            "`after` runs \"/nowhere/cleanup\", but there is no executable file there",
+        ),
+        (23, "a [[source]] with `command` needs `filename`"),
+        (24, "`exclude` applies to `paths` only"),
+        (26, "[[source]] has neither `paths` nor `command`"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("line {line}: ")) && l.contains(want)),
+            "line {line}: {want:?} not reported:\n{err}\n{}",
+            text.lines()
+                .enumerate()
+                .map(|(i, l)| format!("{:>3} {l}", i + 1))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}

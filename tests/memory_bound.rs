@@ -76,3 +76,56 @@ fn large_file_backup_and_restore_stay_under_memory_bound() {
         (FILE_MIB as u64) << 20
     );
 }
+
+#[test]
+fn a_4_gib_stream_from_a_command_stays_under_the_memory_bound() {
+    const LIMIT_MIB: u64 = 200;
+    const BLOCKS: usize = 8;
+    const ROUNDS: usize = 64;
+    let env = Env::init();
+    // 64 MiB of distinct data (eight 8 MiB blocks, a third of it compressible), written
+    // out 64 times: 4 GiB through the chunker and hashing, the first 64 MiB sealed and
+    // packed, the rest found stored already, as a dump of a mostly unchanged database.
+    let dir = env.path("blocks");
+    fs::create_dir_all(&dir).expect("mkdir");
+    let mut names = Vec::new();
+    for i in 0..BLOCKS {
+        let name = format!("b{i}");
+        let data = if i % 3 == 2 {
+            vec![b'x'; 8 << 20]
+        } else {
+            pseudo_random(8 << 20, 100 + i as u64)
+        };
+        fs::write(dir.join(&name), data).expect("write block");
+        names.push(name);
+    }
+    let script = format!(
+        "cd {} && i=0; while [ $i -lt {ROUNDS} ]; do cat {}; i=$((i+1)); done",
+        dir.display(),
+        names.join(" ")
+    );
+    let (code, kib) = run_and_measure(env.cmd(&[
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "big.dump",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    assert_eq!(code, 0, "stream backup failed");
+    println!("peak RSS for a 4 GiB stream: {} MiB", kib / 1024);
+    assert!(
+        kib / 1024 < LIMIT_MIB,
+        "stream backup peaked at {} MiB",
+        kib / 1024
+    );
+    let out = env.ok(&["snapshots", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        list[0]["summary"]["total_bytes_processed"],
+        (BLOCKS * ROUNDS * (8 << 20)) as u64,
+        "the whole stream is in the snapshot"
+    );
+}

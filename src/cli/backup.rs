@@ -2,102 +2,20 @@
 //! snapshot of this host and paths as its parent; or, with `--now`, a request to the
 //! running daemon for a snapshot in every destination.
 
+pub(crate) use super::backup_args::BackupArgs;
+use super::backup_args::parse_time;
+use super::backup_summary::{print_summary, print_warnings};
 use super::common::{self, RepoArgs};
 use super::exit::EXIT_WARNINGS;
-use super::output::count;
-use super::progress::{Output, Reporter, bytes};
-use super::stdout::outln;
+use super::progress::{Output, Reporter};
 use super::{hostname, now_rfc3339, username};
-use anyhow::{Context, Result};
-use cairn::backup::{BackupContext, BackupOptions, BackupReport, backup_with};
+use anyhow::Result;
+use cairn::backup::{BackupContext, BackupOptions, backup_with};
 use cairn::cache::MetadataCache;
-use cairn::daemon::config;
 use cairn::hash::SnapshotId;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio::runtime::Runtime;
-
-/// `cairn backup` arguments.
-#[derive(Debug, clap::Args)]
-pub(crate) struct BackupArgs {
-    /// Where the repository is and how to open it.
-    #[command(flatten)]
-    pub(crate) repo: super::RepoArgs,
-    /// Files and directories to back up; with --stdin-from-command, the command and its
-    /// arguments (after `--`).
-    #[arg(required_unless_present_any = ["now", "stdin"])]
-    pub(super) paths: Vec<PathBuf>,
-    /// Ask the running daemon for a snapshot in every destination now, and wait.
-    #[arg(long, conflicts_with_all = ["tags", "host", "time", "excludes", "one_file_system", "upload_concurrency", "stdin", "stdin_from_command", "before", "after", "on_failure"])]
-    now: bool,
-    /// Store what arrives on standard input as one file (see --stdin-filename), e.g.
-    /// `pg_dump -Fc app | cairn backup --stdin --stdin-filename app.dump`.
-    #[arg(long, conflicts_with_all = ["excludes", "one_file_system", "stdin_from_command"])]
-    pub(super) stdin: bool,
-    /// Run the command given after `--` and store its output as one file; the snapshot
-    /// is saved only if the command exits 0, e.g. `cairn backup --stdin-from-command
-    /// --stdin-filename app.dump -- pg_dump -Fc app`.
-    #[arg(long, conflicts_with_all = ["excludes", "one_file_system"])]
-    pub(super) stdin_from_command: bool,
-    /// The name of the stored file for --stdin and --stdin-from-command (default
-    /// "stdin"); may name folders too ("db/app.dump").
-    #[arg(long, value_name = "NAME")]
-    pub(super) stdin_filename: Option<String>,
-    /// Run this command before the snapshot (split into words like a shell would, but
-    /// not run by one: write `sh -c '...'` for pipes); if it fails, no snapshot is made.
-    #[arg(long, value_name = "COMMAND")]
-    pub(super) before: Option<String>,
-    /// Run this command after the snapshot, whether it was saved or not (it gets
-    /// CAIRN_SNAPSHOT_ID when it was, CAIRN_ERROR when not).
-    #[arg(long, value_name = "COMMAND")]
-    pub(super) after: Option<String>,
-    /// Run this command when the backup or a hook failed (it gets CAIRN_ERROR).
-    #[arg(long, value_name = "COMMAND")]
-    pub(super) on_failure: Option<String>,
-    /// How long each hook may run before it is stopped (default 5m).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub(super) hook_timeout: Option<std::time::Duration>,
-    /// Daemon configuration (with --now: where to find its control socket).
-    #[arg(long, default_value = config::DEFAULT_CONFIG)]
-    config: PathBuf,
-    /// Control socket of the daemon (with --now), instead of the configuration's.
-    #[arg(long)]
-    socket: Option<PathBuf>,
-    /// Tag the snapshot (repeatable).
-    #[arg(long = "tag")]
-    pub(super) tags: Vec<String>,
-    /// Host name to record instead of this machine's.
-    #[arg(long)]
-    pub(super) host: Option<String>,
-    /// Snapshot time to record, RFC 3339 (default: now).
-    #[arg(long)]
-    pub(super) time: Option<String>,
-    /// Exclude entries matching a glob (repeatable).
-    #[arg(short = 'e', long = "exclude")]
-    excludes: Vec<String>,
-    /// Do not cross into other file systems below the given paths.
-    #[arg(short = 'x', long)]
-    one_file_system: bool,
-    /// Keep no local metadata cache (by default trees and index objects are kept in
-    /// $CAIRN_CACHE_DIR, else $XDG_CACHE_HOME/cairn or ~/.cache/cairn, so the next
-    /// backup compares against its parent without downloading it).
-    #[arg(long)]
-    pub(super) no_cache: bool,
-    /// Pack uploads in flight at once (default 2). Each holds a pack in memory; more
-    /// keep a distant or slow link busy. Past 8, raise `-o s3.connections` as well.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub(super) upload_concurrency: Option<u16>,
-}
-
-/// Normalise a user-given RFC 3339 time.
-pub(super) fn parse_time(t: &str) -> Result<String> {
-    use time::format_description::well_known::Rfc3339;
-    let parsed = time::OffsetDateTime::parse(t, &Rfc3339).with_context(|| {
-        format!("--time {t:?} is not an RFC 3339 time: write it like 2026-01-31T14:00:00Z")
-    })?;
-    Ok(parsed.format(&Rfc3339)?)
-}
 
 /// `cairn backup`: exits [`EXIT_WARNINGS`] when the snapshot was saved but some paths
 /// could not be stored or never stood still, so scripts notice an incomplete snapshot.
@@ -195,80 +113,4 @@ fn run_paths(
     }
     print_warnings(&report);
     Ok((EXIT_WARNINGS, report.id))
-}
-
-/// The snapshot's summary: a JSON line, or three lines on stderr and the id on stdout.
-pub(super) fn print_summary(report: &BackupReport, seconds: f64, out: Output) -> Result<()> {
-    let sum = report.snapshot.summary.clone().unwrap_or_default();
-    if out.json() {
-        // The summary's fields, then the id and the skipped paths themselves in place of
-        // their count.
-        let mut v = serde_json::to_value(&sum)?;
-        v["message_type"] = "summary".into();
-        // Always present here, though the stored summary leaves a 0 out.
-        v["files_removed"] = sum.files_removed.into();
-        v["snapshot_id"] = report.id.to_hex().into();
-        v["total_duration"] = ((seconds * 1000.0).round() / 1000.0).into();
-        v["warnings"] = report
-            .warnings
-            .iter()
-            .map(|w| {
-                serde_json::json!({
-                    "path": w.path.to_string_lossy(),
-                    "reason": w.reason,
-                    "stored": w.stored,
-                })
-            })
-            .collect();
-        outln!("{v}")?;
-    } else {
-        eprintln!(
-            "Files:   {} new, {} changed, {} unmodified, removed {} ({})",
-            sum.files_new,
-            sum.files_changed,
-            sum.files_unmodified,
-            count(sum.files_removed, "file"),
-            count(sum.dirs_processed, "directory")
-        );
-        eprintln!(
-            "Added:   {} ({} stored after compression and encryption) in {}",
-            bytes(sum.data_added),
-            bytes(sum.data_added_packed),
-            count(sum.data_blobs + sum.tree_blobs, "blob"),
-        );
-        eprintln!(
-            "Total:   {}, {}; read {} in {:.1} s",
-            count(sum.total_files_processed, "file"),
-            bytes(sum.total_bytes_processed),
-            bytes(sum.data_read),
-            seconds
-        );
-        outln!("snapshot {} saved", report.id.to_hex())?;
-    }
-    Ok(())
-}
-
-/// The paths the snapshot lacks and those stored while they changed, said even with
-/// `--json` and `--quiet`, since the snapshot is not what a clean backup would hold.
-fn print_warnings(report: &BackupReport) {
-    let (changing, skipped): (Vec<_>, Vec<_>) = report.warnings.iter().partition(|w| w.stored);
-    if !skipped.is_empty() {
-        eprintln!(
-            "warning: {} could not be stored (the snapshot has everything else):",
-            count(skipped.len() as u64, "path")
-        );
-        for w in skipped {
-            eprintln!("  {}: {}", w.path.display(), w.reason);
-        }
-    }
-    if !changing.is_empty() {
-        eprintln!(
-            "warning: {} never stood still and {} stored as read, marked as changing (a restore names them):",
-            count(changing.len() as u64, "file"),
-            if changing.len() == 1 { "is" } else { "are" }
-        );
-        for w in changing {
-            eprintln!("  {}: {}", w.path.display(), w.reason);
-        }
-    }
 }

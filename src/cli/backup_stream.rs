@@ -3,7 +3,8 @@
 //! command's snapshot is saved only if it exits 0 and all of its output was stored;
 //! otherwise cairn exits 1 saying how the command ended and the end of its error output.
 
-use super::backup::{BackupArgs, parse_time, print_summary};
+use super::backup_args::{BackupArgs, parse_time};
+use super::backup_summary::print_summary;
 use super::common::{self, RepoArgs};
 use super::progress::{Output, Reporter};
 use super::{hostname, now_rfc3339, username};

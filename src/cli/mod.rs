@@ -5,7 +5,9 @@
 
 pub mod args;
 pub mod backup;
+pub mod backup_args;
 pub mod backup_stream;
+pub mod backup_summary;
 pub mod check;
 pub mod common;
 pub mod config_check;

@@ -177,7 +177,7 @@ pub(super) fn check(
         table.remove(name.as_str());
     }
     // A source is either watched paths or a command: one of the two must be there.
-    if std::ptr::eq(keys, SOURCE) {
+    if prefix == "source." {
         let has = |name: &str| {
             table.iter().any(|(k, _)| k.get_ref().as_ref() == name)
                 || unusable.iter().any(|u| u == name)
