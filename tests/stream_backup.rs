@@ -98,6 +98,38 @@ fn stdin_from_a_terminal_or_with_paths_is_refused_with_the_fix() {
 }
 
 #[test]
+fn a_command_never_sees_the_passphrase() {
+    let env = Env::init();
+    let pass = fs::read_to_string(&env.password_file).expect("passphrase");
+    let out = env
+        .cmd(&[
+            "backup",
+            "--stdin-from-command",
+            "--stdin-filename",
+            "env.txt",
+            "--",
+            "sh",
+            "-c",
+            "echo \"${CAIRN_PASSWORD:-unset} ${CAIRN_PASSWORD_FILE:-unset}\"",
+        ])
+        .env("CAIRN_PASSWORD", pass.trim())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", describe(&out));
+    let target = env.path("t");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().expect("utf8"),
+    ]);
+    assert_eq!(
+        fs::read_to_string(target.join("env.txt")).expect("stored"),
+        "unset unset\n"
+    );
+}
+
+#[test]
 fn a_command_that_fails_saves_nothing_and_says_how_it_ended() {
     let env = Env::init();
     // Several MiB of output first: the failure comes after data was stored.

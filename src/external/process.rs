@@ -27,6 +27,23 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
 }
 
+/// cairn's own secrets in its environment, never passed to a command or hook.
+const PRIVATE_VARS: &[&str] = &[
+    "CAIRN_PASSWORD",
+    "CAIRN_PASSWORD_FILE",
+    "CAIRN_PASSWORD_COMMAND",
+];
+
+/// Storage credentials, not passed to a command that runs as another user.
+const CREDENTIAL_VARS: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_PROFILE",
+    "CREDENTIALS_DIRECTORY",
+];
+
 /// Lines of error output kept for the message of a failed command.
 const TAIL_LINES: usize = 10;
 /// Bytes of one kept line, at most.
@@ -113,6 +130,16 @@ pub(super) fn spawn(spec: &Spec) -> Result<Child> {
         ));
     };
     let mut cmd = Command::new(program);
+    // The repository's passphrase is cairn's alone: a dump or a hook never sees it, and a
+    // command run as another user does not get cairn's storage credentials either.
+    for var in PRIVATE_VARS {
+        cmd.env_remove(var);
+    }
+    if spec.user.is_some() {
+        for var in CREDENTIAL_VARS {
+            cmd.env_remove(var);
+        }
+    }
     cmd.args(args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
