@@ -194,8 +194,10 @@ fn a_daemon_whose_dump_or_before_hook_fails_saves_nothing_and_says_why() {
         l.local_addr().expect("addr").port()
     };
     let marker = env.path("before-ran");
+    let runs = env.path("runs");
     let source = format!(
-        "[[source]]\ncommand = [\"sh\", \"-c\", \"echo partial; echo 'pg_dump: error: connection to server failed: No such file or directory' >&2; exit 1\"]\nfilename = \"app.dump\"\n\n[[source]]\ncommand = [\"echo\", \"data\"]\nfilename = \"other.dump\"\nbefore = [\"sh\", \"-c\", \"touch {}; echo 'database is locked' >&2; exit 2\"]\n",
+        "[[source]]\ncommand = [\"sh\", \"-c\", \"echo run >> {}; echo partial; echo 'pg_dump: error: connection to server failed: No such file or directory' >&2; exit 1\"]\nfilename = \"app.dump\"\nevery = \"1h\"\n\n[[source]]\ncommand = [\"echo\", \"data\"]\nfilename = \"other.dump\"\nbefore = [\"sh\", \"-c\", \"touch {}; echo 'database is locked' >&2; exit 2\"]\n",
+        runs.display(),
         marker.display()
     );
     let config = daemon_config(
@@ -239,10 +241,68 @@ fn a_daemon_whose_dump_or_before_hook_fails_saves_nothing_and_says_why() {
         snapshot_ids(&env).is_empty(),
         "a failed source saved a snapshot"
     );
+    // A failing dump runs again on a backoff of its own (30 s first), not every few
+    // seconds with the destination's retries.
+    std::thread::sleep(Duration::from_secs(8));
+    let count = || {
+        fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert_eq!(
+        count(),
+        1,
+        "the failing dump ran again within seconds\n{}",
+        d.log()
+    );
+    assert!(d.log().contains("(runs again in 30s)"), "{}", d.log());
     // `backup --now` runs them again and reports the failure.
     let out = d.cli(&["backup", "--now"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(describe(&out).contains("FAILED"), "{}", describe(&out));
+    assert_eq!(count(), 2);
+    assert!(snapshot_ids(&env).is_empty());
+}
+
+#[test]
+fn stopping_the_daemon_ends_a_dump_that_hangs_and_runs_the_after_hook() {
+    let env = Env::init();
+    let after = env.path("after-ran");
+    // A dump that writes a little, then waits for a lock forever, its child too.
+    let source = format!(
+        "[[source]]\ncommand = [\"sh\", \"-c\", \"echo header; sleep 171 & sleep 172\"]\nfilename = \"app.dump\"\nafter = [\"sh\", \"-c\", \"sleep 1; echo $CAIRN_ERROR > {}\"]\n",
+        after.display()
+    );
+    let config = daemon_config(&env, &source, "");
+    let mut d = Daemon::start(&env, &config);
+    let alive = |pattern: &str| {
+        Command::new("pgrep")
+            .args(["-f", pattern])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let start = std::time::Instant::now();
+    while !alive("sleep 172") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the dump never started\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = d.terminate();
+    assert!(
+        took < Duration::from_secs(10),
+        "the daemon took {took:?} to stop\n{}",
+        d.log()
+    );
+    assert!(
+        !alive("sleep 171") && !alive("sleep 172"),
+        "the dump outlived the daemon"
+    );
+    let said = fs::read_to_string(&after).expect("the after hook ran at shutdown");
+    assert!(said.contains("stopped before completion"), "{said}");
     assert!(snapshot_ids(&env).is_empty());
 }
 

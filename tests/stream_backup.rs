@@ -356,4 +356,31 @@ fn hooks_work_around_a_backup_of_paths_and_a_hanging_hook_is_stopped() {
         "the hung hook held cairn for {took:?}"
     );
     assert_eq!(snapshot_ids(&env).len(), 1);
+
+    // A hook that leaves a job in the background holding its output does not hold the
+    // backup; one whose child ignores SIGTERM is still stopped at its time limit.
+    let started = Instant::now();
+    let out = env.run(&[
+        "backup",
+        "--before",
+        "sh -c 'sleep 30 &'",
+        src.to_str().expect("utf8"),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let stubborn = "sh -c '(trap \"\" TERM; sleep 31) & wait'";
+    let out = env.run(&[
+        "backup",
+        "--before",
+        stubborn,
+        "--hook-timeout",
+        "1s",
+        src.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "background jobs held cairn for {took:?}"
+    );
+    assert_eq!(snapshot_ids(&env).len(), 2);
 }

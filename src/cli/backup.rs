@@ -28,8 +28,8 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, b: &BackupArgs, out: Output) ->
     }
     let hooks = super::backup_stream::hooks(b)?;
     if !hooks.is_empty() {
-        let source = b
-            .paths
+        // The paths as the snapshot records them: absolute and clean.
+        let source = cairn::backup::snapshot_paths(&b.paths)?
             .iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>();

@@ -59,7 +59,10 @@ pub(super) fn with_hooks(
         ("CAIRN_SOURCE".to_string(), source.to_string()),
         (
             "CAIRN_DESTINATION".to_string(),
-            args.repo.clone().unwrap_or_default(),
+            args.repo
+                .clone()
+                .or_else(|| std::env::var("CAIRN_REPOSITORY").ok())
+                .unwrap_or_default(),
         ),
     ];
     let outcome = hooks.around(
@@ -159,7 +162,8 @@ pub(super) fn run(rt: &Runtime, args: &RepoArgs, b: &BackupArgs, out: Output) ->
                 user: None,
                 env: vec![("CAIRN_SOURCE".into(), source.clone())],
             };
-            let (mut child, mut output) = StreamCommand::start(&spec, terminal_log())?;
+            let (mut child, mut output) =
+                StreamCommand::start(&spec, terminal_log(), opts.control.cancel.clone())?;
             let mut finish = || child.finish();
             backup_stream(
                 &repo,

@@ -170,11 +170,24 @@ pub(super) fn run_once(
             Err(Error::Cancelled) => return (made, Err(Error::Cancelled)),
             Err(e) => {
                 let e = for_source(e, src, env.sources.len() > 1);
-                tracing::warn!(destination = %dest.config.name, "{e}");
+                match &src.command {
+                    // A command that failed runs again on a backoff of its own; the
+                    // destination is fine (an unreachable one keeps the work queued).
+                    Some(c) if !e.is_unreachable() => {
+                        let n = memory.command_failures.entry(i).or_insert(0);
+                        *n += 1;
+                        let delay = super::schedule::command_retry_delay(*n, c.every);
+                        memory.command_retries.push((i, delay));
+                        *w = SourceWork::default();
+                        tracing::warn!(destination = %dest.config.name, "{e} (runs again in {})", humantime::format_duration(delay));
+                    }
+                    _ => tracing::warn!(destination = %dest.config.name, "{e}"),
+                }
                 first_error.get_or_insert(e);
                 continue;
             }
         };
+        memory.command_failures.remove(&i);
         if let Some(e) = after_failed {
             let e = for_source(e, src, true);
             tracing::warn!(destination = %dest.config.name, "snapshot {} saved, but {e}", report.id.short());

@@ -73,6 +73,14 @@ pub fn retry_delay(failures: u32) -> Duration {
     Duration::from_secs(secs.min(30))
 }
 
+/// Delay before a command source that failed `failures` times in a row runs again: 30 s
+/// doubling, never longer than its own interval `every` (a dump that fails is tried
+/// again soon, but a failing hourly dump does not run, or alert, every 30 s).
+pub fn command_retry_delay(failures: u32, every: Duration) -> Duration {
+    let secs = 30u64.saturating_mul(1u64 << failures.saturating_sub(1).min(10));
+    Duration::from_secs(secs).min(every)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +169,20 @@ mod tests {
         assert_eq!(
             decide(Instant::now(), &Waiting::default(), &sched()),
             Decision::Idle
+        );
+    }
+
+    #[test]
+    fn a_failing_command_backs_off_up_to_its_interval() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(command_retry_delay(1, hour), Duration::from_secs(30));
+        assert_eq!(command_retry_delay(2, hour), Duration::from_secs(60));
+        assert_eq!(command_retry_delay(5, hour), Duration::from_secs(480));
+        assert_eq!(command_retry_delay(8, hour), hour);
+        assert_eq!(command_retry_delay(99, hour), hour);
+        assert_eq!(
+            command_retry_delay(1, Duration::from_secs(10)),
+            Duration::from_secs(10)
         );
     }
 

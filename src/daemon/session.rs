@@ -43,6 +43,11 @@ pub(super) struct Memory {
     pub(super) retention_at: Option<Instant>,
     /// When the Object Lock of everything still needed was last extended.
     pub(super) locks_extended_at: Option<Instant>,
+    /// Per command source (by index), failures in a row: its next try waits a backoff of
+    /// its own, never longer than its interval, not the destination's 30 s.
+    pub(super) command_failures: std::collections::HashMap<usize, u32>,
+    /// Command sources that failed in the last round, and when each runs again.
+    pub(super) command_retries: Vec<(usize, std::time::Duration)>,
 }
 
 /// A destination's storage stack and its passphrase, ready to open its repository.

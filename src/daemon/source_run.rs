@@ -84,7 +84,8 @@ fn run_command(
         .as_ref()
         .map_or(String::new(), |u| format!(" as {}", u.name));
     tracing::info!(destination = %dest.config.name, "running `{}`{who} for {}", shown(&c.argv), src.label());
-    let (mut child, mut output) = StreamCommand::start(&spec, log.clone())?;
+    let (mut child, mut output) =
+        StreamCommand::start(&spec, log.clone(), dest.control.cancel.clone())?;
     let mut finish = || child.finish();
     backup_stream(
         &s.repo,

@@ -78,6 +78,16 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
         dest.in_round.store(true, Ordering::Relaxed);
         let (made, result) = run_once(&dest, &env, &mut session, &mut memory, &mut work);
         dest.in_round.store(false, Ordering::Relaxed);
+        for (i, delay) in memory.command_retries.drain(..) {
+            let d = dest.clone();
+            env.rt.spawn(async move {
+                tokio::time::sleep(delay).await;
+                d.command_due(i);
+            });
+        }
+        // A source's command or hook that failed says nothing of the destination:
+        // retention and Object Lock upkeep go on.
+        let destination_ok = matches!(&result, Ok(()) | Err(Error::SourceFailed(_)));
         if let Some(s) = session.as_ref() {
             lock(&dest.record).skipped = s
                 .repo
@@ -106,7 +116,7 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
                 r.commits.push_back(Instant::now());
             }
         }
-        if result.is_ok()
+        if destination_ok
             && !fresh.is_empty()
             && let (Some(policy), Some(s)) = (&dest.config.retention, session.as_ref())
             && memory
@@ -138,7 +148,7 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
                 Err(e) => tracing::warn!(destination = %name, "retention not applied: {e}"),
             }
         }
-        if result.is_ok()
+        if destination_ok
             && let (Some(lock), Some(s)) = (dest.config.backend.object_lock, session.as_ref())
             && memory
                 .locks_extended_at

@@ -13,7 +13,7 @@
 //! from the caller; its output goes line by line to the log.
 
 use super::process::{
-    LineSink, Spec, Tail, drain, failure, shown, spawn, status_words, stop_group,
+    LineSink, Spec, Tail, drain, failure, join_for, shown, spawn, status_words, stop_group,
 };
 use crate::error::{Error, Result};
 use crate::hash::SnapshotId;
@@ -70,8 +70,16 @@ impl Hooks {
         } else {
             self.timeout
         };
+        // `after` and `on_failure` run even when the snapshot was stopped (a shutdown):
+        // what `before` set up is undone, bounded by the time limit alone.
+        let unstoppable = RunControl::default();
         let run = |name: &str, argv: &Option<Vec<String>>, extra: Vec<(String, String)>| {
             let Some(argv) = argv else { return Ok(()) };
+            let control = if name == "before" {
+                control
+            } else {
+                &unstoppable
+            };
             let mut all = env.to_vec();
             all.push(("CAIRN_HOOK".into(), name.into()));
             all.extend(extra);
@@ -164,9 +172,7 @@ pub fn run_hook(
         std::thread::sleep(Duration::from_millis(20));
     };
     // A hook that left a child holding its output open must not hold the snapshot up.
-    for r in readers {
-        let _ = r.join();
-    }
+    join_for(readers, Duration::from_secs(2));
     let status = ended?;
     if status.success() {
         Ok(())

@@ -5,10 +5,12 @@
 
 pub mod hook;
 pub mod process;
+pub mod stream_command;
 pub mod user;
 
 pub use hook::{DEFAULT_HOOK_TIMEOUT, Hooks, Outcome};
-pub use process::{LineSink, Spec, StreamCommand, shown};
+pub use process::{LineSink, Spec, shown};
+pub use stream_command::StreamCommand;
 pub use user::{RunAs, lookup};
 
 /// Where a program named in a configuration would be found: itself when it has a `/`,

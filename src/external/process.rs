@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -160,25 +160,63 @@ pub(super) fn spawn(spec: &Spec) -> Result<Child> {
     })
 }
 
-/// End a command and everything it started: SIGTERM to its process group, SIGKILL if
-/// it is still there after a grace period. Reaps the child.
+/// Whether `child` has ended, without reaping it: its process id (and group id) stay
+/// its own until it is reaped, so signals to its group cannot reach a newcomer.
+pub(super) fn has_exited(child: &Child) -> bool {
+    // SAFETY: siginfo_t is plain data that waitid fills; WNOWAIT leaves the child
+    // waitable, WNOHANG returns at once.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            child.id() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: si_pid is set by waitid when a child was found (0 while it runs).
+    rc != 0 || unsafe { info.si_pid() } != 0
+}
+
+/// How long a stopped command's group has to end after SIGTERM before SIGKILL.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Signal the process group `child` leads (made with `process_group(0)`); a group that
+/// is already gone is no error.
+pub(super) fn signal_group(child: &Child, signal: libc::c_int) {
+    // SAFETY: kill on the group of a child that has not been reaped yet (callers make
+    // sure), so the id is still ours.
+    unsafe { libc::kill(-(child.id() as libc::pid_t), signal) };
+}
+
+/// End a command and everything it started: SIGTERM to its process group, SIGKILL to
+/// what is left of the group after a grace period (or once the leader is gone: a child
+/// that ignores SIGTERM must not outlive it), then reap the leader.
 pub(super) fn stop_group(child: &mut Child) {
-    let pgid = child.id() as libc::pid_t;
-    if matches!(child.try_wait(), Ok(Some(_))) {
-        return;
-    }
-    // SAFETY: kill on the process group this child leads (made with process_group(0)).
-    unsafe { libc::kill(-pgid, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
+    if !has_exited(child) {
+        signal_group(child, libc::SIGTERM);
+        let deadline = Instant::now() + GRACE;
+        while Instant::now() < deadline && !has_exited(child) {
+            std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    // SAFETY: as above.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    signal_group(child, libc::SIGKILL);
     let _ = child.wait();
+}
+
+/// Wait for the threads reading a command's output, but not past `limit`: a process it
+/// left running in the background may hold its pipes open for good. Those not done by
+/// then are left to end on their own.
+pub(super) fn join_for(readers: Vec<JoinHandle<()>>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    for r in readers {
+        while !r.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if r.is_finished() {
+            let _ = r.join();
+        }
+    }
 }
 
 /// How a command ended, in words: "exited with status 3", "was killed by signal 9".
@@ -187,73 +225,6 @@ pub fn status_words(status: ExitStatus) -> String {
         (Some(c), _) => format!("exited with status {c}"),
         (None, Some(s)) => format!("was killed by signal {s}"),
         _ => "ended abnormally".into(),
-    }
-}
-
-/// A command whose standard output is a backup's stream. Dropped before [`Self::finish`],
-/// it stops the command (the stream was abandoned).
-pub struct StreamCommand {
-    child: Child,
-    argv: Vec<String>,
-    tail: Arc<Tail>,
-    stderr: Option<JoinHandle<()>>,
-    finished: bool,
-}
-
-impl StreamCommand {
-    /// Start the command; its output is read from the returned pipe. Its error output
-    /// goes to `log` line by line.
-    pub fn start(spec: &Spec, log: LineSink) -> Result<(StreamCommand, ChildStdout)> {
-        let mut child = spawn(spec)?;
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            stop_group(&mut child);
-            return Err(Error::Internal("a command's pipes were not made".into()));
-        };
-        let tail = Arc::new(Tail::default());
-        let prefix = String::new();
-        let stderr = drain(stderr, log, prefix, Some(tail.clone()));
-        Ok((
-            StreamCommand {
-                child,
-                argv: spec.argv.clone(),
-                tail,
-                stderr: Some(stderr),
-                finished: false,
-            },
-            stdout,
-        ))
-    }
-
-    /// Wait for the command to end (its output was read to the end); an error unless it
-    /// exited 0, with its status and the end of its error output.
-    pub fn finish(&mut self) -> Result<()> {
-        let status = self
-            .child
-            .wait()
-            .map_err(|e| Error::io("wait for the command", &self.argv[0], e))?;
-        self.finished = true;
-        if let Some(h) = self.stderr.take() {
-            let _ = h.join();
-        }
-        if status.success() {
-            return Ok(());
-        }
-        Err(Error::SourceFailed(failure(
-            &format!("command `{}`", shown(&self.argv)),
-            &format!("{}, so nothing was saved", status_words(status)),
-            &self.tail.text(),
-        )))
-    }
-}
-
-impl Drop for StreamCommand {
-    fn drop(&mut self) {
-        if !self.finished {
-            stop_group(&mut self.child);
-        }
-        if let Some(h) = self.stderr.take() {
-            let _ = h.join();
-        }
     }
 }
 

@@ -34,18 +34,29 @@ pub fn lookup(name: &str) -> Result<RunAs, String> {
     // SAFETY: passwd is plain data that getpwnam_r fills; buf outlives every use of the
     // pointers it sets, which are copied out below.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    let rc = unsafe {
-        libc::getpwnam_r(
-            cname.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut found,
-        )
-    };
-    if rc != 0 || found.is_null() {
-        return Err(missing());
+    loop {
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: as above; buf.len() is the room getpwnam_r may use.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        match rc {
+            0 if found.is_null() => return Err(missing()),
+            0 => break,
+            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            e => {
+                return Err(format!(
+                    "user {name:?} could not be looked up: {}; check the system's account database (nsswitch, LDAP, sssd)",
+                    std::io::Error::from_raw_os_error(e)
+                ));
+            }
+        }
     }
     // SAFETY: getpwnam_r succeeded, so pw_dir points into buf as a NUL-terminated string.
     let home = unsafe { CStr::from_ptr(pwd.pw_dir) }
@@ -78,24 +89,39 @@ pub fn lookup(name: &str) -> Result<RunAs, String> {
 }
 
 /// Whether this process may start commands as `who`: only root may switch users, and
-/// anyone may "switch" to themselves.
+/// only while it keeps the capabilities to (a systemd unit's `CapabilityBoundingSet=`
+/// may have dropped them); anyone may "switch" to themselves. The error names the fix.
 pub fn may_run_as(who: &RunAs) -> Result<(), String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
-    if me == 0 || me == who.uid {
-        Ok(())
-    } else {
-        Err(format!(
+    if me == who.uid {
+        return Ok(());
+    }
+    if me != 0 {
+        return Err(format!(
             "cannot run commands as user {:?}: cairn runs as uid {me}, and only root can start a process as another user; run the daemon as root, or leave `user` out",
             who.name
-        ))
+        ));
     }
+    // CAP_SETGID is 6 and CAP_SETUID 7 in every Linux ABI.
+    // SAFETY: PR_CAPBSET_READ only reads this process's bounding set.
+    let kept =
+        |cap: libc::c_ulong| unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) } == 1;
+    if !(kept(6) && kept(7)) {
+        return Err(format!(
+            "cannot run commands as user {:?}: cairn runs without the capabilities CAP_SETUID and CAP_SETGID (a systemd unit's CapabilityBoundingSet= drops them); `systemctl edit cairn` and add [Service] CapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_SETUID CAP_SETGID, or leave `user` out",
+            who.name
+        ));
+    }
+    Ok(())
 }
 
 /// Make `cmd` run as `who`: its groups, group and user are set in the child before
 /// exec, its working directory and `HOME`, `USER` and `LOGNAME` are the account's.
 pub fn apply(cmd: &mut Command, who: &RunAs) {
     let (uid, gid, groups) = (who.uid, who.gid, who.groups.clone());
+    // SAFETY: geteuid/getegid have no preconditions and cannot fail.
+    let same = unsafe { libc::geteuid() == uid && libc::getegid() == gid };
     let home = if who.home.is_dir() {
         who.home.clone()
     } else {
@@ -105,6 +131,10 @@ pub fn apply(cmd: &mut Command, who: &RunAs) {
         .env("HOME", &who.home)
         .env("USER", &who.name)
         .env("LOGNAME", &who.name);
+    if same {
+        // Already this user (a daemon run as `postgres` with `user = "postgres"`).
+        return;
+    }
     // SAFETY: the closure runs in the child between fork and exec and calls only
     // setgroups, setgid and setuid, which are async-signal-safe; `groups` was built
     // before the fork and is only read.

@@ -130,7 +130,10 @@ fn command_source(
     };
     let user = match &s.user {
         None => Some(None),
-        Some(u) => match crate::external::lookup(u.get_ref()) {
+        Some(u) => match crate::external::lookup(u.get_ref()).and_then(|who| {
+            crate::external::user::may_run_as(&who)?;
+            Ok(who)
+        }) {
             Ok(who) => Some(Some(who)),
             Err(why) => cx.problem(u.span(), format!("`user`: {why}")),
         },
