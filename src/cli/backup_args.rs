@@ -18,8 +18,9 @@ pub(crate) struct BackupArgs {
     /// Ask the running daemon for a snapshot in every destination now, and wait.
     #[arg(long, conflicts_with_all = ["tags", "host", "time", "excludes", "one_file_system", "upload_concurrency", "stdin", "stdin_from_command", "before", "after", "on_failure"])]
     pub(crate) now: bool,
-    /// Store what arrives on standard input as one file (see --stdin-filename), e.g.
-    /// `pg_dump -Fc app | cairn backup --stdin --stdin-filename app.dump`.
+    /// Store what arrives on standard input as one file (see --stdin-filename). At the
+    /// end of a pipe cairn cannot tell a program that failed from one that finished:
+    /// for a dump, use --stdin-from-command, which saves only if it exits 0.
     #[arg(long, conflicts_with_all = ["excludes", "one_file_system", "stdin_from_command"])]
     pub(crate) stdin: bool,
     /// Run the command given after `--` and store its output as one file; the snapshot

@@ -104,7 +104,7 @@ pub(super) fn run(rt: &Runtime, args: &RepoArgs, b: &BackupArgs, out: Output) ->
         }
         if std::io::stdin().is_terminal() {
             bail!(
-                "--stdin reads standard input, which is a terminal: pipe the data in, e.g. `pg_dump -Fc app | cairn backup --stdin --stdin-filename app.dump`"
+                "--stdin reads standard input, which is a terminal: pipe the data in (`tar -cf - dir | cairn backup --stdin --stdin-filename dir.tar`), or let cairn run the program: `cairn backup --stdin-from-command --stdin-filename app.dump -- pg_dump -Fc app`"
             );
         }
         Vec::new()
