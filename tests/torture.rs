@@ -469,9 +469,14 @@ fn source_torture(seed: u64) {
                 continue;
             }
             let data = fs::read(e.path()).expect("read");
+            // Every state the file really had is one version, or a prefix of one while a
+            // slow rewrite was under way: a writer preempted for longer than the reader's
+            // settle time (20 ms; CI's two cores under load do that) is indistinguishable
+            // from one that finished, and a prefix is what the file held at that instant.
+            // Torn is anything else: bytes of two versions, or more than a version holds.
             let consistent = match data.first() {
                 None => true,
-                Some(&v) => data.len() == version_len(v) && data.iter().all(|b| *b == v),
+                Some(&v) => data.len() <= version_len(v) && data.iter().all(|b| *b == v),
             };
             assert!(
                 consistent,
