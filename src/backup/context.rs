@@ -125,6 +125,18 @@ impl BackupContext {
         std::mem::take(&mut self.rewritten)
     }
 
+    /// Take in what a run of this context stored (the packer's index objects, with what
+    /// they list): a failed refresh later (a destination going down) must not make the
+    /// next run store it again, and it needs no reading back.
+    pub(super) fn add_stored(&mut self, packed: &crate::packer::PackerStats) {
+        for (id, packs) in &packed.indexes {
+            for p in packs {
+                self.index.add_pack(p);
+            }
+            self.loaded.insert(*id);
+        }
+    }
+
     /// Add packs stored elsewhere that will reach this repository before any snapshot
     /// that relies on them (a journal's), without counting their index objects as this
     /// repository's.

@@ -34,7 +34,9 @@ mod walk;
 pub use context::BackupContext;
 pub use parent::parent_in;
 pub use roots::{clean_absolute, prepare_roots, snapshot_paths};
-pub use stream::{DEFAULT_STREAM_NAME, StreamOptions, backup_stream, stream_path};
+pub use stream::{
+    DEFAULT_STREAM_NAME, StreamOptions, backup_command, backup_stream, command_origin, stream_path,
+};
 
 use crate::changes::ChangedPaths;
 use crate::error::Result;

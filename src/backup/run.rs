@@ -48,7 +48,6 @@ pub(super) fn run(
     let find_parent = find_parent(repo, opts, &roots);
     let ((), parent) = rt.block_on(async { tokio::join!(cleanup, find_parent) });
     let parent = parent?;
-    let cache = ctx.cache.as_ref();
     // Without a parent there is nothing to carry over: compare everything.
     let changed = opts.changed.as_ref().filter(|_| parent.is_some());
 
@@ -57,7 +56,7 @@ pub(super) fn run(
         rt,
         opts,
         index: &ctx.index,
-        cache,
+        cache: ctx.cache.as_ref(),
         roots: &roots,
         excludes: &excludes,
         parent: parent.as_ref().map(|(_, p)| p),
@@ -67,14 +66,7 @@ pub(super) fn run(
     // A packer failure explains a walker failure (the walker sees only a closed channel).
     read?;
     let packed = packed??;
-    // What this run stored is known without reading the index back: a failed refresh
-    // later (a destination going down) must not make the next run store it again.
-    for (id, packs) in &packed.indexes {
-        for p in packs {
-            ctx.index.add_pack(p);
-        }
-        ctx.loaded.insert(*id);
-    }
+    ctx.add_stored(&packed);
     let Walked {
         root,
         mut summary,
@@ -119,7 +111,7 @@ pub(super) fn run(
         origin: None,
     };
     let id = rt.block_on(repo.save_snapshot(&snapshot))?;
-    if let (Some(c), Some(seen), true) = (cache, trees_seen, opts.trim_cache) {
+    if let (Some(c), Some(seen), true) = (ctx.cache.as_ref(), trees_seen, opts.trim_cache) {
         c.retain_trees(&seen);
     }
     Ok(BackupReport {

@@ -94,6 +94,27 @@ pub fn backup_stream(
     result
 }
 
+/// The `origin` a snapshot of a command's output records: `command: <command line>`.
+pub fn command_origin(argv: &[String]) -> String {
+    format!("command: {}", crate::external::shown(argv))
+}
+
+/// Run `spec` and store its standard output as [`backup_stream`] does: the snapshot is
+/// saved only if the command exits 0 after all of its output was stored; its error
+/// output goes to `log`; a stop of `opts.control` ends its whole process group.
+pub fn backup_command(
+    repo: &Repository,
+    rt: &Runtime,
+    opts: &StreamOptions,
+    spec: &crate::external::Spec,
+    log: crate::external::LineSink,
+    ctx: &mut BackupContext,
+) -> Result<BackupReport> {
+    let (mut child, mut output) =
+        crate::external::StreamCommand::start(spec, log, opts.control.cancel.clone())?;
+    backup_stream(repo, rt, opts, &mut output, &mut || child.finish(), ctx)
+}
+
 /// The stream's chunks and trees, stored; then the snapshot, if `finish` agrees.
 #[allow(clippy::too_many_arguments)]
 fn store_and_commit(
@@ -162,12 +183,7 @@ fn store_and_commit(
     drop(sink);
     // A packer failure explains a closed pipeline.
     let packed = packed??;
-    for (id, packs) in &packed.indexes {
-        for p in packs {
-            ctx.index.add_pack(p);
-        }
-        ctx.loaded.insert(*id);
-    }
+    ctx.add_stored(&packed);
     let (root, size) = stored?;
     sealed?;
     control.check()?;

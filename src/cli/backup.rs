@@ -11,7 +11,6 @@ use super::progress::{Output, Reporter};
 use super::{hostname, now_rfc3339, username};
 use anyhow::Result;
 use cairn::backup::{BackupContext, BackupOptions, backup_with};
-use cairn::cache::MetadataCache;
 use cairn::hash::SnapshotId;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -68,12 +67,7 @@ fn run_paths(
     if let Some(n) = b.upload_concurrency {
         opts.max_uploads = usize::from(n);
     }
-    // The cache only saves downloads: every entry is verified on use, and a cache that
-    // cannot be written is the same as none.
-    let cache = common::cache_root()
-        .filter(|_| !b.no_cache)
-        .map(|root| MetadataCache::new(&root, &repo.config().id));
-    let mut ctx = BackupContext::new(cache);
+    let mut ctx = BackupContext::new(common::backup_cache(&repo, b.no_cache));
     // A path that cannot be read fails before anything is fetched.
     let roots = cairn::backup::prepare_roots(&opts.paths)?;
     // The index (from the cache, and what it lacks from the bucket) and the snapshots at

@@ -9,9 +9,10 @@ use super::common::{self, RepoArgs};
 use super::progress::{Output, Reporter};
 use super::{hostname, now_rfc3339, username};
 use anyhow::{Result, bail};
-use cairn::backup::{BackupContext, DEFAULT_STREAM_NAME, StreamOptions, backup_stream};
-use cairn::cache::MetadataCache;
-use cairn::external::{Hooks, LineSink, Spec, StreamCommand, shown};
+use cairn::backup::{
+    BackupContext, DEFAULT_STREAM_NAME, StreamOptions, backup_command, backup_stream,
+};
+use cairn::external::{Hooks, LineSink, Spec};
 use cairn::hash::SnapshotId;
 use cairn::progress::RunControl;
 use std::io::IsTerminal;
@@ -120,17 +121,14 @@ pub(super) fn run(rt: &Runtime, args: &RepoArgs, b: &BackupArgs, out: Output) ->
         None => now_rfc3339(),
     };
     let repo = common::open(rt, args)?;
-    let cache = common::cache_root()
-        .filter(|_| !b.no_cache)
-        .map(|root| MetadataCache::new(&root, &repo.config().id));
-    let mut ctx = BackupContext::new(cache);
+    let mut ctx = BackupContext::new(common::backup_cache(&repo, b.no_cache));
     rt.block_on(ctx.refresh(&repo))?;
     let mut opts = StreamOptions {
         filename,
         origin: if command.is_empty() {
             "stdin".into()
         } else {
-            format!("command: {}", shown(&command))
+            cairn::backup::command_origin(&command)
         },
         tags: b.tags.clone(),
         hostname: b.host.clone().unwrap_or_else(hostname),
@@ -162,17 +160,7 @@ pub(super) fn run(rt: &Runtime, args: &RepoArgs, b: &BackupArgs, out: Output) ->
                 user: None,
                 env: vec![("CAIRN_SOURCE".into(), source.clone())],
             };
-            let (mut child, mut output) =
-                StreamCommand::start(&spec, terminal_log(), opts.control.cancel.clone())?;
-            let mut finish = || child.finish();
-            backup_stream(
-                &repo,
-                rt.handle(),
-                &opts,
-                &mut output,
-                &mut finish,
-                &mut ctx,
-            )
+            backup_command(&repo, rt.handle(), &opts, &spec, terminal_log(), &mut ctx)
         };
         reporter.finish();
         let report = report?;

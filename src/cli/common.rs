@@ -122,6 +122,15 @@ pub(super) fn open(rt: &Runtime, args: &RepoArgs) -> Result<Repository> {
     Ok(repo)
 }
 
+/// The metadata cache a backup of `repo` keeps, unless `--no-cache`. The cache only saves
+/// downloads: every entry is verified on use, and a cache that cannot be written is the
+/// same as none.
+pub(super) fn backup_cache(repo: &Repository, no_cache: bool) -> Option<MetadataCache> {
+    cache_root()
+        .filter(|_| !no_cache)
+        .map(|root| MetadataCache::new(&root, &repo.config().id))
+}
+
 /// Where the CLI keeps its metadata cache: `$CAIRN_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/cairn`, else `~/.cache/cairn`; none when no home is known.
 pub(super) fn cache_root() -> Option<PathBuf> {

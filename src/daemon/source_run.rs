@@ -6,10 +6,12 @@
 use super::destination::Destination;
 use super::env::WorkerEnv;
 use super::session::Session;
-use crate::backup::{BackupOptions, BackupReport, StreamOptions, backup_stream, backup_with};
+use crate::backup::{
+    BackupOptions, BackupReport, StreamOptions, backup_command, backup_with, command_origin,
+};
 use crate::daemon::config::{CommandSource, SourceConfig};
 use crate::error::{Error, Result};
-use crate::external::{LineSink, Spec, StreamCommand, shown};
+use crate::external::{LineSink, Spec, shown};
 use std::sync::Arc;
 
 /// A snapshot made, and a failure of the source's `after` hook (the snapshot stands).
@@ -65,7 +67,7 @@ fn run_command(
 ) -> Result<BackupReport> {
     let opts = StreamOptions {
         filename: c.filename.clone(),
-        origin: format!("command: {}", shown(&c.argv)),
+        origin: command_origin(&c.argv),
         tags: src.tags.clone(),
         hostname: env.hostname.clone(),
         username: env.username.clone(),
@@ -84,17 +86,7 @@ fn run_command(
         .as_ref()
         .map_or(String::new(), |u| format!(" as {}", u.name));
     tracing::info!(destination = %dest.config.name, "running `{}`{who} for {}", shown(&c.argv), src.label());
-    let (mut child, mut output) =
-        StreamCommand::start(&spec, log.clone(), dest.control.cancel.clone())?;
-    let mut finish = || child.finish();
-    backup_stream(
-        &s.repo,
-        &env.rt,
-        &opts,
-        &mut output,
-        &mut finish,
-        &mut s.ctx,
-    )
+    backup_command(&s.repo, &env.rt, &opts, &spec, log.clone(), &mut s.ctx)
 }
 
 /// Hook and command output, into the log with the destination and source.
