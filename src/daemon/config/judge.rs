@@ -56,23 +56,45 @@ impl Ctx<'_, '_> {
         default: Duration,
     ) -> Duration {
         let Some(v) = v else { return default };
+        let name = format!("schedule.{key}");
+        self.duration_at(&name, v, Duration::ZERO, "\"2s\", \"500ms\" or \"1h 30m\"")
+            .unwrap_or(default)
+    }
+
+    /// A duration from `min` to a year for the key `name` (as messages name it), or a
+    /// problem that says how to write one, like `examples`.
+    pub(super) fn duration_at(
+        &mut self,
+        name: &str,
+        v: &Spanned<String>,
+        min: Duration,
+        examples: &str,
+    ) -> Option<Duration> {
         match humantime::parse_duration(v.get_ref()) {
-            Ok(d) if d > MAX_DURATION => self
-                .problem(
-                    v.span(),
-                    format!("`schedule.{key}` = {:?} is longer than a year: choose a shorter one", v.get_ref()),
-                )
-                .unwrap_or(default),
-            Ok(d) => d,
-            Err(e) => self
-                .problem(
-                    v.span(),
-                    format!(
-                        "`schedule.{key}` = {:?} is not a duration ({e}): write it like \"2s\", \"500ms\" or \"1h 30m\"",
-                        v.get_ref()
-                    ),
-                )
-                .unwrap_or(default),
+            Ok(d) if d < min => self.problem(
+                v.span(),
+                format!(
+                    "`{name}` = {:?} is shorter than {}: write at least \"{}\"",
+                    v.get_ref(),
+                    humantime::format_duration(min),
+                    humantime::format_duration(min)
+                ),
+            ),
+            Ok(d) if d > MAX_DURATION => self.problem(
+                v.span(),
+                format!(
+                    "`{name}` = {:?} is longer than a year: choose a shorter one",
+                    v.get_ref()
+                ),
+            ),
+            Ok(d) => Some(d),
+            Err(e) => self.problem(
+                v.span(),
+                format!(
+                    "`{name}` = {:?} is not a duration ({e}): write it like {examples}",
+                    v.get_ref()
+                ),
+            ),
         }
     }
 

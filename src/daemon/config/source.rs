@@ -6,7 +6,7 @@
 
 use super::judge::Ctx;
 use super::raw::RawSource;
-use super::{CommandSource, MAX_DURATION, SourceConfig};
+use super::{CommandSource, SourceConfig};
 use crate::external::{DEFAULT_HOOK_TIMEOUT, Hooks};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -49,7 +49,8 @@ fn resolve_one(cx: &mut Ctx<'_, '_>, s: &RawSource) -> Option<(SourceConfig, Ran
             c.span(),
             "this [[source]] has both `paths` and `command`: keep one, and put the other in a [[source]] of its own (a command's output is stored as one file; paths are watched)".into(),
         ),
-        // Reported by the schema, which knows the section's line.
+        // Reported by the schema, which knows the section's line (and whether a
+        // `paths` of the wrong type was there).
         (None, None) => None,
         (Some(paths), None) => {
             for (key, v) in [("filename", &s.filename), ("every", &s.every), ("user", &s.user)] {
@@ -179,22 +180,6 @@ fn argv(
 
 /// A source's duration (`every`, `hook_timeout`): at least a second, at most a year.
 fn duration(cx: &mut Ctx<'_, '_>, key: &str, v: &Spanned<String>) -> Option<Duration> {
-    match humantime::parse_duration(v.get_ref()) {
-        Ok(d) if d < Duration::from_secs(1) => cx.problem(
-            v.span(),
-            format!("`{key}` = {:?} is shorter than a second: write at least \"1s\"", v.get_ref()),
-        ),
-        Ok(d) if d > MAX_DURATION => cx.problem(
-            v.span(),
-            format!("`{key}` = {:?} is longer than a year: choose a shorter one", v.get_ref()),
-        ),
-        Ok(d) => Some(d),
-        Err(e) => cx.problem(
-            v.span(),
-            format!(
-                "`{key}` = {:?} is not a duration ({e}): write it like \"1h\", \"30m\" or \"1h 30m\"",
-                v.get_ref()
-            ),
-        ),
-    }
+    let examples = "\"1h\", \"30m\" or \"1h 30m\"";
+    cx.duration_at(key, v, Duration::from_secs(1), examples)
 }
