@@ -12,6 +12,15 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::{Env, describe, pseudo_random, snapshot_ids};
 
+/// Insist a run failed with exit status 1 and said each of `says` on standard error.
+fn failed_saying(out: &std::process::Output, says: &[&str]) {
+    assert_eq!(out.status.code(), Some(1), "{}", describe(out));
+    let err = support::stderr(out);
+    for text in says {
+        assert!(err.contains(text), "{text:?} not said: {}", describe(out));
+    }
+}
+
 /// The snapshots as `snapshots --json` lists them.
 fn snapshots(env: &Env) -> Vec<serde_json::Value> {
     let out = env.ok(&["snapshots", "--json"]);
@@ -74,11 +83,9 @@ fn stdin_is_stored_as_one_private_file_dated_at_the_snapshot() {
 fn stdin_from_a_terminal_or_with_paths_is_refused_with_the_fix() {
     let env = Env::init();
     let out = env.run(&["backup", "--stdin", "/etc/hostname"]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(
-        support::stderr(&out).contains("--stdin stores standard input, so it takes no paths"),
-        "{}",
-        describe(&out)
+    failed_saying(
+        &out,
+        &["--stdin stores standard input, so it takes no paths"],
     );
     let out = env.run(&[
         "backup",
@@ -88,11 +95,29 @@ fn stdin_from_a_terminal_or_with_paths_is_refused_with_the_fix() {
         "--",
         "true",
     ]);
-    assert_eq!(out.status.code(), Some(1));
+    failed_saying(&out, &["--stdin-filename \"../x\""]);
+
+    // Standard input a terminal (a pseudo-terminal from `script`): refused, with how to
+    // pipe data in or let cairn run the program.
+    let mut cmd = std::process::Command::new("script");
+    let program = format!("{} backup --stdin", env!("CARGO_BIN_EXE_cairn"));
+    cmd.args(["-qefc", &program, "/dev/null"]);
+    for (k, v) in env.cmd(&[]).get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) is needed for the terminal case");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        support::stderr(&out).contains("--stdin-filename \"../x\""),
-        "{}",
-        describe(&out)
+        said.contains("--stdin reads standard input, which is a terminal")
+            && said.contains("--stdin-from-command"),
+        "{said}"
     );
     assert!(snapshot_ids(&env).is_empty());
 }
@@ -144,15 +169,12 @@ fn a_command_that_fails_saves_nothing_and_says_how_it_ended() {
         "-c",
         script,
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let err = support::stderr(&out);
-    assert!(
-        err.contains("exited with status 7, so nothing was saved"),
-        "{err}"
-    );
-    assert!(
-        err.contains("pg_dump: error: connection to server failed"),
-        "{err}"
+    failed_saying(
+        &out,
+        &[
+            "exited with status 7, so nothing was saved",
+            "pg_dump: error: connection to server failed",
+        ],
     );
     assert!(
         snapshot_ids(&env).is_empty(),
@@ -168,12 +190,7 @@ fn a_command_that_fails_saves_nothing_and_says_how_it_ended() {
         "-c",
         "head -c 2000000 /dev/urandom; kill -9 $$",
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(
-        support::stderr(&out).contains("was killed by signal 9"),
-        "{}",
-        describe(&out)
-    );
+    failed_saying(&out, &["was killed by signal 9"]);
     // Not installed at all.
     let out = env.run(&[
         "backup",
@@ -181,12 +198,7 @@ fn a_command_that_fails_saves_nothing_and_says_how_it_ended() {
         "--",
         "no-such-dump-program",
     ]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        support::stderr(&out).contains("`no-such-dump-program` was not found"),
-        "{}",
-        describe(&out)
-    );
+    failed_saying(&out, &["`no-such-dump-program` was not found"]);
     assert!(snapshot_ids(&env).is_empty());
     env.ok(&["check"]);
 }
@@ -297,13 +309,13 @@ fn hooks_run_in_order_with_their_variables() {
     let mut args = hooks(None);
     args[2] = "sh -c 'echo cannot lock >&2; exit 4'".into();
     let out = run(args);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let err = support::stderr(&out);
-    assert!(
-        err.contains("before hook `sh -c 'echo cannot lock >&2; exit 4'` exited with status 4"),
-        "{err}"
+    failed_saying(
+        &out,
+        &[
+            "before hook `sh -c 'echo cannot lock >&2; exit 4'` exited with status 4",
+            "no snapshot was made",
+        ],
     );
-    assert!(err.contains("no snapshot was made"), "{err}");
     assert_eq!(
         fs::read_to_string(&log).expect("hook log"),
         "failure hook=on_failure source=/app.dump id= error=set\n"
@@ -345,12 +357,7 @@ fn hooks_work_around_a_backup_of_paths_and_a_hanging_hook_is_stopped() {
         src.to_str().expect("utf8"),
     ]);
     let took = started.elapsed();
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(
-        support::stderr(&out).contains("did not finish within 1s and was stopped"),
-        "{}",
-        describe(&out)
-    );
+    failed_saying(&out, &["did not finish within 1s and was stopped"]);
     assert!(
         took < Duration::from_secs(20),
         "the hung hook held cairn for {took:?}"
