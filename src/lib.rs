@@ -30,6 +30,7 @@ pub mod human;
 pub mod index;
 pub mod limits;
 pub mod ls;
+pub mod notify;
 pub mod pack;
 pub mod packer;
 pub mod progress;

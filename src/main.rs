@@ -68,6 +68,9 @@ enum Command {
     Man(cli::docs::ManArgs),
     /// Show what the running daemon is doing, per destination.
     Status(cli::daemon::StatusArgs),
+    /// Check the daemon's alert notifiers: `cairn notify test` sends a test event to
+    /// every [[notify]] and says which were delivered.
+    Notify(cli::notify::NotifyArgs),
 }
 
 /// Run the verb the command line names; its exit code on success.
@@ -107,6 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Config(a) => cli::daemon::run_config(&a),
         Command::Status(a) => cli::daemon::run_status(&a, json),
+        Command::Notify(a) => cli::notify::run(&a, json),
     }
 }
 

@@ -142,6 +142,24 @@ fn describe(cfg: &DaemonConfig, contacts: &[Contact], offline: bool) -> String {
         humantime::format_duration(s.min_interval),
         humantime::format_duration(s.rescan_interval)
     ));
+    let a = &cfg.alerts;
+    let to = if cfg.notifiers.is_empty() {
+        "logged only (no [[notify]])".to_string()
+    } else {
+        format!(
+            "sent to {} (`cairn notify test` tries them)",
+            cfg.notifiers
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    out.push_str(&format!(
+        "  alerts: a destination failing for {}, a source without a snapshot for {}; {to}\n",
+        humantime::format_duration(a.failing_after),
+        humantime::format_duration(a.stale_after),
+    ));
     out.push_str(&format!(
         "  state: {}; cache: {}; control socket: {}",
         cfg.state_dir.display(),

@@ -20,6 +20,7 @@ pub mod forget;
 pub mod init;
 pub mod key;
 pub mod ls;
+pub mod notify;
 pub mod output;
 pub mod password;
 pub mod progress;

@@ -287,6 +287,8 @@ impl Destination {
                 .take(super::status::MAX_LISTED_WARNINGS)
                 .cloned()
                 .collect(),
+            // Filled in by the daemon's status from the alert book.
+            last_alert: None,
         }
     }
 

@@ -39,4 +39,6 @@ pub struct WorkerEnv {
     /// longer configured (a destination renamed) is taken over by the destination that
     /// now holds its repository.
     pub destination_names: Vec<String>,
+    /// Where state changes worth telling the operator go.
+    pub alerts: Arc<super::alerts::Alerts>,
 }

@@ -3,6 +3,7 @@
 //! watcher, then the threads and tasks that drive them) and an orderly stop. A reload
 //! stops one instance and starts the next.
 
+use super::alerts::Alerts;
 use super::config::DaemonConfig;
 use super::control::{self, Request, Response};
 use super::destination::Destination;
@@ -39,6 +40,7 @@ pub(super) struct Instance {
     watcher: Option<Arc<std::sync::Mutex<watch::Watcher>>>,
     cancel: Arc<AtomicBool>,
     socket: PathBuf,
+    alerts: Arc<Alerts>,
 }
 
 /// The watcher, started, with what its users need.
@@ -70,6 +72,7 @@ impl Instance {
         };
         let own = own_dirs(config);
         let env = Arc::new(worker_env(config, identity, &own));
+        let alerts = env.alerts.clone();
         let cancel = Arc::new(AtomicBool::new(false));
         let destinations: Vec<Arc<Destination>> = config
             .destinations
@@ -95,6 +98,7 @@ impl Instance {
             &watching.degraded,
             &config.state_dir,
             identity.notice.clone(),
+            &alerts,
         );
         let mut tasks = vec![
             spawn_router(
@@ -115,6 +119,7 @@ impl Instance {
                 control_handler(&destinations, &status),
             )),
             spawn_systemd_status(status.clone()),
+            spawn_alert_clock(&env, config.alerts),
         ];
         tasks.extend(spawn_command_timers(&destinations, &env));
         if let Some(l) = metrics_listener {
@@ -142,7 +147,14 @@ impl Instance {
             watcher: Some(watching.watcher),
             cancel,
             socket: config.socket.clone(),
+            alerts,
         })
+    }
+
+    /// Wait (at most `within`) for the notifications raised so far to go out: the
+    /// daemon's last words before it exits.
+    pub(super) async fn flush_alerts(&self, within: Duration) {
+        self.alerts.flush(within).await;
     }
 
     /// Stop everything: running snapshots stop before committing, workers exit.
@@ -199,14 +211,16 @@ fn create_own_dirs(config: &DaemonConfig) -> Result<()> {
 
 /// What every destination's worker shares.
 fn worker_env(config: &DaemonConfig, identity: &Identity, own: &[PathBuf]) -> WorkerEnv {
+    let hostname = config
+        .hostname
+        .clone()
+        .unwrap_or_else(|| identity.hostname.clone());
     WorkerEnv {
+        alerts: Arc::new(start_alerts(config, &hostname)),
         rt: Runtime::current(),
         sources: effective_sources(config, own),
         schedule: config.schedule,
-        hostname: config
-            .hostname
-            .clone()
-            .unwrap_or_else(|| identity.hostname.clone()),
+        hostname,
         username: identity.username.clone(),
         cpu_threads: config.cpu_threads,
         cache_dir: config.cache_dir.clone(),
@@ -237,9 +251,13 @@ async fn start_watcher(env: &WorkerEnv) -> Result<Watching> {
     let roots: Vec<PathBuf> = env.sources.iter().flat_map(|s| s.paths.clone()).collect();
     let count = roots.len();
     let watch_lost = lost.clone();
-    let watcher = tokio::task::spawn_blocking(move || watch::start(&roots, tx, watch_lost))
-        .await
-        .map_err(|e| Error::Internal(format!("the file watcher failed to start: {e}")))?;
+    let alerts = env.alerts.clone();
+    let on_limit: Arc<dyn Fn(String) + Send + Sync> =
+        Arc::new(move |advice| alerts.watch_limited(advice));
+    let watcher =
+        tokio::task::spawn_blocking(move || watch::start(&roots, tx, watch_lost, on_limit))
+            .await
+            .map_err(|e| Error::Internal(format!("the file watcher failed to start: {e}")))?;
     Ok(Watching {
         degraded: watcher.degraded_flag(),
         watcher: Arc::new(std::sync::Mutex::new(watcher)),
@@ -384,8 +402,10 @@ fn status_fn(
     degraded: &Arc<AtomicBool>,
     state_dir: &std::path::Path,
     notice: Option<String>,
+    alerts: &Arc<Alerts>,
 ) -> StatusFn {
     let dests = destinations.to_vec();
+    let alerts = alerts.clone();
     let flag = degraded.clone();
     let state_dir = state_dir.to_path_buf();
     Arc::new(move || {
@@ -415,6 +435,11 @@ fn status_fn(
                 st
             })
             .collect();
+        let last = alerts.last();
+        let mut destinations = destinations;
+        for d in &mut destinations {
+            d.last_alert = last.get(&d.name).cloned();
+        }
         let (state, state_destinations) = DaemonStatus::overall(&destinations);
         DaemonStatus {
             state,
@@ -423,6 +448,53 @@ fn status_fn(
             version: env!("CARGO_PKG_VERSION").into(),
             destinations,
             notices: notice.iter().cloned().collect(),
+            notifiers: alerts.health(),
+            last_alert: last.get("").cloned(),
+        }
+    })
+}
+
+/// The notifiers of `config`, started, and the alert book of its state directory. A
+/// notifier that cannot be set up (its CA file went missing since `config check`) is
+/// left out, loudly; the others work.
+fn start_alerts(config: &DaemonConfig, hostname: &str) -> Alerts {
+    let senders = config
+        .notifiers
+        .iter()
+        .filter_map(|n| match crate::notify::Sender::new(n.clone()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!("notifier left out: {e}");
+                None
+            }
+        })
+        .collect();
+    let hub = crate::notify::Hub::start(senders, &Runtime::current());
+    Alerts::new(
+        config.alerts,
+        hostname,
+        Some(&config.state_dir),
+        &config.file,
+        hub,
+    )
+}
+
+/// Raise the alerts time makes due (a destination failing for `failing_after`, a
+/// source stale for `stale_after`), on a clock of its own: a worker that hangs does
+/// not stop its sources from being reported stale.
+fn spawn_alert_clock(env: &Arc<WorkerEnv>, rules: super::config::AlertRules) -> JoinHandle<()> {
+    let layout: Vec<(String, Vec<String>)> = env
+        .destination_names
+        .iter()
+        .map(|d| (d.clone(), env.sources.iter().map(|s| s.label()).collect()))
+        .collect();
+    let alerts = env.alerts.clone();
+    let every = (rules.failing_after.min(rules.stale_after) / 10)
+        .clamp(Duration::from_secs(1), Duration::from_secs(30));
+    tokio::spawn(async move {
+        loop {
+            alerts.tick(&layout);
+            tokio::time::sleep(every).await;
         }
     })
 }

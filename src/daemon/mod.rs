@@ -17,6 +17,7 @@
 //! destination's record keeps across a reload in [`history`]; the order of the states
 //! `status` summarises in [`states`].
 
+pub mod alerts;
 pub mod config;
 pub mod control;
 pub mod destination;
@@ -98,6 +99,10 @@ fn load_config(path: &Path, identity: &Identity) -> Result<DaemonConfig> {
 /// each stops at its next check of the stop flag, within moments, unless a request
 /// hangs on a destination that does not answer.
 const WORKER_STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a stopping daemon waits for notifications still queued (a receiver that is
+/// down is not waited for longer).
+const ALERT_FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// Run the daemon with the configuration at `path` until SIGTERM or SIGINT.
 pub fn run(path: &Path, identity: Identity) -> Result<()> {
@@ -197,6 +202,8 @@ async fn main_loop(path: &Path, mut config: DaemonConfig, identity: Identity) ->
     }
     systemd::stopping();
     tracing::info!("stopping");
+    let alerts = instance.flush_alerts(ALERT_FLUSH_WAIT);
+    alerts.await;
     instance.stop().await;
     if let Some(w) = watchdog {
         w.abort();

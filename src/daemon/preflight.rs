@@ -130,6 +130,7 @@ pub fn local_checks(cfg: &DaemonConfig, offline: bool) -> Vec<Finding> {
             });
         }
     }
+    out.extend(stale_between_snapshots(cfg));
     for d in &cfg.destinations {
         if let Location::Local(dir) = &d.location
             && let Some(message) = missing_parent(dir)
@@ -146,6 +147,32 @@ pub fn local_checks(cfg: &DaemonConfig, offline: bool) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// Sources snapshotted less often than `[alerts] stale_after`: each would be reported
+/// stale between two of its snapshots (a watched source is confirmed at least every
+/// `rescan_interval`, a command source every `every`).
+fn stale_between_snapshots(cfg: &DaemonConfig) -> Vec<Finding> {
+    let stale = cfg.alerts.stale_after;
+    cfg.sources
+        .iter()
+        .filter_map(|s| {
+            let (every, key) = match &s.command {
+                Some(c) => (c.every, "its `every`"),
+                None => (cfg.schedule.rescan_interval, "`schedule.rescan_interval`"),
+            };
+            (every >= stale).then(|| Finding {
+                level: Level::Warning,
+                destination: None,
+                message: format!(
+                    "source {} is snapshotted every {} ({key}), not more often than `alerts.stale_after` = {}: it would be reported stale between snapshots; make stale_after longer",
+                    s.label(),
+                    humantime::format_duration(every),
+                    humantime::format_duration(stale)
+                ),
+            })
+        })
+        .collect()
 }
 
 /// The `ReadWritePaths=` line the systemd unit needs for a local destination: the unit

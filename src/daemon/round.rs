@@ -326,12 +326,12 @@ pub(super) fn journal_once(
     if size.bytes >= env.journal_limit {
         if !memory.journal_full_said {
             memory.journal_full_said = true;
-            tracing::warn!(
-                destination = %dest.config.name,
-                "the journal is full ({} bytes of {}): no more snapshots are journaled; the destination catches up from the source data when it is back",
-                size.bytes,
-                env.journal_limit
+            let message = format!(
+                "the journal of {} is full ({} bytes of {}): no more snapshots are journaled; the destination catches up from the source data when it is back",
+                dest.config.name, size.bytes, env.journal_limit
             );
+            tracing::warn!(destination = %dest.config.name, "{message}");
+            env.alerts.journal_full(&dest.config.name, message);
         }
         return Ok(0);
     }

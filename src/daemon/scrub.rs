@@ -105,6 +105,7 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
                 if state.cycle_read >= total {
                     state.cycle_read = 0;
                 }
+                env.alerts.scrub_found(&name, &confirmed);
                 status.problems = confirmed.len() as u64;
                 status.problem_messages = confirmed.into_iter().take(SHOWN_PROBLEMS).collect();
                 status.error = None;

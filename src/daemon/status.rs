@@ -92,6 +92,9 @@ pub struct DestinationStatus {
     /// The first of those paths, each with why ([`MAX_LISTED_WARNINGS`] at most).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The last alert raised about this destination (kept across restarts).
+    #[serde(default)]
+    pub last_alert: Option<super::alerts::LastAlert>,
 }
 
 /// Paths with their warnings listed in a destination's status.
@@ -138,6 +141,12 @@ pub struct DaemonStatus {
     /// passphrase that needs a copy elsewhere).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
+    /// Each `[[notify]]` and how its deliveries go.
+    #[serde(default)]
+    pub notifiers: Vec<crate::notify::NotifierHealth>,
+    /// The last alert about no destination in particular (watch limits).
+    #[serde(default)]
+    pub last_alert: Option<super::alerts::LastAlert>,
 }
 
 impl DaemonStatus {
@@ -297,7 +306,16 @@ impl DaemonStatus {
                     let _ = writeln!(out, "                  {m}");
                 }
             }
+            if let Some(a) = &d.last_alert {
+                let when = crate::human::utc_rfc3339(&a.time);
+                let _ = writeln!(
+                    out,
+                    "  last alert:     {} at {when}: {}",
+                    a.event, a.message
+                );
+            }
         }
+        super::alerts::render(self, &mut out);
         out
     }
 
@@ -482,12 +500,13 @@ impl DaemonStatus {
             "1 when the file watcher sees every change, 0 when scans are the fallback.",
             vec![(String::new(), u8::from(self.watching).to_string())],
         );
+        super::alerts::metrics(self, &mut family);
         out
     }
 }
 
 /// Escape a label value (backslash, quote, newline).
-fn label(v: &str) -> String {
+pub(super) fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -515,6 +534,7 @@ mod tests {
                 ..DestinationStatus::default()
             }],
             notices: Vec::new(),
+            ..DaemonStatus::default()
         };
         let m = s.metrics();
         assert!(m.contains("cairn_uploads_total{destination=\"lan\",result=\"ok\"} 3\n"));
@@ -556,6 +576,7 @@ mod tests {
             version: "0".into(),
             destinations,
             notices: Vec::new(),
+            ..DaemonStatus::default()
         };
         assert_eq!(s.headline(), "retrying (far)");
         assert!(

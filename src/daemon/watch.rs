@@ -177,7 +177,13 @@ impl Watcher {
 /// Start watching `roots`. Events go to `tx`; when it is full, `lost` is raised instead
 /// of blocking the kernel event reader. Symbolic links are not followed (a link is
 /// backed up as a link, so what it points to is not a source).
-pub fn start(roots: &[PathBuf], tx: mpsc::Sender<WatchEvent>, lost: Arc<RescanFlag>) -> Watcher {
+/// `on_limit` hears, once, the advice for the first kernel limit that runs out.
+pub fn start(
+    roots: &[PathBuf],
+    tx: mpsc::Sender<WatchEvent>,
+    lost: Arc<RescanFlag>,
+    on_limit: Arc<dyn Fn(String) + Send + Sync>,
+) -> Watcher {
     let degraded = Arc::new(AtomicBool::new(false));
     let warned = Arc::new(AtomicBool::new(false));
     let warn_once: Arc<dyn Fn(LimitHit) + Send + Sync> = {
@@ -187,6 +193,7 @@ pub fn start(roots: &[PathBuf], tx: mpsc::Sender<WatchEvent>, lost: Arc<RescanFl
             degraded.store(true, Ordering::Relaxed);
             if !warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!("{}", hit.advice());
+                on_limit(hit.advice());
             }
         })
     };
@@ -319,7 +326,12 @@ mod tests {
     async fn real_changes_arrive() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, mut rx) = mpsc::channel(64);
-        let w = start(&[dir.path().to_path_buf()], tx, Arc::default());
+        let w = start(
+            &[dir.path().to_path_buf()],
+            tx,
+            Arc::default(),
+            Arc::new(|_| {}),
+        );
         assert!(!w.degraded());
         std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
         // A file created in a new directory is seen (the watch follows new directories).
@@ -350,7 +362,12 @@ mod root_tests {
         let root = dir.path().join("data");
         std::fs::create_dir(&root).expect("mkdir");
         let (tx, mut rx) = mpsc::channel(64);
-        let mut w = start(std::slice::from_ref(&root), tx, Arc::default());
+        let mut w = start(
+            std::slice::from_ref(&root),
+            tx,
+            Arc::default(),
+            Arc::new(|_| {}),
+        );
         assert!(w.recheck_roots().is_empty());
         std::fs::rename(&root, dir.path().join("old")).expect("mv");
         std::fs::create_dir(&root).expect("mkdir again");

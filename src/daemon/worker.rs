@@ -75,6 +75,7 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
             break;
         };
         let started = Instant::now();
+        env.alerts.round_started(&name);
         dest.in_round.store(true, Ordering::Relaxed);
         let (made, result) = run_once(&dest, &env, &mut session, &mut memory, &mut work);
         dest.in_round.store(false, Ordering::Relaxed);
@@ -161,6 +162,23 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
                 }
                 Err(e) => tracing::warn!(destination = %name, "could not extend Object Locks: {e}"),
             }
+        }
+        let saved: Vec<(String, String, bool)> = made
+            .iter()
+            .filter_map(|m| {
+                env.sources
+                    .get(m.source)
+                    .map(|s| (s.label(), m.id.to_hex(), m.unchanged))
+            })
+            .collect();
+        match &result {
+            Err(Error::Cancelled) => {}
+            Ok(()) => env.alerts.round_ended(&name, &saved, None),
+            Err(e) => env.alerts.round_ended(
+                &name,
+                &saved,
+                Some((&e.to_string(), matches!(e, Error::SourceFailed(_)))),
+            ),
         }
         let error = match result {
             Ok(()) => {

@@ -17,6 +17,7 @@
 
 mod destination;
 mod judge;
+mod notify;
 pub mod password;
 pub mod problem;
 mod raw;
@@ -147,6 +148,26 @@ impl Default for Schedule {
     }
 }
 
+/// When a state is worth telling the operator about (`[alerts]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlertRules {
+    /// A destination that has not accepted a snapshot for this long while trying is
+    /// reported failing.
+    pub failing_after: Duration,
+    /// A source without a successful snapshot in a destination for this long is
+    /// reported stale, whatever the reason (a stuck daemon included).
+    pub stale_after: Duration,
+}
+
+impl Default for AlertRules {
+    fn default() -> Self {
+        AlertRules {
+            failing_after: Duration::from_secs(15 * 60),
+            stale_after: Duration::from_secs(25 * 3600),
+        }
+    }
+}
+
 /// A checked configuration, ready to run.
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
@@ -175,6 +196,10 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     /// Address for Prometheus metrics, if enabled.
     pub metrics_listen: Option<SocketAddr>,
+    /// When to raise alerts.
+    pub alerts: AlertRules,
+    /// Where alerts go (`[[notify]]`).
+    pub notifiers: Vec<crate::notify::NotifierConfig>,
 }
 
 /// Read and check a configuration file.

@@ -29,6 +29,10 @@ pub(super) struct RawConfig {
     pub(super) control: RawControl,
     #[serde(default)]
     pub(super) metrics: RawMetrics,
+    #[serde(default)]
+    pub(super) alerts: RawAlerts,
+    #[serde(default)]
+    pub(super) notify: Vec<RawNotify>,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +144,39 @@ pub(super) struct RawControl {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMetrics {
     pub(super) listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlerts {
+    pub(super) failing_after: Option<Spanned<String>>,
+    pub(super) stale_after: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) webhook: Option<Spanned<String>>,
+    pub(super) healthchecks: Option<Spanned<String>>,
+    pub(super) ntfy: Option<Spanned<String>>,
+    pub(super) email: Option<Spanned<RawEmail>>,
+    #[serde(default)]
+    pub(super) headers: BTreeMap<String, Spanned<OptionValue>>,
+    pub(super) events: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) destinations: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) ca_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEmail {
+    pub(super) smtp: Option<Spanned<String>>,
+    pub(super) from: Option<Spanned<String>>,
+    pub(super) to: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) starttls: Option<Spanned<bool>>,
+    pub(super) username: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
 }
 
 /// Maps byte offsets to 1-based line numbers.

@@ -88,6 +88,10 @@ pub(super) fn resolve(
 
     let destinations = destination::resolve_all(&mut cx, &raw.destination, default_uploads);
 
+    let alerts = super::notify::alert_rules(&mut cx, &raw.alerts);
+    let names: Vec<String> = destinations.iter().map(|d| d.name.clone()).collect();
+    let notifiers = super::notify::notifiers(&mut cx, &raw.notify, &names);
+
     let defaults = Schedule::default();
     let schedule = Schedule {
         quiet_period: cx.duration(
@@ -208,5 +212,7 @@ pub(super) fn resolve(
         journal_limit,
         socket: socket?,
         metrics_listen,
+        alerts,
+        notifiers,
     })
 }

@@ -124,6 +124,31 @@ const LIMITS: &[Key] = &[
 ];
 const CONTROL: &[Key] = &[key("socket", Ty::Text("/run/cairn/control.sock"))];
 const METRICS: &[Key] = &[key("listen", Ty::Text("127.0.0.1:9184"))];
+const ALERTS: &[Key] = &[
+    key("failing_after", Ty::Duration("15m")),
+    key("stale_after", Ty::Duration("25h")),
+];
+// A notifier has exactly one of webhook, healthchecks, ntfy and email (judged in
+// `notify`).
+const NOTIFY: &[Key] = &[
+    key("name", Ty::Text("ops")),
+    key("webhook", Ty::Text("https://hooks.example.org/cairn")),
+    key("healthchecks", Ty::Text("https://hc-ping.com/YOUR-UUID")),
+    key("ntfy", Ty::Text("https://ntfy.sh/YOUR-TOPIC")),
+    key("email", Ty::Table(EMAIL)),
+    key("headers", Ty::Options),
+    key("events", Ty::TextList("destination_failing")),
+    key("destinations", Ty::TextList("offsite")),
+    key("ca_file", Ty::Text("/etc/cairn/notify-ca.pem")),
+];
+const EMAIL: &[Key] = &[
+    required("smtp", Ty::Text("smtp://mail.example.org:587")),
+    required("from", Ty::Text("cairn@example.org")),
+    required("to", Ty::TextList("ops@example.org")),
+    key("starttls", Ty::Bool),
+    key("username", Ty::Text("cairn")),
+    key("password_file", Ty::Text("/etc/cairn/smtp.password")),
+];
 
 /// The keys of the whole file.
 pub(super) const TOP: &[Key] = &[
@@ -138,6 +163,8 @@ pub(super) const TOP: &[Key] = &[
     key("limits", Ty::Table(LIMITS)),
     key("control", Ty::Table(CONTROL)),
     key("metrics", Ty::Table(METRICS)),
+    key("alerts", Ty::Table(ALERTS)),
+    key("notify", Ty::Tables(NOTIFY)),
 ];
 
 /// Check `table` against `keys`, reporting every unknown key, missing required key and
@@ -194,10 +221,15 @@ pub(super) fn check(
             || unusable.iter().any(|u| u == key.name);
         if !present {
             let table_name = prefix.trim_end_matches('.');
+            let table_name = if table_name.contains('.') {
+                format!("`{table_name}`")
+            } else {
+                format!("[[{table_name}]]")
+            };
             out.push(Problem {
                 line: at.map(|a| lines.of(a)),
                 message: format!(
-                    "[[{table_name}]] has no `{}`: add {} = {}",
+                    "{table_name} has no `{}`: add {} = {}",
                     key.name,
                     key.name,
                     example(key.ty)
