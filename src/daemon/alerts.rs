@@ -25,6 +25,9 @@ pub struct LastAlert {
     pub message: String,
 }
 
+/// Damaged objects remembered as reported, per destination.
+pub const MAX_DAMAGE_REMEMBERED: usize = 1000;
+
 /// A destination's failure marks.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Failing {
@@ -75,6 +78,20 @@ impl Alert {
             error: None,
         }
     }
+}
+
+/// How a destination's round ended, as alerts need it.
+#[derive(Clone, Debug, Default)]
+pub struct RoundEnd {
+    /// The sources snapshotted: label, snapshot id, and whether unchanged.
+    pub saved: Vec<(String, String, bool)>,
+    /// Journaled snapshots replayed into the destination.
+    pub replayed: u64,
+    /// The destination's newest snapshot after the round (hex), if any.
+    pub latest: Option<String>,
+    /// The round's error, and whether it says nothing of the destination (a source's
+    /// command or hook failed).
+    pub failed: Option<(String, bool)>,
 }
 
 /// What has been said, and what is still to be said, per destination and source.
@@ -229,8 +246,9 @@ impl Book {
         out
     }
 
-    /// The confirmed problems of a scrub of `dest` not reported before (each is
-    /// reported once; one no longer found may be reported again if it comes back).
+    /// The confirmed problems of a scrub of `dest` not reported before: each is
+    /// reported once, however many scrub cycles find it again (`status` and the log
+    /// keep showing it), up to [`MAX_DAMAGE_REMEMBERED`] per destination.
     pub fn new_damage(&mut self, dest: &str, confirmed: &[String]) -> Vec<String> {
         let said = self.damage.entry(dest.to_string()).or_default();
         let fresh: Vec<String> = confirmed
@@ -238,7 +256,12 @@ impl Book {
             .filter(|c| !said.contains(*c))
             .cloned()
             .collect();
-        *said = confirmed.iter().cloned().collect();
+        for f in &fresh {
+            if said.len() >= MAX_DAMAGE_REMEMBERED {
+                said.pop_first();
+            }
+            said.insert(f.clone());
+        }
         fresh
     }
 }
@@ -331,17 +354,21 @@ impl Alerts {
         )]);
     }
 
-    /// A round ended: `saved` are the sources snapshotted (label, snapshot id, whether
-    /// unchanged); `failed` is the round's error, and whether it says nothing of the
-    /// destination (a source's command failed).
-    pub fn round_ended(
-        &self,
-        dest: &str,
-        saved: &[(String, String, bool)],
-        failed: Option<(&str, bool)>,
-    ) {
+    /// A round of `dest` ended (see [`RoundEnd`]).
+    pub fn round_ended(&self, dest: &str, end: &RoundEnd) {
         let now = now_unix();
         let mut out = Vec::new();
+        let (saved, failed) = (&end.saved, end.failed.as_ref().map(|(e, s)| (e.as_str(), *s)));
+        if let (n @ 1.., Some(id)) = (end.replayed, &end.latest) {
+            out.push(Alert {
+                snapshot: Some(id.clone()),
+                ..Alert::new(
+                    EventKind::SnapshotSaved,
+                    Some(dest),
+                    format!("{n} journaled snapshot(s) replayed into {dest}"),
+                )
+            });
+        }
         for (source, id, unchanged) in saved {
             let short: String = id.chars().take(8).collect();
             out.push(Alert {
@@ -635,5 +662,8 @@ mod tests {
             b.new_damage("lan", &two),
             vec!["pack cd: short".to_string()]
         );
+        // A slice that does not read it again does not make it new the next time.
+        assert!(b.new_damage("lan", &[]).is_empty());
+        assert!(b.new_damage("lan", &one).is_empty());
     }
 }

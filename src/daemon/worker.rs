@@ -4,6 +4,7 @@
 //! rejecting never holds up the others. Work that fails stays queued (merged with what
 //! arrives meanwhile) and is retried with backoff.
 
+use super::alerts::RoundEnd;
 use super::control::{BackupResult, SnapshotOutcome};
 use super::destination::{Destination, MAX_COMMIT_TIMES, lock};
 use super::env::WorkerEnv;
@@ -75,9 +76,14 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
             break;
         };
         let started = Instant::now();
-        env.alerts.round_started(&name);
+        // A round that only replays the journal or retries nothing is no snapshot.
+        if work.iter().any(|w| !w.is_empty()) {
+            env.alerts.round_started(&name);
+        }
         dest.in_round.store(true, Ordering::Relaxed);
+        let before = lock(&dest.record).snapshots;
         let (made, result) = run_once(&dest, &env, &mut session, &mut memory, &mut work);
+        let replayed = lock(&dest.record).snapshots.saturating_sub(before);
         dest.in_round.store(false, Ordering::Relaxed);
         for (i, delay) in memory.command_retries.drain(..) {
             let d = dest.clone();
@@ -163,22 +169,22 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
                 Err(e) => tracing::warn!(destination = %name, "could not extend Object Locks: {e}"),
             }
         }
-        let saved: Vec<(String, String, bool)> = made
-            .iter()
-            .filter_map(|m| {
-                env.sources
-                    .get(m.source)
-                    .map(|s| (s.label(), m.id.to_hex(), m.unchanged))
-            })
-            .collect();
-        match &result {
-            Err(Error::Cancelled) => {}
-            Ok(()) => env.alerts.round_ended(&name, &saved, None),
-            Err(e) => env.alerts.round_ended(
-                &name,
-                &saved,
-                Some((&e.to_string(), matches!(e, Error::SourceFailed(_)))),
-            ),
+        if !matches!(result, Err(Error::Cancelled)) {
+            let end = RoundEnd {
+                saved: made
+                    .iter()
+                    .filter_map(|m| {
+                        let s = env.sources.get(m.source)?;
+                        Some((s.label(), m.id.to_hex(), m.unchanged))
+                    })
+                    .collect(),
+                replayed,
+                latest: lock(&dest.record).last_snapshot.as_ref().map(|l| l.id.clone()),
+                failed: result.as_ref().err().map(|e| {
+                    (e.to_string(), matches!(e, Error::SourceFailed(_)))
+                }),
+            };
+            env.alerts.round_ended(&name, &end);
         }
         let error = match result {
             Ok(()) => {

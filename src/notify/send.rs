@@ -203,12 +203,17 @@ impl Sender {
                 lettre::transport::smtp::authentication::Credentials::new(user.clone(), password),
             );
         }
-        transport
-            .build()
-            .send(message)
-            .await
-            .map(|_| ())
-            .map_err(|e| fail(mail_error(&e)))
+        // The transport's own timeout covers connecting, not a server that stops
+        // answering mid-conversation: the whole delivery is bounded here.
+        let sent = tokio::time::timeout(DELIVERY_TIMEOUT, transport.build().send(message)).await;
+        match sent {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(fail(mail_error(&e))),
+            Err(_) => Err(fail(format!(
+                "the mail server did not finish within {}s",
+                DELIVERY_TIMEOUT.as_secs()
+            ))),
+        }
     }
 }
 
