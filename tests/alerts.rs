@@ -79,12 +79,24 @@ fn events<'a>(got: &'a [Received], kind: &str) -> Vec<&'a Received> {
 
 /// A configuration: `src` into one destination `offsite` at `repo` (quick retries and
 /// `options`), `[alerts]` and `[schedule]` lines, and `notify` tables.
-fn config(env: &Env, src: &Path, repo: &str, options: &[&str], alerts: &str, schedule: &str, notify: &str) -> std::path::PathBuf {
+fn config(
+    env: &Env,
+    src: &Path,
+    repo: &str,
+    options: &[&str],
+    alerts: &str,
+    schedule: &str,
+    notify: &str,
+) -> std::path::PathBuf {
     // An option given overrides the quick one of the same key.
     let mut opts: Vec<&str> = QUICK_RETRIES
         .iter()
         .copied()
-        .filter(|q| !options.iter().any(|o| o.split('=').next() == q.split('=').next()))
+        .filter(|q| {
+            !options
+                .iter()
+                .any(|o| o.split('=').next() == q.split('=').next())
+        })
         .collect();
     opts.extend_from_slice(options);
     let config = env.path("cairn.toml");
@@ -129,19 +141,43 @@ fn a_destination_that_stops_answering_is_reported_failing_once_and_recovered_onc
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
-    let notify = format!("{}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n", r.tables(&env));
-    let config = config(&env, &src, &repo, &[], "failing_after = \"3s\"", "", &notify);
+    let notify = format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+        r.tables(&env)
+    );
+    let config = config(
+        &env,
+        &src,
+        &repo,
+        &[],
+        "failing_after = \"3s\"",
+        "",
+        &notify,
+    );
     let mut d = Daemon::start_logging_to(&env, &config, &env.path("daemon.log"));
     d.wait_for("the first snapshot", Duration::from_secs(60), |s| {
         dest_settled(dest(s, "offsite"))
     });
     // Healthchecks follows snapshots: a start, then a success.
-    let pings = r.checks.wait_for("a start and a success ping", "/ping/", Duration::from_secs(20), |g| {
-        g.iter().any(|p| p.path.ends_with("/start")) && g.iter().any(|p| p.path == format!("/ping/{CHECK_UUID}"))
-    });
-    let start = pings.iter().find(|p| p.path.ends_with("/start")).expect("start");
+    let pings = r.checks.wait_for(
+        "a start and a success ping",
+        "/ping/",
+        Duration::from_secs(20),
+        |g| {
+            g.iter().any(|p| p.path.ends_with("/start"))
+                && g.iter().any(|p| p.path == format!("/ping/{CHECK_UUID}"))
+        },
+    );
+    let start = pings
+        .iter()
+        .find(|p| p.path.ends_with("/start"))
+        .expect("start");
     assert_eq!(start.method, "GET");
-    assert!(r.webhook.requests().is_empty(), "no alert while all is well: {:?}", r.webhook.requests());
+    assert!(
+        r.webhook.requests().is_empty(),
+        "no alert while all is well: {:?}",
+        r.webhook.requests()
+    );
 
     // The server stops answering; the webhook receiver refuses the first delivery.
     r.webhook.refuse_next(1);
@@ -150,14 +186,22 @@ fn a_destination_that_stops_answering_is_reported_failing_once_and_recovered_onc
         ..Schedule::clean()
     });
     std::fs::write(src.join("a.txt"), b"changed while the bucket is down\n").expect("write");
-    let got = r.webhook.wait_for("destination_failing", "/hook/", Duration::from_secs(30), |g| {
-        !events(g, "destination_failing").is_empty()
-    });
+    let got = r.webhook.wait_for(
+        "destination_failing",
+        "/hook/",
+        Duration::from_secs(30),
+        |g| !events(g, "destination_failing").is_empty(),
+    );
     let failing = events(&got, "destination_failing")[0].clone();
     let v = failing.json();
     assert_eq!(v["host"], "alert-host", "{v}");
     assert_eq!(v["destination"], "offsite", "{v}");
-    assert!(v["message"].as_str().is_some_and(|m| m.contains("has not accepted a snapshot for")), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("has not accepted a snapshot for")),
+        "{v}"
+    );
     assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
     time_parses(&v["time"]);
     assert_eq!(failing.method, "POST");
@@ -172,17 +216,39 @@ fn a_destination_that_stops_answering_is_reported_failing_once_and_recovered_onc
         dest(s, "offsite")["consecutive_failures"].as_u64() >= Some(3)
     });
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(events(&r.webhook.accepted("/hook/"), "destination_failing").len(), 1);
-    let ntfy = r.ntfy.wait_for("the ntfy alert", "/backups", Duration::from_secs(10), |g| !g.is_empty());
+    assert_eq!(
+        events(&r.webhook.accepted("/hook/"), "destination_failing").len(),
+        1
+    );
+    let ntfy = r
+        .ntfy
+        .wait_for("the ntfy alert", "/backups", Duration::from_secs(10), |g| {
+            !g.is_empty()
+        });
     assert_eq!(ntfy.len(), 1, "{ntfy:?}");
     assert_eq!(ntfy[0].method, "POST");
     assert_eq!(ntfy[0].header("priority"), Some("urgent"));
-    assert_eq!(ntfy[0].header("title"), Some("cairn on alert-host: backups failing (offsite)"));
-    assert!(ntfy[0].header("tags").is_some_and(|t| t.contains("destination_failing")));
-    assert!(ntfy[0].text().contains("has not accepted a snapshot"), "{}", ntfy[0].text());
+    assert_eq!(
+        ntfy[0].header("title"),
+        Some("cairn on alert-host: backups failing (offsite)")
+    );
+    assert!(
+        ntfy[0]
+            .header("tags")
+            .is_some_and(|t| t.contains("destination_failing"))
+    );
+    assert!(
+        ntfy[0].text().contains("has not accepted a snapshot"),
+        "{}",
+        ntfy[0].text()
+    );
     // Healthchecks hears every failed attempt on /fail.
     let fails = r.checks.accepted(&format!("/ping/{CHECK_UUID}/fail"));
-    assert!(!fails.is_empty() && fails[0].method == "POST", "{:?}", r.checks.requests());
+    assert!(
+        !fails.is_empty() && fails[0].method == "POST",
+        "{:?}",
+        r.checks.requests()
+    );
     assert!(fails[0].text().contains("snapshot"), "{}", fails[0].text());
     if let Some(m) = &r.mail {
         let mails = m.wait_for(1, Duration::from_secs(20));
@@ -192,12 +258,21 @@ fn a_destination_that_stops_answering_is_reported_failing_once_and_recovered_onc
         assert_eq!(mail.login.as_deref(), Some("cairn"));
         assert_eq!(mail.from, "cairn@example.org");
         assert_eq!(mail.to, ["ops@example.org", "oncall@example.org"]);
-        assert!(mail.data.contains("Subject: cairn on alert-host: backups failing (offsite)"), "{}", mail.data);
+        assert!(
+            mail.data
+                .contains("Subject: cairn on alert-host: backups failing (offsite)"),
+            "{}",
+            mail.data
+        );
         assert!(mail.data.contains("destination: offsite"), "{}", mail.data);
     }
     // Status and metrics show the alert and the notifiers' health.
     let s = d.status().expect("status");
-    assert_eq!(dest(&s, "offsite")["last_alert"]["event"], "destination_failing", "{s}");
+    assert_eq!(
+        dest(&s, "offsite")["last_alert"]["event"],
+        "destination_failing",
+        "{s}"
+    );
     let hook = s["notifiers"]
         .as_array()
         .and_then(|a| a.iter().find(|n| n["kind"] == "webhook"))
@@ -207,19 +282,33 @@ fn a_destination_that_stops_answering_is_reported_failing_once_and_recovered_onc
     assert_eq!(hook["healthy"], true, "{s}");
     let text = d.cli(&["status"]);
     let shown = String::from_utf8_lossy(&text.stdout).into_owned();
-    assert!(shown.contains("last alert:     destination_failing"), "{}", describe(&text));
+    assert!(
+        shown.contains("last alert:     destination_failing"),
+        "{}",
+        describe(&text)
+    );
     assert!(shown.contains("notifiers:"), "{}", describe(&text));
     let m = metrics(port);
     let name = format!("webhook 127.0.0.1:{}", r.webhook.port);
-    assert!(m.contains(&format!("cairn_notify_failures_total{{notifier=\"{name}\"}} 1\n")), "{m}");
+    assert!(
+        m.contains(&format!(
+            "cairn_notify_failures_total{{notifier=\"{name}\"}} 1\n"
+        )),
+        "{m}"
+    );
     assert!(m.contains("cairn_last_alert_timestamp_seconds{destination=\"offsite\",event=\"destination_failing\"}"), "{m}");
 
     // Back: one recovery each.
     proxy.set_schedule(Schedule::clean());
-    r.webhook.wait_for("destination_recovered", "/hook/", Duration::from_secs(60), |g| {
-        !events(g, "destination_recovered").is_empty()
+    r.webhook.wait_for(
+        "destination_recovered",
+        "/hook/",
+        Duration::from_secs(60),
+        |g| !events(g, "destination_recovered").is_empty(),
+    );
+    d.wait_for("the catch-up", Duration::from_secs(60), |s| {
+        dest_settled(dest(s, "offsite"))
     });
-    d.wait_for("the catch-up", Duration::from_secs(60), |s| dest_settled(dest(s, "offsite")));
     std::thread::sleep(Duration::from_secs(2));
     let got = r.webhook.accepted("/hook/");
     assert_eq!(events(&got, "destination_failing").len(), 1, "{got:?}");
@@ -230,10 +319,18 @@ fn a_destination_that_stops_answering_is_reported_failing_once_and_recovered_onc
     assert_eq!(ntfy[1].header("priority"), Some("default"));
     if let Some(m) = &r.mail {
         let mails = m.wait_for(2, Duration::from_secs(20));
-        assert!(mails[1].data.contains("backups working again"), "{}", mails[1].data);
+        assert!(
+            mails[1].data.contains("backups working again"),
+            "{}",
+            mails[1].data
+        );
     }
     let last_ping = r.checks.accepted("/ping/").pop().expect("pings");
-    assert_eq!(last_ping.path, format!("/ping/{CHECK_UUID}"), "a success ping after the catch-up");
+    assert_eq!(
+        last_ping.path,
+        format!("/ping/{CHECK_UUID}"),
+        "a success ping after the catch-up"
+    );
     d.terminate();
     assert_no_secrets("the daemon's log", &d.log());
 }
@@ -270,7 +367,12 @@ fn a_destination_that_hangs_without_an_error_makes_its_source_stale_and_then_cur
     });
     // Unchanged, but confirmed by every rescan: never stale.
     std::thread::sleep(Duration::from_secs(6));
-    assert!(hook.requests().is_empty(), "{:?}\n{}", hook.requests(), d.log());
+    assert!(
+        hook.requests().is_empty(),
+        "{:?}\n{}",
+        hook.requests(),
+        d.log()
+    );
 
     // Every request now hangs (for 12 s, then the connection closes): nothing fails
     // within stale_after, and nothing is saved either.
@@ -279,14 +381,24 @@ fn a_destination_that_hangs_without_an_error_makes_its_source_stale_and_then_cur
         stall_for: Duration::from_secs(12),
         ..Schedule::clean()
     });
-    let got = hook.wait_for("stale", "/hook", Duration::from_secs(12), |g| !events(g, "stale").is_empty());
+    let got = hook.wait_for("stale", "/hook", Duration::from_secs(12), |g| {
+        !events(g, "stale").is_empty()
+    });
     let v = got[0].json();
     assert_eq!(v["event"], "stale", "{v}");
     assert_eq!(v["destination"], "offsite", "{v}");
     assert_eq!(v["source"], src.display().to_string(), "{v}");
-    assert!(v["message"].as_str().is_some_and(|m| m.contains("no successful snapshot of")), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no successful snapshot of")),
+        "{v}"
+    );
     let s = d.status().expect("status");
-    assert!(s["destinations"][0]["last_error"].is_null(), "no error was reported: {s}");
+    assert!(
+        s["destinations"][0]["last_error"].is_null(),
+        "no error was reported: {s}"
+    );
 
     proxy.set_schedule(Schedule::clean());
     hook.wait_for("stale_recovered", "/hook", Duration::from_secs(60), |g| {
@@ -294,7 +406,10 @@ fn a_destination_that_hangs_without_an_error_makes_its_source_stale_and_then_cur
     });
     let got = hook.accepted("/hook");
     assert_eq!(events(&got, "stale").len(), 1, "{got:?}");
-    assert_eq!(events(&got, "stale_recovered")[0].json()["source"], src.display().to_string());
+    assert_eq!(
+        events(&got, "stale_recovered")[0].json()["source"],
+        src.display().to_string()
+    );
     d.terminate();
 }
 
@@ -317,12 +432,21 @@ fn notify_test_reaches_every_receiver_and_names_the_one_it_cannot() {
     assert_eq!(hook[0].json()["event"], "test");
     assert_eq!(hook[0].json()["host"], "alert-host");
     let ping = r.checks.accepted("/ping/");
-    assert_eq!((ping.len(), ping[0].path.as_str()), (1, format!("/ping/{CHECK_UUID}").as_str()));
+    assert_eq!(
+        (ping.len(), ping[0].path.as_str()),
+        (1, format!("/ping/{CHECK_UUID}").as_str())
+    );
     let ntfy = r.ntfy.accepted("/backups");
-    assert_eq!(ntfy[0].header("title"), Some("cairn on alert-host: test notification"));
+    assert_eq!(
+        ntfy[0].header("title"),
+        Some("cairn on alert-host: test notification")
+    );
     if let Some(m) = &r.mail {
         let mails = m.wait_for(1, Duration::from_secs(10));
-        assert!(mails[0].tls && mails[0].data.contains("test notification"), "{mails:?}");
+        assert!(
+            mails[0].tls && mails[0].data.contains("test notification"),
+            "{mails:?}"
+        );
     }
 
     // One receiver that is not there, one that refuses: both named, nothing secret shown.
@@ -338,10 +462,26 @@ fn notify_test_reaches_every_receiver_and_names_the_one_it_cannot() {
     let out = env.run(&["notify", "test", "--config", &config.display().to_string()]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(said.contains("gone: NOT delivered: could not reach gone"), "{said}");
-    assert!(said.contains(&format!("webhook 127.0.0.1:{}: NOT delivered", r.webhook.port)) && said.contains("503"), "{said}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("2 of"), "{}", describe(&out));
-    assert_no_secrets("notify test", &format!("{said}{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(
+        said.contains("gone: NOT delivered: could not reach gone"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "webhook 127.0.0.1:{}: NOT delivered",
+            r.webhook.port
+        )) && said.contains("503"),
+        "{said}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("2 of"),
+        "{}",
+        describe(&out)
+    );
+    assert_no_secrets(
+        "notify test",
+        &format!("{said}{}", String::from_utf8_lossy(&out.stderr)),
+    );
 
     // A wrong mail password is named as the mail server's refusal.
     if r.mail.is_some() {

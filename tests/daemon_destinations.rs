@@ -5,6 +5,9 @@
 
 mod support;
 
+#[path = "alerts/receiver.rs"]
+mod receiver;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use support::daemon::{Daemon, backup_now, fill, last_id, primary_config, settled};
@@ -23,7 +26,15 @@ fn scrubbing_reads_every_pack_back_and_names_a_damaged_one() {
     for i in 0..6u64 {
         std::fs::write(src.join(format!("f{i}")), pseudo_random(1_500_000, i + 40)).expect("write");
     }
-    let config = primary_config(&env, &src, "scrub_period = \"4s\"\nscrub_interval = \"1s\"");
+    let hook = receiver::Receiver::start();
+    let config = primary_config(
+        &env,
+        &src,
+        &format!(
+            "scrub_period = \"4s\"\nscrub_interval = \"1s\"\n\n[[notify]]\nwebhook = \"{}\"\nevents = [\"scrub_damage\"]\n",
+            hook.url("/hook")
+        ),
+    );
     let mut d = Daemon::start(&env, &config);
     d.wait_for("the first snapshot", Duration::from_secs(60), |s| {
         last_id(s).is_some()
@@ -77,6 +88,24 @@ fn scrubbing_reads_every_pack_back_and_names_a_damaged_one() {
         describe(&text)
     );
     assert!(d.log().contains("scrub found"), "{}", d.log());
+    // One alert names the damaged pack and the command that repairs it, however many
+    // slices find it again.
+    let got = hook.wait_for("scrub_damage", "/hook", Duration::from_secs(30), |g| {
+        !g.is_empty()
+    });
+    let v = got[0].json();
+    assert_eq!(v["event"], "scrub_damage", "{v}");
+    let message = v["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&name), "{message}");
+    assert!(
+        message.contains(&format!(
+            "cairn check --config {} --destination primary --read-data --repair",
+            config.display()
+        )),
+        "{message}"
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(hook.accepted("/hook").len(), 1, "{:?}", hook.requests());
     d.terminate();
 }
 

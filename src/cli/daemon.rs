@@ -147,7 +147,11 @@ pub fn cmd_status(config: &Path, sock: Option<&Path>, json: bool) -> Result<i32>
             if json {
                 outln!("{}", serde_json::to_string(&s)?)?;
             } else {
-                out!("{}", s.render(cairn::host::now_unix()))?;
+                out!(
+                    "{}{}",
+                    s.render(cairn::host::now_unix()),
+                    cairn::daemon::alerts::render(&s)
+                )?;
             }
             Ok(if healthy(&s) { 0 } else { 1 })
         }

@@ -7,23 +7,14 @@
 //! ended. [`Alerts`] joins the book to the notifiers ([`crate::notify::Hub`]).
 
 use super::config::AlertRules;
+pub use super::status::LastAlert;
+use super::status::{DaemonStatus, label, write_family};
 use crate::host::now_unix;
 use crate::notify::{Event, EventKind, Hub, NotifierHealth};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
-
-/// The last alert raised about a destination, for `status`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct LastAlert {
-    /// Its event name.
-    pub event: String,
-    /// When (RFC 3339).
-    pub time: String,
-    /// What it said.
-    pub message: String,
-}
 
 /// Damaged objects remembered as reported, per destination.
 pub const MAX_DAMAGE_REMEMBERED: usize = 1000;
@@ -358,7 +349,10 @@ impl Alerts {
     pub fn round_ended(&self, dest: &str, end: &RoundEnd) {
         let now = now_unix();
         let mut out = Vec::new();
-        let (saved, failed) = (&end.saved, end.failed.as_ref().map(|(e, s)| (e.as_str(), *s)));
+        let (saved, failed) = (
+            &end.saved,
+            end.failed.as_ref().map(|(e, s)| (e.as_str(), *s)),
+        );
         if let (n @ 1.., Some(id)) = (end.replayed, &end.latest) {
             out.push(Alert {
                 snapshot: Some(id.clone()),
@@ -469,16 +463,18 @@ impl Alerts {
     }
 }
 
-/// The notifiers' lines of `cairn status`: each one's health, and the last alert about
-/// no destination in particular.
-pub fn render(status: &super::status::DaemonStatus, out: &mut String) {
+/// The notifiers' lines of `cairn status` (after [`DaemonStatus::render`]): each one's
+/// health, and the last alert about no destination in particular.
+pub fn render(status: &DaemonStatus) -> String {
     use std::fmt::Write as _;
+    let mut out = String::new();
+    let out = &mut out;
     if let Some(a) = &status.last_alert {
         let when = crate::human::utc_rfc3339(&a.time);
         let _ = writeln!(out, "\nlast alert: {} at {when}: {}", a.event, a.message);
     }
     if status.notifiers.is_empty() {
-        return;
+        return out.clone();
     }
     let _ = writeln!(out, "\nnotifiers:");
     for n in &status.notifiers {
@@ -492,17 +488,18 @@ pub fn render(status: &super::status::DaemonStatus, out: &mut String) {
             n.name, n.delivered, n.dropped, n.queued
         );
     }
+    out.clone()
 }
 
 /// A metric family's rows: labels and value.
 type Rows = Vec<(String, String)>;
 
-/// The alerting families of `/metrics`, through the status's `family` writer.
-pub fn metrics(
-    status: &super::status::DaemonStatus,
-    family: &mut dyn FnMut(&str, &str, &str, Rows),
-) {
-    use super::status::label;
+/// The alerting families of `/metrics` (after [`DaemonStatus::metrics`]).
+pub fn metrics(status: &DaemonStatus) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: Rows| {
+        write_family(&mut out, name, kind, help, rows);
+    };
     let per = |f: &dyn Fn(&NotifierHealth) -> String| -> Vec<(String, String)> {
         status
             .notifiers
@@ -555,6 +552,7 @@ pub fn metrics(
         "When the last alert about a destination was raised, labelled with its event.",
         rows,
     );
+    out
 }
 
 /// Write the book whole, through a temporary file and a rename.

@@ -126,7 +126,10 @@ impl Instance {
             let st = status.clone();
             tasks.push(tokio::spawn(metrics::serve(
                 l,
-                Arc::new(move || st().metrics()),
+                Arc::new(move || {
+                    let s = st();
+                    s.metrics() + &super::alerts::metrics(&s)
+                }),
             )));
         }
         tracing::info!(

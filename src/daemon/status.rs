@@ -17,6 +17,17 @@ pub struct LastSnapshot {
     pub completed_unix: u64,
 }
 
+/// The last alert raised about a destination (or about none), for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LastAlert {
+    /// Its event name.
+    pub event: String,
+    /// When (RFC 3339).
+    pub time: String,
+    /// What it said.
+    pub message: String,
+}
+
 /// One destination as `cairn status` shows it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DestinationStatus {
@@ -94,7 +105,7 @@ pub struct DestinationStatus {
     pub warnings: Vec<String>,
     /// The last alert raised about this destination (kept across restarts).
     #[serde(default)]
-    pub last_alert: Option<super::alerts::LastAlert>,
+    pub last_alert: Option<LastAlert>,
 }
 
 /// Paths with their warnings listed in a destination's status.
@@ -146,7 +157,7 @@ pub struct DaemonStatus {
     pub notifiers: Vec<crate::notify::NotifierHealth>,
     /// The last alert about no destination in particular (watch limits).
     #[serde(default)]
-    pub last_alert: Option<super::alerts::LastAlert>,
+    pub last_alert: Option<LastAlert>,
 }
 
 impl DaemonStatus {
@@ -315,7 +326,6 @@ impl DaemonStatus {
                 );
             }
         }
-        super::alerts::render(self, &mut out);
         out
     }
 
@@ -323,11 +333,7 @@ impl DaemonStatus {
     pub fn metrics(&self) -> String {
         let mut out = String::new();
         let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, value) in rows {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
+            write_family(&mut out, name, kind, help, rows);
         };
         let per = |f: &dyn Fn(&DestinationStatus) -> String| -> Vec<(String, String)> {
             self.destinations
@@ -500,13 +506,28 @@ impl DaemonStatus {
             "1 when the file watcher sees every change, 0 when scans are the fallback.",
             vec![(String::new(), u8::from(self.watching).to_string())],
         );
-        super::alerts::metrics(self, &mut family);
         out
     }
 }
 
+/// One metric family in Prometheus text: its help and type lines, then a line per row
+/// (labels, value).
+pub fn write_family(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    rows: Vec<(String, String)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in rows {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
 /// Escape a label value (backslash, quote, newline).
-pub(super) fn label(v: &str) -> String {
+pub fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -179,10 +179,14 @@ pub fn run(dest: Arc<Destination>, env: Arc<WorkerEnv>) {
                     })
                     .collect(),
                 replayed,
-                latest: lock(&dest.record).last_snapshot.as_ref().map(|l| l.id.clone()),
-                failed: result.as_ref().err().map(|e| {
-                    (e.to_string(), matches!(e, Error::SourceFailed(_)))
-                }),
+                latest: lock(&dest.record)
+                    .last_snapshot
+                    .as_ref()
+                    .map(|l| l.id.clone()),
+                failed: result
+                    .as_ref()
+                    .err()
+                    .map(|e| (e.to_string(), matches!(e, Error::SourceFailed(_)))),
             };
             env.alerts.round_ended(&name, &end);
         }

@@ -48,7 +48,7 @@ pub struct NotifierHealth {
 /// One notifier's queue and record.
 struct Slot {
     sender: Arc<Sender>,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<(Event, Instant)>,
     health: Arc<Mutex<NotifierHealth>>,
 }
 
@@ -96,7 +96,7 @@ impl Hub {
             if !slot.sender.config.wants(event) {
                 continue;
             }
-            match slot.tx.try_send(event.clone()) {
+            match slot.tx.try_send((event.clone(), Instant::now())) {
                 Ok(()) => lock(&slot.health).queued += 1,
                 Err(_) => {
                     let mut h = lock(&slot.health);
@@ -137,12 +137,13 @@ pub fn retry_delay(n: u32) -> Duration {
 /// [`GIVE_UP_AFTER`] has passed.
 async fn deliver_all(
     sender: Arc<Sender>,
-    mut rx: mpsc::Receiver<Event>,
+    mut rx: mpsc::Receiver<(Event, Instant)>,
     health: Arc<Mutex<NotifierHealth>>,
 ) {
     let name = sender.config.name.clone();
-    while let Some(event) = rx.recv().await {
-        let raised = Instant::now();
+    // The hour of retries counts from when the event was raised, not from when its turn
+    // came: events queued behind one being retried do not each get an hour more.
+    while let Some((event, raised)) = rx.recv().await {
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -174,9 +174,23 @@ impl Sender {
         let tls = if m.implicit_tls || m.starttls {
             let mut params = TlsParameters::builder(m.host.clone());
             if let Some(pem) = &self.ca_pem {
-                let cert = Certificate::from_pem(pem)
-                    .map_err(|e| setup(format!("ca_file holds no usable PEM certificate ({e})")))?;
-                params = params.add_root_certificate(cert);
+                // Every certificate of the file, as for HTTP (lettre reads one per call).
+                let text = String::from_utf8_lossy(pem);
+                const END: &str = "-----END CERTIFICATE-----";
+                let blocks: Vec<String> = text
+                    .split_inclusive(END)
+                    .filter(|b| b.contains(END))
+                    .map(|b| b.trim_start().to_string())
+                    .collect();
+                if blocks.is_empty() {
+                    return Err(setup("ca_file holds no PEM certificate".into()));
+                }
+                for b in blocks {
+                    let cert = Certificate::from_pem(b.as_bytes()).map_err(|e| {
+                        setup(format!("ca_file holds no usable PEM certificate ({e})"))
+                    })?;
+                    params = params.add_root_certificate(cert);
+                }
             }
             let params = params
                 .build_rustls()

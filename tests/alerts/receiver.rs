@@ -2,6 +2,8 @@
 //! headers, body) and answers 200, or 503 to the next N when told: the receiving end
 //! of webhook, healthchecks and ntfy notifiers.
 
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,9 +31,8 @@ impl Received {
 
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("{e}: {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> String {
@@ -137,48 +138,48 @@ async fn serve(
         };
         let (seen, refuse) = (seen.clone(), refuse.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let (seen, refuse) = (seen.clone(), refuse.clone());
-                async move {
-                    use http_body_util::BodyExt;
-                    let method = req.method().to_string();
-                    let path = req
-                        .uri()
-                        .path_and_query()
-                        .map(|p| p.to_string())
-                        .unwrap_or_default();
-                    let headers = req
-                        .headers()
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-                        .collect();
-                    let body = req
-                        .into_body()
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes().to_vec())
-                        .unwrap_or_default();
-                    let refused = refuse
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                        .is_ok();
-                    seen.lock().expect("lock").push(Received {
-                        method,
-                        path,
-                        headers,
-                        body,
-                        refused,
-                    });
-                    let status = if refused { 503 } else { 200 };
-                    hyper::Response::builder()
-                        .status(status)
-                        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")))
-                }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(
-                hyper_util::rt::TokioExecutor::new(),
-            )
-            .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
-            .await;
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (seen, refuse) = (seen.clone(), refuse.clone());
+                    async move {
+                        use http_body_util::BodyExt;
+                        let method = req.method().to_string();
+                        let path = req
+                            .uri()
+                            .path_and_query()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default();
+                        let headers = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                            .collect();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes().to_vec())
+                            .unwrap_or_default();
+                        let refused = refuse
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok();
+                        seen.lock().expect("lock").push(Received {
+                            method,
+                            path,
+                            headers,
+                            body,
+                            refused,
+                        });
+                        let status = if refused { 503 } else { 200 };
+                        hyper::Response::builder()
+                            .status(status)
+                            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")))
+                    }
+                });
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                    .await;
         });
     }
 }

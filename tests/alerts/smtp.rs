@@ -122,7 +122,14 @@ impl Smtp {
         };
         let mut child = Command::new(python)
             .arg(&script)
-            .args([&port.to_string(), &path(&cert), &path(&key), &path(&out), user, password])
+            .args([
+                &port.to_string(),
+                &path(&cert),
+                &path(&key),
+                &path(&out),
+                user,
+                password,
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -158,7 +165,11 @@ impl Smtp {
                     from: v["from"].as_str().unwrap_or_default().to_string(),
                     to: v["to"]
                         .as_array()
-                        .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|t| t.as_str().map(String::from))
+                                .collect()
+                        })
                         .unwrap_or_default(),
                     data: v["data"].as_str().unwrap_or_default().to_string(),
                     tls: v["tls"].as_bool().unwrap_or(false),
@@ -176,7 +187,10 @@ impl Smtp {
             if m.len() >= n {
                 return m;
             }
-            assert!(start.elapsed() < timeout, "timed out waiting for {n} mail(s): {m:?}");
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {n} mail(s): {m:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -202,8 +216,7 @@ fn certificates() -> (String, String, String) {
     let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let key = rcgen::KeyPair::generate().expect("server key");
-    let mut params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "127.0.0.1");

@@ -278,13 +278,15 @@ fn email(cx: &mut Ctx<'_, '_>, v: &Spanned<RawEmail>) -> Option<EmailConfig> {
     let smtp = m.smtp.as_ref()?;
     let starttls = m.starttls.as_ref().map(|s| *s.get_ref());
     let server = match reqwest::Url::parse(smtp.get_ref()) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => cx.problem(
+            smtp.span(),
+            "`notify.email.smtp` holds a login: write the server only, and the login as username = \"...\" with password_file = \"...\"".into(),
+        ),
         Ok(u) if matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some() => Some(u),
+        // The value is not repeated: it may hold a password.
         _ => cx.problem(
             smtp.span(),
-            format!(
-                "`notify.email.smtp` = {:?} is not an SMTP server: write \"smtp://host:587\" (STARTTLS) or \"smtps://host:465\" (TLS)",
-                smtp.get_ref()
-            ),
+            "`notify.email.smtp` is not an SMTP server: write \"smtp://host:587\" (STARTTLS) or \"smtps://host:465\" (TLS)".into(),
         ),
     };
     let implicit_tls = server.as_ref().is_some_and(|u| u.scheme() == "smtps");
@@ -342,6 +344,13 @@ fn email(cx: &mut Ctx<'_, '_>, v: &Spanned<RawEmail>) -> Option<EmailConfig> {
         }
         None => None,
     };
+    if let (Some(u), None) = (&m.username, &m.password_file) {
+        ok = false;
+        cx.problem::<()>(
+            u.span(),
+            "`notify.email.username` without `password_file`: add password_file = \"/etc/cairn/smtp.password\" (a file holding the SMTP password)".into(),
+        );
+    }
     if let (Some(p), None) = (&m.password_file, &m.username) {
         ok = false;
         cx.problem::<()>(p.span(), "`notify.email.password_file` without `username`: add username = \"...\" (the SMTP login)".into());
@@ -363,4 +372,103 @@ fn email(cx: &mut Ctx<'_, '_>, v: &Spanned<RawEmail>) -> Option<EmailConfig> {
         username: m.username.as_ref().map(|u| u.get_ref().clone()),
         password_file,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse;
+    use crate::notify::channel::Channel;
+    use crate::notify::event::EventKind;
+    use std::path::Path;
+    use std::time::Duration;
+
+    const BASE: &str = "state_dir = \"/var/lib/cairn\"\npassword_file = \"/etc/cairn/passphrase\"\n\n[[source]]\npaths = [\"/srv/data\"]\n\n[[destination]]\nname = \"lan\"\nrepo = \"/mnt/backup/cairn\"\n";
+
+    fn problems(extra: &str) -> Vec<String> {
+        parse(Path::new("t.toml"), &format!("{BASE}{extra}"))
+            .err()
+            .map(|e| e.problems.iter().map(|p| p.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    fn has(p: &[String], want: &str) {
+        assert!(p.iter().any(|m| m.contains(want)), "{want}\nin {p:#?}");
+    }
+
+    #[test]
+    fn alerts_and_every_kind_of_notifier_parse() {
+        let text = format!(
+            "{BASE}\n[alerts]\nfailing_after = \"5m\"\n\n[[notify]]\nwebhook = \"https://hooks.example.org/x/TOKEN\"\nheaders = {{ Authorization = \"Bearer x\" }}\nevents = [\"destination_failing\", \"snapshot_saved\"]\ndestinations = [\"lan\"]\n\n[[notify]]\nhealthchecks = \"https://hc-ping.com/uuid\"\n\n[[notify]]\nntfy = \"https://ntfy.sh/backups\"\n\n[[notify]]\nname = \"ops\"\nemail = {{ smtp = \"smtps://mail.example.org\", from = \"cairn@example.org\", to = [\"ops@example.org\"] }}\n"
+        );
+        let c = parse(Path::new("t.toml"), &text).expect("valid");
+        assert_eq!(c.alerts.failing_after, Duration::from_secs(300));
+        assert_eq!(c.alerts.stale_after, Duration::from_secs(25 * 3600));
+        let names: Vec<&str> = c.notifiers.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "webhook hooks.example.org",
+                "healthchecks hc-ping.com",
+                "ntfy ntfy.sh",
+                "ops"
+            ]
+        );
+        assert_eq!(
+            c.notifiers[0].events.as_deref(),
+            Some(&[EventKind::DestinationFailing, EventKind::SnapshotSaved][..])
+        );
+        let Channel::Email(m) = &c.notifiers[3].channel else {
+            panic!("email")
+        };
+        assert_eq!((m.port, m.implicit_tls, m.starttls), (465, true, false));
+    }
+
+    #[test]
+    fn a_notifier_with_no_receiver_or_two_is_refused_with_the_fix() {
+        has(
+            &problems("\n[[notify]]\nname = \"x\"\n"),
+            "names no receiver: add one of webhook",
+        );
+        has(
+            &problems("\n[[notify]]\nwebhook = \"https://a/\"\nntfy = \"https://b/t\"\n"),
+            "has webhook and ntfy: keep one",
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named_without_repeating_secrets() {
+        let p = problems(
+            "\n[[notify]]\nwebhook = \"ftp://host/SECRET\"\n\n[[notify]]\nntfy = \"https://ntfy.sh/\"\n\n[[notify]]\nhealthchecks = \"https://hc/x\"\nevents = [\"destination_failed\"]\ndestinations = [\"wan\"]\nheaders = { A = \"b\" }\n",
+        );
+        has(&p, "`notify.webhook` is a ftp URL");
+        assert!(p.iter().all(|m| !m.contains("SECRET")), "{p:#?}");
+        has(&p, "`notify.ntfy` has no topic");
+        has(&p, "\"destination_failed\", which is not an event");
+        has(&p, "\"wan\", which is not a configured destination");
+        has(&p, "`notify.headers` applies to webhook and ntfy only");
+    }
+
+    #[test]
+    fn mail_settings_are_checked() {
+        let p = problems(
+            "\n[[notify]]\nemail = { smtp = \"http://mail\", from = \"not an address\", to = [] }\n",
+        );
+        has(&p, "is not an SMTP server");
+        let q = problems(
+            "\n[[notify]]\nemail = { smtp = \"smtp://me:PW@mail\", from = \"a@b.c\", to = [\"a@b.c\"], username = \"me\" }\n",
+        );
+        has(&q, "holds a login");
+        has(&q, "without `password_file`");
+        assert!(q.iter().all(|m| !m.contains("PW")), "{q:#?}");
+        has(&p, "is not a mail address");
+        has(&p, "`notify.email.to` is empty");
+        let p = problems(
+            "\n[[notify]]\nemail = { smtp = \"smtp://mail\", to = [\"a@b.c\"], password_file = \"/nonexistent/pw\" }\n",
+        );
+        has(&p, "`notify.email` has no `from`");
+        has(&p, "cannot read password_file /nonexistent/pw");
+        has(&p, "without `username`");
+        let p = problems("\n[alerts]\nstale_after = \"0s\"\n");
+        has(&p, "`alerts.stale_after` = \"0s\" is shorter than 1s");
+    }
 }
