@@ -6,7 +6,7 @@
 //! changes, default 30; CAIRN_BENCH_FILES the size of the watched tree, default 20000).
 //! Prints p50, p95 and max, with and without the configured quiet period.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/integration/support/mod.rs"]
 mod support;
 
 use cairn::daemon::control::{self, Request, Response};

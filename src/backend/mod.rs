@@ -1,9 +1,9 @@
 //! The storage trait every destination implements, and the object naming they share.
 //!
 //! Contract (every implementation must keep it). The contract tests in `tests/s3_*.rs`
-//! (`tests/s3_contract.rs`, beside `tests/s3_errors.rs` and `tests/s3_requests.rs`) run
+//! (`tests/integration/s3_contract.rs`, beside `tests/integration/s3_errors.rs` and `tests/integration/s3_requests.rs`) run
 //! one check of it against a local directory, S3 on s3s-fs and S3 behind the
-//! fault-injecting proxy; `tests/object_lock.rs` covers the lock methods on a server that
+//! fault-injecting proxy; `tests/integration/object_lock.rs` covers the lock methods on a server that
 //! enforces Object Lock. The contract:
 //! - `put` returns only once the object is durable under its final name, and a reader
 //!   never sees a partial object under that name: either the old state or the whole object.

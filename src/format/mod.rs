@@ -2,7 +2,7 @@
 //!
 //! Each submodule declares one stored type as a plain `serde` struct with an explicit
 //! version, and the functions that turn it into stored bytes and back. `docs/FORMAT.md`
-//! describes the same layout in prose and carries test vectors that `tests/format_vectors.rs`
+//! describes the same layout in prose and carries test vectors that `tests/integration/format_vectors.rs`
 //! decodes.
 
 pub mod config;

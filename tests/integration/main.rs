@@ -1,0 +1,46 @@
+//! Every integration test, in one binary: each file here is a module (named as the
+//! area it covers), and `support` holds what they share. One binary, not one per file,
+//! because building forty (each compiling the shared support and the S3 test server
+//! again, then linking) took most of CI's time. Run one area with
+//! `cargo test --test integration alerts::`.
+
+mod support;
+
+mod alerts;
+mod backup_restore;
+mod concurrency;
+mod config_check;
+mod crash_safety;
+mod daemon;
+mod daemon_destinations;
+mod daemon_sources;
+mod daemon_status;
+mod databases;
+mod destinations;
+mod destinations_journal;
+mod forget;
+mod format_vectors;
+mod front_door;
+mod help;
+mod hostile;
+mod hostile_objects;
+mod human_output;
+mod layout;
+mod memory_bound;
+mod object_lock;
+mod packaging;
+mod power_loss;
+mod prune;
+mod readme;
+mod repository_errors;
+mod s3_contract;
+mod s3_errors;
+mod s3_in_flight;
+mod s3_requests;
+mod secrets;
+mod shared_repository;
+mod stream_backup;
+mod tamper;
+mod torture;
+mod trust;
+mod ux;
