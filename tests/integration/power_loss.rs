@@ -17,11 +17,13 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use support::{Env, copy_dir, describe, pseudo_random, restored};
 
-/// The shim, built once per test binary with the system C compiler.
+/// The shim, built once per test binary with the system C compiler, into a folder of
+/// its own (not CARGO_TARGET_TMPDIR: a test there needs its folder left unchanged).
 fn shim() -> &'static Path {
     static SHIM: OnceLock<PathBuf> = OnceLock::new();
     SHIM.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("powercut.so");
+        let dir = tempfile::tempdir().expect("shim folder").keep();
+        let out = dir.join("powercut.so");
         let src =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/support/powercut.c");
         let status = Command::new("cc")

@@ -4,7 +4,8 @@
 //! Each must end in a clear error, or a warning where skipping is right, never in a
 //! panic, a hang or an allocation of gigabytes.
 
-use crate::support;
+#[path = "integration/support/mod.rs"]
+mod support;
 
 use cairn::backend::{FileType, Handle};
 use cairn::crypto::Purpose;

@@ -1,7 +1,8 @@
 //! Memory stays bounded by streaming: backing up and restoring a file several times larger
 //! than the memory limit below must not raise the process's peak RSS past that limit.
 
-use crate::support;
+#[path = "integration/support/mod.rs"]
+mod support;
 
 use std::fs;
 use std::io::Write;

@@ -12,7 +12,8 @@
 //! This file holds hostile trees (names, links, cycles, depth); `hostile_objects.rs`
 //! holds hostile index entries, pack headers, lengths and compressed frames.
 
-use crate::support;
+#[path = "integration/support/mod.rs"]
+mod support;
 
 use cairn::format::index::{BlobKind, IndexPack, PackedBlob};
 use cairn::format::name::ByteName;

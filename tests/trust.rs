@@ -3,7 +3,8 @@
 //! among the snapshots and index objects. Each test plays the attack or accident with
 //! the real binary and then restores.
 
-use crate::support;
+#[path = "integration/support/mod.rs"]
+mod support;
 
 use std::fs;
 use std::path::Path;
