@@ -246,3 +246,16 @@ impl Error {
 
 /// Result with the library error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The causes of `err`, itself first. After an io::Error comes its payload: its
+/// `source()` skips it, and the payload is where rustls and hyper put what happened.
+pub fn causes<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |&e| match e.downcast_ref::<std::io::Error>() {
+        Some(io) => io
+            .get_ref()
+            .map(|inner| inner as &(dyn std::error::Error + 'static)),
+        None => e.source(),
+    })
+}

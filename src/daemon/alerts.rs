@@ -468,13 +468,12 @@ impl Alerts {
 pub fn render(status: &DaemonStatus) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let out = &mut out;
     if let Some(a) = &status.last_alert {
         let when = crate::human::utc_rfc3339(&a.time);
         let _ = writeln!(out, "\nlast alert: {} at {when}: {}", a.event, a.message);
     }
     if status.notifiers.is_empty() {
-        return out.clone();
+        return out;
     }
     let _ = writeln!(out, "\nnotifiers:");
     for n in &status.notifiers {
@@ -488,7 +487,7 @@ pub fn render(status: &DaemonStatus) -> String {
             n.name, n.delivered, n.dropped, n.queued
         );
     }
-    out.clone()
+    out
 }
 
 /// A metric family's rows: labels and value.

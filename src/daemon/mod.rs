@@ -202,8 +202,7 @@ async fn main_loop(path: &Path, mut config: DaemonConfig, identity: Identity) ->
     }
     systemd::stopping();
     tracing::info!("stopping");
-    let alerts = instance.flush_alerts(ALERT_FLUSH_WAIT);
-    alerts.await;
+    instance.flush_alerts(ALERT_FLUSH_WAIT).await;
     instance.stop().await;
     if let Some(w) = watchdog {
         w.abort();

@@ -250,35 +250,31 @@ pub fn read_secret(path: &std::path::Path) -> Result<String, String> {
     Ok(line)
 }
 
-/// A mail error with its causes, in one line.
-fn mail_error(e: &lettre::transport::smtp::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
+/// `first`, then each cause of `err` below it whose words it does not already hold, in
+/// one line.
+fn with_causes(first: String, err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = first;
+    for c in crate::error::causes(err).skip(1) {
         let s = c.to_string();
         if !out.contains(&s) {
             out.push_str(&format!(": {s}"));
         }
-        cause = c.source();
     }
     out
+}
+
+/// A mail error with its causes.
+fn mail_error(e: &lettre::transport::smtp::Error) -> String {
+    with_causes(e.to_string(), e)
 }
 
 /// An HTTP client error with its causes, the URL taken out.
 fn describe(e: reqwest::Error) -> String {
     let e = e.without_url();
-    let mut out = if e.is_timeout() {
+    let first = if e.is_timeout() {
         format!("no answer within {}s", DELIVERY_TIMEOUT.as_secs())
     } else {
         e.to_string()
     };
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(&format!(": {s}"));
-        }
-        cause = c.source();
-    }
-    out
+    with_causes(first, &e)
 }

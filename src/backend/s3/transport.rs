@@ -5,6 +5,7 @@
 //! [`super::errors`] turns the [`Transport`] into the one sentence a user reads, so that
 //! no SDK or hyper structure reaches the terminal.
 
+use crate::error::causes;
 use std::error::Error as StdError;
 use std::io;
 
@@ -27,17 +28,6 @@ pub(super) enum Transport {
     Tls,
     /// None of the above; the text is the causes' own words.
     Other(String),
-}
-
-/// The causes of `err`, itself first. After an io::Error comes its payload: its
-/// `source()` skips it, and the payload is where rustls and hyper put what happened.
-fn causes<'a>(
-    err: &'a (dyn StdError + 'static),
-) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
-    std::iter::successors(Some(err), |&e| match e.downcast_ref::<io::Error>() {
-        Some(io) => io.get_ref().map(|inner| inner as &(dyn StdError + 'static)),
-        None => e.source(),
-    })
 }
 
 /// A certificate problem in words (rustls's own Display of some of them is a debug

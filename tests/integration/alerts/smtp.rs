@@ -102,7 +102,8 @@ impl Smtp {
     /// not installed outside CI.
     pub fn start(dir: &Path, user: &str, password: &str) -> Option<Smtp> {
         let python = python()?;
-        let (cert_pem, key_pem, ca_pem) = certificates();
+        let c = crate::support::s3::loopback_certificate();
+        let (cert_pem, key_pem, ca_pem) = (c.cert_pem, c.key_pem, c.ca_pem);
         let files = dir.join("smtp");
         let out = files.join("mails");
         std::fs::create_dir_all(&out).expect("mkdir");
@@ -198,29 +199,4 @@ impl Smtp {
 
 fn path(p: &Path) -> String {
     p.display().to_string()
-}
-
-/// A server certificate for 127.0.0.1 and its key, signed by a fresh CA: (cert, key,
-/// CA), all PEM.
-fn certificates() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "cairn mail test CA");
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().expect("server key");
-    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "127.0.0.1");
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.signed_by(&key, &issuer).expect("server certificate");
-    (cert.pem(), key.serialize_pem(), ca_cert.pem())
 }

@@ -129,6 +129,31 @@ struct Listen {
 
 /// A TLS configuration for `127.0.0.1` and the PEM of the CA that signed its certificate.
 fn test_tls() -> (rustls::ServerConfig, String) {
+    let c = loopback_certificate();
+    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(c.key_der.into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![c.cert_der.into()], private)
+    .expect("TLS configuration");
+    (config, c.ca_pem)
+}
+
+/// A server certificate for 127.0.0.1 and its key, signed by a CA made for it alone.
+pub struct LoopbackCertificate {
+    pub cert_pem: String,
+    pub cert_der: Vec<u8>,
+    pub key_pem: String,
+    pub key_der: Vec<u8>,
+    /// The CA that signed it (PEM): trust this, and only this server is trusted.
+    pub ca_pem: String,
+}
+
+/// A fresh [`LoopbackCertificate`], for the TLS servers of the tests (S3, SMTP).
+pub fn loopback_certificate() -> LoopbackCertificate {
     let ca_key = rcgen::KeyPair::generate().expect("CA key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -148,16 +173,13 @@ fn test_tls() -> (rustls::ServerConfig, String) {
         .push(rcgen::DnType::CommonName, "127.0.0.1");
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params.signed_by(&key, &issuer).expect("server certificate");
-    let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.der().clone()], private)
-    .expect("TLS configuration");
-    (config, ca_cert.pem())
+    LoopbackCertificate {
+        cert_pem: cert.pem(),
+        cert_der: cert.der().to_vec(),
+        key_pem: key.serialize_pem(),
+        key_der: key.serialize_der(),
+        ca_pem: ca_cert.pem(),
+    }
 }
 
 fn serve(
