@@ -8,11 +8,13 @@
 
 pub mod backend;
 pub mod backup;
+pub mod blob_writer;
 pub mod bufset;
 pub mod cache;
 pub mod changes;
 pub mod check;
 pub mod chunker;
+pub mod copy;
 pub mod crypto;
 pub mod daemon;
 pub mod diff;
@@ -39,10 +41,12 @@ pub mod read_plan;
 pub mod repo;
 pub mod restore;
 pub mod retention;
+pub mod rewrite;
 pub mod scan;
 pub mod secret;
 pub mod stats;
 pub mod tree_loader;
+pub mod tree_rewrite;
 pub mod verify;
 pub mod warm;
 

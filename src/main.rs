@@ -71,6 +71,15 @@ enum Command {
     /// Check the daemon's alert notifiers: `cairn notify test` sends a test event to
     /// every [[notify]] and says which were delivered.
     Notify(cli::notify::NotifyArgs),
+    /// Copy snapshots from another repository (--from-repo) into this one: on the same
+    /// keys the stored objects as they are, on other keys re-encrypted; only what is
+    /// missing is sent.
+    Copy(cli::copy::CopyArgs),
+    /// Add, remove or set snapshot tags (each changed snapshot gets a new id).
+    Tag(cli::tag::TagArgs),
+    /// Write new snapshots without the entries matching --exclude patterns (--forget
+    /// removes the originals; prune then frees the space).
+    Rewrite(cli::rewrite::RewriteArgs),
 }
 
 /// Run the verb the command line names; its exit code on success.
@@ -103,6 +112,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Diff(a) => cli::diff::run(&rt, &a.repo, &a, json),
         Command::Find(a) => cli::find::run(&rt, &a.repo, &a, json),
         Command::Stats(r) => cli::stats::run(&rt, &r, json),
+        Command::Copy(a) => cli::copy::run(&rt, &a.repo, &a, json),
+        Command::Tag(a) => cli::tag::run(&rt, &a.repo, &a, json),
+        Command::Rewrite(a) => cli::rewrite::run(&rt, &a.repo, &a, json),
         Command::Completions(_) | Command::Man(_) => Ok(0),
         Command::Daemon(a) => {
             drop(rt);

@@ -109,6 +109,7 @@ pub(super) fn run(
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary: Some(summary),
         origin: None,
+        original: None,
     };
     let id = rt.block_on(repo.save_snapshot(&snapshot))?;
     if let (Some(c), Some(seen), true) = (ctx.cache.as_ref(), trees_seen, opts.trim_cache) {

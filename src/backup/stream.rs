@@ -214,6 +214,7 @@ fn store_and_commit(
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         summary: Some(summary),
         origin: Some(opts.origin.clone()),
+        original: None,
     };
     let id = rt.block_on(repo.save_snapshot(&snapshot))?;
     Ok(BackupReport {

@@ -7,7 +7,7 @@ use super::output;
 use super::stdout::outln;
 use anyhow::{Context, Result, bail};
 use cairn::backend::{FileType, Handle};
-use cairn::repo::SnapshotEntry;
+use cairn::repo::{Repository, SnapshotEntry};
 use cairn::retention::{CalendarDuration, Candidate, Policy, apply};
 use std::collections::BTreeMap;
 use tokio::runtime::Runtime;
@@ -59,15 +59,9 @@ pub struct ForgetArgs {
     /// Keep snapshots with these tags (comma-separated: all of them; repeatable: any list).
     #[arg(long = "keep-tag", value_name = "TAGS")]
     pub keep_tags: Vec<String>,
-    /// Only consider snapshots of this host (repeatable).
-    #[arg(long = "host")]
-    pub hosts: Vec<String>,
-    /// Only consider snapshots with these tags (comma-separated: all; repeatable: any).
-    #[arg(long = "tag")]
-    pub tags: Vec<String>,
-    /// Only consider snapshots that include this path (repeatable).
-    #[arg(long = "path")]
-    pub paths: Vec<String>,
+    /// Which snapshots a policy considers.
+    #[command(flatten)]
+    pub filter: super::select::SnapshotFilter,
     /// Group snapshots by these fields before applying the policy: any of host, paths,
     /// tags, comma-separated ("" for one group).
     #[arg(long, default_value = "host,paths")]
@@ -98,18 +92,6 @@ fn duration(name: &str, v: &Option<String>) -> Result<CalendarDuration> {
     }
 }
 
-fn tag_lists(v: &[String]) -> Vec<Vec<String>> {
-    v.iter()
-        .map(|l| {
-            l.split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .collect()
-}
-
 impl ForgetArgs {
     fn policy(&self) -> Result<Policy> {
         Ok(Policy {
@@ -125,23 +107,8 @@ impl ForgetArgs {
             within_weekly: duration("keep-within-weekly", &self.keep_within_weekly)?,
             within_monthly: duration("keep-within-monthly", &self.keep_within_monthly)?,
             within_yearly: duration("keep-within-yearly", &self.keep_within_yearly)?,
-            tags: tag_lists(&self.keep_tags),
+            tags: super::select::tag_lists(&self.keep_tags),
         })
-    }
-
-    fn selected(&self, e: &SnapshotEntry) -> bool {
-        let s = &e.snapshot;
-        (self.hosts.is_empty() || self.hosts.contains(&s.hostname))
-            && (self.tags.is_empty()
-                || tag_lists(&self.tags).iter().any(|l| {
-                    // `--tag ''` selects snapshots without tags, as in restic.
-                    if l.is_empty() {
-                        s.tags.is_empty()
-                    } else {
-                        l.iter().all(|t| s.tags.contains(t))
-                    }
-                }))
-            && (self.paths.is_empty() || self.paths.iter().all(|p| s.paths.contains(p)))
     }
 
     fn group_key(&self, e: &SnapshotEntry) -> Result<(String, serde_json::Value)> {
@@ -203,7 +170,7 @@ pub fn run(rt: &Runtime, args: &RepoArgs, f: &ForgetArgs) -> Result<i32> {
         }
         let mut groups: BTreeMap<String, (serde_json::Value, Vec<&SnapshotEntry>)> =
             BTreeMap::new();
-        for e in all.iter().filter(|e| f.selected(e)) {
+        for e in all.iter().filter(|e| f.filter.matches(&e.snapshot)) {
             let (k, j) = f.group_key(e)?;
             groups.entry(k).or_insert_with(|| (j, Vec::new())).1.push(e);
         }
@@ -312,20 +279,9 @@ pub fn run(rt: &Runtime, args: &RepoArgs, f: &ForgetArgs) -> Result<i32> {
     }
     let mut locked = 0;
     for e in &remove {
-        let h = Handle::new(FileType::Snapshot, e.id.to_hex());
-        if let Some(until) = rt.block_on(repo.backend().locked_until(&h))? {
+        if !remove_snapshot(rt, &repo, e)? {
             locked += 1;
-            eprintln!(
-                "snapshot {} is protected by S3 Object Lock until {}: it stays until then",
-                e.id.short(),
-                time::OffsetDateTime::from(until)
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default()
-            );
-            continue;
         }
-        rt.block_on(repo.backend().delete(&h))
-            .with_context(|| format!("removing snapshot {}", e.id.short()))?;
     }
     let removed = remove.len() - locked;
     if !f.json {
@@ -343,4 +299,23 @@ pub fn run(rt: &Runtime, args: &RepoArgs, f: &ForgetArgs) -> Result<i32> {
         super::prune::prune_after_forget(rt, args, f.json)?;
     }
     Ok(0)
+}
+
+/// Delete a snapshot object, unless S3 Object Lock protects it: then say until when it
+/// stays, and answer `false`.
+pub(super) fn remove_snapshot(rt: &Runtime, repo: &Repository, e: &SnapshotEntry) -> Result<bool> {
+    let h = Handle::new(FileType::Snapshot, e.id.to_hex());
+    if let Some(until) = rt.block_on(repo.backend().locked_until(&h))? {
+        eprintln!(
+            "snapshot {} is protected by S3 Object Lock until {}: it stays until then",
+            e.id.short(),
+            time::OffsetDateTime::from(until)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        );
+        return Ok(false);
+    }
+    rt.block_on(repo.backend().delete(&h))
+        .with_context(|| format!("removing snapshot {}", e.id.short()))?;
+    Ok(true)
 }

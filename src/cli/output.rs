@@ -34,6 +34,9 @@ pub fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> Value {
     if let Some(o) = &s.origin {
         v["origin"] = json!(o);
     }
+    if let Some(o) = &s.original {
+        v["original"] = json!(o.to_hex());
+    }
     v
 }
 
@@ -154,6 +157,7 @@ mod tests {
             program_version: "cairn test".into(),
             summary: None,
             origin: None,
+            original: None,
         };
         let entry = SnapshotEntry {
             id: SnapshotId::default(),

@@ -81,6 +81,13 @@ pub struct Snapshot {
     /// older readers may ignore it; absent for snapshots of files and folders.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// The snapshot this one was made from by `tag`, `rewrite` or a `copy` between
+    /// repositories on different keys (restic's field): the id it had first, kept through
+    /// every later change, so a copy is recognised as already made and a person can tell
+    /// where a snapshot came from. Informational, so older readers may ignore it; absent
+    /// for snapshots made by a backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<SnapshotId>,
 }
 
 impl Snapshot {

@@ -35,6 +35,7 @@ mod power_loss;
 mod prune;
 mod readme;
 mod repository_errors;
+mod restic_verbs;
 mod s3_contract;
 mod s3_errors;
 mod s3_in_flight;

@@ -55,5 +55,6 @@ pub fn snapshot(tree: BlobId) -> Snapshot {
         program_version: "evil".into(),
         summary: None,
         origin: None,
+        original: None,
     }
 }

@@ -1,0 +1,155 @@
+//! Writing blobs into a repository outside a backup: `copy` (blobs re-encrypted for
+//! another repository's keys, or sealed blobs moved as they are) and `rewrite` (new
+//! trees). Blobs go into packs of the repository's size, data and trees apart as backups
+//! store them; packs are uploaded as they fill, and an index object naming them is
+//! stored every [`INDEX_EVERY`] packs and at the end, always after the packs it names
+//! (docs/FORMAT.md, section 14). So a run cut short leaves only packs in no index (swept
+//! by a prune) and index objects whose packs are all stored; what it already indexed is
+//! not sent again.
+
+use crate::backend::{FileType, Handle};
+use crate::error::Result;
+use crate::format::index::{BlobKind, IndexPack};
+use crate::hash::BlobId;
+use crate::index::MasterIndex;
+use crate::pack::{PackBuilder, SealedBlob, seal_blob};
+use crate::packer::MAX_BLOBS_PER_PACK;
+use crate::repo::Repository;
+use std::collections::HashSet;
+
+/// Packs named by one index object written along the way: a run cut short after many
+/// packs loses the work of at most this many.
+pub const INDEX_EVERY: usize = 64;
+
+/// What a writer stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Written {
+    /// Blobs stored.
+    pub blobs: u64,
+    /// Their plaintext bytes.
+    pub bytes: u64,
+    /// Their stored (sealed) bytes.
+    pub stored_bytes: u64,
+    /// Packs uploaded.
+    pub packs: u64,
+    /// Index objects stored.
+    pub index_objects: u64,
+}
+
+/// Packs blobs the repository lacks and stores them (see the module doc).
+pub struct BlobWriter<'a> {
+    repo: &'a Repository,
+    known: &'a MasterIndex,
+    added: HashSet<BlobId>,
+    data: PackBuilder,
+    trees: PackBuilder,
+    unindexed: Vec<IndexPack>,
+    written: Written,
+}
+
+impl<'a> BlobWriter<'a> {
+    /// A writer into `repo`, whose blobs listed in `known` (its index) are never stored
+    /// again.
+    pub fn new(repo: &'a Repository, known: &'a MasterIndex) -> Self {
+        BlobWriter {
+            repo,
+            known,
+            added: HashSet::new(),
+            data: PackBuilder::default(),
+            trees: PackBuilder::default(),
+            unindexed: Vec::new(),
+            written: Written::default(),
+        }
+    }
+
+    /// Whether the repository holds the blob, or this writer stored it.
+    pub fn holds(&self, id: &BlobId) -> bool {
+        self.known.contains(id) || self.added.contains(id)
+    }
+
+    /// Store `plain` as a blob of `kind` unless the repository holds it already, sealed
+    /// with the repository's keys; its id either way.
+    pub async fn add_plain(&mut self, kind: BlobKind, plain: &[u8]) -> Result<BlobId> {
+        let id = self.repo.keys().blob_id(plain);
+        if !self.holds(&id) {
+            let sealed = seal_blob(self.repo.keys(), id, kind, plain)?;
+            self.add_sealed(sealed).await?;
+        }
+        Ok(id)
+    }
+
+    /// Store a blob already sealed with the repository's keys (taken from a copy on the
+    /// same keys) unless the repository holds it.
+    pub async fn add_sealed(&mut self, blob: SealedBlob) -> Result<()> {
+        if self.holds(&blob.id) {
+            return Ok(());
+        }
+        self.added.insert(blob.id);
+        self.written.blobs += 1;
+        self.written.bytes += u64::from(blob.raw_length);
+        self.written.stored_bytes += blob.bytes.len() as u64;
+        let builder = match blob.kind {
+            BlobKind::Data => &mut self.data,
+            BlobKind::Tree => &mut self.trees,
+        };
+        builder.add(blob);
+        let full = builder.len() >= self.repo.config().pack_size as usize
+            || builder.blob_count() >= MAX_BLOBS_PER_PACK;
+        if full {
+            let builder = std::mem::take(builder);
+            self.upload(builder).await?;
+        }
+        Ok(())
+    }
+
+    /// Note a pack stored by other means (copied whole), to be named by the writer's
+    /// next index object.
+    pub async fn add_stored_pack(&mut self, pack: IndexPack) -> Result<()> {
+        self.added.extend(pack.blobs.iter().map(|b| b.id));
+        self.unindexed.push(pack);
+        self.index_if_due().await
+    }
+
+    async fn upload(&mut self, builder: PackBuilder) -> Result<()> {
+        if builder.is_empty() {
+            return Ok(());
+        }
+        let pack = builder.finish(self.repo.keys(), self.repo.config().version)?;
+        self.repo
+            .backend()
+            .put(&Handle::new(FileType::Pack, pack.id.to_hex()), pack.bytes)
+            .await?;
+        self.written.packs += 1;
+        self.unindexed.push(pack.index);
+        self.index_if_due().await
+    }
+
+    async fn index_if_due(&mut self) -> Result<()> {
+        if self.unindexed.len() >= INDEX_EVERY {
+            self.save_index().await?;
+        }
+        Ok(())
+    }
+
+    async fn save_index(&mut self) -> Result<()> {
+        if self.unindexed.is_empty() {
+            return Ok(());
+        }
+        self.repo
+            .save_index(std::mem::take(&mut self.unindexed))
+            .await?;
+        self.written.index_objects += 1;
+        Ok(())
+    }
+
+    /// Upload what is left and store the index naming every pack not yet named: after
+    /// this, a snapshot referring to the blobs may be stored.
+    pub async fn finish(mut self) -> Result<Written> {
+        let data = std::mem::take(&mut self.data);
+        self.upload(data).await?;
+        let trees = std::mem::take(&mut self.trees);
+        self.upload(trees).await?;
+        self.save_index().await?;
+        Ok(self.written)
+    }
+}
