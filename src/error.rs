@@ -96,7 +96,7 @@ pub enum Error {
     },
     /// No key accepted the passphrase.
     #[error(
-        "wrong passphrase for the repository at {location}: none of its {keys} key(s) opens with it; check the first line of the passphrase file (--password-file, CAIRN_PASSWORD_FILE) or CAIRN_PASSWORD"
+        "wrong passphrase for the repository at {location}: none of its {keys} key(s) opens with it; check the first line of the passphrase file (--password-file, CAIRN_PASSWORD_FILE), of what the password command prints (--password-command, CAIRN_PASSWORD_COMMAND), or CAIRN_PASSWORD"
     )]
     WrongPassphrase {
         /// Repository location.

@@ -35,6 +35,7 @@ pub mod ls;
 pub mod notify;
 pub mod pack;
 pub mod packer;
+pub mod password_command;
 pub mod progress;
 pub mod prune;
 pub mod read_plan;

@@ -323,8 +323,9 @@ pub enum OpenError {
 }
 
 /// The storage stack for a location, assembled in one place so a reader sees it whole:
-/// the backend itself, then the concurrency limit, then retries outermost (so a retry
-/// waits for a permit like any request, and a waiting retry holds none).
+/// the backend itself, then the concurrency limit, then the bandwidth limits, then retries
+/// outermost (so a retry waits for a permit like any request, and a waiting retry holds
+/// none).
 pub async fn open(spec: &str, opts: &BackendOptions) -> Result<Arc<dyn Backend>, OpenError> {
     open_location(&parse_location(spec)?, opts).await
 }
@@ -340,28 +341,28 @@ pub async fn open_location(
         crate::crypto::random_bytes(&mut b).ok();
         u64::from_le_bytes(b)
     };
-    Ok(match (location, opts.upload_limit) {
-        (Location::Local(path), None) => Arc::new(local::LocalBackend::new(path.clone())),
-        (Location::Local(path), Some(rate)) => Arc::new(throttle::ThrottleBackend::new(
+    let (up, down) = (opts.upload_limit, opts.download_limit);
+    let throttled = up.is_some() || down.is_some();
+    Ok(match location {
+        Location::Local(path) if throttled => Arc::new(throttle::ThrottleBackend::with_limits(
             local::LocalBackend::new(path.clone()),
-            rate,
+            up,
+            down,
         )),
-        (Location::S3(loc), limit) => {
+        Location::Local(path) => Arc::new(local::LocalBackend::new(path.clone())),
+        Location::S3(loc) => {
             let s3 = s3::S3Backend::connect(loc.clone(), opts).await?;
             let limited = limit::LimitBackend::new(s3, opts.connections);
-            match limit {
-                None => Arc::new(retry::RetryBackend::new(
-                    limited,
-                    opts.attempts,
-                    opts.retry_delay,
+            let (attempts, delay) = (opts.attempts, opts.retry_delay);
+            if throttled {
+                Arc::new(retry::RetryBackend::new(
+                    throttle::ThrottleBackend::with_limits(limited, up, down),
+                    attempts,
+                    delay,
                     seed,
-                )),
-                Some(rate) => Arc::new(retry::RetryBackend::new(
-                    throttle::ThrottleBackend::new(limited, rate),
-                    opts.attempts,
-                    opts.retry_delay,
-                    seed,
-                )),
+                ))
+            } else {
+                Arc::new(retry::RetryBackend::new(limited, attempts, delay, seed))
             }
         }
     })

@@ -197,6 +197,8 @@ pub struct BackendOptions {
     pub part_concurrency: usize,
     /// Upload bandwidth cap in bytes per second (average), if any.
     pub upload_limit: Option<u64>,
+    /// Download bandwidth cap in bytes per second (average), if any.
+    pub download_limit: Option<u64>,
     /// AWS shared-config profile to take credentials and region from.
     pub profile: Option<String>,
     /// S3 Object Lock retention given to every uploaded object.
@@ -253,6 +255,7 @@ impl Default for BackendOptions {
             part_size: 16 * 1024 * 1024,
             part_concurrency: 4,
             upload_limit: None,
+            download_limit: None,
             profile: None,
             object_lock: None,
         }
@@ -370,6 +373,11 @@ pub const OPTION_KEYS: &[(&str, &str, &str)] = &[
         "SIZE",
         "upload bandwidth cap per second, e.g. 10MiB (0: none)",
     ),
+    (
+        "download-limit",
+        "SIZE",
+        "download bandwidth cap per second, e.g. 10MiB (0: none)",
+    ),
 ];
 
 /// The keys of [`OPTION_KEYS`], comma-separated, for messages.
@@ -454,6 +462,9 @@ impl BackendOptions {
             "s3.profile" => self.profile = Some(value.to_string()),
             "s3.object-lock" => self.set_object_lock(ObjectLock::parse(value)?),
             "upload-limit" => self.upload_limit = Some(parse_size(key, value)?).filter(|n| *n > 0),
+            "download-limit" => {
+                self.download_limit = Some(parse_size(key, value)?).filter(|n| *n > 0)
+            }
             // OPTION_KEYS lists a key this match lacks: `every_listed_option_key_is_parsed`
             // fails on it.
             _ => return Err(format!("option {key:?} is listed but not implemented")),
@@ -537,5 +548,15 @@ mod tests {
         assert!(o.always_sign_payload);
         let e = o.apply(&["s3.sign-payload=yes".into()]).expect_err("bad");
         assert!(e.contains("auto") && e.contains("always"), "{e}");
+        o.apply(&["download-limit=2MiB".into(), "upload-limit=512K".into()])
+            .expect("valid");
+        assert_eq!(
+            (o.download_limit, o.upload_limit),
+            (Some(2 << 20), Some(512 << 10))
+        );
+        o.apply(&["download-limit=0".into()]).expect("valid");
+        assert_eq!(o.download_limit, None);
+        let e = o.apply(&["download-limit=fast".into()]).expect_err("bad");
+        assert!(e.contains("download-limit=fast"), "{e}");
     }
 }

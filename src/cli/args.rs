@@ -1,23 +1,41 @@
 //! Which verbs take the repository options, and what is said when they come where they
-//! mean nothing. `--repo`, `--password-file` and `-o` belong to the verbs that open a
-//! repository ([`RepoArgs`](super::RepoArgs)); `daemon`, `config`, `status`,
-//! `completions` and `man` do not offer them. Before the verb (`cairn --repo R
-//! snapshots`, the form from when they were global) they are still read: moved after the
-//! verb before clap parses, so help and completions never offer them there; before a verb
-//! that has no use for them they are refused with the reason.
+//! mean nothing. `--repo`, `--password-file`, `--password-command`, `--limit-upload`,
+//! `--limit-download` and `-o` belong to the verbs that open a repository
+//! ([`RepoArgs`](super::RepoArgs)); `daemon`, `config`, `status`, `completions` and `man`
+//! do not offer them. Before the verb (`cairn --repo R snapshots`, the form from when they
+//! were global) they are still read: moved after the verb before clap parses, so help and
+//! completions never offer them there; before a verb that has no use for them they are
+//! refused with the reason.
 
 use cairn::error::EXIT_USAGE;
 use std::ffi::OsString;
 
-/// Repository options that take a value as the next argument.
-const WITH_VALUE: [&str; 5] = ["--repo", "-r", "--password-file", "-o", "--option"];
+/// Repository options that take a value as the next argument, each with the name it is
+/// reported under.
+const WITH_VALUE: [(&str, &str); 8] = [
+    ("--repo", "--repo"),
+    ("-r", "--repo"),
+    ("--password-file", "--password-file"),
+    ("--password-command", "--password-command"),
+    ("--limit-upload", "--limit-upload"),
+    ("--limit-download", "--limit-download"),
+    ("-o", "-o"),
+    ("--option", "-o"),
+];
 
-/// Whether `arg` is a repository option with its value attached (`--repo=R`, `-oKEY=V`).
-fn attached(arg: &str) -> bool {
-    ["--repo=", "--password-file=", "--option="]
+/// The repository option `arg` is with its value attached (`--repo=R`, `-oKEY=V`), by
+/// the name it is reported under; `None` when it is none.
+fn attached(arg: &str) -> Option<&'static str> {
+    let long = WITH_VALUE
         .iter()
-        .any(|p| arg.starts_with(p))
-        || (arg.len() > 2 && (arg.starts_with("-r") || arg.starts_with("-o")))
+        .filter(|(f, _)| f.starts_with("--"))
+        .find(|(f, _)| arg.strip_prefix(f).is_some_and(|v| v.starts_with('=')))
+        .map(|(_, name)| *name);
+    long.or(match arg.get(..2) {
+        Some("-r") if arg.len() > 2 => Some("--repo"),
+        Some("-o") if arg.len() > 2 => Some("-o"),
+        _ => None,
+    })
 }
 
 /// The command line with repository options given before the verb (`cairn --repo R
@@ -34,22 +52,12 @@ pub fn reorder(argv: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let mut verb = None;
     while let Some(a) = args.next() {
         let text = a.to_string_lossy().into_owned();
-        if let Some(flag) = WITH_VALUE.iter().find(|f| **f == text) {
-            given.push(match *flag {
-                "-r" => "--repo",
-                "--option" => "-o",
-                f => f,
-            });
+        if let Some((_, name)) = WITH_VALUE.iter().find(|(f, _)| *f == text) {
+            given.push(name);
             early.push(a);
             early.extend(args.next());
-        } else if text.starts_with('-') && attached(&text) {
-            given.push(if text.starts_with("--p") {
-                "--password-file"
-            } else if text.starts_with("--r") || text.starts_with("-r") {
-                "--repo"
-            } else {
-                "-o"
-            });
+        } else if let Some(name) = attached(&text) {
+            given.push(name);
             early.push(a);
         } else if text.starts_with('-') && text != "--" {
             kept.push(a);
@@ -103,9 +111,6 @@ fn instead(verb: &str) -> String {
 /// The verbs without repository options.
 const NO_REPOSITORY: [&str; 5] = ["daemon", "config", "status", "completions", "man"];
 
-/// The repository options' spellings, as clap reports an unexpected one.
-const REPOSITORY_FLAGS: [&str; 5] = ["--repo", "-r", "--password-file", "-o", "--option"];
-
 /// For clap's "unexpected argument" error about a repository option after a verb that has
 /// none (`cairn daemon --repo R`), the sentence that says why and what to use instead;
 /// `None` for any other error, which clap reports itself.
@@ -118,7 +123,7 @@ pub fn explain_misplaced(e: &clap::Error, argv: &[String]) -> Option<String> {
         return None;
     };
     let flag = arg.split('=').next().unwrap_or(arg);
-    let flag = REPOSITORY_FLAGS.iter().find(|f| **f == flag)?;
+    let (flag, _) = WITH_VALUE.iter().find(|(f, _)| *f == flag)?;
     let verb = argv
         .iter()
         .skip(1)
@@ -199,5 +204,36 @@ mod tests {
         assert!(e.contains("--config FILE"), "{e}");
         let e = re(&["cairn", "--password-file=/p", "status"]).expect_err("refused");
         assert!(e.contains("--socket PATH"), "{e}");
+        let e = re(&[
+            "cairn",
+            "--password-command=pass x",
+            "--limit-download",
+            "5",
+            "man",
+        ])
+        .expect_err("refused");
+        assert!(
+            e.starts_with("--password-command, --limit-download given before `man`"),
+            "{e}"
+        );
+        assert_eq!(
+            re(&[
+                "cairn",
+                "--limit-upload=10",
+                "--password-command",
+                "p",
+                "stats"
+            ]),
+            Ok([
+                "cairn",
+                "stats",
+                "--limit-upload=10",
+                "--password-command",
+                "p"
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect())
+        );
     }
 }

@@ -26,10 +26,19 @@ pub struct RepoArgs {
         long_help = repo_long_help()
     )]
     pub repo: Option<String>,
-    /// File whose first line is the passphrase (else CAIRN_PASSWORD_FILE, CAIRN_PASSWORD,
-    /// or a prompt on a terminal).
-    #[arg(long = "password-file", value_name = "FILE", global = true)]
+    /// File whose first line is the passphrase (else CAIRN_PASSWORD_FILE,
+    /// CAIRN_PASSWORD_COMMAND, CAIRN_PASSWORD, or a prompt on a terminal).
+    #[arg(
+        long = "password-file",
+        value_name = "FILE",
+        global = true,
+        conflicts_with = "password_command"
+    )]
     pub password_file: Option<PathBuf>,
+    /// Command whose output's first line is the passphrase, e.g. "pass show backup/cairn";
+    /// split into words as a shell would, run without one (else CAIRN_PASSWORD_COMMAND).
+    #[arg(long = "password-command", value_name = "COMMAND", global = true)]
+    pub password_command: Option<String>,
     /// Backend option (repeatable), e.g. -o s3.region=garage; see --help for every key.
     #[arg(
         short = 'o',
@@ -39,6 +48,12 @@ pub struct RepoArgs {
         long_help = option_long_help()
     )]
     pub options: Vec<String>,
+    /// Upload limit in KiB/s (restic's flag; the same as -o upload-limit=NKiB; 0: none).
+    #[arg(long = "limit-upload", value_name = "KiB/s", global = true)]
+    pub limit_upload: Option<u64>,
+    /// Download limit in KiB/s (restic's flag; the same as -o download-limit=NKiB; 0: none).
+    #[arg(long = "limit-download", value_name = "KiB/s", global = true)]
+    pub limit_download: Option<u64>,
 }
 
 /// `--repo --help`: every location form the parser accepts, from its own list.
@@ -66,11 +81,28 @@ fn option_long_help() -> String {
 }
 
 impl RepoArgs {
-    /// Backend options from the defaults and every `-o`.
+    /// Backend options from the defaults and every `-o`, then `--limit-upload` and
+    /// `--limit-download`, which win over `-o upload-limit` and `-o download-limit`.
     pub fn backend_options(&self) -> Result<cairn::backend::BackendOptions> {
         let mut o = cairn::backend::BackendOptions::default();
         o.apply(&self.options).map_err(anyhow::Error::msg)?;
+        let per_second = |kib: u64| Some(kib.saturating_mul(1024)).filter(|n| *n > 0);
+        if let Some(kib) = self.limit_upload {
+            o.upload_limit = per_second(kib);
+        }
+        if let Some(kib) = self.limit_download {
+            o.download_limit = per_second(kib);
+        }
         Ok(o)
+    }
+
+    /// The repository passphrase, from the first source that is set
+    /// ([`password::resolve`]).
+    pub fn passphrase(&self) -> Result<password::Passphrase> {
+        password::resolve(
+            self.password_file.as_deref(),
+            self.password_command.as_deref(),
+        )
     }
 
     /// The repository location: `--repo`, else `$CAIRN_REPOSITORY`; refused when neither
@@ -111,10 +143,22 @@ pub(super) fn backend(rt: &Runtime, args: &RepoArgs) -> Result<Arc<dyn Backend>>
 pub(super) fn open(rt: &Runtime, args: &RepoArgs) -> Result<Repository> {
     let backend = backend(rt, args)?;
     let config = rt.block_on(read_config(backend.as_ref()))?;
-    let pass = password::resolve(args.password_file.as_deref())?;
+    let pass = args.passphrase()?;
+    open_with(rt, backend, config, &pass)
+}
+
+/// Open the repository whose storage is `backend` and `config` its configuration, with
+/// `pass`: the passphrase is resolved once by the caller, so a password command runs
+/// once however many repositories it opens.
+fn open_with(
+    rt: &Runtime,
+    backend: Arc<dyn Backend>,
+    config: cairn::format::config::ConfigFile,
+    pass: &[u8],
+) -> Result<Repository> {
     let cache = cache_root().map(|root| MetadataCache::new(&root, &config.body.id));
     let hint = cache.as_ref().and_then(MetadataCache::key_hint);
-    let repo = rt.block_on(Repository::open_preferring(backend, config, &pass, hint))?;
+    let repo = rt.block_on(Repository::open_preferring(backend, config, pass, hint))?;
     if let Some(c) = cache.filter(|_| hint != Some(repo.key_id())) {
         c.put_key_hint(repo.key_id());
     }
@@ -163,11 +207,13 @@ pub(super) fn open_with_copies(
     let (primary, copies) = match c.destination {
         Some(name) => super::daemon::open_configured(rt, c.config, name)?,
         None => {
-            let primary = open(rt, args)?;
+            let backend = backend(rt, args)?;
+            let config = rt.block_on(read_config(backend.as_ref()))?;
+            let pass = args.passphrase()?;
+            let primary = open_with(rt, backend, config, &pass)?;
             let mut copies = Vec::new();
             for spec in c.fallback_repos {
                 let b = rt.block_on(cairn::backend::open(spec, &args.backend_options()?))?;
-                let pass = password::resolve(args.password_file.as_deref())?;
                 let copy = rt
                     .block_on(Repository::open(b, &pass))
                     .with_context(|| format!("opening --fallback-repo {spec}"))?;

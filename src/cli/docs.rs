@@ -51,11 +51,15 @@ pub(crate) const ENVIRONMENT: &[(&str, &str)] = &[
     ),
     (
         "CAIRN_PASSWORD_FILE",
-        "file whose first line is the passphrase, when --password-file is not given (the daemon reads it when its configuration names no passphrase)",
+        "file whose first line is the passphrase, when neither --password-file nor --password-command is given (the daemon reads it when its configuration names no passphrase)",
+    ),
+    (
+        "CAIRN_PASSWORD_COMMAND",
+        "command whose output's first line is the passphrase (split into words as a shell would, run without one), when neither --password-file nor --password-command is given and CAIRN_PASSWORD_FILE is unset (the daemon runs it when its configuration names no passphrase)",
     ),
     (
         "CAIRN_PASSWORD",
-        "the passphrase itself, when neither of the above is set",
+        "the passphrase itself, when none of the above is set",
     ),
     (
         "CAIRN_CACHE_DIR",

@@ -26,19 +26,24 @@ pub(crate) struct InitArgs {
     #[arg(long)]
     from_repo: Option<String>,
     /// Passphrase file of --from-repo (default: the new repository's passphrase).
-    #[arg(long, requires = "from_repo")]
+    #[arg(long, requires = "from_repo", conflicts_with = "from_password_command")]
     from_password_file: Option<PathBuf>,
+    /// Command printing the passphrase of --from-repo on its first line, like
+    /// --password-command (default: the new repository's passphrase).
+    #[arg(long, value_name = "COMMAND", requires = "from_repo")]
+    from_password_command: Option<String>,
 }
 
 /// `cairn init`: the new repository's passphrase comes from the usual sources when one
 /// is set, else it is asked twice, since a typo would lock the data away for good.
 pub(crate) fn run(rt: &Runtime, args: &RepoArgs, a: &InitArgs, out: Output) -> Result<i32> {
     let backend = common::backend(rt, args)?;
-    let has_source = args.password_file.is_some()
-        || std::env::var_os("CAIRN_PASSWORD_FILE").is_some_and(|v| !v.is_empty())
-        || std::env::var_os("CAIRN_PASSWORD").is_some_and(|v| !v.is_empty());
+    let has_source = password::has_source(
+        args.password_file.as_deref(),
+        args.password_command.as_deref(),
+    );
     let pass = if has_source {
-        password::resolve(args.password_file.as_deref())?
+        args.passphrase()?
     } else {
         password::resolve_new(None)?
     };
@@ -50,10 +55,11 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, a: &InitArgs, out: Output) -> R
     let sibling = match a.from_repo.as_deref() {
         Some(spec) => {
             let b = rt.block_on(cairn::backend::open(spec, &args.backend_options()?))?;
-            let from_pass = match a.from_password_file.as_deref() {
-                Some(f) => password::read_file(f)?,
-                None => pass.clone(),
-            };
+            let from_pass = password::resolve_second(
+                a.from_password_file.as_deref(),
+                a.from_password_command.as_deref(),
+            )?
+            .unwrap_or_else(|| pass.clone());
             let sibling = rt
                 .block_on(Repository::open(b, &from_pass))
                 .with_context(|| format!("opening --from-repo {spec}"))?;

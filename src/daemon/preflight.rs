@@ -252,6 +252,7 @@ async fn contact(cfg: &DaemonConfig, d: &DestinationConfig) -> Contact {
     opts.attempts = opts.attempts.min(2);
     opts.timeout = opts.timeout.min(REQUEST_TIMEOUT);
     opts.upload_limit = None;
+    opts.download_limit = None;
     let backend = match open_location(&d.location, &opts).await {
         Ok(b) => b,
         Err(e) => {

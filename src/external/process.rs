@@ -27,8 +27,9 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
 }
 
-/// cairn's own secrets in its environment, never passed to a command or hook.
-const PRIVATE_VARS: &[&str] = &[
+/// cairn's own secrets in its environment, never passed to a command or hook (nor to a
+/// password command, which could otherwise run cairn and so itself again).
+pub(crate) const PRIVATE_VARS: &[&str] = &[
     "CAIRN_PASSWORD",
     "CAIRN_PASSWORD_FILE",
     "CAIRN_PASSWORD_COMMAND",

@@ -138,6 +138,7 @@ fn cairn_1_has_environment_and_every_exit_status() {
     for var in [
         "CAIRN_REPOSITORY",
         "CAIRN_PASSWORD_FILE",
+        "CAIRN_PASSWORD_COMMAND",
         "CAIRN_PASSWORD",
         "CAIRN_CACHE_DIR",
         "CAIRN_LOG",

@@ -13,6 +13,7 @@ mod support;
 
 mod alerts;
 mod backup_restore;
+mod bandwidth;
 mod concurrency;
 mod config_check;
 mod crash_safety;
@@ -31,6 +32,7 @@ mod human_output;
 mod layout;
 mod object_lock;
 mod packaging;
+mod password_command;
 mod power_loss;
 mod prune;
 mod readme;

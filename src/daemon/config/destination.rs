@@ -78,6 +78,7 @@ fn resolve_one(
         &format!("destination {name:?}: "),
         &d.password_file,
         &d.password_credential,
+        &d.password_command,
     );
     let backend = storage_options(cx, &name, d, location.as_ref());
     let upload_concurrency = match &d.upload_concurrency {
@@ -126,7 +127,7 @@ fn location(cx: &mut Ctx<'_, '_>, name: &str, repo: &Spanned<String>) -> Option<
 }
 
 /// The storage stack's settings: the free `options` table, then the keys that have a
-/// name of their own (profile, object lock, upload limit, credentials).
+/// name of their own (profile, object lock, bandwidth limits, credentials).
 fn storage_options(
     cx: &mut Ctx<'_, '_>,
     name: &str,
@@ -156,19 +157,11 @@ fn storage_options(
             Ok(l) => backend.set_object_lock(l),
         }
     }
-    if let Some(limit) = &d.upload_limit {
-        match crate::backend::options::parse_size("upload_limit", limit.get_ref()) {
-            Ok(n) if n > 0 => backend.upload_limit = Some(n),
-            _ => {
-                cx.problem::<()>(
-                    limit.span(),
-                    format!(
-                        "`upload_limit` = {:?} of destination {name:?}: write bytes per second like \"2MiB\" or \"500K\"",
-                        limit.get_ref()
-                    ),
-                );
-            }
-        }
+    if let Some(n) = rate(cx, name, "upload_limit", &d.upload_limit) {
+        backend.upload_limit = Some(n);
+    }
+    if let Some(n) = rate(cx, name, "download_limit", &d.download_limit) {
+        backend.download_limit = Some(n);
     }
     match (&d.access_key_id, &d.secret_access_key_file) {
         (Some(id), Some(file)) => {
@@ -193,6 +186,22 @@ fn storage_options(
         (None, None) => {}
     }
     backend
+}
+
+/// A bandwidth limit (`upload_limit`, `download_limit`) in bytes per second; `None` when
+/// not given, or unusable (reported).
+fn rate(cx: &mut Ctx<'_, '_>, name: &str, key: &str, v: &Option<Spanned<String>>) -> Option<u64> {
+    let v = v.as_ref()?;
+    match crate::backend::options::parse_size(key, v.get_ref()) {
+        Ok(n) if n > 0 => Some(n),
+        _ => cx.problem(
+            v.span(),
+            format!(
+                "`{key}` = {:?} of destination {name:?}: write bytes per second like \"2MiB\" or \"500K\"",
+                v.get_ref()
+            ),
+        ),
+    }
 }
 
 impl Ctx<'_, '_> {

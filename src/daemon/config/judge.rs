@@ -98,33 +98,94 @@ impl Ctx<'_, '_> {
         }
     }
 
-    /// The passphrase source named by `password_file` or `password_credential` (at most one).
+    /// The passphrase source named by `password_file`, `password_credential` or
+    /// `password_command` (at most one).
     pub(super) fn password(
         &mut self,
         scope: &str,
         file: &Option<Spanned<String>>,
         credential: &Option<Spanned<String>>,
+        command: &Option<Spanned<Vec<Spanned<String>>>>,
     ) -> Option<PasswordSource> {
-        match (file, credential) {
-            (Some(f), Some(c)) => self.problem(
-                c.span().start.min(f.span().start)..0,
-                format!("{scope}both `password_file` and `password_credential` are set: keep one"),
+        let given: Vec<(&str, std::ops::Range<usize>)> = [
+            ("password_file", file.as_ref().map(Spanned::span)),
+            (
+                "password_credential",
+                credential.as_ref().map(Spanned::span),
             ),
-            (Some(f), None) => self.abs_path("password_file", f).map(PasswordSource::File),
-            (None, Some(c)) => {
-                let name = c.get_ref();
-                if name.is_empty() || name.contains('/') {
-                    self.problem(
-                        c.span(),
-                        format!(
-                            "`password_credential` = {name:?} must be a systemd credential name (as in LoadCredential=NAME:PATH), without '/'"
-                        ),
-                    )
-                } else {
-                    Some(PasswordSource::Credential(name.clone()))
-                }
-            }
-            (None, None) => None,
+            ("password_command", command.as_ref().map(Spanned::span)),
+        ]
+        .into_iter()
+        .filter_map(|(k, span)| span.map(|s| (k, s)))
+        .collect();
+        if given.len() > 1 {
+            let keys: Vec<String> = given.iter().map(|(k, _)| format!("`{k}`")).collect();
+            let first = given.iter().map(|(_, s)| s.start).min().unwrap_or(0);
+            let (all, last) = keys.split_at(keys.len() - 1);
+            return self.problem(
+                first..first,
+                format!(
+                    "{scope}{} and {} are set: keep one of them as the passphrase source",
+                    all.join(", "),
+                    last.join("")
+                ),
+            );
         }
+        if let Some(f) = file {
+            return self.abs_path("password_file", f).map(PasswordSource::File);
+        }
+        if command.is_some() {
+            return self
+                .argv(
+                    "password_command",
+                    command,
+                    "[\"pass\", \"show\", \"backup/cairn\"]",
+                )
+                .map(PasswordSource::Command);
+        }
+        let c = credential.as_ref()?;
+        let name = c.get_ref();
+        if name.is_empty() || name.contains('/') {
+            self.problem(
+                c.span(),
+                format!(
+                    "`password_credential` = {name:?} must be a systemd credential name (as in LoadCredential=NAME:PATH), without '/'"
+                ),
+            )
+        } else {
+            Some(PasswordSource::Credential(name.clone()))
+        }
+    }
+
+    /// The argument vector of `key` (a source's `command`, a hook, `password_command`):
+    /// not empty, and its program installed. `example` shows how one is written.
+    pub(super) fn argv(
+        &mut self,
+        key: &str,
+        v: &Option<Spanned<Vec<Spanned<String>>>>,
+        example: &str,
+    ) -> Option<Vec<String>> {
+        let v = v.as_ref()?;
+        let Some(program) = v.get_ref().first() else {
+            return self.problem(
+                v.span(),
+                format!("`{key}` is empty: write the program and its arguments, e.g. {key} = {example} (no shell runs it; write [\"sh\", \"-c\", \"...\"] for one)"),
+            );
+        };
+        if crate::external::find_program(program.get_ref()).is_none() {
+            let where_ = if program.get_ref().contains('/') {
+                "there is no executable file there".to_string()
+            } else {
+                "it is not found in PATH".to_string()
+            };
+            return self.problem(
+                program.span(),
+                format!(
+                    "`{key}` runs {:?}, but {where_}: install it, or write its full path",
+                    program.get_ref()
+                ),
+            );
+        }
+        Some(v.get_ref().iter().map(|a| a.get_ref().clone()).collect())
     }
 }

@@ -358,6 +358,66 @@ socket = "/run/cairn/control.sock"
     }
 
     #[test]
+    fn a_password_command_is_one_passphrase_source_among_the_others() {
+        let text = GOOD
+            .replace(
+                "password_file = \"/etc/cairn/passphrase\"",
+                "password_command = [\"/bin/sh\", \"-c\", \"echo pw\"]",
+            )
+            .replace(
+                "name = \"disk\"",
+                "name = \"disk\"\npassword_command = [\"sh\", \"-c\", \"echo other\"]\ndownload_limit = \"2MiB\"",
+            );
+        let c = parse(Path::new("t.toml"), &text).expect("valid");
+        assert_eq!(
+            c.password,
+            PasswordSource::Command(vec!["/bin/sh".into(), "-c".into(), "echo pw".into()])
+        );
+        assert_eq!(c.password.read().expect("runs").as_slice(), b"pw");
+        let disk = &c.destinations[1];
+        assert_eq!(
+            disk.password
+                .as_ref()
+                .map(|p| p.read().expect("runs").to_vec()),
+            Some(b"other".to_vec())
+        );
+        assert_eq!(disk.backend.download_limit, Some(2 << 20));
+        assert_eq!(c.destinations[0].backend.download_limit, None);
+        let p = problems(&GOOD.replace(
+            "password_file = \"/etc/cairn/passphrase\"",
+            "password_file = \"/etc/cairn/passphrase\"\npassword_command = [\"pass\"]\npassword_credential = \"c\"",
+        ));
+        assert!(
+            p.iter().any(|m| m.starts_with(
+                "line 3: `password_file`, `password_credential` and `password_command` are set"
+            )),
+            "{p:?}"
+        );
+        let p = problems(&GOOD.replace(
+            "name = \"disk\"",
+            "name = \"disk\"\npassword_command = []\ndownload_limit = \"fast\"",
+        ));
+        assert!(
+            p.iter()
+                .any(|m| m.contains("`password_command` is empty: write the program")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.contains("`download_limit` = \"fast\" of destination \"disk\"")),
+            "{p:?}"
+        );
+        let p = problems(&GOOD.replace(
+            "password_file = \"/etc/cairn/passphrase\"",
+            "password_command = [\"cairn-no-such-program\"]",
+        ));
+        assert!(
+            p.iter().any(|m| m.starts_with("line 3: `password_command` runs \"cairn-no-such-program\", but it is not found in PATH")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
     fn every_unknown_key_is_named_with_its_line_and_a_suggestion() {
         let text = GOOD
             .replace("quiet_period", "quiet_perod")

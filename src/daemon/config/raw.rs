@@ -16,6 +16,7 @@ pub(super) struct RawConfig {
     pub(super) cache_dir: Option<Spanned<String>>,
     pub(super) password_file: Option<Spanned<String>>,
     pub(super) password_credential: Option<Spanned<String>>,
+    pub(super) password_command: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) hostname: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) source: Vec<RawSource>,
@@ -64,10 +65,12 @@ pub(super) struct RawDestination {
     pub(super) repo: Option<Spanned<String>>,
     pub(super) password_file: Option<Spanned<String>>,
     pub(super) password_credential: Option<Spanned<String>>,
+    pub(super) password_command: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) aws_profile: Option<Spanned<String>>,
     pub(super) access_key_id: Option<Spanned<String>>,
     pub(super) secret_access_key_file: Option<Spanned<String>>,
     pub(super) upload_limit: Option<Spanned<String>>,
+    pub(super) download_limit: Option<Spanned<String>>,
     pub(super) upload_concurrency: Option<Spanned<u32>>,
     pub(super) object_lock: Option<Spanned<String>>,
     #[serde(default)]

@@ -29,7 +29,12 @@ pub(super) fn resolve(
         None => state_dir.as_ref().map(|s| s.join("cache")),
     };
     let password = cx
-        .password("", &raw.password_file, &raw.password_credential)
+        .password(
+            "",
+            &raw.password_file,
+            &raw.password_credential,
+            &raw.password_command,
+        )
         .unwrap_or(PasswordSource::Environment);
     let hostname = match &raw.hostname {
         Some(h) if h.get_ref().trim().is_empty() => cx.problem(

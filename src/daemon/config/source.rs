@@ -16,6 +16,9 @@ use toml::Spanned;
 /// How often a command source runs when `every` is not given.
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(3600);
 
+/// How a command or hook is written, for the message about an empty one.
+const HOOK_EXAMPLE: &str = "[\"pg_dump\", \"-Fc\", \"app\"]";
+
 /// Each usable source, with the span its problems about paths point at.
 pub(super) fn resolve_all(
     cx: &mut Ctx<'_, '_>,
@@ -26,9 +29,9 @@ pub(super) fn resolve_all(
 
 fn resolve_one(cx: &mut Ctx<'_, '_>, s: &RawSource) -> Option<(SourceConfig, Range<usize>)> {
     let hooks = Hooks {
-        before: argv(cx, "before", &s.before),
-        after: argv(cx, "after", &s.after),
-        on_failure: argv(cx, "on_failure", &s.on_failure),
+        before: cx.argv("before", &s.before, HOOK_EXAMPLE),
+        after: cx.argv("after", &s.after, HOOK_EXAMPLE),
+        on_failure: cx.argv("on_failure", &s.on_failure, HOOK_EXAMPLE),
         timeout: s
             .hook_timeout
             .as_ref()
@@ -108,7 +111,7 @@ fn command_source(
                 .into(),
         );
     }
-    let argv = argv(cx, "command", &Some(command.clone()));
+    let argv = cx.argv("command", &Some(command.clone()), HOOK_EXAMPLE);
     let filename = match &s.filename {
         None => cx.problem(
             command.span(),
@@ -146,36 +149,6 @@ fn command_source(
         user: user?,
     });
     Some((base, command.span()))
-}
-
-/// A hook's or command's argument vector: not empty, and its program installed.
-fn argv(
-    cx: &mut Ctx<'_, '_>,
-    key: &str,
-    v: &Option<Spanned<Vec<Spanned<String>>>>,
-) -> Option<Vec<String>> {
-    let v = v.as_ref()?;
-    let Some(program) = v.get_ref().first() else {
-        return cx.problem(
-            v.span(),
-            format!("`{key}` is empty: write the program and its arguments, e.g. {key} = [\"pg_dump\", \"-Fc\", \"app\"] (no shell runs it; write [\"sh\", \"-c\", \"...\"] for one)"),
-        );
-    };
-    if crate::external::find_program(program.get_ref()).is_none() {
-        let where_ = if program.get_ref().contains('/') {
-            "there is no executable file there".to_string()
-        } else {
-            "it is not found in PATH".to_string()
-        };
-        return cx.problem(
-            program.span(),
-            format!(
-                "`{key}` runs {:?}, but {where_}: install it, or write its full path",
-                program.get_ref()
-            ),
-        );
-    }
-    Some(v.get_ref().iter().map(|a| a.get_ref().clone()).collect())
 }
 
 /// A source's duration (`every`, `hook_timeout`): at least a second, at most a year.

@@ -48,6 +48,7 @@ impl Daemon {
             .env("CAIRN_LOG", LOG_FILTER)
             .env_remove("CAIRN_PASSWORD")
             .env_remove("CAIRN_PASSWORD_FILE")
+            .env_remove("CAIRN_PASSWORD_COMMAND")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null())

@@ -152,6 +152,7 @@ impl Env {
             .env("CAIRN_REPOSITORY", &self.repo)
             .env("CAIRN_PASSWORD_FILE", &self.password_file)
             .env_remove("CAIRN_PASSWORD")
+            .env_remove("CAIRN_PASSWORD_COMMAND")
             .env_remove("CAIRN_LOG")
             .env_remove("RUST_LOG")
             .stdin(std::process::Stdio::null());
