@@ -23,10 +23,14 @@ pub struct CopyArgs {
     /// the same -o options.
     #[arg(long, value_name = "REPO", env = "CAIRN_FROM_REPOSITORY")]
     pub from_repo: String,
-    /// Passphrase file of --from-repo (else CAIRN_FROM_PASSWORD_FILE; without either,
-    /// the passphrase of the repository copied into).
+    /// Passphrase file of --from-repo (else CAIRN_FROM_PASSWORD_FILE; without it or a
+    /// command, the passphrase of the repository copied into).
     #[arg(long, value_name = "FILE", env = "CAIRN_FROM_PASSWORD_FILE")]
     pub from_password_file: Option<PathBuf>,
+    /// Command printing the passphrase of --from-repo on its first line, like
+    /// --password-command (else CAIRN_FROM_PASSWORD_COMMAND).
+    #[arg(long, value_name = "COMMAND", env = "CAIRN_FROM_PASSWORD_COMMAND")]
+    pub from_password_command: Option<String>,
     /// Which snapshots of --from-repo to copy, when no ids are given.
     #[command(flatten)]
     pub filter: SnapshotFilter,
@@ -41,9 +45,12 @@ pub fn run(rt: &Runtime, args: &RepoArgs, a: &CopyArgs, json: bool) -> Result<i3
     let backend = rt
         .block_on(cairn::backend::open(&a.from_repo, &args.backend_options()?))
         .with_context(|| format!("--from-repo {}", a.from_repo))?;
-    let pass = match a.from_password_file.as_deref() {
-        Some(f) => password::read_file(f)?,
-        None => password::resolve(args.password_file.as_deref())?,
+    let pass = match password::resolve_second(
+        a.from_password_file.as_deref(),
+        a.from_password_command.as_deref(),
+    )? {
+        Some(p) => p,
+        None => args.passphrase()?,
     };
     let src = rt
         .block_on(Repository::open(backend, &pass))
