@@ -200,9 +200,18 @@ fn a_copy_between_buckets_on_other_keys_restores_the_same_tree() {
         .unwrap_or_default();
     assert_eq!(snap["original"], copied[0]["from"], "{snap}");
     assert_eq!(snap["tags"], serde_json::json!(["t1"]), "{snap}");
-    // Again: nothing is copied, nothing is sent.
+    // Again, the source's passphrase from a command this time: nothing is copied,
+    // nothing is sent.
     let before = puts(&dst, "data") + puts(&dst, "snapshots") + puts(&dst, "index");
-    let again = json_summary(&dst.ok(&copy));
+    let command = format!("cat {from_pass}");
+    let again = json_summary(&dst.ok(&[
+        "copy",
+        "--from-repo",
+        &src_env.repo,
+        "--from-password-command",
+        &command,
+        "--json",
+    ]));
     assert_eq!(
         again["snapshots_copied"].as_array().map(Vec::len),
         Some(0),
