@@ -22,6 +22,7 @@ pub mod dump;
 pub mod error;
 pub mod exclude;
 pub mod external;
+pub mod files_from;
 pub mod find;
 pub mod format;
 pub mod fsmeta;

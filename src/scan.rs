@@ -9,8 +9,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-/// Count the regular files and their bytes under `paths` (honouring the excludes and the
-/// one-file-system rule as the backup does) into `progress.files_total`/`bytes_total`,
+/// Count the regular files and their bytes under `paths` (honouring the excludes, size
+/// limit and marker files included, and the one-file-system rule as the backup does) into `progress.files_total`/`bytes_total`,
 /// then mark the totals final. Returns early once `stop` returns true.
 pub fn count_totals(
     paths: &[PathBuf],
@@ -23,6 +23,9 @@ pub fn count_totals(
         let Ok(meta) = fs::symlink_metadata(root) else {
             continue;
         };
+        if excludes.excludes_root(root, &meta) {
+            continue;
+        }
         let dev = meta.dev();
         let mut stack = vec![(root.clone(), meta)];
         while let Some((path, meta)) = stack.pop() {
@@ -30,6 +33,9 @@ pub fn count_totals(
                 return;
             }
             if meta.is_file() {
+                if excludes.too_large(meta.size()) {
+                    continue;
+                }
                 Progress::add(&progress.files_total, 1);
                 Progress::add(&progress.bytes_total, meta.size());
                 continue;
@@ -40,9 +46,11 @@ pub fn count_totals(
             let Ok(rd) = fs::read_dir(&path) else {
                 continue;
             };
+            let marks = excludes.marks(&path);
             for entry in rd.flatten() {
                 let p = entry.path();
-                if excludes.matches(&p, &entry.file_name()) {
+                let name = entry.file_name();
+                if marks.excludes(&name) || excludes.matches(&p, &name) {
                     continue;
                 }
                 if let Ok(m) = entry.metadata() {
@@ -72,5 +80,26 @@ mod tests {
         assert_eq!(Progress::get(&p.files_total), 2);
         assert_eq!(Progress::get(&p.bytes_total), 150);
         assert!(p.totals_final.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn files_over_the_size_limit_and_marked_folders_are_not_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::create_dir(dir.path().join("cache")).expect("mkdir");
+        fs::write(dir.path().join("cache/.nobackup"), b"").expect("write");
+        fs::write(dir.path().join("cache/x"), vec![1u8; 10]).expect("write");
+        fs::write(dir.path().join("big"), vec![1u8; 2000]).expect("write");
+        fs::write(dir.path().join("small"), vec![1u8; 5]).expect("write");
+        let rules = crate::exclude::ExcludeRules {
+            larger_than: Some(1024),
+            if_present: vec![crate::exclude::Marker::parse(".nobackup").expect("marker")],
+            ..Default::default()
+        };
+        let ex = Excludes::from_rules(&rules).expect("excludes");
+        let p = Progress::default();
+        count_totals(&[dir.path().to_path_buf()], &ex, false, &p, &|| false);
+        // `small` and the marker itself.
+        assert_eq!(Progress::get(&p.files_total), 2);
+        assert_eq!(Progress::get(&p.bytes_total), 5);
     }
 }

@@ -170,12 +170,15 @@ impl Shared<'_> {
             return;
         };
         self.read.fetch_add(1, Ordering::AcqRel);
+        // A marked folder's contents are not stored: no use reading them ahead.
+        let marks = self.excludes.marks(dir);
         for e in entries.flatten() {
             if self.done.load(Ordering::Acquire) {
                 return;
             }
             let path = e.path();
-            if self.excludes.matches(&path, &e.file_name()) {
+            let name = e.file_name();
+            if marks.excludes(&name) || self.excludes.matches(&path, &name) {
                 continue;
             }
             let Ok(m) = fs::symlink_metadata(&path) else {
@@ -184,7 +187,9 @@ impl Shared<'_> {
             if m.is_file()
                 && let Some(d) = self.data
             {
-                d.request(&path, m.len(), self.done);
+                if !self.excludes.too_large(m.len()) {
+                    d.request(&path, m.len(), self.done);
+                }
                 continue;
             }
             if !m.is_dir() || (self.one_file_system && m.dev() != dev) {

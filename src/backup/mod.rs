@@ -52,8 +52,9 @@ use tokio::runtime::Handle as Runtime;
 pub struct BackupOptions {
     /// Source paths (made absolute, not following symlinks).
     pub paths: Vec<PathBuf>,
-    /// Exclude patterns (see [`crate::exclude`]).
-    pub excludes: Vec<String>,
+    /// What is left out: patterns, a size limit, marker files (see [`crate::exclude`]).
+    /// Applies to the source paths themselves too, as in restic.
+    pub excludes: crate::exclude::ExcludeRules,
     /// Tags for the snapshot.
     pub tags: Vec<String>,
     /// Host name recorded (and used to choose the parent).
@@ -122,7 +123,7 @@ impl BackupOptions {
     pub fn new(paths: Vec<PathBuf>, hostname: String, username: String, time: String) -> Self {
         BackupOptions {
             paths,
-            excludes: Vec::new(),
+            excludes: crate::exclude::ExcludeRules::default(),
             tags: Vec::new(),
             hostname,
             username,

@@ -15,8 +15,25 @@ use crate::exclude::Excludes;
 use crate::format::snapshot::Snapshot;
 use crate::progress::Phase;
 use crate::repo::Repository;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::runtime::Handle as Runtime;
+
+/// Refuse a backup whose every source path is itself excluded (a pattern, the size limit,
+/// a marker beside it): its snapshot would be empty, which is never what was meant.
+fn refuse_all_excluded(roots: &[PathBuf], excludes: &Excludes) -> Result<()> {
+    let excluded = |r: &PathBuf| {
+        std::fs::symlink_metadata(r).is_ok_and(|meta| excludes.excludes_root(r, &meta))
+    };
+    if !roots.is_empty() && roots.iter().all(excluded) {
+        let names: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+        return Err(Error::InvalidInput(format!(
+            "nothing to back up: every path given is excluded by the exclude options ({}); name other paths, or loosen the excludes",
+            names.join(", ")
+        )));
+    }
+    Ok(())
+}
 
 /// One backup from start to end: prepare the source paths and find the parent, run the
 /// pipeline, record what it stored in `ctx`, and write the snapshot (or report the
@@ -27,8 +44,10 @@ pub(super) fn run(
     opts: &BackupOptions,
     ctx: &mut BackupContext,
 ) -> Result<BackupReport> {
-    let excludes = Excludes::new(&opts.excludes).map_err(Error::InvalidInput)?;
+    let excludes =
+        Excludes::from_rules(&opts.excludes).map_err(|e| Error::InvalidInput(e.to_string()))?;
     let roots = prepare_roots(&opts.paths)?;
+    refuse_all_excluded(&roots, &excludes)?;
     let display_paths = display_paths(&roots);
     // Multipart uploads left by a crashed run cost storage; a day is far longer than any
     // upload of a running backup elsewhere. Best effort: not every server lists uploads.

@@ -286,6 +286,9 @@ impl Walker<'_> {
                         continue;
                     }
                 };
+                if self.excludes.excludes_root(&path, &meta) {
+                    continue;
+                }
                 self.dev = meta.dev();
                 if self.guard_roots {
                     check_root(&path, &meta, prev, prefix, prefix_then, |id| {
@@ -338,6 +341,12 @@ impl Walker<'_> {
             Err(e) => self.warn(dir, format!("cannot list directory: {e}")),
         }
         entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        // A marker file (`--exclude-caches`, `--exclude-if-present`) leaves out everything
+        // here but itself, carried-over entries included.
+        let marks = self.excludes.marks(dir);
+        for why in &marks.problems {
+            tracing::warn!("{why}");
+        }
         // Entries in order; files still being read are resolved from the front once too
         // many are outstanding, so a huge directory does not hold a result slot per file.
         let mut slots: Vec<Slot> = Vec::with_capacity(entries.len());
@@ -349,17 +358,20 @@ impl Walker<'_> {
                 let slot = std::mem::replace(&mut slots[at], Slot::Skipped);
                 slots[at] = self.resolve(slot)?.map_or(Slot::Skipped, Slot::Ready);
             }
+            if marks.excludes(&name) || self.excludes.matches(&path, &name) {
+                continue;
+            }
             if let Some(changed) = self.changed
                 && !changed.touches(&path)
                 && let Some(prev) = find(parent, name.as_bytes())
                 && !prev.changing
                 && self.still_stored(prev)
             {
-                // Nothing was reported here since the parent snapshot: carry it over.
-                slots.push(Slot::Ready(prev.clone()));
-                continue;
-            }
-            if self.excludes.matches(&path, &name) {
+                // Nothing was reported here since the parent snapshot: carry it over
+                // (unless the size limit leaves it out now).
+                if !(prev.kind == NodeKind::File && self.excludes.too_large(prev.size)) {
+                    slots.push(Slot::Ready(prev.clone()));
+                }
                 continue;
             }
             let meta = match fs::symlink_metadata(&path) {
@@ -369,6 +381,9 @@ impl Walker<'_> {
                     continue;
                 }
             };
+            if self.excludes.too_large_entry(&meta) {
+                continue;
+            }
             let prev = find(parent, name.as_bytes());
             if let Some(slot) = self.node_for(&path, ByteName::from_os(&name), &meta, prev)? {
                 if matches!(slot, Slot::Pending { .. }) {

@@ -4,6 +4,7 @@
 
 pub(crate) use super::backup_args::BackupArgs;
 use super::backup_args::parse_time;
+use super::backup_select as select;
 use super::backup_summary::{print_summary, print_warnings};
 use super::common::{self, RepoArgs};
 use super::exit::EXIT_WARNINGS;
@@ -11,7 +12,9 @@ use super::progress::{Output, Reporter};
 use super::{hostname, now_rfc3339, username};
 use anyhow::Result;
 use cairn::backup::{BackupContext, BackupOptions, backup_with};
+use cairn::exclude::{ExcludeRules, Excludes};
 use cairn::hash::SnapshotId;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio::runtime::Runtime;
@@ -25,18 +28,29 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, b: &BackupArgs, out: Output) ->
     if b.stdin || b.stdin_from_command {
         return super::backup_stream::run(rt, args, b, out);
     }
+    let source = Source {
+        paths: select::source_paths(&b.paths, &b.selection)?,
+        excludes: select::exclude_rules(&b.selection)?,
+    };
     let hooks = super::backup_stream::hooks(b)?;
     if !hooks.is_empty() {
         // The paths as the snapshot records them: absolute and clean.
-        let source = cairn::backup::snapshot_paths(&b.paths)?
+        let shown = cairn::backup::snapshot_paths(&source.paths)?
             .iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>();
-        return super::backup_stream::with_hooks(&hooks, &source.join(" "), args, || {
-            run_paths(rt, args, b, out)
+        return super::backup_stream::with_hooks(&hooks, &shown.join(" "), args, || {
+            run_paths(rt, args, b, &source, out)
         });
     }
-    run_paths(rt, args, b, out).map(|(code, _)| code)
+    run_paths(rt, args, b, &source, out).map(|(code, _)| code)
+}
+
+/// What a backup of files and folders stores: its paths (the `--files-from` lists'
+/// included) and what it leaves out (the pattern files read).
+struct Source {
+    paths: Vec<PathBuf>,
+    excludes: ExcludeRules,
 }
 
 /// A backup of files and folders: the snapshot, its summary and warnings.
@@ -44,6 +58,7 @@ fn run_paths(
     rt: &Runtime,
     args: &RepoArgs,
     b: &BackupArgs,
+    source: &Source,
     out: Output,
 ) -> Result<(i32, SnapshotId)> {
     let started = Instant::now();
@@ -51,17 +66,19 @@ fn run_paths(
         Some(t) => parse_time(t)?,
         None => now_rfc3339(),
     };
-    let excludes = cairn::exclude::Excludes::new(&b.excludes).map_err(anyhow::Error::msg)?;
+    let excludes = Excludes::from_rules(&source.excludes)?;
     // The disk reads the sources' metadata while the key is derived and the index loaded,
     // from the same roots (absolute and clean, as excludes expect) the backup walks.
-    let _read_ahead = cairn::backup::snapshot_paths(&b.paths).ok().map(|roots| {
-        cairn::warm::MetadataWarmer::start(roots, excludes.clone(), b.one_file_system)
-    });
+    let _read_ahead = cairn::backup::snapshot_paths(&source.paths)
+        .ok()
+        .map(|roots| {
+            cairn::warm::MetadataWarmer::start(roots, excludes.clone(), b.one_file_system)
+        });
     let repo = common::open(rt, args)?;
     let host = b.host.clone().unwrap_or_else(hostname);
-    let mut opts = BackupOptions::new(b.paths.clone(), host, username(), time);
+    let mut opts = BackupOptions::new(source.paths.clone(), host, username(), time);
     opts.read_ahead = false;
-    opts.excludes = b.excludes.clone();
+    opts.excludes = source.excludes.clone();
     opts.tags = b.tags.clone();
     opts.one_file_system = b.one_file_system;
     if let Some(n) = b.upload_concurrency {

@@ -95,7 +95,7 @@ fn describe(cfg: &DaemonConfig, contacts: &[Contact], offline: bool) -> String {
             if s.excludes.is_empty() {
                 String::new()
             } else {
-                format!(" (excluding {})", s.excludes.join(", "))
+                format!(" (excluding {})", s.excludes.describe().join(", "))
             }
         ));
     }

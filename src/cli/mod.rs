@@ -6,6 +6,7 @@
 pub mod args;
 pub mod backup;
 pub mod backup_args;
+pub mod backup_select;
 pub mod backup_stream;
 pub mod backup_summary;
 pub mod check;

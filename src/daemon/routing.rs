@@ -44,7 +44,9 @@ pub(super) fn effective_sources(config: &DaemonConfig, own: &[PathBuf]) -> Vec<S
                         d.display(),
                         s.paths[0].display()
                     );
-                    s.excludes.push(globset::escape(&d.to_string_lossy()));
+                    s.excludes
+                        .patterns
+                        .push(globset::escape(&d.to_string_lossy()));
                 }
             }
             s
@@ -65,7 +67,7 @@ impl Router {
             sources: sources
                 .iter()
                 .map(|s| {
-                    let ex = Excludes::new(&s.excludes).unwrap_or_default();
+                    let ex = Excludes::from_rules(&s.excludes).unwrap_or_default();
                     (s.paths.clone(), ex)
                 })
                 .collect(),
@@ -83,10 +85,18 @@ impl Router {
             let Some(root) = roots.iter().find(|r| path.starts_with(r)) else {
                 continue;
             };
+            // A pattern on the path or a folder above it, or a marker file in a folder
+            // above it (one look per folder, only when markers are configured): a cache
+            // that changes all the time must not keep starting snapshots.
             let excluded = path
                 .ancestors()
                 .take_while(|a| a.starts_with(root) && *a != root.as_path())
-                .any(|a| a.file_name().is_some_and(|n| excludes.matches(a, n)));
+                .any(|a| {
+                    a.file_name().is_some_and(|n| {
+                        excludes.matches(a, n)
+                            || a.parent().is_some_and(|p| excludes.marks(p).excludes(n))
+                    })
+                });
             if !excluded {
                 out.push(i);
             }
@@ -104,7 +114,10 @@ mod tests {
         let sources = vec![
             SourceConfig {
                 paths: vec!["/srv/data".into()],
-                excludes: vec!["*.tmp".into(), "/srv/data/cache".into()],
+                excludes: crate::exclude::ExcludeRules {
+                    patterns: vec!["*.tmp".into(), "/srv/data/cache".into()],
+                    ..Default::default()
+                },
                 one_file_system: false,
                 tags: vec![],
                 allow_root_change: false,
@@ -113,7 +126,7 @@ mod tests {
             },
             SourceConfig {
                 paths: vec!["/etc".into()],
-                excludes: vec![],
+                excludes: Default::default(),
                 one_file_system: false,
                 tags: vec![],
                 allow_root_change: false,
@@ -136,5 +149,34 @@ mod tests {
             r.route(Path::new("/srv/data/build.tmp/inner.txt"))
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn changes_inside_a_marked_folder_start_no_snapshot_but_the_marker_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("src");
+        std::fs::create_dir_all(root.join("cache/deep")).expect("mkdir");
+        std::fs::write(
+            root.join("cache/CACHEDIR.TAG"),
+            crate::exclude::CACHEDIR_SIGNATURE,
+        )
+        .expect("write");
+        let source = SourceConfig {
+            paths: vec![root.clone()],
+            excludes: crate::exclude::ExcludeRules {
+                if_present: vec![crate::exclude::Marker::cachedir()],
+                ..Default::default()
+            },
+            one_file_system: false,
+            tags: vec![],
+            allow_root_change: false,
+            command: None,
+            hooks: Default::default(),
+        };
+        let r = Router::new(&[source], Vec::new());
+        assert!(r.route(&root.join("cache/deep/x")).is_empty());
+        assert!(r.route(&root.join("cache/y")).is_empty());
+        assert_eq!(r.route(&root.join("cache/CACHEDIR.TAG")), [0]);
+        assert_eq!(r.route(&root.join("other")), [0]);
     }
 }

@@ -24,6 +24,7 @@ mod daemon_status;
 mod databases;
 mod destinations;
 mod destinations_journal;
+mod excludes;
 mod forget;
 mod format_vectors;
 mod front_door;

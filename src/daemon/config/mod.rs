@@ -11,11 +11,12 @@
 
 //!
 //! The module is in layers: [`schema`] is which keys each table has and their types;
-//! [`raw`] is the file as TOML gives it, with the typo hints; [`resolve`] (and [`destination`] for `[[destination]]`) judge the values
+//! [`raw`] is the file as TOML gives it, with the typo hints; [`resolve`] (and [`destination`] for `[[destination]]`, [`source`] and [`excludes`] for `[[source]]`) judge the values
 //! section by section and build the typed model defined here; [`password`] says where a
 //! passphrase comes from and reads it; [`problem`] is what is wrong.
 
 mod destination;
+mod excludes;
 mod judge;
 mod notify;
 pub mod password;
@@ -48,8 +49,10 @@ pub const DEFAULT_CONFIG: &str = "/etc/cairn/cairn.toml";
 pub struct SourceConfig {
     /// Absolute paths (empty for a command source).
     pub paths: Vec<PathBuf>,
-    /// Exclude globs (restic syntax).
-    pub excludes: Vec<String>,
+    /// What is left out (`exclude`, `exclude_file`, `iexclude`, `iexclude_file`,
+    /// `exclude_larger_than`, `exclude_caches`, `exclude_if_present`; restic's meaning).
+    /// Pattern files are read when the configuration is (start, reload, `config check`).
+    pub excludes: crate::exclude::ExcludeRules,
     /// Stay on the file system of each path.
     pub one_file_system: bool,
     /// Tags on every snapshot of this source.

@@ -43,6 +43,16 @@ pub(super) struct RawSource {
     #[serde(default)]
     pub(super) exclude: Vec<Spanned<String>>,
     #[serde(default)]
+    pub(super) exclude_file: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) iexclude: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) iexclude_file: Vec<Spanned<String>>,
+    pub(super) exclude_larger_than: Option<Spanned<String>>,
+    pub(super) exclude_caches: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub(super) exclude_if_present: Vec<Spanned<String>>,
+    #[serde(default)]
     pub(super) one_file_system: bool,
     #[serde(default)]
     pub(super) tags: Vec<String>,

@@ -66,6 +66,12 @@ const fn required(name: &'static str, ty: Ty) -> Key {
 const SOURCE: &[Key] = &[
     key("paths", Ty::TextList("/srv/data")),
     key("exclude", Ty::TextList("*.tmp")),
+    key("exclude_file", Ty::TextList("/etc/cairn/excludes.txt")),
+    key("iexclude", Ty::TextList("*.jpg")),
+    key("iexclude_file", Ty::TextList("/etc/cairn/iexcludes.txt")),
+    key("exclude_larger_than", Ty::Size("1G")),
+    key("exclude_caches", Ty::Bool),
+    key("exclude_if_present", Ty::TextList(".nobackup")),
     key("one_file_system", Ty::Bool),
     key("tags", Ty::TextList("daily")),
     key("allow_root_change", Ty::Bool),

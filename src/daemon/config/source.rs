@@ -40,7 +40,7 @@ fn resolve_one(cx: &mut Ctx<'_, '_>, s: &RawSource) -> Option<(SourceConfig, Ran
     };
     let base = SourceConfig {
         paths: Vec::new(),
-        excludes: Vec::new(),
+        excludes: Default::default(),
         one_file_system: s.one_file_system,
         tags: s.tags.clone(),
         allow_root_change: s.allow_root_change,
@@ -88,12 +88,7 @@ fn paths_source(
         .iter()
         .filter_map(|p| cx.abs_path("paths", p))
         .collect::<Vec<PathBuf>>();
-    base.excludes = s.exclude.iter().map(|e| e.get_ref().clone()).collect();
-    for e in &s.exclude {
-        if let Err(why) = crate::exclude::Excludes::new(std::slice::from_ref(e.get_ref())) {
-            cx.problem::<()>(e.span(), format!("`exclude` pattern: {why}"));
-        }
-    }
+    base.excludes = super::excludes::judge(cx, s, &base.paths);
     Some((base, paths.span()))
 }
 
@@ -104,13 +99,7 @@ fn command_source(
     s: &RawSource,
     mut base: SourceConfig,
 ) -> Option<(SourceConfig, Range<usize>)> {
-    if let Some(e) = s.exclude.first() {
-        cx.problem::<()>(
-            e.span(),
-            "`exclude` applies to `paths` only: a command's output is stored whole; remove it"
-                .into(),
-        );
-    }
+    super::excludes::refuse_for_command(cx, s);
     let argv = cx.argv("command", &Some(command.clone()), HOOK_EXAMPLE);
     let filename = match &s.filename {
         None => cx.problem(
