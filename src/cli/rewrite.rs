@@ -9,10 +9,11 @@ use super::select::SnapshotFilter;
 use super::stdout::outln;
 use anyhow::{Result, bail};
 use cairn::blob_writer::BlobWriter;
+use cairn::exclude::{ExcludeRules, Excludes, read_pattern_file};
 use cairn::format::snapshot::Snapshot;
 use cairn::rewrite::{Removed, without_matches};
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokio::runtime::Runtime;
 
 /// `cairn rewrite` arguments.
@@ -22,8 +23,17 @@ pub struct RewriteArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
     /// Remove entries matching this pattern (repeatable; `backup --exclude`'s meaning).
-    #[arg(long, value_name = "PATTERN")]
+    #[arg(short = 'e', long, value_name = "PATTERN")]
     pub exclude: Vec<String>,
+    /// Like --exclude, ignoring upper and lower case (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub iexclude: Vec<String>,
+    /// Read --exclude patterns from FILE (repeatable), as `backup --exclude-file` does.
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Like --exclude-file, the patterns ignoring case (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub iexclude_file: Vec<PathBuf>,
     /// Remove the original snapshots once their rewritten ones are stored.
     #[arg(long)]
     pub forget: bool,
@@ -40,10 +50,21 @@ pub struct RewriteArgs {
 
 /// `cairn rewrite`.
 pub fn run(rt: &Runtime, args: &RepoArgs, a: &RewriteArgs, json: bool) -> Result<i32> {
-    if a.exclude.is_empty() {
-        bail!("nothing to remove: give --exclude PATTERN");
+    let mut rules = ExcludeRules {
+        patterns: a.exclude.clone(),
+        ipatterns: a.iexclude.clone(),
+        ..ExcludeRules::default()
+    };
+    for f in &a.exclude_file {
+        rules.patterns.extend(read_pattern_file(f)?);
     }
-    let excludes = cairn::exclude::Excludes::new(&a.exclude).map_err(anyhow::Error::msg)?;
+    for f in &a.iexclude_file {
+        rules.ipatterns.extend(read_pattern_file(f)?);
+    }
+    if rules.is_empty() {
+        bail!("nothing to remove: give --exclude, --iexclude, --exclude-file or --iexclude-file");
+    }
+    let excludes = Excludes::from_rules(&rules)?;
     let matcher = |path: &Path, name: &OsStr| excludes.matches(path, name);
     let repo = open(rt, args)?;
     let selected = a.filter.select(rt, &repo, &a.snapshots)?;

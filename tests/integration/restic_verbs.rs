@@ -292,12 +292,15 @@ fn rewrite_removes_a_file_and_a_prune_frees_its_space() {
         "{dry}"
     );
     assert_eq!(support::snapshot_ids(&env), ids);
+    // The same patterns as a restic user keeps them: a file, and any case.
+    let patterns = env.path("excludes.txt");
+    fs::write(&patterns, "# never backed up\n/**/secret.txt\n").expect("write");
     let out = env.ok(&[
         "rewrite",
-        "--exclude",
-        "big.bin",
-        "--exclude",
-        "/**/secret.txt",
+        "--iexclude",
+        "BIG.BIN",
+        "--exclude-file",
+        patterns.to_str().expect("utf8"),
         "--forget",
     ]);
     assert!(out.contains("1 snapshot rewritten"), "{out}");
