@@ -13,6 +13,7 @@ mod support;
 
 mod alerts;
 mod backup_restore;
+mod compression;
 mod concurrency;
 mod config_check;
 mod crash_safety;

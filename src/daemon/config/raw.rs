@@ -69,6 +69,7 @@ pub(super) struct RawDestination {
     pub(super) secret_access_key_file: Option<Spanned<String>>,
     pub(super) upload_limit: Option<Spanned<String>>,
     pub(super) upload_concurrency: Option<Spanned<u32>>,
+    pub(super) compression: Option<Spanned<String>>,
     pub(super) object_lock: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) options: BTreeMap<String, Spanned<OptionValue>>,

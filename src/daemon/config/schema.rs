@@ -88,6 +88,7 @@ const DESTINATION: &[Key] = &[
     key("secret_access_key_file", Ty::Text("/etc/cairn/s3.secret")),
     key("upload_limit", Ty::Size("20MiB")),
     key("upload_concurrency", Ty::Count("4")),
+    key("compression", Ty::Text("max")),
     key("object_lock", Ty::Text("governance:30d")),
     key("options", Ty::Options),
     key("retention", Ty::Table(RETENTION)),
