@@ -9,6 +9,7 @@
 //! documents are).
 
 use cairn::chunker::{Chunker, ChunkerParams};
+use cairn::compression::Compression;
 use cairn::crypto::{Keys, MasterSecret, Purpose};
 use cairn::format::index::BlobKind;
 use cairn::pack::seal_blob;
@@ -77,7 +78,7 @@ fn pipeline(c: &mut Criterion) {
                     let ch = &data[at..at + n];
                     at += n;
                     let id = keys.blob_id(ch);
-                    black_box(seal_blob(&keys, id, BlobKind::Data, ch).ok());
+                    black_box(seal_blob(&keys, id, BlobKind::Data, ch, Compression::AUTO).ok());
                 }
             })
         });

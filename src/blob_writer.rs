@@ -67,12 +67,14 @@ impl<'a> BlobWriter<'a> {
         self.known.contains(id) || self.added.contains(id)
     }
 
-    /// Store `plain` as a blob of `kind` unless the repository holds it already, sealed
-    /// with the repository's keys; its id either way.
+    /// Store `plain` as a blob of `kind` unless the repository holds it already,
+    /// compressed as the repository's default says and sealed with its keys; its id
+    /// either way.
     pub async fn add_plain(&mut self, kind: BlobKind, plain: &[u8]) -> Result<BlobId> {
         let id = self.repo.keys().blob_id(plain);
         if !self.holds(&id) {
-            let sealed = seal_blob(self.repo.keys(), id, kind, plain)?;
+            let compression = self.repo.compression_for(None);
+            let sealed = seal_blob(self.repo.keys(), id, kind, plain, compression)?;
             self.add_sealed(sealed).await?;
         }
         Ok(id)

@@ -49,6 +49,9 @@ enum Command {
     Prune(cli::prune::PruneArgs),
     /// Manage the passphrases that open the repository.
     Key(cli::key::KeyArgs),
+    /// Show or set how backups compress by default: `cairn compression max` records it
+    /// in the repository (format version 3), `cairn compression auto` removes it.
+    Compression(cli::compression::CompressionArgs),
     /// Run the backup daemon: watch the sources, snapshot changes to every destination.
     Daemon(cli::daemon::DaemonArgs),
     /// Work with the daemon's configuration file.
@@ -59,8 +62,8 @@ enum Command {
     /// Find which snapshots hold entries matching a glob: by name (`*.jpg`), or by path
     /// when the pattern has a `/` (`/home/*/notes.txt`).
     Find(cli::find::FindArgs),
-    /// Repository size, deduplication and compression ratios, and what each snapshot
-    /// added.
+    /// Repository size, deduplication and compression ratios, and for each snapshot
+    /// what it added and its compression ratio.
     Stats(RepoArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cli::docs::CompletionsArgs),
@@ -109,6 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             cli::prune::run(&rt, &p.repo, &p)
         }
         Command::Key(a) => cli::key::run(&rt, &a.repo, &a, json),
+        Command::Compression(a) => cli::compression::run(&rt, &a.repo, &a, json),
         Command::Diff(a) => cli::diff::run(&rt, &a.repo, &a, json),
         Command::Find(a) => cli::find::run(&rt, &a.repo, &a, json),
         Command::Stats(r) => cli::stats::run(&rt, &r, json),

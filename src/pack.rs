@@ -1,11 +1,12 @@
 //! Packs: many sealed blobs in one object, with a sealed header at the end.
 //!
-//! [`seal_blob`] turns plaintext into a stored blob (zstd only when it saves space, then
-//! XChaCha20-Poly1305); [`PackBuilder`] collects them up to the target size; reading goes
+//! [`seal_blob`] turns plaintext into a stored blob (zstd at the backup's level, only
+//! when it saves space, then XChaCha20-Poly1305); [`PackBuilder`] collects them up to the target size; reading goes
 //! through [`Repository::read_blob`], which fetches only the blob's byte range and checks
 //! its id after decryption, so a flipped byte or a swapped blob is caught and named.
 
 use crate::backend::{FileType, Handle};
+use crate::compression::Compression;
 use crate::crypto::{Keys, OVERHEAD, Purpose};
 use crate::error::{Error, Result};
 use crate::format::index::{BlobKind, IndexPack, PackedBlob};
@@ -39,18 +40,28 @@ pub struct SealedBlob {
     pub bytes: Vec<u8>,
 }
 
-/// Compress when it saves at least 1/32 of the size, then seal. The blob is compressed
-/// straight behind its nonce and encrypted where it lies: one buffer per blob, where a
-/// compressed copy, a ciphertext and the sealed message each took one (and each buffer
-/// of a megabyte or more is a fresh mapping the kernel zeroes and faults in).
-pub fn seal_blob(keys: &Keys, id: BlobId, kind: BlobKind, plain: &[u8]) -> Result<SealedBlob> {
+/// Compress as `compression` says, keeping the result only when it saves at least 1/32
+/// of the size, then seal. The blob is compressed straight behind its nonce and
+/// encrypted where it lies: one buffer per blob, where a compressed copy, a ciphertext
+/// and the sealed message each took one (and each buffer of a megabyte or more is a
+/// fresh mapping the kernel zeroes and faults in).
+pub fn seal_blob(
+    keys: &Keys,
+    id: BlobId,
+    kind: BlobKind,
+    plain: &[u8],
+    compression: Compression,
+) -> Result<SealedBlob> {
     let raw_length = u32::try_from(plain.len())
         .map_err(|_| Error::InvalidInput(format!("blob of {} bytes is too large", plain.len())))?;
     let mut buf = Vec::with_capacity(OVERHEAD + plain.len());
     let start = keys.begin_sealed(&mut buf)?;
     // Kept only when it saves at least 1/32 of the size.
     let limit = (plain.len() - plain.len() / 32).saturating_sub(1);
-    let compressed = compress_append(plain, &mut buf, limit);
+    let compressed = match compression.zstd_level() {
+        Some(level) => compress_append(plain, &mut buf, limit, level),
+        None => false,
+    };
     if !compressed {
         buf.extend_from_slice(plain);
     }
@@ -458,7 +469,10 @@ mod tests {
             let mut b = PackBuilder::default();
             for plain in &blobs {
                 let id = repo.keys().blob_id(plain);
-                b.add(seal_blob(repo.keys(), id, BlobKind::Data, plain).expect("seal"));
+                b.add(
+                    seal_blob(repo.keys(), id, BlobKind::Data, plain, Compression::AUTO)
+                        .expect("seal"),
+                );
             }
             let pack = b
                 .finish(repo.keys(), repo.config().version)
@@ -496,13 +510,102 @@ mod tests {
     fn compressible_blobs_are_compressed_and_random_ones_are_not() {
         let keys = Keys::derive(MasterSecret::from_bytes([1; 32]));
         let text = vec![b'a'; 10_000];
-        let b = seal_blob(&keys, keys.blob_id(&text), BlobKind::Data, &text).expect("seal");
+        let b = seal_blob(
+            &keys,
+            keys.blob_id(&text),
+            BlobKind::Data,
+            &text,
+            Compression::AUTO,
+        )
+        .expect("seal");
         assert!(b.compressed && b.bytes.len() < 1000);
         let mut noise = vec![0u8; 10_000];
         crate::crypto::random_bytes(&mut noise).expect("rng");
-        let b = seal_blob(&keys, keys.blob_id(&noise), BlobKind::Data, &noise).expect("seal");
+        let b = seal_blob(
+            &keys,
+            keys.blob_id(&noise),
+            BlobKind::Data,
+            &noise,
+            Compression::AUTO,
+        )
+        .expect("seal");
         assert!(!b.compressed);
         assert_eq!(b.bytes.len(), noise.len() + OVERHEAD);
+    }
+
+    /// Text that compresses, but not trivially: words drawn from a small vocabulary by a
+    /// fixed pseudo-random sequence, so that higher levels find more than lower ones.
+    fn prose(len: usize) -> Vec<u8> {
+        const WORDS: [&str; 16] = [
+            "cairn ", "stores ", "blobs ", "in ", "packs ", "sealed ", "with ", "keys ", "and ",
+            "the ", "index ", "says ", "where ", "each ", "one ", "lies ",
+        ];
+        let mut x: u32 = 0x9e37_79b9;
+        let mut out = Vec::with_capacity(len + 16);
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            out.extend_from_slice(WORDS[(x % 16) as usize].as_bytes());
+            if x.is_multiple_of(7) {
+                out.extend_from_slice(format!("{} ", x % 1000).as_bytes());
+            }
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// The level asked for is the level used: `max` stores less than `fastest`, `auto`
+    /// is today's level 3, `off` stores the plaintext as it is however well it would
+    /// compress, and every form opens to the same plaintext.
+    #[test]
+    fn each_compression_setting_is_applied_and_every_result_opens() {
+        let keys = Keys::derive(MasterSecret::from_bytes([1; 32]));
+        let text = prose(200_000);
+        let id = keys.blob_id(&text);
+        let seal = |c: Compression| seal_blob(&keys, id, BlobKind::Data, &text, c).expect("seal");
+        let (fastest, auto, max) = (
+            seal(Compression::Level(1)),
+            seal(Compression::AUTO),
+            seal(Compression::Level(19)),
+        );
+        assert!(fastest.compressed && auto.compressed && max.compressed);
+        assert!(
+            max.bytes.len() < auto.bytes.len() && auto.bytes.len() < fastest.bytes.len(),
+            "max {} auto {} fastest {}",
+            max.bytes.len(),
+            auto.bytes.len(),
+            fastest.bytes.len()
+        );
+        let mut frame = Vec::new();
+        assert!(compress_append(&text, &mut frame, text.len(), 3));
+        assert_eq!(auto.bytes.len(), frame.len() + OVERHEAD, "auto is level 3");
+        let off = seal(Compression::Off);
+        assert!(!off.compressed);
+        assert_eq!(off.bytes.len(), text.len() + OVERHEAD);
+        for b in [&fastest, &auto, &max, &off] {
+            let loc = BlobLocation {
+                pack: PackId::default(),
+                kind: BlobKind::Data,
+                offset: 0,
+                length: b.bytes.len() as u32,
+                raw_length: b.raw_length,
+                compressed: b.compressed,
+            };
+            assert_eq!(open_blob(&keys, &id, &loc, &b.bytes).expect("open"), text);
+        }
+        // The 1/32 rule holds at every level: noise is stored as it is.
+        let mut noise = vec![0u8; 50_000];
+        crate::crypto::random_bytes(&mut noise).expect("rng");
+        for c in [
+            Compression::Level(1),
+            Compression::Level(19),
+            Compression::Off,
+        ] {
+            let b =
+                seal_blob(&keys, keys.blob_id(&noise), BlobKind::Data, &noise, c).expect("seal");
+            assert!(!b.compressed, "{c}");
+        }
     }
 
     #[test]
@@ -511,8 +614,8 @@ mod tests {
         let a = b"first blob".to_vec();
         let b = b"second blob".to_vec();
         let (ia, ib) = (keys.blob_id(&a), keys.blob_id(&b));
-        let sa = seal_blob(&keys, ia, BlobKind::Data, &a).expect("seal");
-        let sb = seal_blob(&keys, ib, BlobKind::Data, &b).expect("seal");
+        let sa = seal_blob(&keys, ia, BlobKind::Data, &a, Compression::AUTO).expect("seal");
+        let sb = seal_blob(&keys, ib, BlobKind::Data, &b, Compression::AUTO).expect("seal");
         let loc = |s: &SealedBlob| BlobLocation {
             pack: PackId::default(),
             kind: BlobKind::Data,
@@ -544,7 +647,8 @@ mod tests {
         crate::crypto::random_bytes(&mut noise).expect("rng");
         for plain in [text, noise, Vec::new()] {
             let id = keys.blob_id(&plain);
-            let sealed = seal_blob(&keys, id, BlobKind::Data, &plain).expect("seal");
+            let sealed =
+                seal_blob(&keys, id, BlobKind::Data, &plain, Compression::AUTO).expect("seal");
             let loc = BlobLocation {
                 pack: PackId::default(),
                 kind: BlobKind::Data,

@@ -1,11 +1,12 @@
 //! Repository size and how well deduplication and compression work, for `cairn stats`.
-//! Pure arithmetic over the index, the object listing and the snapshots' own summaries:
-//! no pack is read.
+//! Pure arithmetic over the index, the object listing, the snapshots' own summaries and
+//! what each snapshot references ([`crate::referenced`]): no pack is read.
 
 use crate::backend::{FileType, ObjectInfo};
 use crate::crypto::OVERHEAD;
 use crate::format::index::BlobKind;
 use crate::index::MasterIndex;
+use crate::referenced::Referenced;
 use crate::repo::SnapshotEntry;
 use serde::Serialize;
 
@@ -26,6 +27,17 @@ pub struct SnapshotStats {
     pub added_bytes: u64,
     /// Bytes those blobs took in packs (compressed and sealed).
     pub added_stored_bytes: u64,
+    /// Distinct blobs (trees and file contents) the snapshot references, whichever
+    /// backup stored them.
+    pub referenced_blobs: u64,
+    /// Plaintext bytes of those blobs.
+    pub referenced_bytes: u64,
+    /// Bytes those blobs take in packs (compressed where that saved space, and sealed).
+    pub referenced_stored_bytes: u64,
+    /// `referenced_bytes` over `referenced_stored_bytes` less the sealing overhead
+    /// (40 bytes a blob): how many times over compression shrinks this snapshot's data,
+    /// 1.0 when nothing is compressed. Computed as the repository's `compression_ratio`.
+    pub compression_ratio: f64,
 }
 
 /// Figures for the whole repository.
@@ -68,12 +80,20 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// Compute the statistics from the loaded index, the listing of every object type, and
-/// the snapshots (oldest first).
+/// How many times over compression shrinks `plain` bytes stored as `stored` bytes in
+/// `blobs` sealed blobs: the sealing overhead is no compression's doing, so it is left
+/// out, and blobs stored uncompressed give exactly 1.
+fn compression_ratio(plain: u64, stored: u64, blobs: u64) -> f64 {
+    ratio(plain, stored.saturating_sub(OVERHEAD as u64 * blobs))
+}
+
+/// Compute the statistics from the loaded index, the listing of every object type, the
+/// snapshots (oldest first) and what each of them references, in the same order.
 pub fn compute(
     index: &MasterIndex,
     objects: &[(FileType, Vec<ObjectInfo>)],
     snapshots: &[SnapshotEntry],
+    referenced: &[Referenced],
 ) -> (RepoStats, Vec<SnapshotStats>) {
     let mut s = RepoStats {
         snapshots: snapshots.len() as u64,
@@ -97,7 +117,8 @@ pub fn compute(
         s.unique_stored_bytes += u64::from(loc.length);
     }
     let mut per = Vec::with_capacity(snapshots.len());
-    for e in snapshots {
+    for (i, e) in snapshots.iter().enumerate() {
+        let r = referenced.get(i).copied().unwrap_or_default();
         let sum = e.snapshot.summary.clone();
         if sum.is_none() {
             s.snapshots_without_summary += 1;
@@ -112,13 +133,17 @@ pub fn compute(
             bytes: sum.total_bytes_processed,
             added_bytes: sum.data_added,
             added_stored_bytes: sum.data_added_packed,
+            referenced_blobs: r.blobs,
+            referenced_bytes: r.plain_bytes,
+            referenced_stored_bytes: r.stored_bytes,
+            compression_ratio: compression_ratio(r.plain_bytes, r.stored_bytes, r.blobs),
         });
     }
     s.dedup_ratio = ratio(s.restore_bytes, s.unique_bytes);
-    s.compression_ratio = ratio(
+    s.compression_ratio = compression_ratio(
         s.unique_bytes,
-        s.unique_stored_bytes
-            .saturating_sub(OVERHEAD as u64 * (s.data_blobs + s.tree_blobs)),
+        s.unique_stored_bytes,
+        s.data_blobs + s.tree_blobs,
     );
     s.space_saving_ratio = ratio(s.restore_bytes, s.pack_bytes);
     (s, per)
@@ -133,8 +158,21 @@ mod tests {
         assert_eq!(ratio(10, 4), 2.5);
         assert_eq!(ratio(1, 3), 0.33);
         assert_eq!(ratio(5, 0), 0.0);
-        let (s, per) = compute(&MasterIndex::default(), &[], &[]);
+        let (s, per) = compute(&MasterIndex::default(), &[], &[], &[]);
         assert_eq!(s.dedup_ratio, 0.0);
         assert!(per.is_empty());
+    }
+
+    #[test]
+    fn the_compression_ratio_leaves_the_sealing_overhead_out() {
+        let o = OVERHEAD as u64;
+        assert_eq!(compression_ratio(1000, 1000 + 2 * o, 2), 1.0);
+        assert_eq!(compression_ratio(1000, 400 + 2 * o, 2), 2.5);
+        assert_eq!(compression_ratio(0, 0, 0), 0.0);
+        assert_eq!(
+            compression_ratio(10, o, 1),
+            0.0,
+            "no compressed bytes at all"
+        );
     }
 }

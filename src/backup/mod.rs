@@ -39,6 +39,7 @@ pub use stream::{
 };
 
 use crate::changes::ChangedPaths;
+use crate::compression::Compression;
 use crate::error::Result;
 use crate::format::snapshot::Snapshot;
 use crate::hash::SnapshotId;
@@ -80,6 +81,10 @@ pub struct BackupOptions {
     pub readers: usize,
     /// Pack uploads in flight at once; each holds a whole pack (`pack_size`) in memory.
     pub max_uploads: usize,
+    /// How to compress new blobs: the user's choice (`--compression`, the destination's
+    /// `compression`), or `None` for the repository's default, else `auto`
+    /// ([`Repository::compression_for`]).
+    pub compression: Option<Compression>,
     /// Do not descend into directories on another file system than their source path
     /// (the mount point itself is stored, empty).
     pub one_file_system: bool,
@@ -138,6 +143,7 @@ impl BackupOptions {
             // Two keep a loopback or LAN server busy (docs/PERFORMANCE.md, session 7: more
             // were barely faster) and hold 32 MiB with the default pack size instead of 64.
             max_uploads: 2,
+            compression: None,
             one_file_system: false,
             guard_roots: false,
             changed: None,

@@ -44,7 +44,12 @@ pub(super) fn run_threads(plan: &Plan<'_>) -> Finished {
     let (sealed_tx, sealed_rx) = bounded::<SealedBlob>(SEALED_QUEUE);
     let (read_tx, read_rx) = bounded::<ReadJob>(readers * 4);
     let warm_done = AtomicBool::new(false);
-    let sink = BlobSink::new(repo, index, opts.workers);
+    let sink = BlobSink::new(
+        repo,
+        index,
+        opts.workers,
+        repo.compression_for(opts.compression),
+    );
 
     let data_ahead = parent
         .is_none()

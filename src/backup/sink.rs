@@ -4,6 +4,7 @@
 //! through a bounded channel to the packer. Also the bounds on the pipeline's buffers.
 
 use crate::bufset::BufferSet;
+use crate::compression::Compression;
 use crate::error::{Error, Result};
 use crate::format::index::BlobKind;
 use crate::hash::BlobId;
@@ -23,6 +24,8 @@ pub(super) struct BlobSink<'a> {
     /// Where blobs go; its keys seal them.
     pub(super) repo: &'a Repository,
     index: &'a MasterIndex,
+    /// How this run compresses blobs.
+    compression: Compression,
     queued: Mutex<HashSet<BlobId>>,
     /// New blobs queued this run, by kind, and their plaintext bytes (for the summary).
     pub(super) data_blobs: AtomicU64,
@@ -51,12 +54,19 @@ pub(super) const SMALL_FILE: u64 = 1024 * 1024;
 const LARGE_READS: usize = 2;
 
 impl<'a> BlobSink<'a> {
-    /// A sink for one run that dedups against `index`, with read windows for `workers`
-    /// large files at once (never fewer than [`LARGE_READS`]).
-    pub(super) fn new(repo: &'a Repository, index: &'a MasterIndex, workers: usize) -> Self {
+    /// A sink for one run that dedups against `index` and compresses as `compression`
+    /// says, with read windows for `workers` large files at once (never fewer than
+    /// [`LARGE_READS`]).
+    pub(super) fn new(
+        repo: &'a Repository,
+        index: &'a MasterIndex,
+        workers: usize,
+        compression: Compression,
+    ) -> Self {
         BlobSink {
             repo,
             index,
+            compression,
             queued: Mutex::new(HashSet::new()),
             data_blobs: AtomicU64::new(0),
             tree_blobs: AtomicU64::new(0),
@@ -99,7 +109,7 @@ impl<'a> BlobSink<'a> {
             .fetch_add(1, Ordering::Relaxed);
             self.data_added
                 .fetch_add(plain.len() as u64, Ordering::Relaxed);
-            let sealed = seal_blob(self.repo.keys(), id, kind, plain)?;
+            let sealed = seal_blob(self.repo.keys(), id, kind, plain, self.compression)?;
             tx.send(sealed).map_err(|_| pipeline_closed())?;
         }
         Ok(())

@@ -15,6 +15,7 @@ use super::context::BackupContext;
 use super::sink::{BlobSender, BlobSink, SEALED_QUEUE, pipeline_closed};
 use super::{BackupReport, Warning};
 use crate::chunker::ChunkStream;
+use crate::compression::Compression;
 use crate::error::{Error, Result};
 use crate::format::index::BlobKind;
 use crate::format::name::ByteName;
@@ -51,6 +52,9 @@ pub struct StreamOptions {
     pub workers: usize,
     /// Pack uploads in flight at once.
     pub max_uploads: usize,
+    /// How to compress the stream's chunks; `None`: the repository's default, else
+    /// `auto` ([`Repository::compression_for`]).
+    pub compression: Option<Compression>,
     /// Stop flag and live counters.
     pub control: RunControl,
 }
@@ -128,7 +132,12 @@ fn store_and_commit(
     mtime: i64,
 ) -> Result<BackupReport> {
     let workers = opts.workers.max(1);
-    let sink = BlobSink::new(repo, &ctx.index, workers);
+    let sink = BlobSink::new(
+        repo,
+        &ctx.index,
+        workers,
+        repo.compression_for(opts.compression),
+    );
     let (sealed_tx, sealed_rx) = bounded(SEALED_QUEUE);
     // Chunks waiting to be sealed: each holds at most one chunk (4 MiB by default).
     let (plain_tx, plain_rx) = bounded::<(BlobId, Vec<u8>)>(workers);

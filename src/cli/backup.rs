@@ -84,6 +84,7 @@ fn run_paths(
     if let Some(n) = b.upload_concurrency {
         opts.max_uploads = usize::from(n);
     }
+    opts.compression = b.compression.map(|m| m.compression());
     let mut ctx = BackupContext::new(common::backup_cache(&repo, b.no_cache));
     // A path that cannot be read fails before anything is fetched.
     let roots = cairn::backup::prepare_roots(&opts.paths)?;

@@ -2,6 +2,7 @@
 //! a stream ([`super::backup_stream`]).
 
 use anyhow::{Context, Result};
+use cairn::compression::CompressionMode;
 use cairn::daemon::config;
 use std::path::PathBuf;
 
@@ -16,7 +17,7 @@ pub(crate) struct BackupArgs {
     #[arg(required_unless_present_any = ["now", "stdin", "files_from", "files_from_verbatim", "files_from_raw"])]
     pub(crate) paths: Vec<PathBuf>,
     /// Ask the running daemon for a snapshot in every destination now, and wait.
-    #[arg(long, conflicts_with_all = ["tags", "host", "time", "one_file_system", "upload_concurrency", "stdin", "stdin_from_command", "before", "after", "on_failure", "selection"])]
+    #[arg(long, conflicts_with_all = ["tags", "host", "time", "one_file_system", "upload_concurrency", "stdin", "stdin_from_command", "before", "after", "on_failure", "selection", "compression"])]
     pub(crate) now: bool,
     /// Store what arrives on standard input as one file (see --stdin-filename). At the
     /// end of a pipe cairn cannot tell a program that failed from one that finished:
@@ -77,6 +78,17 @@ pub(crate) struct BackupArgs {
     /// keep a distant or slow link busy. Past 8, raise `-o s3.connections` as well.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) upload_concurrency: Option<u16>,
+    /// How to compress file contents: auto (zstd level 3), off, fastest (level 1),
+    /// better (level 7), max (level 19), or a zstd level from 1 to 22. Default: the
+    /// repository's (`cairn compression`), else auto. Metadata is compressed either way.
+    #[arg(long, value_name = "MODE", env = "CAIRN_COMPRESSION", value_parser = parse_compression)]
+    pub(crate) compression: Option<CompressionMode>,
+}
+
+/// A `--compression` mode (or `CAIRN_COMPRESSION`'s), with the accepted forms when it
+/// is none.
+pub(crate) fn parse_compression(s: &str) -> Result<CompressionMode, String> {
+    s.parse()
 }
 
 /// `cairn backup`'s exclude options and path lists, restic's under the same names. The

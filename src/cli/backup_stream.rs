@@ -136,6 +136,7 @@ pub(super) fn run(rt: &Runtime, args: &RepoArgs, b: &BackupArgs, out: Output) ->
         time,
         workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
         max_uploads: 2,
+        compression: b.compression.map(|m| m.compression()),
         control: RunControl::default(),
     };
     if let Some(n) = b.upload_concurrency {

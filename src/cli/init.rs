@@ -7,6 +7,7 @@ use super::password;
 use super::progress::Output;
 use super::stdout::outln;
 use anyhow::{Context, Result};
+use cairn::compression::CompressionMode;
 use cairn::format::config::DEFAULT_PACK_SIZE;
 use cairn::repo::{Repository, init};
 use std::path::PathBuf;
@@ -32,6 +33,12 @@ pub(crate) struct InitArgs {
     /// --password-command (default: the new repository's passphrase).
     #[arg(long, value_name = "COMMAND", requires = "from_repo")]
     from_password_command: Option<String>,
+    /// Record how backups compress by default when they are not told (--compression,
+    /// CAIRN_COMPRESSION): off, fastest, better, max or a zstd level from 1 to 22. The
+    /// repository is then format version 3, which cairn before this option refuses;
+    /// auto records nothing. Change it later with `cairn compression`.
+    #[arg(long, value_name = "MODE", value_parser = super::backup_args::parse_compression)]
+    compression: Option<CompressionMode>,
 }
 
 /// `cairn init`: the new repository's passphrase comes from the usual sources when one
@@ -68,12 +75,15 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, a: &InitArgs, out: Output) -> R
         }
         None => None,
     };
+    opts.compression = a.compression.and_then(CompressionMode::recorded);
     let repo = rt.block_on(init(backend, &pass, &opts))?;
     if out.json() {
         let v = serde_json::json!({
             "message_type": "initialized",
             "id": repo.config().id.to_hex(),
             "repository": repo.backend().location(),
+            "version": repo.config().version,
+            "compression_default": repo.compression_default(),
         });
         outln!("{v}")?;
         return Ok(0);
@@ -83,6 +93,12 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, a: &InitArgs, out: Output) -> R
         repo.config().id.short(),
         repo.backend().location()
     )?;
+    if let Some(c) = repo.compression_default() {
+        outln!(
+            "backups compress with {c} unless told otherwise (format version {}: a cairn that reads only versions 1 and 2 refuses it)",
+            repo.config().version
+        )?;
+    }
     if let Some(s) = sibling {
         outln!(
             "it shares keys and chunking with {}: the two can heal each other",

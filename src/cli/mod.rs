@@ -11,6 +11,7 @@ pub mod backup_stream;
 pub mod backup_summary;
 pub mod check;
 pub mod common;
+pub mod compression;
 pub mod config_check;
 pub mod copy;
 pub mod daemon;

@@ -1,6 +1,6 @@
-//! `cairn stats`: the repository's size, deduplication and compression ratios, and what
-//! each snapshot added, from the index, the object listings and the snapshots'
-//! summaries.
+//! `cairn stats`: the repository's size, deduplication and compression ratios, and for
+//! each snapshot what it added and how well the data it references is compressed, from
+//! the index, the object listings, the snapshots' summaries and their trees.
 
 use super::common::{self, RepoArgs};
 use super::output::{count, short_time};
@@ -26,10 +26,12 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
     ] {
         objects.push((kind, rt.block_on(repo.backend().list(kind))?));
     }
-    let (s, per) = cairn::stats::compute(&index, &objects, &snapshots);
+    let referenced = cairn::referenced::referenced(&repo, rt.handle(), &index, &snapshots)?;
+    let (s, per) = cairn::stats::compute(&index, &objects, &snapshots, &referenced);
     if json {
         let mut v = serde_json::to_value(&s)?;
         v["message_type"] = "summary".into();
+        v["compression_default"] = serde_json::to_value(repo.compression_default())?;
         v["per_snapshot"] = serde_json::to_value(&per)?;
         outln!("{v}")?;
         return Ok(0);
@@ -51,6 +53,13 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
     outln!("  all snapshots' files: {}", bytes(s.restore_bytes))?;
     outln!("  deduplication:        {:.2}x", s.dedup_ratio)?;
     outln!("  compression:          {:.2}x", s.compression_ratio)?;
+    outln!(
+        "  compression default:  {}",
+        match repo.compression_default() {
+            Some(c) => c.to_string(),
+            None => "none recorded (backups use auto unless told)".into(),
+        }
+    )?;
     outln!("  space saving overall: {:.2}x", s.space_saving_ratio)?;
     if s.snapshots_without_summary > 0 {
         outln!(
@@ -63,23 +72,25 @@ pub(crate) fn run(rt: &Runtime, args: &RepoArgs, json: bool) -> Result<i32> {
     }
     outln!()?;
     outln!(
-        "{:<8}  {:<23}  {:>10}  {:>12}  {:>12}  {:>12}",
+        "{:<8}  {:<23}  {:>10}  {:>12}  {:>12}  {:>12}  {:>12}",
         "ID",
         "Time",
         "Files",
         "Size",
         "Added",
-        "Added stored"
+        "Added stored",
+        "Compression"
     )?;
     for p in &per {
         outln!(
-            "{:<8}  {:<23}  {:>10}  {:>12}  {:>12}  {:>12}",
+            "{:<8}  {:<23}  {:>10}  {:>12}  {:>12}  {:>12}  {:>12}",
             &p.id[..8],
             short_time(&p.time),
             p.files,
             bytes(p.bytes),
             bytes(p.added_bytes),
-            bytes(p.added_stored_bytes)
+            bytes(p.added_stored_bytes),
+            format!("ratio {:.2}x", p.compression_ratio)
         )?;
     }
     Ok(0)

@@ -110,6 +110,7 @@ mod tests {
             password: None,
             backend: crate::backend::BackendOptions::default(),
             upload_concurrency: 1,
+            compression: None,
             retention: None,
             prune: false,
         };

@@ -280,6 +280,8 @@ fn source_options(
     });
     opts.control = dest.control.clone();
     opts.skip_if_unchanged = true;
+    // The journal's too: its packs go to the destination as they are.
+    opts.compression = dest.config.compression;
     opts
 }
 

@@ -74,6 +74,7 @@ fn run_command(
         time: crate::host::now_rfc3339(),
         workers: env.cpu_threads,
         max_uploads: dest.config.upload_concurrency,
+        compression: dest.config.compression,
         control: dest.control.clone(),
     };
     let spec = Spec {

@@ -56,46 +56,53 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_else(|e| panic!("serializing a stored type failed: {e}"))
 }
 
-/// zstd level used for blobs and metadata objects: level 3 is zstd's default trade-off.
-pub const ZSTD_LEVEL: i32 = 3;
+/// zstd level of metadata objects (index, snapshots, pack headers), and of blobs when
+/// nothing chooses another: level 3 is zstd's default trade-off.
+pub const ZSTD_LEVEL: i32 = crate::compression::AUTO_LEVEL as i32;
 
 thread_local! {
-    /// One zstd context per thread, reused for every blob and object it compresses. A new
-    /// context per call allocates and zeroes its match tables each time, which cost more
-    /// than the compression itself on a backup of many small files.
-    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+    /// One zstd context per thread, reused for every blob and object it compresses, with
+    /// the level it is set to. A new context per call allocates and zeroes its match
+    /// tables each time, which cost more than the compression itself on a backup of many
+    /// small files; changing the level of a kept one costs nothing of the kind.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
         const { std::cell::RefCell::new(None) };
 }
 
 /// zstd-compress `data` at [`ZSTD_LEVEL`] with this thread's reused context. The frame
 /// records its content size (readers bound their output by it).
 pub(crate) fn try_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    with_compressor(|c| c.compress(data))
+    with_compressor(ZSTD_LEVEL, |c| c.compress(data))
 }
 
-/// Run `f` with this thread's compressor, made on first use.
+/// Run `f` with this thread's compressor, made on first use, set to `level`.
 fn with_compressor<T>(
+    level: i32,
     f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> std::io::Result<T>,
 ) -> std::io::Result<T> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let c = match &mut *slot {
-            Some(c) => c,
-            None => slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+        let (at, c) = match &mut *slot {
+            Some(kept) => kept,
+            None => slot.insert((level, zstd::bulk::Compressor::new(level)?)),
         };
+        if *at != level {
+            c.set_compression_level(level)?;
+            *at = level;
+        }
         f(c)
     })
 }
 
-/// zstd-compress `data` onto the end of `out`, keeping the frame only if it is at most
-/// `limit` bytes; returns whether it was kept (otherwise `out` is as it was). Writing
-/// into the caller's buffer spares a blob an allocation and a copy. zstd may use all of
-/// `out`'s spare capacity (at least `limit`), and gives up only when that runs out;
-/// incompressible data is fast for zstd anyway (several GB/s here).
-pub(crate) fn compress_append(data: &[u8], out: &mut Vec<u8>, limit: usize) -> bool {
+/// zstd-compress `data` at `level` onto the end of `out`, keeping the frame only if it
+/// is at most `limit` bytes; returns whether it was kept (otherwise `out` is as it was).
+/// Writing into the caller's buffer spares a blob an allocation and a copy. zstd may use
+/// all of `out`'s spare capacity (at least `limit`), and gives up only when that runs
+/// out; incompressible data is fast for zstd anyway (several GB/s here).
+pub(crate) fn compress_append(data: &[u8], out: &mut Vec<u8>, limit: usize, level: i32) -> bool {
     let at = out.len();
     out.reserve(limit);
-    let written = with_compressor(|c| {
+    let written = with_compressor(level, |c| {
         let mut cursor = std::io::Cursor::new(&mut *out);
         cursor.set_position(at as u64);
         c.compress_to_buffer(data, &mut cursor)

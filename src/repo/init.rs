@@ -7,10 +7,11 @@
 use super::Repository;
 use crate::backend::{Backend, FileType, Handle};
 use crate::chunker::ChunkerParams;
+use crate::compression::Compression;
 use crate::crypto::{KdfParams, Keys, MasterSecret, random_bytes, wrap_secret};
 use crate::error::{Error, Result};
 use crate::format::config::{
-    ConfigBody, ConfigFile, DEFAULT_PACK_SIZE, FORMAT_VERSION, MAGIC, OLDEST_FORMAT_VERSION,
+    ConfigBody, ConfigFile, DEFAULT_FORMAT_VERSION, DEFAULT_PACK_SIZE, MAGIC, version_for,
 };
 use crate::format::key::KeyFile;
 use crate::hash::{Id, KeyId};
@@ -35,10 +36,13 @@ pub struct InitOptions {
     /// The master secret to build on instead of a fresh one: set by
     /// [`InitOptions::sharing_keys_with`].
     pub secret: Option<MasterSecret>,
-    /// Format version to write: [`FORMAT_VERSION`] unless a copy must match an older
-    /// sibling (a copy's packs move between the two verbatim) or a test builds an old
-    /// repository.
+    /// Format version whose layout to write: [`DEFAULT_FORMAT_VERSION`] unless a copy
+    /// must match an older sibling (a copy's packs move between the two verbatim) or a
+    /// test builds an old repository. Version 3 shares version 2's layout: the version
+    /// written is 3 exactly when `compression` is set ([`version_for`]).
     pub version: u32,
+    /// The compression default to record (`init --compression`), if any.
+    pub compression: Option<Compression>,
 }
 
 impl InitOptions {
@@ -52,14 +56,17 @@ impl InitOptions {
             hostname,
             username,
             secret: None,
-            version: FORMAT_VERSION,
+            version: DEFAULT_FORMAT_VERSION,
+            compression: None,
         }
     }
 
     /// Build the new repository on an existing one's master secret and chunker
     /// parameters. The two then share blob ids, chunk boundaries and encryption keys
     /// (each keeps its own passphrase keys and repository id), so identical data is
-    /// stored identically and a blob damaged in one can be read from the other.
+    /// stored identically and a blob damaged in one can be read from the other. The
+    /// sibling's compression default is not taken: it is no setting the two must agree
+    /// on, and a copy records its own only when asked.
     pub fn sharing_keys_with(mut self, sibling: &Repository) -> Self {
         self.secret = Some(sibling.keys().secret().clone());
         self.chunker = sibling.config().chunker;
@@ -147,12 +154,7 @@ pub async fn init(
         ));
     }
     opts.chunker.validate().map_err(Error::InvalidInput)?;
-    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&opts.version) {
-        return Err(Error::InvalidInput(format!(
-            "format version {} cannot be written: this cairn writes versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}",
-            opts.version
-        )));
-    }
+    let version = version_for(opts.version, opts.compression).map_err(Error::InvalidInput)?;
     if !(1024 * 1024..=1024 * 1024 * 1024).contains(&opts.pack_size) {
         return Err(Error::InvalidInput(format!(
             "pack size {} is outside 1 MiB..1 GiB",
@@ -203,10 +205,11 @@ pub async fn init(
     random_bytes(&mut repo_id)?;
     let body = ConfigBody {
         format: MAGIC.to_string(),
-        version: opts.version,
+        version,
         id: Id(repo_id),
         chunker: opts.chunker,
         pack_size: opts.pack_size,
+        compression: opts.compression,
     };
     let file = ConfigFile {
         mac: hex::encode(keys.config_mac(&body.canonical())),

@@ -5,6 +5,7 @@
 //! the name against the bytes before decrypting, so a swapped or altered object is named in
 //! the error rather than silently used.
 
+mod compression;
 mod init;
 mod keys;
 mod read_ahead;

@@ -297,6 +297,7 @@ fn every_vector_block_in_the_document_is_checked() {
         ("config-canonical", 1),
         ("config-mac", 1),
         ("config-object", 1),
+        ("config-v3", 1),
         ("seal", 1),
         ("key-derivation", 1),
         ("key-object", 1),
@@ -399,15 +400,68 @@ fn v1_config_mac_and_stored_config() {
     assert_eq!(template, canonical);
 }
 
+/// Section 6's version 3 form: the same body with `compression` after `pack_size`, under
+/// the MAC; cairn computes these bytes and this MAC, and writes and reads the stored
+/// object the document describes.
+#[test]
+fn v1_version_3_config_carries_compression_under_its_mac() {
+    use cairn::compression::Compression;
+    use cairn::format::config::ConfigBody;
+    let canonical = value("config-v3", "canonical");
+    let mac = value("config-v3", "mac");
+    // The rule as the document states it, from the version 1 canonical body.
+    let v1 = one_line("config-canonical");
+    let by_rule = format!(
+        "{},\"compression\":19}}",
+        v1.replacen("\"version\":1,", "\"version\":3,", 1)
+            .trim_end_matches('}')
+    );
+    assert_eq!(by_rule, canonical);
+    assert_eq!(hex(&keys().config_mac(canonical.as_bytes())), mac);
+    assert_eq!(
+        hex(blake3::keyed_hash(&subkey("config-mac-key"), canonical.as_bytes()).as_bytes()),
+        mac
+    );
+    let ConfigProbe::Supported(v1_file) =
+        ConfigFile::probe(block("config-object").as_bytes()).expect("probe")
+    else {
+        panic!("the vector config is not a supported config");
+    };
+    let body = ConfigBody {
+        version: 3,
+        compression: Some(Compression::Level(19)),
+        ..v1_file.body
+    };
+    assert_eq!(body.canonical(), canonical.as_bytes());
+    // The stored object: the version 1 one with the version and the field changed.
+    let stored = block("config-object")
+        .replacen("\"version\": 1,", "\"version\": 3,", 1)
+        .replacen(
+            "\"pack_size\": 16777216,\n",
+            "\"pack_size\": 16777216,\n  \"compression\": 19,\n",
+            1,
+        )
+        .replacen(&value("config-mac", "mac"), &mac, 1);
+    let file = ConfigFile {
+        body: body.clone(),
+        mac: mac.clone(),
+    };
+    assert_eq!(String::from_utf8(file.to_bytes()).expect("utf-8"), stored);
+    let ConfigProbe::Supported(read) = ConfigFile::probe(stored.as_bytes()).expect("probe") else {
+        panic!("the version 3 config is not a supported config");
+    };
+    assert_eq!(read.body, body);
+}
+
 #[test]
 fn unsupported_version_is_refused_before_any_key_is_read() {
     let stored = block("config-object");
-    // Version 3 does not exist yet; this build reads versions 1 and 2.
-    let v2 = stored.replacen("\"version\": 1,", "\"version\": 3,", 1);
+    // Version 4 does not exist yet; this build reads versions 1 to 3.
+    let v2 = stored.replacen("\"version\": 1,", "\"version\": 4,", 1);
     assert_ne!(v2, stored);
     assert!(matches!(
         ConfigFile::probe(v2.as_bytes()),
-        Ok(ConfigProbe::Unsupported(3))
+        Ok(ConfigProbe::Unsupported(4))
     ));
 
     // A location holding nothing but that config: refusing it must not need any key.
@@ -417,9 +471,9 @@ fn unsupported_version_is_refused_before_any_key_is_read() {
     std::fs::write(dir.path().join("config"), v2.as_bytes()).expect("write");
     match rt.block_on(read_config(&backend)) {
         Err(Error::UnsupportedVersion {
-            found: 3,
+            found: 4,
             oldest: 1,
-            supported: 2,
+            supported: 3,
             ..
         }) => {}
         other => panic!("expected an unsupported-version error, got {other:?}"),
@@ -908,12 +962,13 @@ fn tree_names_follow_section_12() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Versions 1 and 2 side by side (section 16)
+// Versions 1, 2 and 3 side by side (section 16)
 
 /// This build writes version 2 for a new repository, with zstd-compressed pack headers,
-/// and keeps writing plain headers into a version 1 repository, so an older build can
-/// still read it. Both read back whole: pack headers (which `check` compares with the
-/// index), and every byte of data.
+/// version 3 (the same layout) for one with a compression default, and keeps writing
+/// plain headers into a version 1 repository, so an older build can still read it. All
+/// read back whole: pack headers (which `check` compares with the index), and every
+/// byte of data.
 #[test]
 fn each_version_is_written_in_its_own_header_layout_and_reads_back() {
     use cairn::backend::{FileType, Handle};
@@ -924,7 +979,7 @@ fn each_version_is_written_in_its_own_header_layout_and_reads_back() {
     std::fs::create_dir_all(src.join("d")).expect("mkdir");
     std::fs::write(src.join("d/text"), "compressible text ".repeat(50_000)).expect("write");
     std::fs::write(src.join("noise"), xorshift_input(300_000)).expect("write");
-    for version in [1u32, 2] {
+    for version in [1u32, 2, 3] {
         let mut o = InitOptions::new("2026-01-01T00:00:00Z".into(), "h".into(), "u".into());
         o.kdf = KdfParams {
             memory_kib: 64,
@@ -934,15 +989,17 @@ fn each_version_is_written_in_its_own_header_layout_and_reads_back() {
         let root = dir.path().join(format!("repo-v{version}"));
         let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(&root));
         // A version this build cannot write is refused before anything is stored.
-        for impossible in [0, 3] {
+        for impossible in [0, 4] {
             o.version = impossible;
             let err = rt
                 .block_on(init(backend.clone(), b"pw", &o))
                 .expect_err("unwritable version");
-            assert!(err.to_string().contains("versions 1 to 2"), "{err}");
+            assert!(err.to_string().contains("versions 1 to 3"), "{err}");
             assert!(!root.exists(), "nothing written for version {impossible}");
         }
-        o.version = version;
+        // Version 3 is what a layout of version 2 with a compression default is written as.
+        o.version = version.min(2);
+        o.compression = (version == 3).then_some(cairn::compression::Compression::Level(19));
         rt.block_on(init(backend.clone(), b"pw", &o)).expect("init");
         let repo = rt
             .block_on(Repository::open(backend.clone(), b"pw"))

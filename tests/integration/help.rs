@@ -30,6 +30,7 @@ const REPOSITORY_VERBS: &[&[&str]] = &[
     &["forget"],
     &["prune"],
     &["key", "add"],
+    &["compression"],
     &["diff"],
     &["find"],
     &["stats"],

@@ -14,6 +14,7 @@ mod support;
 mod alerts;
 mod backup_restore;
 mod bandwidth;
+mod compression;
 mod concurrency;
 mod config_check;
 mod crash_safety;

@@ -182,6 +182,7 @@ fn locked_objects_survive_deletion_attempts_and_prune_waits_for_them() {
         id,
         cairn::format::index::BlobKind::Data,
         &plain,
+        cairn::compression::Compression::AUTO,
     )
     .expect("seal");
     let mut builder = cairn::pack::PackBuilder::default();

@@ -116,7 +116,7 @@ fn unsupported_version_and_foreign_config_are_refused_before_any_passphrase() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
-        err.contains("version 7") && err.contains("versions 1 to 2"),
+        err.contains("version 7") && err.contains("versions 1 to 3"),
         "{err}"
     );
 

@@ -6,6 +6,7 @@ use crate::support;
 
 use cairn::backend::local::LocalBackend;
 use cairn::backend::{Backend, FileType, Handle};
+use cairn::compression::Compression;
 use cairn::format::index::BlobKind;
 use cairn::format::name::ByteName;
 use cairn::format::tree::{NodeKind, Tree};
@@ -116,9 +117,27 @@ fn flipped_byte_in_any_object_fails_restore_and_names_it() {
 async fn plant(repo: &Repository, tree: &Tree, payload: &[u8]) -> String {
     let keys = repo.keys();
     let mut pack = PackBuilder::default();
-    pack.add(seal_blob(keys, keys.blob_id(payload), BlobKind::Data, payload).expect("seal"));
+    pack.add(
+        seal_blob(
+            keys,
+            keys.blob_id(payload),
+            BlobKind::Data,
+            payload,
+            Compression::AUTO,
+        )
+        .expect("seal"),
+    );
     let plain = tree.to_plain();
-    pack.add(seal_blob(keys, keys.blob_id(&plain), BlobKind::Tree, &plain).expect("seal"));
+    pack.add(
+        seal_blob(
+            keys,
+            keys.blob_id(&plain),
+            BlobKind::Tree,
+            &plain,
+            Compression::AUTO,
+        )
+        .expect("seal"),
+    );
     let done = pack.finish(keys, repo.config().version).expect("finish");
     repo.backend()
         .put(&Handle::new(FileType::Pack, done.id.to_hex()), done.bytes)

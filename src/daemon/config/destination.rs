@@ -1,11 +1,12 @@
 //! Judging one `[[destination]]`: its name, where it is (parsed once, here, into a
 //! [`Location`]), its passphrase source, its storage options (set through
-//! [`BackendOptions`]' typed setters), credentials, limits and retention.
+//! [`BackendOptions`]' typed setters), credentials, limits, compression and retention.
 
 use super::judge::Ctx;
 use super::raw::{RawDestination, RawRetention};
 use super::{DestinationConfig, Problem};
 use crate::backend::{BackendOptions, Location, ObjectLock, parse_location};
+use crate::compression::CompressionMode;
 use std::path::Path;
 use toml::Spanned;
 
@@ -88,6 +89,13 @@ fn resolve_one(
         Some(v) => *v.get_ref() as usize,
         None => default_uploads,
     };
+    let compression =
+        d.compression
+            .as_ref()
+            .and_then(|v| match v.get_ref().parse::<CompressionMode>() {
+                Ok(mode) => Some(mode.compression()),
+                Err(e) => cx.problem(v.span(), format!("destination {name:?}: {e}")),
+            });
     let retention = match &d.retention {
         Some(r) => {
             let policy = cx.retention(&name, r.get_ref());
@@ -107,6 +115,7 @@ fn resolve_one(
         password,
         backend,
         upload_concurrency,
+        compression,
         retention,
         prune: d.retention.as_ref().is_some_and(|r| r.get_ref().prune),
     })

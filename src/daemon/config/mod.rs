@@ -110,6 +110,9 @@ pub struct DestinationConfig {
     pub backend: BackendOptions,
     /// Pack uploads in flight at once.
     pub upload_concurrency: usize,
+    /// How backups to this destination compress blobs (its `compression` key); `None`:
+    /// the repository's default, else auto.
+    pub compression: Option<crate::compression::Compression>,
     /// Snapshots to keep (restic's `forget` rules), applied to this host's snapshots.
     pub retention: Option<crate::retention::Policy>,
     /// Also prune after removing snapshots (needs delete permission on the bucket).
@@ -467,6 +470,39 @@ socket = "/run/cairn/control.sock"
         );
         assert!(p.iter().any(|m| m.contains("used twice")), "{p:?}");
         assert!(p.iter().any(|m| m.contains("s3.retries")), "{p:?}");
+    }
+
+    /// A destination's `compression` takes the modes of `--compression`; a bad one is
+    /// named with its line and the accepted forms, a number is asked for in quotes.
+    #[test]
+    fn destination_compression_is_a_mode() {
+        use crate::compression::Compression;
+        let with = |value: &str| {
+            GOOD.replace(
+                "name = \"disk\"",
+                &format!("name = \"disk\"\ncompression = {value}"),
+            )
+        };
+        let c = parse(Path::new("t.toml"), &with("\"max\"")).expect("valid");
+        assert_eq!(c.destinations[0].compression, None);
+        assert_eq!(c.destinations[1].compression, Some(Compression::Level(19)));
+        let c = parse(Path::new("t.toml"), &with("\"off\"")).expect("valid");
+        assert_eq!(c.destinations[1].compression, Some(Compression::Off));
+        let c = parse(Path::new("t.toml"), &with("\"12\"")).expect("valid");
+        assert_eq!(c.destinations[1].compression, Some(Compression::Level(12)));
+        let p = problems(&with("\"maximum\""));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("line 16: destination \"disk\": compression \"maximum\" is not a mode: write auto, off, fastest, better, max, or a zstd level from 1 to 22"),
+            "{p:?}"
+        );
+        let p = problems(&with("19"));
+        assert!(
+            p[0].starts_with(
+                "line 16: destination.compression is text in quotes: write compression = \"19\""
+            ),
+            "{p:?}"
+        );
     }
 
     #[test]

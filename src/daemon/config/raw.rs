@@ -82,6 +82,7 @@ pub(super) struct RawDestination {
     pub(super) upload_limit: Option<Spanned<String>>,
     pub(super) download_limit: Option<Spanned<String>>,
     pub(super) upload_concurrency: Option<Spanned<u32>>,
+    pub(super) compression: Option<Spanned<String>>,
     pub(super) object_lock: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) options: BTreeMap<String, Spanned<OptionValue>>,

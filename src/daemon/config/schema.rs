@@ -96,6 +96,7 @@ const DESTINATION: &[Key] = &[
     key("upload_limit", Ty::Size("20MiB")),
     key("download_limit", Ty::Size("50MiB")),
     key("upload_concurrency", Ty::Count("4")),
+    key("compression", Ty::Text("max")),
     key("object_lock", Ty::Text("governance:30d")),
     key("options", Ty::Options),
     key("retention", Ty::Table(RETENTION)),

@@ -7,6 +7,7 @@ use super::fixtures::snapshot;
 use super::s3::backend_options;
 use super::{Env, Kind, describe};
 use cairn::backend::{Backend, FileType, Handle};
+use cairn::compression::Compression;
 use cairn::crypto::Purpose;
 use cairn::format::index::{BlobKind, IndexPack};
 use cairn::hash::{BlobId, Id};
@@ -66,7 +67,7 @@ impl Hostile {
     /// `plain` sealed as a blob of `kind` under its honest id, ready for a pack.
     pub fn seal(&self, kind: BlobKind, plain: &[u8]) -> SealedBlob {
         let keys = self.repo.keys();
-        seal_blob(keys, keys.blob_id(plain), kind, plain).expect("seal")
+        seal_blob(keys, keys.blob_id(plain), kind, plain, Compression::AUTO).expect("seal")
     }
 
     /// Store a pack of already sealed blobs; returns its index entries (not yet indexed).
