@@ -1,11 +1,13 @@
 //! Writing blobs into a repository outside a backup: `copy` (blobs re-encrypted for
 //! another repository's keys, or sealed blobs moved as they are) and `rewrite` (new
 //! trees). Blobs go into packs of the repository's size, data and trees apart as backups
-//! store them; packs are uploaded as they fill, and an index object naming them is
-//! stored every [`INDEX_EVERY`] packs and at the end, always after the packs it names
-//! (docs/FORMAT.md, section 14). So a run cut short leaves only packs in no index (swept
-//! by a prune) and index objects whose packs are all stored; what it already indexed is
-//! not sent again.
+//! store them; packs are uploaded as they fill. Index objects are stored only after the
+//! packs they name (docs/FORMAT.md, section 14), and trees only after data: data packs
+//! are indexed every [`INDEX_EVERY`] packs and at the end, tree packs only at the very
+//! end, after the last data is indexed, so an indexed tree never lacks its data in the
+//! index (which a journal replay takes on trust). A run cut short leaves packs in no
+//! index (swept by a prune) and index objects whose packs are all stored; the data it
+//! indexed is not sent again.
 
 use crate::backend::{FileType, Handle};
 use crate::error::Result;
@@ -43,7 +45,9 @@ pub struct BlobWriter<'a> {
     added: HashSet<BlobId>,
     data: PackBuilder,
     trees: PackBuilder,
+    /// Packs stored but not yet named by an index object: data, and trees.
     unindexed: Vec<IndexPack>,
+    unindexed_trees: Vec<IndexPack>,
     written: Written,
 }
 
@@ -58,6 +62,7 @@ impl<'a> BlobWriter<'a> {
             data: PackBuilder::default(),
             trees: PackBuilder::default(),
             unindexed: Vec::new(),
+            unindexed_trees: Vec::new(),
             written: Written::default(),
         }
     }
@@ -104,12 +109,23 @@ impl<'a> BlobWriter<'a> {
         Ok(())
     }
 
-    /// Note a pack stored by other means (copied whole), to be named by the writer's
-    /// next index object.
+    /// Note a pack stored by other means (copied whole), to be named by one of the
+    /// writer's index objects (with the trees, at the end, if it holds any tree).
     pub async fn add_stored_pack(&mut self, pack: IndexPack) -> Result<()> {
         self.added.extend(pack.blobs.iter().map(|b| b.id));
+        self.queue(pack).await
+    }
+
+    async fn queue(&mut self, pack: IndexPack) -> Result<()> {
+        if pack.blobs.iter().any(|b| b.kind == BlobKind::Tree) {
+            self.unindexed_trees.push(pack);
+            return Ok(());
+        }
         self.unindexed.push(pack);
-        self.index_if_due().await
+        if self.unindexed.len() >= INDEX_EVERY {
+            self.save_index().await?;
+        }
+        Ok(())
     }
 
     async fn upload(&mut self, builder: PackBuilder) -> Result<()> {
@@ -122,15 +138,7 @@ impl<'a> BlobWriter<'a> {
             .put(&Handle::new(FileType::Pack, pack.id.to_hex()), pack.bytes)
             .await?;
         self.written.packs += 1;
-        self.unindexed.push(pack.index);
-        self.index_if_due().await
-    }
-
-    async fn index_if_due(&mut self) -> Result<()> {
-        if self.unindexed.len() >= INDEX_EVERY {
-            self.save_index().await?;
-        }
-        Ok(())
+        self.queue(pack.index).await
     }
 
     async fn save_index(&mut self) -> Result<()> {
@@ -144,13 +152,22 @@ impl<'a> BlobWriter<'a> {
         Ok(())
     }
 
-    /// Upload what is left and store the index naming every pack not yet named: after
-    /// this, a snapshot referring to the blobs may be stored.
-    pub async fn finish(mut self) -> Result<Written> {
+    /// Upload the data blobs still held and index every data pack not yet indexed:
+    /// after this, an index object naming trees whose data went through this writer
+    /// may be stored.
+    pub async fn finish_data(&mut self) -> Result<()> {
         let data = std::mem::take(&mut self.data);
         self.upload(data).await?;
+        self.save_index().await
+    }
+
+    /// Upload what is left and index every pack not yet indexed, data first, then
+    /// trees: after this, a snapshot referring to the blobs may be stored.
+    pub async fn finish(mut self) -> Result<Written> {
+        self.finish_data().await?;
         let trees = std::mem::take(&mut self.trees);
         self.upload(trees).await?;
+        self.unindexed = std::mem::take(&mut self.unindexed_trees);
         self.save_index().await?;
         Ok(self.written)
     }

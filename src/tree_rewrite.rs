@@ -35,10 +35,10 @@ pub trait NodeRewrite: Send {
     fn by_id(&self) -> bool;
 }
 
-/// One directory being rebuilt.
+/// One directory being rebuilt (its path is the walk's current path: one buffer, a
+/// name pushed per level, so a deep tree costs memory in its depth, not its square).
 struct Frame {
     old: BlobId,
-    path: PathBuf,
     nodes: std::vec::IntoIter<Node>,
     out: Vec<Node>,
     changed: bool,
@@ -58,15 +58,17 @@ pub async fn rewrite_tree(
     if let Some(done) = memo.get(&root).filter(|_| rw.by_id()) {
         return Ok(*done);
     }
-    let mut stack = vec![open(src, index, root, PathBuf::from("/"), None).await?];
+    let mut path = PathBuf::from("/");
+    let mut stack = vec![open(src, index, root, &path, None).await?];
     loop {
         let Some(frame) = stack.last_mut() else {
             unreachable!("the stack is left only by the return below")
         };
         if let Some(mut node) = frame.nodes.next() {
-            let path = frame.path.join(OsStr::from_bytes(&node.name.0));
+            path.push(OsStr::from_bytes(&node.name.0));
             if !rw.keep(&path, &node) {
                 frame.changed = true;
+                path.pop();
                 continue;
             }
             match (node.kind, node.subtree) {
@@ -76,8 +78,10 @@ pub async fn rewrite_tree(
                         node.subtree = Some(new);
                         frame.out.push(node);
                     } else {
-                        let child = open(src, index, sub, path, Some(node)).await?;
+                        let child = open(src, index, sub, &path, Some(node)).await?;
                         stack.push(child);
+                        // The directory's name stays on the path until its frame ends.
+                        continue;
                     }
                 }
                 (NodeKind::File, _) => {
@@ -88,14 +92,17 @@ pub async fn rewrite_tree(
                 }
                 _ => frame.out.push(node),
             }
+            path.pop();
             continue;
         }
         let Some(done) = stack.pop() else {
             unreachable!("a frame was just looked at")
         };
         let new = rw
-            .tree(&done.path, done.old, Tree { nodes: done.out }, done.changed)
+            .tree(&path, done.old, Tree { nodes: done.out }, done.changed)
             .await?;
+        // Back to the parent's path (the root's, `/`, stays).
+        path.pop();
         if rw.by_id() {
             memo.insert(done.old, new);
         }
@@ -114,16 +121,15 @@ async fn open(
     src: &Repository,
     index: &MasterIndex,
     id: BlobId,
-    path: PathBuf,
+    path: &Path,
     entry: Option<Node>,
 ) -> Result<Frame> {
     let plain = src.read_blob(index, &id).await?;
-    let tree = decode(&plain, &id, &path)?;
+    let tree = decode(&plain, &id, path)?;
     Ok(Frame {
         old: id,
         out: Vec::with_capacity(tree.nodes.len()),
         nodes: tree.nodes.into_iter(),
-        path,
         changed: false,
         entry,
     })

@@ -69,7 +69,10 @@ pub fn run(rt: &Runtime, args: &RepoArgs, a: &RewriteArgs, json: bool) -> Result
     let repo = open(rt, args)?;
     let selected = a.filter.select(rt, &repo, &a.snapshots)?;
     let index = rt.block_on(repo.load_index())?;
-    let mut writer = BlobWriter::new(&repo, &index);
+    // What the repository holds: its index objects, not blobs a prune took out (a new
+    // tree equal to one of those is stored again, as a backup would).
+    let (held, _taken_out) = rt.block_on(repo.load_index_parts(None))?;
+    let mut writer = BlobWriter::new(&repo, &held);
     let mut planned = Vec::new();
     for e in &selected {
         let w = (!a.dry_run).then_some(&mut writer);

@@ -51,26 +51,46 @@ impl SnapshotFilter {
             && (self.paths.is_empty() || self.paths.iter().all(|p| s.paths.contains(p)))
     }
 
-    /// The snapshots named by `ids` (each as `latest`, `latest~N`, an id or a prefix), or
-    /// when none are named every snapshot that passes the filters; oldest first, each
-    /// once.
+    /// Whether no filter is given.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.tags.is_empty() && self.paths.is_empty()
+    }
+
+    /// The snapshots named by `ids` (each as `latest`, `latest~N`, an id or a prefix),
+    /// or when none are named every snapshot that passes the filters; oldest first, each
+    /// once. Named ones are resolved among the snapshots the filters pass, as restic
+    /// does: `--host web latest` is web's latest.
     pub fn select(
         &self,
         rt: &Runtime,
         repo: &Repository,
         ids: &[String],
     ) -> Result<Vec<SnapshotEntry>> {
-        let all = rt.block_on(repo.list_snapshots())?;
+        let passing: Vec<SnapshotEntry> = rt
+            .block_on(repo.list_snapshots())?
+            .into_iter()
+            .filter(|e| self.matches(&e.snapshot))
+            .collect();
         if ids.is_empty() {
-            return Ok(all
-                .into_iter()
-                .filter(|e| self.matches(&e.snapshot))
-                .collect());
+            return Ok(passing);
         }
+        let listed: Vec<_> = passing.iter().map(|e| e.id).collect();
         let mut wanted = std::collections::HashSet::new();
         for spec in ids {
-            wanted.insert(rt.block_on(repo.find_snapshot(spec))?.id);
+            let found = rt
+                .block_on(repo.find_snapshot_listed(spec, listed.clone()))
+                .map_err(|e| {
+                    if self.is_empty() {
+                        anyhow::Error::from(e)
+                    } else {
+                        anyhow::anyhow!("{e} (among the snapshots --host, --tag and --path pass)")
+                    }
+                })?;
+            wanted.insert(found.id);
         }
-        Ok(all.into_iter().filter(|e| wanted.contains(&e.id)).collect())
+        Ok(passing
+            .into_iter()
+            .filter(|e| wanted.contains(&e.id))
+            .collect())
     }
 }

@@ -9,13 +9,15 @@
 //!
 //! Between repositories on different keys every blob is read, checked, and stored again
 //! under the target's keys ([`reencrypt`]): blob ids are keyed, so every tree is rebuilt
-//! with the new ids, and the copy records the source snapshot as its `original`.
+//! with the new ids, and the copy records the id of the snapshot it was copied from as
+//! its `original`.
 //!
 //! Either way only what the target lacks is sent, the target's data is durable before
 //! its index and its index before the snapshot (docs/FORMAT.md, section 14), and a
-//! snapshot already in the target (by id, or the same time, host, user, paths and tags,
-//! and on the same keys the same tree) is not copied again: a second run sends nothing,
-//! and a run cut short sends, next time, only what it had not stored yet.
+//! snapshot already in the target is not copied again ([`already_copied`]): a second run
+//! sends nothing, and a run cut short sends, next time, only what it had not stored yet.
+//! What the target holds is what its index objects list; blobs a prune there took out
+//! but has not deleted yet count as missing, as they do for a backup.
 
 mod raw;
 mod reencrypt;
@@ -46,9 +48,12 @@ pub struct CopyReport {
     pub bytes_sent: u64,
 }
 
-/// Whether `s` (from the source) is in the target already, as one of `there`: the same
-/// object, or, as restic decides, a snapshot of the same time, host, user, paths, tags
-/// and origin, which on the same keys must also have the same tree.
+/// Whether `s` (from the source) is in the target already, as one of `there`. On the
+/// same keys: the same object, or (as restic decides) a snapshot of the same time, host,
+/// user, paths, tags and origin with the same tree. On other keys trees cannot be
+/// compared, so only a copy of this very snapshot counts: one that records its id as
+/// `original` (a snapshot changed in the source since, by `tag` or `rewrite`, has a new
+/// id and is copied again).
 pub fn already_copied(
     id: &SnapshotId,
     s: &Snapshot,
@@ -57,6 +62,9 @@ pub fn already_copied(
 ) -> bool {
     there.iter().any(|t| {
         let u = &t.snapshot;
+        if !same_keys {
+            return t.id == *id || u.original == Some(*id);
+        }
         t.id == *id
             || (u.time == s.time
                 && u.hostname == s.hostname
@@ -64,7 +72,7 @@ pub fn already_copied(
                 && u.paths == s.paths
                 && u.tags == s.tags
                 && u.origin == s.origin
-                && (!same_keys || u.tree == s.tree))
+                && u.tree == s.tree)
     })
 }
 
@@ -88,8 +96,8 @@ pub async fn copy(
     if todo.is_empty() {
         return Ok(report);
     }
-    let (src_index, dst_index) =
-        futures_util::future::try_join(src.load_index(), dst.load_index()).await?;
+    let (src_index, (dst_index, _taken_out)) =
+        futures_util::future::try_join(src.load_index(), dst.load_index_parts(None)).await?;
     if report.same_keys {
         raw::copy(src, dst, &src_index, &dst_index, &todo, &mut report).await?;
     } else {

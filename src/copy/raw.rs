@@ -1,14 +1,18 @@
 //! A copy between repositories on the same keys: stored objects byte for byte.
 //!
-//! 1. Walk the snapshots' trees in the source, down to what the target's index lists (a
-//!    tree the target indexes is whole there, as in the journal replay), and collect the
-//!    blobs the target lacks.
+//! 1. Walk every tree of the snapshots in the source and collect the blobs the target's
+//!    index does not list. Every tree is read: a tree the target indexes is not taken
+//!    to be whole there (a pack copied whole by an earlier copy of other snapshots may
+//!    have brought trees without their data).
 //! 2. For each source pack holding some of them: if the target has that pack object
-//!    already (a run cut short), only its header is read; if the target holds none of
-//!    the pack's blobs, the pack is copied whole (checked against its name); otherwise
-//!    the blobs needed are read one by one, authenticated, and packed anew.
-//! 3. Each source index object whose packs the target now all holds, and of which it
-//!    has one just copied, is copied whole; packs no such object names get a new one.
+//!    already (a run cut short), only its header is read; if every blob the source
+//!    index places in the pack is needed, the pack is copied whole (checked against its
+//!    name); otherwise the blobs needed are read one by one, authenticated, and packed
+//!    anew, so the target never indexes a tree whose data it was not sent.
+//! 3. Index objects, data before trees: new ones for the packed-anew data and for whole
+//!    packs of data no copied source index object names; then each source index object
+//!    whose packs the target now all holds, and of which it has one copied whole, copied
+//!    whole; then the trees packed anew and whole tree packs no such object names.
 //! 4. The snapshot objects, oldest first.
 
 use super::CopyReport;
@@ -18,7 +22,7 @@ use crate::crypto::Purpose;
 use crate::error::{Error, Result};
 use crate::format::index::{IndexPack, PackedBlob};
 use crate::format::pack::decode_header;
-use crate::hash::{BlobId, Id, PackId};
+use crate::hash::{BlobId, Id, IndexId, PackId, SnapshotId};
 use crate::index::{BlobLocation, MasterIndex};
 use crate::pack::{HeaderAt, SealedBlob, header_in_tail, open_blob};
 use crate::repo::{Repository, SnapshotEntry};
@@ -45,10 +49,12 @@ pub(super) async fn copy(
         })?;
         by_pack.entry(loc.pack).or_default().push((*id, loc));
     }
-    let mut shared: HashSet<PackId> = HashSet::new();
+    // Packs holding a blob that is not needed (the target has it, or no snapshot being
+    // copied uses it): those are not copied whole.
+    let mut partial: HashSet<PackId> = HashSet::new();
     for (id, loc) in src_index.iter() {
-        if by_pack.contains_key(&loc.pack) && dst_index.contains(&id) {
-            shared.insert(loc.pack);
+        if by_pack.contains_key(&loc.pack) && !needed.contains(&id) {
+            partial.insert(loc.pack);
         }
     }
     let stored: HashMap<PackId, u64> = dst
@@ -63,10 +69,17 @@ pub(super) async fn copy(
     for (pack, mut blobs) in by_pack {
         let handle = Handle::new(FileType::Pack, pack.to_hex());
         if let Some(size) = stored.get(&pack) {
-            let blobs = dst.read_pack_header(pack, *size, None).await?;
+            let blobs = dst
+                .read_pack_header(pack, *size, None)
+                .await
+                .map_err(|e| Error::InvalidInput(format!(
+                    "{} in {} (left by a copy cut short) cannot be read: {e}; delete it there and copy again",
+                    handle.path(),
+                    dst.backend().location()
+                )))?;
             whole.push(IndexPack { id: pack, blobs });
             report.packs_found += 1;
-        } else if !shared.contains(&pack) {
+        } else if !partial.contains(&pack) {
             let bytes = src.backend().get(&handle).await?;
             let blobs = checked_pack(src, pack, &bytes).map_err(|reason| Error::Corrupt {
                 object: format!("{} in {}", handle.path(), src.backend().location()),
@@ -99,9 +112,17 @@ pub(super) async fn copy(
             }
         }
     }
-    let named = copy_index_objects(src, dst, &whole, &stored, report).await?;
+    let whole_copies = index_objects_to_copy(src, dst, &whole, &stored).await?;
+    let named: HashSet<PackId> = whole_copies
+        .iter()
+        .flat_map(|(_, p)| p.iter().copied())
+        .collect();
     for pack in whole.into_iter().filter(|p| !named.contains(&p.id)) {
         writer.add_stored_pack(pack).await?;
+    }
+    writer.finish_data().await?;
+    for (id, _) in &whole_copies {
+        copy_index_object(src, dst, *id, report).await?;
     }
     let written = writer.finish().await?;
     report.blobs_stored += written.blobs;
@@ -122,7 +143,8 @@ pub(super) async fn copy(
     Ok(())
 }
 
-/// The blobs below the snapshots' trees that the target's index does not list.
+/// The blobs below the snapshots' trees (the trees included) that the target's index
+/// does not list. Each tree is read once, however many snapshots share it.
 async fn missing_blobs(
     src: &Repository,
     src_index: &MasterIndex,
@@ -130,16 +152,31 @@ async fn missing_blobs(
     todo: &[SnapshotEntry],
 ) -> Result<HashSet<BlobId>> {
     let mut needed = HashSet::new();
-    let mut stack: Vec<BlobId> = todo.iter().map(|e| e.snapshot.tree).collect();
-    while let Some(t) = stack.pop() {
-        if dst_index.contains(&t) || !needed.insert(t) {
+    let mut walked = HashSet::new();
+    let mut stack: Vec<(BlobId, SnapshotId)> =
+        todo.iter().map(|e| (e.snapshot.tree, e.id)).collect();
+    while let Some((t, snap)) = stack.pop() {
+        if !walked.insert(t) {
             continue;
         }
-        let plain = src.read_blob(src_index, &t).await?;
-        let tree = decode(&plain, &t, Path::new("/"))?;
+        if !dst_index.contains(&t) {
+            needed.insert(t);
+        }
+        let plain = src.read_blob(src_index, &t).await.map_err(|e| match e {
+            Error::MissingBlob { blob, .. } => Error::MissingBlob {
+                blob,
+                referrer: format!(
+                    "snapshot {} of {} (run `cairn check` there)",
+                    snap.short(),
+                    src.backend().location()
+                ),
+            },
+            e => e,
+        })?;
+        let tree = decode(&plain, &t, Path::new(&format!("snapshot {}", snap.short())))?;
         for n in tree.nodes {
             needed.extend(n.content.into_iter().filter(|b| !dst_index.contains(b)));
-            stack.extend(n.subtree);
+            stack.extend(n.subtree.map(|sub| (sub, snap)));
         }
     }
     Ok(needed)
@@ -166,19 +203,19 @@ fn checked_pack(
     decode_header(&plain, offset).map_err(|e| e.to_string())
 }
 
-/// Copy each source index object that names a pack of `whole` (copied now, or by a run
-/// cut short) and only packs the target holds; the packs they name.
-async fn copy_index_objects(
+/// The source index objects to copy whole, with the packs each names: those naming a
+/// pack of `whole` (copied now, or by a run cut short) and only packs the target holds,
+/// and not in the target yet.
+async fn index_objects_to_copy(
     src: &Repository,
     dst: &Repository,
     whole: &[IndexPack],
     stored: &HashMap<PackId, u64>,
-    report: &mut CopyReport,
-) -> Result<HashSet<PackId>> {
+) -> Result<Vec<(IndexId, Vec<PackId>)>> {
     let fresh: HashSet<PackId> = whole.iter().map(|p| p.id).collect();
-    let mut named = HashSet::new();
+    let mut eligible = Vec::new();
     if whole.is_empty() {
-        return Ok(named);
+        return Ok(eligible);
     }
     let listing = src.index_listing().await?;
     let there: HashSet<String> = dst
@@ -188,33 +225,40 @@ async fn copy_index_objects(
         .into_iter()
         .map(|o| o.name)
         .collect();
-    let mut eligible = Vec::new();
     src.for_each_index_file(None, listing, |id, file| {
-        let file = file?;
+        // A damaged index object is simply not copied whole; the packs it names get a
+        // new one.
+        let Ok(file) = file else { return Ok(()) };
         let held = |p: &PackId| fresh.contains(p) || stored.contains_key(p);
-        if file.packs.iter().any(|p| fresh.contains(&p.id))
+        if !there.contains(&id.0.to_hex())
+            && file.packs.iter().any(|p| fresh.contains(&p.id))
             && file.packs.iter().all(|p| held(&p.id))
         {
-            eligible.push((id, file.packs.iter().map(|p| p.id).collect::<Vec<_>>()));
+            eligible.push((id, file.packs.iter().map(|p| p.id).collect()));
         }
         Ok(())
     })
     .await?;
-    for (id, packs) in eligible {
-        let handle = Handle::new(FileType::Index, id.0.to_hex());
-        if !there.contains(&handle.name) {
-            let bytes = src.backend().get(&handle).await?;
-            if Id::of_stored(&bytes) != id.0 {
-                return Err(Error::Corrupt {
-                    object: format!("{} in {}", handle.path(), src.backend().location()),
-                    reason: "altered or swapped since it was read".into(),
-                });
-            }
-            report.bytes_sent += bytes.len() as u64;
-            dst.backend().put(&handle, bytes.into()).await?;
-            report.index_objects_copied += 1;
-        }
-        named.extend(packs);
+    Ok(eligible)
+}
+
+/// Copy one index object as stored, after checking it is the one its name says.
+async fn copy_index_object(
+    src: &Repository,
+    dst: &Repository,
+    id: IndexId,
+    report: &mut CopyReport,
+) -> Result<()> {
+    let handle = Handle::new(FileType::Index, id.0.to_hex());
+    let bytes = src.backend().get(&handle).await?;
+    if Id::of_stored(&bytes) != id.0 {
+        return Err(Error::Corrupt {
+            object: format!("{} in {}", handle.path(), src.backend().location()),
+            reason: "altered or swapped since it was read".into(),
+        });
     }
-    Ok(named)
+    report.bytes_sent += bytes.len() as u64;
+    dst.backend().put(&handle, bytes.into()).await?;
+    report.index_objects_copied += 1;
+    Ok(())
 }

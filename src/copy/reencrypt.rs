@@ -96,7 +96,8 @@ pub(super) async fn copy(
             tree,
             // The parent is a snapshot of the source, which the target does not know.
             parent: None,
-            original: Some(e.snapshot.original.unwrap_or(e.id)),
+            // The snapshot it is a copy of: what tells a later copy it is here.
+            original: Some(e.id),
             ..e.snapshot.clone()
         };
         let id = dst.save_snapshot(&snap).await?;

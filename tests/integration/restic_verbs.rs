@@ -131,6 +131,44 @@ fn a_copy_to_a_bucket_on_the_same_keys_is_identical_and_a_second_run_sends_nothi
 }
 
 #[test]
+fn copying_the_latest_snapshot_first_and_then_all_leaves_nothing_of_the_older_behind() {
+    // The older snapshot holds a folder the newer one lacks; the newer one shares the
+    // older one's tree pack. Copying the newer one must not make the target take the
+    // older one's trees for whole.
+    // Packs of 1 MiB: the newer snapshot's data (a.txt) shares a pack with only part of
+    // the older one's big.bin.
+    let src_env = Env::new();
+    src_env.ok(&["init", "--pack-size", "1"]);
+    let src = src_env.path("src");
+    fs::create_dir_all(src.join("keep")).expect("mkdir");
+    fs::create_dir_all(src.join("old")).expect("mkdir");
+    fs::write(src.join("keep/a.txt"), "kept\n").expect("write");
+    fs::write(src.join("old/big.bin"), pseudo_random(6 << 20, 11)).expect("write");
+    let s = src.to_str().expect("utf8");
+    src_env.ok(&["backup", s]);
+    let older = src_env.path("older");
+    support::copy_dir(&src, &older);
+    fs::remove_dir_all(src.join("old")).expect("rm");
+    src_env.ok(&["backup", s]);
+
+    let dst = Env::with(Kind::S3);
+    dst.ok(&["init", "--from-repo", &src_env.repo]);
+    dst.ok(&["copy", "--from-repo", &src_env.repo, "latest"]);
+    dst.ok(&["copy", "--from-repo", &src_env.repo]);
+    assert_eq!(support::snapshot_ids(&dst).len(), 2);
+    dst.ok(&["check", "--read-data"]);
+    let target = dst.path("restored-older");
+    dst.restore_from(&dst.repo, "latest~1", &target);
+    let back = support::restored(&target, &src);
+    for f in ["old/big.bin", "keep/a.txt"] {
+        assert!(
+            fs::read(back.join(f)).ok() == fs::read(older.join(f)).ok(),
+            "{f} of the older snapshot did not come back from the copy"
+        );
+    }
+}
+
+#[test]
 fn a_copy_cut_short_after_its_packs_sends_no_pack_again() {
     let src_env = Env::init();
     let src = corpus(&src_env);
@@ -221,6 +259,28 @@ fn a_copy_between_buckets_on_other_keys_restores_the_same_tree() {
         puts(&dst, "data") + puts(&dst, "snapshots") + puts(&dst, "index"),
         before
     );
+    // A secret rewritten away in the source: the rewritten snapshot is a new one for the
+    // target too (its time, host, paths and tags are the old one's).
+    src_env.ok(&["rewrite", "--exclude", "secret.txt", "--forget"]);
+    let after = json_summary(&dst.ok(&copy));
+    assert_eq!(
+        after["snapshots_copied"].as_array().map(Vec::len),
+        Some(1),
+        "{after}"
+    );
+    // Same time as the copy of the original: restore the new copy by its id.
+    let new_copy = after["snapshots_copied"][0]["to"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let target = dst.path("rewritten");
+    dst.restore_from(&dst.repo, &new_copy, &target);
+    let back = support::restored(&target, &src);
+    assert!(back.join("docs/notes.txt").exists());
+    assert!(
+        !back.join("secret.txt").exists(),
+        "the copy still holds the secret"
+    );
     dst.ok(&["check", "--read-data"]);
 }
 
@@ -259,6 +319,24 @@ fn tag_gives_a_new_id_keeps_the_time_and_removes_the_old_snapshot() {
         serde_json::json!(before[0]),
         "the first id is kept"
     );
+    // `--host` narrows what `latest` means, as in restic.
+    env.ok(&[
+        "backup",
+        src.to_str().expect("utf8"),
+        "--host",
+        "other",
+        "--time",
+        "2020-01-01T00:00:00Z",
+    ]);
+    env.ok(&["tag", "--host", "other", "--add", "theirs", "latest"]);
+    let both = list(&env);
+    let theirs: Vec<_> = both
+        .iter()
+        .filter(|s| s["tags"] == serde_json::json!(["theirs"]))
+        .collect();
+    assert_eq!(theirs.len(), 1, "{both:?}");
+    assert_eq!(theirs[0]["hostname"], "other");
+    env.ok(&["forget", theirs[0]["id"].as_str().expect("id")]);
     // Nothing to change: nothing is written.
     let out = env.ok(&["tag", "--add", "x"]);
     assert!(out.contains("0 snapshots changed"), "{out}");
