@@ -47,6 +47,11 @@ fn puts(env: &Env, kind: &str) -> usize {
         .count()
 }
 
+/// How many entries the list `key` of a summary has.
+fn count(summary: &serde_json::Value, key: &str) -> Option<usize> {
+    summary[key].as_array().map(Vec::len)
+}
+
 fn json_summary(out: &str) -> serde_json::Value {
     let lines = support::json_lines(out).expect("JSON lines");
     lines.last().cloned().expect("a summary line")
@@ -67,23 +72,11 @@ fn a_copy_to_a_bucket_on_the_same_keys_is_identical_and_a_second_run_sends_nothi
     let first =
         json_summary(&dst.ok(&["copy", "--from-repo", &src_env.repo, "--json", "latest~1"]));
     assert_eq!(first["same_keys"], true, "{first}");
-    assert_eq!(
-        first["snapshots_copied"].as_array().map(Vec::len),
-        Some(1),
-        "{first}"
-    );
+    assert_eq!(count(&first, "snapshots_copied"), Some(1), "{first}");
     let data_puts = puts(&dst, "data");
     let all = json_summary(&dst.ok(&["copy", "--from-repo", &src_env.repo, "--json"]));
-    assert_eq!(
-        all["snapshots_copied"].as_array().map(Vec::len),
-        Some(1),
-        "{all}"
-    );
-    assert_eq!(
-        all["snapshots_already_there"].as_array().map(Vec::len),
-        Some(1),
-        "{all}"
-    );
+    assert_eq!(count(&all, "snapshots_copied"), Some(1), "{all}");
+    assert_eq!(count(&all, "snapshots_already_there"), Some(1), "{all}");
     assert!(
         puts(&dst, "data") - data_puts <= 2,
         "the second snapshot added one data pack and one tree pack, yet {} packs were sent",
@@ -111,11 +104,7 @@ fn a_copy_to_a_bucket_on_the_same_keys_is_identical_and_a_second_run_sends_nothi
         .filter(|r| r.method == "PUT")
         .count();
     let again = json_summary(&dst.ok(&["copy", "--from-repo", &src_env.repo, "--json"]));
-    assert_eq!(
-        again["snapshots_copied"].as_array().map(Vec::len),
-        Some(0),
-        "{again}"
-    );
+    assert_eq!(count(&again, "snapshots_copied"), Some(0), "{again}");
     assert_eq!(again["bytes_sent"], 0, "{again}");
     let after = dst
         .server
@@ -184,11 +173,7 @@ fn a_copy_cut_short_after_its_packs_sends_no_pack_again() {
     assert!(support::snapshot_ids(&dst).is_empty());
     let packs = puts(&dst, "data");
     let out = json_summary(&dst.ok(&["copy", "--from-repo", &src_env.repo, "--json"]));
-    assert_eq!(
-        out["snapshots_copied"].as_array().map(Vec::len),
-        Some(1),
-        "{out}"
-    );
+    assert_eq!(count(&out, "snapshots_copied"), Some(1), "{out}");
     assert_eq!(
         puts(&dst, "data"),
         packs,
@@ -250,11 +235,7 @@ fn a_copy_between_buckets_on_other_keys_restores_the_same_tree() {
         &command,
         "--json",
     ]));
-    assert_eq!(
-        again["snapshots_copied"].as_array().map(Vec::len),
-        Some(0),
-        "{again}"
-    );
+    assert_eq!(count(&again, "snapshots_copied"), Some(0), "{again}");
     assert_eq!(
         puts(&dst, "data") + puts(&dst, "snapshots") + puts(&dst, "index"),
         before
@@ -263,11 +244,7 @@ fn a_copy_between_buckets_on_other_keys_restores_the_same_tree() {
     // target too (its time, host, paths and tags are the old one's).
     src_env.ok(&["rewrite", "--exclude", "secret.txt", "--forget"]);
     let after = json_summary(&dst.ok(&copy));
-    assert_eq!(
-        after["snapshots_copied"].as_array().map(Vec::len),
-        Some(1),
-        "{after}"
-    );
+    assert_eq!(count(&after, "snapshots_copied"), Some(1), "{after}");
     // Same time as the copy of the original: restore the new copy by its id.
     let new_copy = after["snapshots_copied"][0]["to"]
         .as_str()
@@ -386,12 +363,7 @@ fn rewrite_removes_a_file_and_a_prune_frees_its_space() {
     assert_eq!(now.len(), 1);
     assert_ne!(now, ids, "the original is still there");
     let target = env.path("restored");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().expect("utf8"),
-    ]);
+    env.restore_from(&env.repo, "latest", &target);
     let back = support::restored(&target, &src);
     assert!(back.join("docs/notes.txt").exists());
     assert!(
