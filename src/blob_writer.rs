@@ -3,7 +3,7 @@
 //! trees). Blobs go into packs of the repository's size, data and trees apart as backups
 //! store them; packs are uploaded as they fill. Index objects are stored only after the
 //! packs they name (docs/FORMAT.md, section 14), and trees only after data: data packs
-//! are indexed every [`INDEX_EVERY`] packs and at the end, tree packs only at the very
+//! are indexed every [`INDEX_FLUSH_PACKS`] packs (as a backup's are) and at the end, tree packs only at the very
 //! end, after the last data is indexed, so an indexed tree never lacks its data in the
 //! index (which a journal replay takes on trust). A run cut short leaves packs in no
 //! index (swept by a prune) and index objects whose packs are all stored; the data it
@@ -15,13 +15,9 @@ use crate::format::index::{BlobKind, IndexPack};
 use crate::hash::BlobId;
 use crate::index::MasterIndex;
 use crate::pack::{PackBuilder, SealedBlob, seal_blob};
-use crate::packer::MAX_BLOBS_PER_PACK;
+use crate::packer::INDEX_FLUSH_PACKS;
 use crate::repo::Repository;
 use std::collections::HashSet;
-
-/// Packs named by one index object written along the way: a run cut short after many
-/// packs loses the work of at most this many.
-pub const INDEX_EVERY: usize = 64;
 
 /// What a writer stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -100,9 +96,7 @@ impl<'a> BlobWriter<'a> {
             BlobKind::Tree => &mut self.trees,
         };
         builder.add(blob);
-        let full = builder.len() >= self.repo.config().pack_size as usize
-            || builder.blob_count() >= MAX_BLOBS_PER_PACK;
-        if full {
+        if builder.is_full(self.repo.config().pack_size as usize) {
             let builder = std::mem::take(builder);
             self.upload(builder).await?;
         }
@@ -122,7 +116,7 @@ impl<'a> BlobWriter<'a> {
             return Ok(());
         }
         self.unindexed.push(pack);
-        if self.unindexed.len() >= INDEX_EVERY {
+        if self.unindexed.len() >= INDEX_FLUSH_PACKS {
             self.save_index().await?;
         }
         Ok(())

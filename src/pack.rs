@@ -75,6 +75,10 @@ pub fn seal_blob(
     })
 }
 
+/// Blobs per pack at most, so that a pack of many tiny blobs keeps its header well under
+/// the size a reader accepts ([`crate::format::pack::MAX_HEADER_LEN`], ~150 bytes an entry).
+pub const MAX_BLOBS_PER_PACK: usize = 20_000;
+
 /// Accumulates sealed blobs into one pack.
 #[derive(Default)]
 pub struct PackBuilder {
@@ -113,6 +117,13 @@ impl PackBuilder {
     /// Blobs so far.
     pub fn blob_count(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Whether the pack is to be closed: its blobs reach `target` bytes (the
+    /// repository's pack size, so a pack exceeds it by at most one blob) or it holds
+    /// [`MAX_BLOBS_PER_PACK`] blobs. Every writer of packs closes them by this one rule.
+    pub fn is_full(&self, target: usize) -> bool {
+        self.len() >= target || self.blob_count() >= MAX_BLOBS_PER_PACK
     }
 
     /// Whether no blob was added.

@@ -23,9 +23,7 @@ use tokio::task::JoinHandle;
 /// Packs listed per index object written during a backup.
 pub const INDEX_FLUSH_PACKS: usize = 64;
 
-/// Blobs per pack at most, so that a pack of many tiny blobs keeps its header well under
-/// the size a reader accepts ([`crate::format::pack::MAX_HEADER_LEN`], ~150 bytes an entry).
-pub const MAX_BLOBS_PER_PACK: usize = 20_000;
+pub use crate::pack::MAX_BLOBS_PER_PACK;
 
 /// What the packer did, for the snapshot summary.
 #[derive(Debug, Default)]
@@ -116,7 +114,7 @@ pub fn run_packer(
                 BlobKind::Tree => &mut trees,
             };
             builder.add(blob);
-            if builder.len() >= target || builder.blob_count() >= MAX_BLOBS_PER_PACK {
+            if builder.is_full(target) {
                 let full = std::mem::take(builder);
                 upload(full, &mut uploads, &mut stats)?;
             }

@@ -108,9 +108,7 @@ pub fn repair(
                     BlobKind::Tree => &mut trees,
                 };
                 builder.add(b);
-                if builder.len() >= target
-                    || builder.blob_count() >= crate::packer::MAX_BLOBS_PER_PACK
-                {
+                if builder.is_full(target) {
                     flush(std::mem::take(builder), &mut new_packs)?;
                 }
             }

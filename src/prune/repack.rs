@@ -81,8 +81,7 @@ pub(super) fn repack(
                 compressed: b.compressed,
                 bytes: sealed,
             });
-            if builder.len() >= target || builder.blob_count() >= crate::packer::MAX_BLOBS_PER_PACK
-            {
+            if builder.is_full(target) {
                 flush(std::mem::take(builder), &mut new_packs)?;
             }
         }
